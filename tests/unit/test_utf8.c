@@ -8,7 +8,7 @@
 int main(void) {
     ok(utf8_valid("", 0), "empty is valid");
     ok(utf8_valid("plain ascii", 11), "ascii");
-    ok(utf8_valid("h\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x98\x80", 11), "2, 3 and 4 byte characters");
+    ok(utf8_valid("h\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x98\x80", 12), "2, 3 and 4 byte characters");
     ok(!utf8_valid("\xC0\xAF", 2), "overlong slash rejected");
     ok(!utf8_valid("\xE0\x80\xAF", 3), "overlong 3-byte rejected");
     ok(!utf8_valid("\xED\xA0\x80", 3), "surrogate rejected");
