@@ -94,6 +94,70 @@ static int piece(const struct llama_vocab *vocab, int id, char **buf, int *cap) 
     return n;
 }
 
+static int utf8_len_lead(unsigned char c) {
+    static const int lens[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return lens[c >> 4];
+}
+
+static uint32_t pack_char(const unsigned char *s, int n) {
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++) v = (v << 8) | s[i];
+    return v | ((uint32_t)n << 29); /* n in the top bits keeps lengths apart */
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int build_spm_guard(wk_model *m) {
+    m->chars = malloc((size_t)m->n_vocab * sizeof *m->chars);
+    if (!m->chars) return -1;
+    for (int id = 0; id < m->n_vocab; id++) {
+        const char *t = llama_vocab_get_text(m->vocab, id);
+        if (!t) continue;
+        size_t n = strlen(t);
+        unsigned v;
+        if (n == 6 && sscanf(t, "<0x%2X>", &v) == 1) m->byte_ok[v & 255] = 1;
+        if (n >= 1 && n <= 4 && utf8_len_lead((unsigned char)t[0]) == (int)n) {
+            m->chars[m->n_chars++] = pack_char((const unsigned char *)t, (int)n);
+            if (n == 1) m->byte_ok[(unsigned char)t[0]] = 1;
+        }
+    }
+    qsort(m->chars, (size_t)m->n_chars, sizeof *m->chars, cmp_u32);
+    m->spm_guard = 1;
+    return 0;
+}
+
+/* Would llama.cpp's SentencePiece tokenizer find a token for every character? */
+static int spm_representable(const wk_model *m, const char *text, size_t len) {
+    static const unsigned char space[3] = {0xE2, 0x96, 0x81};
+    for (size_t i = 0; i <= len;) {
+        const unsigned char *c;
+        int n;
+        if (i == len) { /* the prepended space, checked once */
+            if (!m->space_prefix) break;
+            c = space;
+            n = 3;
+        } else if (text[i] == ' ') {
+            c = space;
+            n = 3;
+        } else {
+            c = (const unsigned char *)text + i;
+            n = utf8_len_lead(c[0]);
+            if ((size_t)n > len - i) n = (int)(len - i);
+        }
+        uint32_t key = pack_char(c, n);
+        if (!bsearch(&key, m->chars, (size_t)m->n_chars, sizeof key, cmp_u32)) {
+            for (int j = 0; j < n; j++)
+                if (!m->byte_ok[c[j]]) return 0;
+        }
+        if (i == len) break;
+        i += text[i] == ' ' ? 1 : (size_t)n;
+    }
+    return 1;
+}
+
 wk_model *wk_model_load(const char *path, int vocab_only, char *err, size_t err_size) {
     char dummy[8];
     if (!err) {
@@ -165,6 +229,7 @@ wk_model *wk_model_load(const char *path, int vocab_only, char *err, size_t err_
     m->doc_start = m->bos >= 0 ? m->bos : m->eos >= 0 ? m->eos : 0;
     m->n_ctx_train = vocab_only ? 0 : llama_model_n_ctx_train(model);
     m->vocab_type = vocab_type_name(llama_vocab_type(m->vocab));
+    if (llama_vocab_type(m->vocab) == LLAMA_VOCAB_TYPE_SPM && build_spm_guard(m) != 0) goto oom;
     const char *tmpl = llama_model_chat_template(model, NULL);
     if (tmpl && *tmpl) m->chat_template = strdup(tmpl);
     /* Does the tokenizer put a space before text at the start of a sequence? */
@@ -192,6 +257,7 @@ void wk_model_free(wk_model *m) {
     free(m->is_eog);
     free(m->path);
     free(m->chat_template);
+    free(m->chars);
     free(m);
 }
 
@@ -199,6 +265,7 @@ int wk_tokenize_raw(const wk_model *m, const char *text, size_t len, int add_spe
                     int parse_special, int **out) {
     *out = NULL;
     if (len > (size_t)INT32_MAX / 2) return -1;
+    if (m->spm_guard && !spm_representable(m, text, len)) return -1;
     int cap = (int)len + 8;
     int *t = malloc((size_t)cap * sizeof *t);
     if (!t) return -1;

@@ -23,6 +23,7 @@
 #define CONSORT_WK_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vocab_align/va_vocab.h"
 
@@ -46,6 +47,12 @@ typedef struct wk_model {
     int n_ctx_train;
     const char *vocab_type; /* "spm", "bpe", ... */
     char *chat_template;    /* NULL when the model has none */
+    /* SentencePiece guard: llama.cpp throws (aborting the process) on a
+     * character that is neither a token nor covered by byte tokens. */
+    int spm_guard;
+    unsigned char byte_ok[256];
+    uint32_t *chars; /* sorted single-character token texts, packed bytes */
+    int n_chars;
 } wk_model;
 
 void wk_backend_init(void);
@@ -55,7 +62,8 @@ void wk_model_free(wk_model *m);
 
 const char *wk_kind_name(int kind);
 
-/* Raw llama_tokenize into a malloc'ed array; returns the count or -1. */
+/* Raw llama_tokenize into a malloc'ed array; returns the count or -1
+ * (also for text this SentencePiece vocabulary cannot represent). */
 int wk_tokenize_raw(const wk_model *m, const char *text, size_t len, int add_special,
                     int parse_special, int **out);
 
