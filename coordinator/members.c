@@ -308,6 +308,7 @@ static int http_json(member_set *ms, size_t i, const char *method, const char *p
     char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     buf_t b = {0};
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

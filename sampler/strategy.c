@@ -115,12 +115,12 @@ int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, s
     return 0;
 }
 
-static double lq_at(const double *logq, const double *end_logq, size_t n, size_t m, int c) {
-    double v = (size_t)c == n ? end_logq[m] : logq[m * n + (size_t)c];
+static double lq_at(const double *logq, size_t ld, const double *end_logq, size_t n, size_t m, int c) {
+    double v = (size_t)c == n ? end_logq[m] : logq[m * ld + (size_t)c];
     return isnan(v) ? -INFINITY : v;
 }
 
-int sstrat_min_ppl(size_t nm, size_t n, const double *logq, const double *end_logq,
+int sstrat_min_ppl(size_t nm, size_t n, const double *logq, size_t ld, const double *end_logq,
                    const size_t *len, const int *proposal, const double *wn, int cross,
                    double *score) {
     int best = -1;
@@ -133,11 +133,11 @@ int sstrat_min_ppl(size_t nm, size_t n, const double *logq, const double *end_lo
         double bytes = (size_t)c == n ? 1.0 : (double)len[c];
         double s;
         if (!cross) {
-            s = lq_at(logq, end_logq, n, m, c);
+            s = lq_at(logq, ld, end_logq, n, m, c);
         } else {
             s = 0;
             for (size_t j = 0; j < nm; j++)
-                if (wn[j] > 0) s += wn[j] * lq_at(logq, end_logq, n, j, c);
+                if (wn[j] > 0) s += wn[j] * lq_at(logq, ld, end_logq, n, j, c);
         }
         s /= bytes;
         score[m] = s;

@@ -64,8 +64,9 @@ int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, s
  *   min_ppl_cross: sum_j wn_j log Q_j(c) / len[c] over members j with wn > 0,
  * (END counts as one byte of log mass end_logq) i.e. minus the log per-byte
  * perplexity; the highest score wins (ties: lower member index). Returns the
- * winning event index, -1 if no proposal. score[m] gets each proposal's score. */
-int sstrat_min_ppl(size_t nm, size_t n, const double *logq, const double *end_logq,
+ * winning event index, -1 if no proposal. score[m] gets each proposal's score.
+ * Here logq is laid out as logq[m*ld + c] (ld >= n, the row stride). */
+int sstrat_min_ppl(size_t nm, size_t n, const double *logq, size_t ld, const double *end_logq,
                    const size_t *len, const int *proposal, const double *wn, int cross,
                    double *score);
 

@@ -78,18 +78,18 @@ int main(void) {
     int prop[2] = {1, 2};
     double score[2];
     sstrat_norm_weights(2, weq, alive, wn);
-    is_int(sstrat_min_ppl(2, 3, lq, end, len, prop, wn, 0, score), 1, "min_ppl: ' the' has the lower per-byte ppl");
+    is_int(sstrat_min_ppl(2, 3, lq, 3, end, len, prop, wn, 0, score), 1, "min_ppl: ' the' has the lower per-byte ppl");
     is_near(score[0], log(0.4) / 4, 1e-12, "min_ppl score of A's proposal");
     is_near(score[1], log(0.6) / 2, 1e-12, "min_ppl score of B's proposal");
     double lq2[6] = {log(0.5), log(0.4), log(0.3), log(0.2), log(0.01), log(0.6)};
-    is_int(sstrat_min_ppl(2, 3, lq2, end, len, prop, wn, 0, score), 1, "min_ppl only asks the proposer");
-    is_int(sstrat_min_ppl(2, 3, lq2, end, len, prop, wn, 1, score), 2, "min_ppl_cross: B's ' a' wins under both");
+    is_int(sstrat_min_ppl(2, 3, lq2, 3, end, len, prop, wn, 0, score), 1, "min_ppl only asks the proposer");
+    is_int(sstrat_min_ppl(2, 3, lq2, 3, end, len, prop, wn, 1, score), 2, "min_ppl_cross: B's ' a' wins under both");
     is_near(score[0], (0.5 * log(0.4) + 0.5 * log(0.01)) / 4, 1e-12, "cross score of ' the'");
     is_near(score[1], (0.5 * log(0.3) + 0.5 * log(0.6)) / 2, 1e-12, "cross score of ' a'");
     int prop_end[2] = {3, -1};
-    is_int(sstrat_min_ppl(2, 3, lq, end, len, prop_end, wn, 0, score), 3, "END proposal");
+    is_int(sstrat_min_ppl(2, 3, lq, 3, end, len, prop_end, wn, 0, score), 3, "END proposal");
     int none[2] = {-1, -1};
-    is_int(sstrat_min_ppl(2, 3, lq, end, len, none, wn, 0, score), -1, "no proposals");
+    is_int(sstrat_min_ppl(2, 3, lq, 3, end, len, none, wn, 0, score), -1, "no proposals");
 
     double nll[2] = {10, 20}, aw[2];
     int okm[2] = {1, 1};
