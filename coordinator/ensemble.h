@@ -94,6 +94,10 @@ typedef struct {
     size_t n_members;
     int status;                /* 0 ok, else an HTTP status (400, 503, ...) */
     char error[256];
+    /* engine statistics (additive, for generate --json and the benchmark) */
+    int rounds;                /* concurrent round trips to the members (1 or 2 per step) */
+    int second_rounds;         /* steps that needed a second round for missing candidate masses */
+    double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
 } ensemble_result;
 
 /* members: taken by reference, must outlive the ensemble. */
