@@ -177,6 +177,40 @@ test('bad requests get 400 with an OpenAI error object', async () => {
   assert.equal(j.error.type, 'invalid_request_error');
 });
 
+test('concurrent requests each get their own sessions (same greedy text)', async () => {
+  const runs = await Promise.all([0, 1, 2].map(async (k) => {
+    if (k === 1) {
+      const stream = await client.completions.create({ model, prompt, max_tokens: MAX, temperature: 0, stream: true });
+      let t = '';
+      for await (const c of stream) t += c.choices[0]?.text ?? '';
+      return t;
+    }
+    const r = await client.completions.create({ model, prompt, max_tokens: MAX, temperature: 0 });
+    return r.choices[0].text;
+  }));
+  for (const t of runs) assert.equal(t, plainText);
+});
+
+test('a client that aborts mid-stream does not hurt the server', async () => {
+  const stream = await client.completions.create({ model, prompt, max_tokens: 300, temperature: 0, stream: true });
+  let n = 0;
+  for await (const _ of stream) if (++n === 2) break; // the SDK aborts the HTTP request
+  assert.equal(n, 2);
+  const root = baseURL.replace(/\/v1\/?$/, '');
+  let disconnects = 0;
+  for (let i = 0; i < 50 && disconnects < 1; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const m = await (await fetch(`${root}/metrics`)).text();
+    disconnects = Number(/consort_stream_disconnects_total (\d+)/.exec(m)?.[1] ?? 0);
+  }
+  // a stream that ends before the server notices counts as done, not aborted
+  if (disconnects < 1) console.log('# the aborted stream finished before the server noticed');
+  const r = await client.completions.create({ model, prompt, max_tokens: MAX, temperature: 0 });
+  assert.equal(r.choices[0].text, plainText, 'the next request is unaffected');
+  const m = await (await fetch(`${root}/metrics`)).text();
+  assert.match(m, /consort_requests_in_flight 0/);
+});
+
 test('health and metrics', async () => {
   const root = baseURL.replace(/\/v1\/?$/, '');
   const h = await fetch(`${root}/health`);
