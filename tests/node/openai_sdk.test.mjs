@@ -145,6 +145,22 @@ test('the ensemble extension: one member alone, by model id and by strategy', as
   assert.equal(b.choices[0].text, a.choices[0].text, 'model=member is solo:member');
 });
 
+test('every strategy through the ensemble extension; weights (1, 0) is member 0 alone', async () => {
+  for (const strategy of ['mixture', 'product', 'min_ppl', 'min_ppl_cross', 'selective', `solo:${members[1]}`]) {
+    const r = await client.completions.create({ model, prompt, max_tokens: 6, temperature: 0, ensemble: { strategy } });
+    assert.equal(r.ensemble.strategy, strategy);
+    assert.equal(typeof r.choices[0].text, 'string', strategy);
+  }
+  const solo = await client.completions.create({ model: members[0], prompt, max_tokens: 12, temperature: 0 });
+  const w10 = await client.completions.create({
+    model, prompt, max_tokens: 12, temperature: 0, ensemble: { strategy: 'mixture', weights: [1, 0] },
+  });
+  assert.equal(w10.choices[0].text, solo.choices[0].text, 'DESIGN.md invariant 3 through the API');
+  const auto = await client.completions.create({ model, prompt, max_tokens: 4, temperature: 0, ensemble: { weights: 'auto' } });
+  const ws = auto.ensemble.members.map((m) => m.weight);
+  assert.ok(Math.abs(ws.reduce((a, b) => a + b, 0) - 1) < 1e-6, `auto weights sum to 1: ${ws}`);
+});
+
 async function expect400(body, param, endpoint = 'completions') {
   const fn = endpoint === 'chat' ? client.chat.completions : client.completions;
   await assert.rejects(fn.create(body), (e) => {
