@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define API_MAX_ROWS 64
@@ -25,6 +26,7 @@ struct api_server {
     oai_config ocfg;
     char model_id[128];
     char strategy[128];
+    char *api_key;
     const char *names[API_MAX_MEMBERS];
     size_t n_names;
     long long started;
@@ -598,6 +600,17 @@ static void handle_metrics(api_server *s, http_conn *c) {
     count_request(s, "/metrics", 200);
 }
 
+/* Constant-time comparison of "Bearer KEY" with the server's key. */
+static int key_ok(const api_server *s, const char *auth) {
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
+    const char *k = auth + 7;
+    while (*k == ' ') k++;
+    size_t n = strlen(k), m = strlen(s->api_key);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < m; i++) diff |= (unsigned char)(s->api_key[i] ^ (i < n ? k[i] : 0));
+    return diff == 0;
+}
+
 static void route(http_conn *c, const http_request *req, void *user) {
     api_server *s = user;
     const char *p = req->path;
@@ -627,6 +640,14 @@ static void route(http_conn *c, const http_request *req, void *user) {
     }
     if (kind == R_NONE) {
         oai_fail(&e, 404, NULL, "unknown_url", "Unknown request URL: %s %s.", m, p);
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    if (s->api_key && (kind == R_GEN || kind == R_MODELS) && !key_ok(s, http_header(c, "Authorization"))) {
+        http_add_header(c, "WWW-Authenticate", "Bearer");
+        oai_fail(&e, 401, NULL, "invalid_api_key",
+                 "Incorrect or missing API key: send \"Authorization: Bearer KEY\" with the "
+                 "key the server was started with.");
         reply_error(s, c, endpoint, &e);
         return;
     }
@@ -669,6 +690,12 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
         const char *n = be->member_name ? be->member_name(be->ctx, i) : NULL;
         s->names[i] = n ? n : "?";
     }
+    if (cfg->api_key && cfg->api_key[0] && !(s->api_key = strdup(cfg->api_key))) {
+        snprintf(err, errlen, "out of memory");
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
     s->ocfg.model_id = s->model_id;
     s->ocfg.member_names = s->n_names ? s->names : NULL;
     s->ocfg.n_members = s->n_names;
@@ -685,6 +712,7 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     o.conn_limit = cfg->conn_limit;
     s->http = http_server_start(&o, route, s, err, errlen);
     if (!s->http) {
+        free(s->api_key);
         pthread_mutex_destroy(&s->mu);
         free(s);
         return NULL;
@@ -698,6 +726,7 @@ void api_stop(api_server *s) {
     if (!s) return;
     s->stopping = 1;
     http_server_stop(s->http);
+    free(s->api_key);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

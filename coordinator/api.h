@@ -20,6 +20,9 @@
  *    {"error": {...}} and then "data: [DONE]". A client that goes away
  *    mid-stream stops its generation at the next chunk (the backend's chunk
  *    callback returns non-zero) and everything it held is freed.
+ *  - With cfg->api_key set, every request under /v1 must carry
+ *    "Authorization: Bearer KEY" (else 401 invalid_api_key); /health,
+ *    /metrics and CORS preflights stay open.
  *  - api_stop() makes running generations stop at their next chunk, ends
  *    open streams, waits for every connection and frees the server.
  */
@@ -52,6 +55,7 @@ typedef struct {
     int default_max_tokens;       /* chat requests without max_tokens; 0: 256 */
     int max_tokens_limit;         /* 0: none */
     unsigned conn_limit;          /* 0: http_server's default */
+    const char *api_key;          /* NULL or "": no auth; else /v1 routes need "Authorization: Bearer KEY" */
 } api_config;
 
 typedef struct api_server api_server;

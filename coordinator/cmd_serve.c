@@ -58,7 +58,9 @@ const char api_serve_help[] =
     "  --port N               port to listen on (default 8080; 0 = any free port)\n"
     "  --model-id ID          the ensemble's model id in the API (default consort)\n"
     "  --max-tokens N         chat requests without max_tokens get N (default 256)\n"
-    "  --max-tokens-limit N   refuse requests asking for more than N tokens (default: none)\n";
+    "  --max-tokens-limit N   refuse requests asking for more than N tokens (default: none)\n"
+    "  --api-key KEY          require \"Authorization: Bearer KEY\" on /v1 (default:\n"
+    "                         $CONSORT_API_KEY if set, else no key)\n";
 
 static int parse_int_arg(const char *s, int lo, int hi, int *out) {
     char *end;
@@ -71,7 +73,7 @@ static int parse_int_arg(const char *s, int lo, int hi, int *out) {
 
 int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, size_t errlen) {
     static const char *const opts[] = {"--host", "--port", "--model-id", "--max-tokens",
-                                       "--max-tokens-limit", NULL};
+                                       "--max-tokens-limit", "--api-key", NULL};
     const char *a = argv[i];
     for (int k = 0; opts[k]; k++) {
         size_t n = strlen(opts[k]);
@@ -95,7 +97,8 @@ int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, si
         case 1: bad = parse_int_arg(v, 0, 65535, &o->port); break;
         case 2: o->model_id = v; bad = !*v; break;
         case 3: bad = parse_int_arg(v, 1, 1000000000, &o->default_max_tokens); break;
-        default: bad = parse_int_arg(v, 1, 1000000000, &o->max_tokens_limit); break;
+        case 4: bad = parse_int_arg(v, 1, 1000000000, &o->max_tokens_limit); break;
+        default: o->api_key = v; bad = !*v; break;
         }
         if (bad) {
             snprintf(err, errlen, "bad value for %s: '%s'", opts[k], v);
@@ -185,6 +188,7 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     cfg.strategy = cli->strategy[0] ? cli->strategy : "mixture";
     cfg.default_max_tokens = o->default_max_tokens;
     cfg.max_tokens_limit = o->max_tokens_limit;
+    cfg.api_key = o->api_key ? o->api_key : getenv("CONSORT_API_KEY");
     api_server *srv = api_start(&cfg, &be, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "consort %s: cannot listen on %s:%d: %s\n", cmd, cfg.host, cfg.port, err);
@@ -216,7 +220,8 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     snprintf(base, sizeof base, "http://%s%s%s:%d", ipv6 ? "[" : "", show, ipv6 ? "]" : "",
              api_port(srv));
     log_info("%s: OpenAI-compatible API at %s/v1 (POST /v1/completions, /v1/chat/completions; "
-             "GET /v1/models, /health, /metrics); Ctrl-C stops", cmd, base);
+             "GET /v1/models, /health, /metrics)%s; Ctrl-C stops", cmd, base,
+             cfg.api_key && cfg.api_key[0] ? ", API key required" : "");
     /* one plain line on stdout, for scripts and tests */
     printf("consort listening on %s/v1\n", base);
     fflush(stdout);

@@ -15,7 +15,7 @@
 const char *oai_error_type(int status) {
     switch (status) {
     case 400: case 404: case 409: case 413: case 422: return "invalid_request_error";
-    case 401: return "authentication_error";
+    case 401: return "invalid_request_error"; /* as OpenAI answers a bad key */
     case 403: return "permission_error";
     case 429: return "rate_limit_error";
     case 503: return "service_unavailable";

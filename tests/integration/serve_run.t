@@ -59,14 +59,21 @@ else
 fi
 
 # all members down
-if start_consort down serve --member a=http://127.0.0.1:9 --member b=http://127.0.0.1:9 --tolerate-down --port 0; then
+# (with an API key from the environment)
+if CONSORT_API_KEY=sekrit start_consort down serve --member a=http://127.0.0.1:9 --member b=http://127.0.0.1:9 --tolerate-down --port 0; then
   st=$(status "${SERVER_URL%/v1}/health")
   check "all down: /health 503" test "$st" = 503
-  st=$(status "$SERVER_URL/chat/completions" -H 'Content-Type: application/json' \
+  st=$(status "$SERVER_URL/models")
+  check "api key: 401 without it" test "$st" = 401
+  check "api key: invalid_api_key" grep -q '"invalid_api_key"' "$TMP/body"
+  st=$(status "$SERVER_URL/models" -H 'Authorization: Bearer sekrit')
+  check "api key: 200 with it" test "$st" = 200
+  st=$(status "$SERVER_URL/chat/completions" -H 'Content-Type: application/json' -H 'Authorization: Bearer sekrit' \
          -d '{"messages":[{"role":"user","content":"hi"}]}')
   check "all down: chat 503" test "$st" = 503
   check "all down: error object" grep -q '"no_member_available"' "$TMP/body"
-  st=$(status "$SERVER_URL/completions" -H 'Content-Type: application/json' -d '{"prompt":"x","stream":true}')
+  st=$(status "$SERVER_URL/completions" -H 'Content-Type: application/json' -H 'Authorization: Bearer sekrit' \
+         -d '{"prompt":"x","stream":true}')
   check "all down: streaming request 503 too" test "$st" = 503
   stop_consort; check "all down: clean exit" test $? -eq 0
 else

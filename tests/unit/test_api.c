@@ -133,6 +133,7 @@ static void fake_set(int up_a, int up_b, int delay, int fail_member_at, int fail
 /* ---- HTTP client --------------------------------------------------------- */
 
 static int port;
+static const char *auth_header; /* extra request header, or NULL */
 
 typedef struct {
     char *data;
@@ -160,6 +161,7 @@ static long http(const char *method, const char *path, const char *body, buf *ou
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
     struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    if (auth_header) hd = curl_slist_append(hd, auth_header);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
@@ -492,6 +494,40 @@ static void test_metrics(void) {
     free(b.data);
 }
 
+static void test_api_key(const api_backend *be) {
+    api_config cfg = {0};
+    cfg.api_key = "sekrit";
+    char err[256];
+    api_server *s = api_start(&cfg, be, err, sizeof err);
+    ok(s != NULL, "server with an API key starts");
+    if (!s) return;
+    int saved = port;
+    port = api_port(s);
+    long st;
+    json_t *j = call_json("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1}", &st);
+    ok(st == 401 && strcmp(jstr(json_object_get(j, "error"), "code"), "invalid_api_key") == 0,
+       "no key: 401 invalid_api_key");
+    json_decref(j);
+    auth_header = "Authorization: Bearer sekrit-not";
+    j = call_json("GET", "/v1/models", NULL, &st);
+    ok(st == 401, "wrong key: 401");
+    json_decref(j);
+    auth_header = "Authorization: Bearer sekri";
+    j = call_json("GET", "/v1/models", NULL, &st);
+    ok(st == 401, "a prefix of the key: 401");
+    json_decref(j);
+    auth_header = "Authorization: Bearer sekrit";
+    j = call_json("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1}", &st);
+    ok(st == 200, "right key: 200");
+    json_decref(j);
+    auth_header = NULL;
+    j = call_json("GET", "/health", NULL, &st);
+    ok(st == 200, "/health needs no key");
+    json_decref(j);
+    api_stop(s);
+    port = saved;
+}
+
 int main(void) {
     if (!getenv("CONSORT_LOG")) log_set_level(LOG_ERROR);
     pthread_mutex_init(&F.mu, NULL);
@@ -515,6 +551,7 @@ int main(void) {
     test_concurrency();
     test_metrics();
     api_stop(s);
+    test_api_key(&be);
     curl_global_cleanup();
     pthread_mutex_destroy(&F.mu);
     return tap_done();
