@@ -42,6 +42,11 @@ struct api_server {
     double step_sum;
     unsigned long long step_count;
     long in_flight;
+    /* admission: tickets served in order, at most max_parallel running */
+    int max_parallel;
+    unsigned long long next_ticket, now_serving;
+    long running, queued;
+    pthread_cond_t turn;
 };
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -110,6 +115,35 @@ static void account_result(api_server *s, const ensemble_result *r) {
 static void in_flight(api_server *s, int d) {
     pthread_mutex_lock(&s->mu);
     s->in_flight += d;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits for a turn to generate (first come, first served; at most
+ * max_parallel at once). Returns 0, or -1 when the server is stopping. */
+static int admit(api_server *s) {
+    if (s->max_parallel <= 0) return 0;
+    pthread_mutex_lock(&s->mu);
+    unsigned long long t = s->next_ticket++;
+    s->queued++;
+    while (!s->stopping && (t != s->now_serving || s->running >= s->max_parallel))
+        pthread_cond_wait(&s->turn, &s->mu);
+    s->queued--;
+    int r = -1;
+    if (!s->stopping) {
+        s->now_serving++;
+        s->running++;
+        r = 0;
+    }
+    pthread_cond_broadcast(&s->turn);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+static void release(api_server *s) {
+    if (s->max_parallel <= 0) return;
+    pthread_mutex_lock(&s->mu);
+    s->running--;
+    pthread_cond_broadcast(&s->turn);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -279,6 +313,7 @@ static void *gen_main(void *ud) {
     in_flight(s, +1);
     j->t_last = now_s();
     s->be.generate(s->be.ctx, &j->rq.req, on_chunk_stream, j, &j->r);
+    release(s);
     j->have_result = 1;
     account_result(s, &j->r);
     log_drops(j);
@@ -356,7 +391,14 @@ static void stream_cleanup(void *ud) {
 static void handle_stream(api_server *s, http_conn *c, api_job *j) {
     oai_error e;
     j->first = j->rq.endpoint == OAI_CHAT;
+    if (admit(s)) {
+        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down.");
+        reply_error(s, c, j->endpoint, &e);
+        job_free(j);
+        return;
+    }
     if (pthread_create(&j->gen, NULL, gen_main, j)) {
+        release(s);
         oai_fail(&e, 500, NULL, NULL, "cannot start a generation thread");
         reply_error(s, c, j->endpoint, &e);
         job_free(j);
@@ -430,9 +472,16 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
         return;
     }
 
+    if (admit(s)) {
+        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down.");
+        reply_error(s, c, endpoint, &e);
+        job_free(j);
+        return;
+    }
     in_flight(s, +1);
     j->t_last = now_s();
     s->be.generate(s->be.ctx, &j->rq.req, on_chunk_plain, j, &j->r);
+    release(s);
     j->have_result = 1;
     account_result(s, &j->r);
     log_drops(j);
@@ -557,6 +606,10 @@ static void handle_metrics(api_server *s, http_conn *c) {
     bprintf(&b, "# HELP consort_requests_in_flight Generation requests running now.\n"
                 "# TYPE consort_requests_in_flight gauge\nconsort_requests_in_flight %ld\n",
             s->in_flight);
+    bprintf(&b, "# HELP consort_requests_queued Generation requests waiting for a turn (--parallel).\n"
+                "# TYPE consort_requests_queued gauge\nconsort_requests_queued %ld\n", s->queued);
+    bprintf(&b, "# HELP consort_parallel_limit Generations allowed at once (0: no limit).\n"
+                "# TYPE consort_parallel_limit gauge\nconsort_parallel_limit %d\n", s->max_parallel);
     bprintf(&b, "# HELP consort_steps_total Generation steps (committed candidates).\n"
                 "# TYPE consort_steps_total counter\nconsort_steps_total %llu\n", s->steps);
     bprintf(&b, "# HELP consort_prompt_tokens_total Prompt tokens (max over members) of finished requests.\n"
@@ -681,6 +734,8 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     }
     s->be = *be;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->turn, NULL);
+    s->max_parallel = cfg->max_parallel > 0 ? cfg->max_parallel : 0;
     snprintf(s->model_id, sizeof s->model_id, "%s",
              cfg->model_id && cfg->model_id[0] ? cfg->model_id : "consort");
     snprintf(s->strategy, sizeof s->strategy, "%s", cfg->strategy ? cfg->strategy : "");
@@ -692,6 +747,7 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     }
     if (cfg->api_key && cfg->api_key[0] && !(s->api_key = strdup(cfg->api_key))) {
         snprintf(err, errlen, "out of memory");
+        pthread_cond_destroy(&s->turn);
         pthread_mutex_destroy(&s->mu);
         free(s);
         return NULL;
@@ -713,6 +769,7 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     s->http = http_server_start(&o, route, s, err, errlen);
     if (!s->http) {
         free(s->api_key);
+        pthread_cond_destroy(&s->turn);
         pthread_mutex_destroy(&s->mu);
         free(s);
         return NULL;
@@ -724,9 +781,13 @@ int api_port(const api_server *s) { return s ? http_server_port(s->http) : -1; }
 
 void api_stop(api_server *s) {
     if (!s) return;
+    pthread_mutex_lock(&s->mu);
     s->stopping = 1;
+    pthread_cond_broadcast(&s->turn); /* requests waiting for a turn give up */
+    pthread_mutex_unlock(&s->mu);
     http_server_stop(s->http);
     free(s->api_key);
+    pthread_cond_destroy(&s->turn);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

@@ -20,6 +20,8 @@
  *    {"error": {...}} and then "data: [DONE]". A client that goes away
  *    mid-stream stops its generation at the next chunk (the backend's chunk
  *    callback returns non-zero) and everything it held is freed.
+ *  - At most cfg->max_parallel generations run at once (workers have a fixed
+ *    number of session slots); further requests wait in line, in order.
  *  - With cfg->api_key set, every request under /v1 must carry
  *    "Authorization: Bearer KEY" (else 401 invalid_api_key); /health,
  *    /metrics and CORS preflights stay open.
@@ -55,6 +57,7 @@ typedef struct {
     int default_max_tokens;       /* chat requests without max_tokens; 0: 256 */
     int max_tokens_limit;         /* 0: none */
     unsigned conn_limit;          /* 0: http_server's default */
+    int max_parallel;             /* generations at once, others wait in line; 0: no limit */
     const char *api_key;          /* NULL or "": no auth; else /v1 routes need "Authorization: Bearer KEY" */
 } api_config;
 

@@ -59,6 +59,8 @@ const char api_serve_help[] =
     "  --model-id ID          the ensemble's model id in the API (default consort)\n"
     "  --max-tokens N         chat requests without max_tokens get N (default 256)\n"
     "  --max-tokens-limit N   refuse requests asking for more than N tokens (default: none)\n"
+    "  --parallel N           generations at once, later requests wait in line\n"
+    "                         (default: the fewest session slots of any member; 0 = no limit)\n"
     "  --api-key KEY          require \"Authorization: Bearer KEY\" on /v1 (default:\n"
     "                         $CONSORT_API_KEY if set, else no key)\n";
 
@@ -73,7 +75,7 @@ static int parse_int_arg(const char *s, int lo, int hi, int *out) {
 
 int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, size_t errlen) {
     static const char *const opts[] = {"--host", "--port", "--model-id", "--max-tokens",
-                                       "--max-tokens-limit", "--api-key", NULL};
+                                       "--max-tokens-limit", "--api-key", "--parallel", NULL};
     const char *a = argv[i];
     for (int k = 0; opts[k]; k++) {
         size_t n = strlen(opts[k]);
@@ -98,7 +100,11 @@ int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, si
         case 2: o->model_id = v; bad = !*v; break;
         case 3: bad = parse_int_arg(v, 1, 1000000000, &o->default_max_tokens); break;
         case 4: bad = parse_int_arg(v, 1, 1000000000, &o->max_tokens_limit); break;
-        default: o->api_key = v; bad = !*v; break;
+        case 5: o->api_key = v; bad = !*v; break;
+        default:
+            bad = parse_int_arg(v, 0, 100000, &o->parallel);
+            if (!bad && o->parallel == 0) o->parallel = -1; /* explicit 0: no limit */
+            break;
         }
         if (bad) {
             snprintf(err, errlen, "bad value for %s: '%s'", opts[k], v);
@@ -189,6 +195,14 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     cfg.default_max_tokens = o->default_max_tokens;
     cfg.max_tokens_limit = o->max_tokens_limit;
     cfg.api_key = o->api_key ? o->api_key : getenv("CONSORT_API_KEY");
+    cfg.max_parallel = o->parallel > 0 ? o->parallel : 0;
+    if (o->parallel == 0) { /* default: what every member can hold at once */
+        for (size_t i = 0; i < members_count(ms); i++) {
+            json_t *sl = json_object_get(members_info(ms, i), "slots");
+            int n = json_is_integer(sl) ? (int)json_integer_value(sl) : 0;
+            if (n > 0 && (cfg.max_parallel == 0 || n < cfg.max_parallel)) cfg.max_parallel = n;
+        }
+    }
     api_server *srv = api_start(&cfg, &be, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "consort %s: cannot listen on %s:%d: %s\n", cmd, cfg.host, cfg.port, err);
@@ -206,8 +220,10 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
             k += (size_t)snprintf(weights + k, sizeof weights - k, "%s%g", i ? "," : "",
                                   cli->weights[i]);
     }
-    log_info("%s: ensemble '%s' of %zu member(s), strategy %s, weights %s", cmd, cfg.model_id,
-             members_count(ms), cfg.strategy, weights);
+    char par[64] = "no limit on parallel generations";
+    if (cfg.max_parallel) snprintf(par, sizeof par, "%d generation(s) at once", cfg.max_parallel);
+    log_info("%s: ensemble '%s' of %zu member(s), strategy %s, weights %s, %s", cmd, cfg.model_id,
+             members_count(ms), cfg.strategy, weights, par);
     for (size_t i = 0; i < members_count(ms); i++) {
         const char *model = members_model(ms, i);
         log_info("%s:   member %s at %s%s%s%s", cmd, members_name(ms, i), members_url(ms, i),

@@ -494,6 +494,35 @@ static void test_metrics(void) {
     free(b.data);
 }
 
+static void test_parallel_limit(const api_backend *be) {
+    api_config cfg = {0};
+    cfg.max_parallel = 2;
+    char err[256];
+    api_server *s = api_start(&cfg, be, err, sizeof err);
+    ok(s != NULL, "server with --parallel 2 starts");
+    if (!s) return;
+    int saved = port;
+    port = api_port(s);
+    fake_set(1, 1, 15, -1, -1);
+    pthread_mutex_lock(&F.mu);
+    F.max_active = 0;
+    pthread_mutex_unlock(&F.mu);
+    pthread_t th[5];
+    int oks[5] = {0};
+    for (int i = 0; i < 5; i++) pthread_create(&th[i], NULL, worker_thread, &oks[i]);
+    for (int i = 0; i < 5; i++) pthread_join(th[i], NULL);
+    ok(oks[0] && oks[1] && oks[2] && oks[3] && oks[4], "5 concurrent requests, all answered");
+    is_int(F.max_active, 2, "never more than 2 generations at once");
+    buf b = {0};
+    http("GET", "/metrics", NULL, &b);
+    ok(b.data && strstr(b.data, "consort_parallel_limit 2") && strstr(b.data, "consort_requests_queued 0"),
+       "metrics: limit and empty queue");
+    free(b.data);
+    fake_set(1, 1, 0, -1, -1);
+    api_stop(s);
+    port = saved;
+}
+
 static void test_api_key(const api_backend *be) {
     api_config cfg = {0};
     cfg.api_key = "sekrit";
@@ -552,6 +581,7 @@ int main(void) {
     test_metrics();
     api_stop(s);
     test_api_key(&be);
+    test_parallel_limit(&be);
     curl_global_cleanup();
     pthread_mutex_destroy(&F.mu);
     return tap_done();
