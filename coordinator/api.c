@@ -30,7 +30,7 @@ struct api_server {
     const char *names[API_MAX_MEMBERS];
     size_t n_names;
     long long started;
-    volatile int stopping;
+    int stopping; /* atomic (__atomic builtins): read without mu by generations */
 
     pthread_mutex_t mu; /* guards everything below */
     uint64_t rng;
@@ -50,6 +50,8 @@ struct api_server {
 };
 
 /* ---- small helpers ------------------------------------------------------------ */
+
+static int is_stopping(api_server *s) { return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); }
 
 static double now_s(void) {
     struct timespec ts;
@@ -230,7 +232,7 @@ static int job_cancelled(api_job *j) {
     pthread_mutex_lock(&j->mu);
     int c = j->cancel;
     pthread_mutex_unlock(&j->mu);
-    return c || j->s->stopping;
+    return c || is_stopping(j->s);
 }
 
 static void log_drops(const api_job *j) {
@@ -259,7 +261,7 @@ static int on_chunk_plain(void *ud, const ensemble_chunk *c) {
     api_job *j = ud;
     job_step_timer(j);
     if (j->rq.logprobs && oai_logprobs_add(&j->lp, c)) return 1;
-    return j->s->stopping;
+    return is_stopping(j->s);
 }
 
 /* Queues one event: "data: <json>\n\n" (obj stolen), or raw text when obj is NULL. */
@@ -782,7 +784,7 @@ int api_port(const api_server *s) { return s ? http_server_port(s->http) : -1; }
 void api_stop(api_server *s) {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
-    s->stopping = 1;
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&s->turn); /* requests waiting for a turn give up */
     pthread_mutex_unlock(&s->mu);
     http_server_stop(s->http);
