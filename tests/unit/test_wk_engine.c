@@ -492,11 +492,18 @@ static void check_concurrency(wk_engine *e) {
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
     int same = 1;
     for (int i = 0; i < 3; i++) {
-        same &= !strcmp(solo[i].text, par[i].text) && solo[i].text[0];
-        for (int j = 0; j < 12; j++) same &= fabs(solo[i].logq[j] - par[i].logq[j]) < 1e-4;
-        if (!same) diag("solo %s / par %s", solo[i].text, par[i].text);
+        int s1 = !strcmp(solo[i].text, par[i].text) && solo[i].text[0];
+        /* Interleaved sessions sit in interleaved KV cells, which changes the
+         * order of float sums in attention: equal up to rounding (seen up to
+         * 2e-4 on the random-weight models, 0 on the real ones). */
+        for (int j = 0; j < 12; j++) s1 &= fabs(solo[i].logq[j] - par[i].logq[j]) < 2e-3;
+        same &= s1;
+        if (!s1) {
+            diag("solo %s / par %s", solo[i].text, par[i].text);
+            for (int j = 0; j < 12; j++) diag("  %.9f %.9f", solo[i].logq[j], par[i].logq[j]);
+        }
     }
-    ok(same, "three sessions stepped from three threads = each alone");
+    ok(same, "three sessions stepped from three threads = each alone (same text, logq to 2e-3)");
 }
 
 static void check_limits(wk_engine *e) {
