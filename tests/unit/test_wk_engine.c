@@ -156,6 +156,7 @@ static void check_masses(wk_engine *e, const char *name) {
         for (int i = 0; i < 24; i++) {
             int id = (int)(rnd() % (unsigned)V);
             size_t n = plen[id] ? 1 + rnd() % plen[id] : 0;
+            if (n > 15) n = 15;
             if (i % 6 == 5) {
                 n = 1;
                 cbuf[i][0] = (char)("aeiou ,."[rnd() % 8]);
