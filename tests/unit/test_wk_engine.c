@@ -456,55 +456,73 @@ typedef struct {
     wk_engine *e;
     char sid[16];
     const char *prompt;
-    char text[512];
-    double logq[12];
+    char top0[12][64], top1[12][64]; /* the two best strings at each step */
+    double logq0[12], logq1[12];
+    int n;
 } conc_arg;
 
 static void *conc_main(void *a) {
     conc_arg *c = a;
     wk_step_res res;
-    size_t tl = 0;
+    c->n = 0;
     if (step(c->e, c->sid, c->prompt, NULL, 3, NULL, 0, &res)) return NULL;
-    for (int i = 0; i < 12; i++) {
-        char s[64];
-        size_t n = res.top[0].len < 63 ? res.top[0].len : 63;
-        memcpy(s, res.top[0].s, n);
-        s[n] = 0;
-        tl += (size_t)snprintf(c->text + tl, sizeof c->text - tl, "%s|", s);
-        c->logq[i] = res.top[0].logq;
+    for (int i = 0; i < 12 && res.n_top >= 2; i++) {
+        size_t n0 = res.top[0].len < 63 ? res.top[0].len : 63, n1 = res.top[1].len < 63 ? res.top[1].len : 63;
+        memcpy(c->top0[i], res.top[0].s, n0);
+        c->top0[i][n0] = 0;
+        memcpy(c->top1[i], res.top[1].s, n1);
+        c->top1[i][n1] = 0;
+        c->logq0[i] = res.top[0].logq;
+        c->logq1[i] = res.top[1].logq;
+        c->n = i + 1;
         wk_step_res_free(&res);
-        if (step(c->e, c->sid, NULL, s, 3, NULL, 0, &res)) return NULL;
+        if (step(c->e, c->sid, NULL, c->top0[i], 3, NULL, 0, &res)) return NULL;
     }
     wk_step_res_free(&res);
     return NULL;
 }
 
 static void check_concurrency(wk_engine *e) {
-    conc_arg solo[3], par[3];
+    conc_arg *solo = calloc(3, sizeof *solo), *par = calloc(3, sizeof *par);
     for (int i = 0; i < 3; i++) {
-        solo[i] = (conc_arg){.e = e, .prompt = prompts[i]};
+        solo[i].e = par[i].e = e;
+        solo[i].prompt = par[i].prompt = prompts[i];
         snprintf(solo[i].sid, sizeof solo[i].sid, "solo%d", i);
-        conc_main(&solo[i]);
-        par[i] = (conc_arg){.e = e, .prompt = prompts[i]};
         snprintf(par[i].sid, sizeof par[i].sid, "par%d", i);
+        conc_main(&solo[i]);
     }
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, conc_main, &par[i]);
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
-    int same = 1;
+    /* Interleaved sessions sit in interleaved KV cells, which changes the
+     * order of float sums in attention: the answers agree up to rounding
+     * (0 on the real models, up to ~2e-4 in log on the random-weight ones).
+     * So: same strings and logq to 2e-3 at every step, except that a near
+     * tie (the two best within 2e-3) may swap; the texts then diverge. */
+    int same = 1, ties = 0;
     for (int i = 0; i < 3; i++) {
-        int s1 = !strcmp(solo[i].text, par[i].text) && solo[i].text[0];
-        /* Interleaved sessions sit in interleaved KV cells, which changes the
-         * order of float sums in attention: equal up to rounding (seen up to
-         * 2e-4 on the random-weight models, 0 on the real ones). */
-        for (int j = 0; j < 12; j++) s1 &= fabs(solo[i].logq[j] - par[i].logq[j]) < 2e-3;
-        same &= s1;
-        if (!s1) {
-            diag("solo %s / par %s", solo[i].text, par[i].text);
-            for (int j = 0; j < 12; j++) diag("  %.9f %.9f", solo[i].logq[j], par[i].logq[j]);
+        int s1 = solo[i].n == 12 && par[i].n == 12;
+        for (int j = 0; j < 12 && s1; j++) {
+            if (!strcmp(solo[i].top0[j], par[i].top0[j])) {
+                s1 &= fabs(solo[i].logq0[j] - par[i].logq0[j]) < 2e-3;
+                continue;
+            }
+            if (fabs(solo[i].logq0[j] - solo[i].logq1[j]) < 2e-3 && !strcmp(solo[i].top1[j], par[i].top0[j])) {
+                ties++;
+                break;
+            }
+            s1 = 0;
         }
+        same &= s1;
+        if (!s1)
+            for (int j = 0; j < solo[i].n && j < par[i].n; j++)
+                diag("session %d step %d: solo '%s' %.9f | par '%s' %.9f", i, j, solo[i].top0[j],
+                     solo[i].logq0[j], par[i].top0[j], par[i].logq0[j]);
     }
-    ok(same, "three sessions stepped from three threads = each alone (same text, logq to 2e-3)");
+    if (ties) diag("%d near ties swapped", ties);
+    ok(same, "three sessions stepped from three threads = each alone (to rounding)");
+    free(solo);
+    free(par);
 }
 
 static void check_limits(wk_engine *e) {
