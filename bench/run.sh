@@ -17,5 +17,5 @@ mid="$B/models/bench-spm-512x8.gguf"
 [ -f "$mid" ] || "$B/tools/mkmodel" .deps/llama.cpp/models/ggml-vocab-llama-spm.gguf "$mid" 512 8
 for m in ../shared/models/external/stories260K.gguf "$mid"; do
   echo "== $m"
-  "$B/tools/worker_bench" --model "$m" --worker "$B/consort-worker" --tokens "$TOKENS" --threads "$THREADS" --rounds 3
+  "$B/tools/worker_bench" --model "$m" --worker "$B/consort-worker" --tokens "$TOKENS" --threads "$THREADS" --rounds ${ROUNDS:-5}
 done

@@ -11,6 +11,7 @@
  * with k=1 that appends the previous top string (the worker decodes one
  * token, computes the full softmax and prefix masses, answers JSON).
  * Timing excludes the prompt on both sides. Best of --rounds for each. */
+#include "worker/wk_engine.h"
 #include "worker/wk_model.h"
 
 #include <curl/curl.h>
@@ -63,6 +64,42 @@ static double direct(struct llama_model *model, int threads, const char *prompt,
     return n_tok / dt;
 }
 
+/* The worker's engine in-process (no HTTP): what /v1/step costs beyond the decode. */
+static double engine(const char *path, int threads, const char *prompt, int n_tok) {
+    static wk_model *wm;
+    static wk_engine *we;
+    static int round;
+    if (!path) { /* cleanup */
+        wk_engine_free(we);
+        wk_model_free(wm);
+        return 0;
+    }
+    if (!wm) {
+        wm = wk_model_load(path, 0, NULL, 0);
+        wk_engine_opts o = {.n_ctx = 1024, .n_threads = threads, .slots = 4};
+        we = wm ? wk_engine_create(wm, &o, NULL, 0) : NULL;
+        if (!we) return 0;
+    }
+    char sid[32];
+    snprintf(sid, sizeof sid, "e%d", round++);
+    wk_step_req q = {.session = sid, .prompt = prompt, .prompt_len = strlen(prompt), .k = 1};
+    wk_step_res res;
+    wk_err err;
+    if (wk_step(we, &q, &res, &err)) return 0;
+    double t0 = now_s();
+    for (int i = 0; i < n_tok; i++) {
+        unsigned char s[256];
+        size_t n = res.top[0].len < sizeof s ? res.top[0].len : sizeof s;
+        memcpy(s, res.top[0].s, n);
+        wk_step_res_free(&res);
+        q = (wk_step_req){.session = sid, .append = s, .append_len = n, .k = 1};
+        if (wk_step(we, &q, &res, &err)) return 0;
+    }
+    double dt = now_s() - t0;
+    wk_step_res_free(&res);
+    return n_tok / dt;
+}
+
 typedef struct {
     char *d;
     size_t n;
@@ -93,6 +130,7 @@ static json_t *post(CURL *h, const char *url, json_t *body) {
     return o;
 }
 
+static double reask_ms;
 static double via_worker(const char *base, const char *prompt, int n_tok, int round, char *text, size_t cap) {
     CURL *h = curl_easy_init();
     struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
@@ -112,6 +150,16 @@ static double via_worker(const char *base, const char *prompt, int n_tok, int ro
         r = post(h, url, q);
         if (i == n_tok - 1) dt = now_s() - t0;
         (void)tl;
+    }
+    /* The per-step cost without a decode: re-ask the same state (decoded 0). */
+    if (r && round == 0) {
+        double t1 = now_s();
+        int reps = 200;
+        for (int i = 0; i < reps && r; i++) {
+            json_decref(r);
+            r = post(h, url, json_pack("{s:s, s:i}", "session", sid, "k", 1));
+        }
+        reask_ms = (now_s() - t1) * 1000 / reps;
     }
     json_decref(r);
     text[0] = 0;
@@ -168,18 +216,24 @@ int main(int argc, char **argv) {
         return 1;
     }
     char text[8192];
-    double best_d = 0, best_w = 0;
-    for (int r = 0; r < rounds; r++) { /* interleaved, so both see the same machine load */
+    double best_d = 0, best_w = 0, best_e = 0;
+    for (int r = 0; r < rounds; r++) { /* interleaved, so all see the same machine load */
         double d = direct(m, threads, prompt, n_tok, text, sizeof text);
         double w = via_worker(base, prompt, n_tok, r, text, sizeof text);
-        printf("round %d: direct %.1f tok/s, worker %.1f tok/s\n", r, d, w);
+        double en = engine(model, threads, prompt, n_tok);
+        printf("round %d: direct %.1f tok/s, worker %.1f tok/s, engine in-process %.1f tok/s\n", r, d, w, en);
         if (d > best_d) best_d = d;
         if (w > best_w) best_w = w;
+        if (en > best_e) best_e = en;
     }
+    engine(NULL, 0, NULL, 0);
     printf("model %s, %d tokens, %d threads, best of %d\n", model, n_tok, threads, rounds);
     printf("direct libllama greedy: %.1f tok/s (%.3f ms/token)\n", best_d, 1000 / best_d);
     printf("worker /v1/step greedy: %.1f tok/s (%.3f ms/token)\n", best_w, 1000 / best_w);
+    printf("engine in-process greedy: %.1f tok/s (%.3f ms/token)\n", best_e, 1000 / best_e);
     printf("ratio worker/direct: %.3f\n", best_w / best_d);
+    printf("step without decode (re-ask over HTTP, k=1): %.3f ms; direct decode %.3f ms/token -> expected ratio %.3f\n",
+           reask_ms, 1000 / best_d, (1000 / best_d) / (1000 / best_d + reask_ms));
     llama_model_free(m);
     wk_backend_free();
     curl_global_cleanup();
