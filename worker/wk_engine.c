@@ -807,14 +807,23 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     double Mr = s->r_len ? mass(e, s->p0, s->cum0, r, s->r_len) : 1.0;
     int nh = 0;
     if (k > 0) {
-        int lo, hi;
-        va_prefix_range(m->va, r, s->r_len, &lo, &hi);
-        for (int i = lo; i < hi; i++) {
-            int id = va_sorted_id(m->va, i);
-            size_t bl;
-            va_token_bytes(m->va, id, &bl);
-            if (bl <= s->r_len) continue;
-            heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
+        if (!s->r_len) { /* every token with bytes: scan by id, in memory order */
+            for (int id = 0; id < e->n_vocab; id++) {
+                if (nh == k && s->p0[id] <= heap[0].p) continue;
+                size_t bl;
+                va_token_bytes(m->va, id, &bl);
+                if (bl) heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
+            }
+        } else {
+            int lo, hi;
+            va_prefix_range(m->va, r, s->r_len, &lo, &hi);
+            for (int i = lo; i < hi; i++) {
+                int id = va_sorted_id(m->va, i);
+                size_t bl;
+                va_token_bytes(m->va, id, &bl);
+                if (bl <= s->r_len) continue;
+                heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
+            }
         }
         for (int i = 0; i < nh; i++) {
             size_t bl;
@@ -831,6 +840,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
         if (c.t_r >= 0) {
             nh = 0;
             for (int id = 0; id < e->n_vocab; id++) {
+                if (nh == k && s->p1[id] <= heap[0].p) continue;
                 size_t bl;
                 va_token_bytes(m->va, id, &bl);
                 if (bl) heap_push(heap, &nh, k, (wk_cand){s->p1[id], id});

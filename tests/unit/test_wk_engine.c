@@ -554,6 +554,34 @@ static void check_limits(wk_engine *e) {
     ok(wk_step(e, &q, &res, &err) != 0 && err.status == 404, "unknown session is 404");
 }
 
+/* Chat messages: the model's own template (special tokens parsed), else the
+ * documented plain fallback. */
+static void check_chat(wk_engine *e) {
+    wk_msg msgs[2] = {{"system", "Be brief."}, {"user", "Hi there"}};
+    size_t len;
+    int ps;
+    char *text = wk_render_chat(M, msgs, 2, &len, &ps);
+    if (!M->chat_template) {
+        is_str(text, "system: Be brief.\nuser: Hi there\nassistant:", "no template: the plain fallback");
+        free(text);
+        return;
+    }
+    ok(ps == 1 && strstr(text, "Hi there") != NULL, "the model's chat template renders the messages");
+    int *t = NULL;
+    int n = wk_tokenize_raw(M, text, len, 1, 1, &t);
+    int ctl = 0;
+    for (int i = 0; i < n; i++) ctl += M->kind[t[i]] == WK_CONTROL;
+    ok(ctl >= 2, "its markup becomes control tokens");
+    wk_step_req q = {.session = "chat", .messages = msgs, .n_messages = 2, .k = 3};
+    wk_step_res res;
+    wk_err err = {0};
+    ok(wk_step(e, &q, &res, &err) == 0 && res.n_past == n && res.decoded == n,
+       "a step from chat messages decodes the rendered prompt");
+    if (err.status == 0) wk_step_res_free(&res);
+    free(t);
+    free(text);
+}
+
 static void check_eviction(void) {
     wk_engine_opts o = {.n_ctx = 64, .n_threads = 1, .slots = 2};
     char emsg[256];
@@ -602,6 +630,7 @@ static void run_model(const char *path, const char *name) {
     check_score(e, small);
     check_concurrency(e);
     check_limits(e);
+    check_chat(e);
     check_eviction();
     wk_engine_free(e);
     wk_engine_free(small);
