@@ -331,6 +331,33 @@ static void check_healing(wk_engine *e) {
         wk_step_res_free(&res);
         free(ft);
     }
+    /* heal_prompt: the prompt's last token becomes the residue */
+    {
+        int *pt;
+        int np = tokenize("Once upon a ti", 1, &pt);
+        wk_step_req q = {.session = "hp", .prompt = "Once upon a ti", .prompt_len = 14, .heal_prompt = 1, .k = 5};
+        wk_step_res res;
+        wk_err err = {0};
+        int r = wk_step(e, &q, &res, &err);
+        ok(r == 0 && res.n_past == np - 1 && res.residue_len == plen[pt[np - 1]] &&
+               !memcmp(res.residue, pieces[pt[np - 1]], res.residue_len),
+           "heal_prompt backs off the prompt's last token into the residue");
+        if (r == 0) {
+            ref_dist(pt, np - 1, p);
+            double Tr = brute_T(p, res.residue, res.residue_len);
+            int hb = 0;
+            for (int i = 0; i < res.n_top; i++) {
+                unsigned char x[128];
+                memcpy(x, res.residue, res.residue_len);
+                memcpy(x + res.residue_len, res.top[i].s, res.top[i].len);
+                if (any_prefix(x, res.residue_len + res.top[i].len))
+                    hb += fabs(exp(res.top[i].logq) - brute_T(p, x, res.residue_len + res.top[i].len) / Tr) > 1e-6;
+            }
+            ok(hb == 0, "healed prompt: masses restricted to completions of the residue");
+            wk_step_res_free(&res);
+        }
+        free(pt);
+    }
     free(p);
     diag("healing: %d checks", checks);
     ok(bad == 0 && checks > 5, "healing: restricted distribution of the context one token earlier");
