@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -31,6 +32,16 @@ static void usage(FILE *f) {
             "\n"
             "When ready it prints one line: consort-worker listening on http://HOST:PORT\n"
             "CONSORT_LOG=debug|info|warn|error sets the log level (debug also shows llama.cpp's log).\n");
+}
+
+/* SIGINT/SIGTERM may land on any thread (libraries can start threads before
+ * main runs, with no signal mask of ours): the handler only writes to a pipe
+ * that main waits on. */
+static int sig_pipe[2] = {-1, -1};
+static void on_signal(int sig) {
+    unsigned char c = (unsigned char)sig;
+    ssize_t r = write(sig_pipe[1], &c, 1);
+    (void)r;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, long *out) {
@@ -94,12 +105,17 @@ int main(int argc, char **argv) {
     snprintf(lname, sizeof lname, "worker:%s", name);
     log_set_name(lname);
 
-    /* Signals are taken by sigwait() in this thread only. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (pipe(sig_pipe) != 0) {
+        fprintf(stderr, "consort-worker: pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     wk_backend_init();
@@ -137,13 +153,15 @@ int main(int argc, char **argv) {
     printf("consort-worker listening on http://%s:%d\n", hostbuf, http_server_port(srv));
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&set, &sig);
+    unsigned char sig = 0;
+    while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {}
     log_info("signal %d: shutting down", sig);
     http_server_stop(srv);
     wk_http_free(h);
     wk_engine_free(e);
     wk_model_free(m);
     wk_backend_free();
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
     return 0;
 }

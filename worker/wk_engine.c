@@ -53,6 +53,8 @@ struct wk_engine {
     uint64_t tokens_decoded;
     struct llama_batch batch;
     float *tmp;   /* n_vocab scratch probabilities */
+    int *eog;     /* end-of-generation token ids */
+    int n_eog;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -91,15 +93,18 @@ static int grow_bytes(unsigned char **p, size_t *cap, size_t need) {
     return 0;
 }
 
-/* Softmax of logits into probs (float), in double. */
+/* Softmax of logits into probs (float; the normalizer summed in double). */
 static void softmax(const float *logits, int n, float *probs) {
     float mx = logits[0];
     for (int i = 1; i < n; i++)
         if (logits[i] > mx) mx = logits[i];
     double z = 0;
-    for (int i = 0; i < n; i++) z += exp((double)logits[i] - mx);
-    double lz = log(z);
-    for (int i = 0; i < n; i++) probs[i] = (float)exp((double)logits[i] - mx - lz);
+    for (int i = 0; i < n; i++) {
+        probs[i] = expf(logits[i] - mx);
+        z += probs[i];
+    }
+    float inv = (float)(1.0 / z);
+    for (int i = 0; i < n; i++) probs[i] *= inv;
 }
 
 static double log_softmax_at(const float *logits, int n, int t) {
@@ -111,8 +116,9 @@ static double log_softmax_at(const float *logits, int n, int t) {
     return (double)logits[t] - mx - log(z);
 }
 
-/* T(x) from probs (and their cumulative sums, may be NULL). */
-static double mass(const wk_engine *e, const float *p, const double *cum,
+/* T(x) from probs and their cumulative sums in byte order (cum may be
+ * NULL; cum[0] = NAN means "not computed yet": done here on first need). */
+static double mass(const wk_engine *e, const float *p, double *cum,
                    const unsigned char *x, size_t n) {
     if (n == 0) return 1.0;
     int lo, hi;
@@ -122,6 +128,7 @@ static double mass(const wk_engine *e, const float *p, const double *cum,
         for (int i = lo; i < hi; i++) s += p[va_sorted_id(e->m->va, i)];
         return s;
     }
+    if (isnan(cum[0])) va_cumsum(e->m->va, p, cum);
     double s = cum[hi] - cum[lo];
     return s < 0 ? 0 : s;
 }
@@ -189,7 +196,11 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     e->batch = llama_batch_init(op.n_batch, 0, 1);
     e->tmp = malloc((size_t)e->n_vocab * sizeof *e->tmp);
     e->s = calloc((size_t)op.slots, sizeof *e->s);
-    if (!e->tmp || !e->s) {
+    e->eog = malloc((size_t)e->n_vocab * sizeof *e->eog);
+    if (e->eog)
+        for (int id = 0; id < e->n_vocab; id++)
+            if (m->is_eog[id]) e->eog[e->n_eog++] = id;
+    if (!e->tmp || !e->s || !e->eog) {
         wk_engine_free(e);
         snprintf(err, err_size, "out of memory");
         return NULL;
@@ -222,6 +233,7 @@ void wk_engine_free(wk_engine *e) {
         for (int i = 0; i < e->slots; i++) session_release(&e->s[i]);
     free(e->s);
     free(e->tmp);
+    free(e->eog);
     if (e->ctx) {
         llama_batch_free(e->batch);
         llama_free(e->ctx);
@@ -294,7 +306,7 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, f
     if (!*cum) *cum = malloc((size_t)(e->n_vocab + 1) * sizeof **cum);
     if (!*dst || !*cum) return -1;
     softmax(llama_get_logits_ith(e->ctx, -1), e->n_vocab, *dst);
-    va_cumsum(e->m->va, *dst, *cum);
+    (*cum)[0] = NAN; /* cumulative sums on first need (mass) */
     *dst_n = n;
     return done;
 }
@@ -795,14 +807,23 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     double Mr = s->r_len ? mass(e, s->p0, s->cum0, r, s->r_len) : 1.0;
     int nh = 0;
     if (k > 0) {
-        int lo, hi;
-        va_prefix_range(m->va, r, s->r_len, &lo, &hi);
-        for (int i = lo; i < hi; i++) {
-            int id = va_sorted_id(m->va, i);
-            size_t bl;
-            va_token_bytes(m->va, id, &bl);
-            if (bl <= s->r_len) continue;
-            heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
+        if (!s->r_len) { /* every token with bytes: scan by id, in memory order */
+            for (int id = 0; id < e->n_vocab; id++) {
+                if (nh == k && s->p0[id] <= heap[0].p) continue;
+                size_t bl;
+                va_token_bytes(m->va, id, &bl);
+                if (bl) heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
+            }
+        } else {
+            int lo, hi;
+            va_prefix_range(m->va, r, s->r_len, &lo, &hi);
+            for (int i = lo; i < hi; i++) {
+                int id = va_sorted_id(m->va, i);
+                size_t bl;
+                va_token_bytes(m->va, id, &bl);
+                if (bl <= s->r_len) continue;
+                heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
+            }
         }
         for (int i = 0; i < nh; i++) {
             size_t bl;
@@ -819,6 +840,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
         if (c.t_r >= 0) {
             nh = 0;
             for (int id = 0; id < e->n_vocab; id++) {
+                if (nh == k && s->p1[id] <= heap[0].p) continue;
                 size_t bl;
                 va_token_bytes(m->va, id, &bl);
                 if (bl) heap_push(heap, &nh, k, (wk_cand){s->p1[id], id});
@@ -885,11 +907,9 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     res->n_past = s->n_tok;
     double eog = 0;
     if (!s->r_len) {
-        for (int id = 0; id < e->n_vocab; id++)
-            if (m->is_eog[id]) eog += s->p0[id];
+        for (int i = 0; i < e->n_eog; i++) eog += s->p0[e->eog[i]];
     } else if (c.t_r >= 0) {
-        for (int id = 0; id < e->n_vocab; id++)
-            if (m->is_eog[id]) eog += s->p1[id];
+        for (int i = 0; i < e->n_eog; i++) eog += s->p1[e->eog[i]];
         eog *= s->p0[c.t_r] / Mr;
     }
     res->end_logq = eog > 0 ? log(eog) : -INFINITY;

@@ -180,12 +180,15 @@ static void do_detokenize(wk_http *h, http_conn *c, const http_request *req) {
         va_token_bytes(h->m->va, (int)json_integer_value(v), &bl);
         total += bl;
     }
+    int strip = 0;
+    if (get_bool(o, "strip_space_prefix", &strip)) FAIL(400, "invalid_type", "'strip_space_prefix' must be a boolean");
     buf = malloc(total + 1);
     if (!buf) FAIL(500, "internal", "out of memory");
     size_t p = 0;
     for (size_t i = 0; i < n; i++) {
         size_t bl;
         const unsigned char *b = va_token_bytes(h->m->va, (int)json_integer_value(json_array_get(t, i)), &bl);
+        if (strip && p == 0 && h->m->space_prefix && bl && b[0] == ' ') b++, bl--;
         memcpy(buf + p, b, bl);
         p += bl;
     }

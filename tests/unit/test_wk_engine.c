@@ -156,6 +156,7 @@ static void check_masses(wk_engine *e, const char *name) {
         for (int i = 0; i < 24; i++) {
             int id = (int)(rnd() % (unsigned)V);
             size_t n = plen[id] ? 1 + rnd() % plen[id] : 0;
+            if (n > 15) n = 15;
             if (i % 6 == 5) {
                 n = 1;
                 cbuf[i][0] = (char)("aeiou ,."[rnd() % 8]);
@@ -330,6 +331,33 @@ static void check_healing(wk_engine *e) {
         wk_step_res_free(&res);
         free(ft);
     }
+    /* heal_prompt: the prompt's last token becomes the residue */
+    {
+        int *pt;
+        int np = tokenize("Once upon a ti", 1, &pt);
+        wk_step_req q = {.session = "hp", .prompt = "Once upon a ti", .prompt_len = 14, .heal_prompt = 1, .k = 5};
+        wk_step_res res;
+        wk_err err = {0};
+        int r = wk_step(e, &q, &res, &err);
+        ok(r == 0 && res.n_past == np - 1 && res.residue_len == plen[pt[np - 1]] &&
+               !memcmp(res.residue, pieces[pt[np - 1]], res.residue_len),
+           "heal_prompt backs off the prompt's last token into the residue");
+        if (r == 0) {
+            ref_dist(pt, np - 1, p);
+            double Tr = brute_T(p, res.residue, res.residue_len);
+            int hb = 0;
+            for (int i = 0; i < res.n_top; i++) {
+                unsigned char x[128];
+                memcpy(x, res.residue, res.residue_len);
+                memcpy(x + res.residue_len, res.top[i].s, res.top[i].len);
+                if (any_prefix(x, res.residue_len + res.top[i].len))
+                    hb += fabs(exp(res.top[i].logq) - brute_T(p, x, res.residue_len + res.top[i].len) / Tr) > 1e-6;
+            }
+            ok(hb == 0, "healed prompt: masses restricted to completions of the residue");
+            wk_step_res_free(&res);
+        }
+        free(pt);
+    }
     free(p);
     diag("healing: %d checks", checks);
     ok(bad == 0 && checks > 5, "healing: restricted distribution of the context one token earlier");
@@ -455,47 +483,73 @@ typedef struct {
     wk_engine *e;
     char sid[16];
     const char *prompt;
-    char text[512];
-    double logq[12];
+    char top0[12][64], top1[12][64]; /* the two best strings at each step */
+    double logq0[12], logq1[12];
+    int n;
 } conc_arg;
 
 static void *conc_main(void *a) {
     conc_arg *c = a;
     wk_step_res res;
-    size_t tl = 0;
+    c->n = 0;
     if (step(c->e, c->sid, c->prompt, NULL, 3, NULL, 0, &res)) return NULL;
-    for (int i = 0; i < 12; i++) {
-        char s[64];
-        size_t n = res.top[0].len < 63 ? res.top[0].len : 63;
-        memcpy(s, res.top[0].s, n);
-        s[n] = 0;
-        tl += (size_t)snprintf(c->text + tl, sizeof c->text - tl, "%s|", s);
-        c->logq[i] = res.top[0].logq;
+    for (int i = 0; i < 12 && res.n_top >= 2; i++) {
+        size_t n0 = res.top[0].len < 63 ? res.top[0].len : 63, n1 = res.top[1].len < 63 ? res.top[1].len : 63;
+        memcpy(c->top0[i], res.top[0].s, n0);
+        c->top0[i][n0] = 0;
+        memcpy(c->top1[i], res.top[1].s, n1);
+        c->top1[i][n1] = 0;
+        c->logq0[i] = res.top[0].logq;
+        c->logq1[i] = res.top[1].logq;
+        c->n = i + 1;
         wk_step_res_free(&res);
-        if (step(c->e, c->sid, NULL, s, 3, NULL, 0, &res)) return NULL;
+        if (step(c->e, c->sid, NULL, c->top0[i], 3, NULL, 0, &res)) return NULL;
     }
     wk_step_res_free(&res);
     return NULL;
 }
 
 static void check_concurrency(wk_engine *e) {
-    conc_arg solo[3], par[3];
+    conc_arg *solo = calloc(3, sizeof *solo), *par = calloc(3, sizeof *par);
     for (int i = 0; i < 3; i++) {
-        solo[i] = (conc_arg){.e = e, .prompt = prompts[i]};
+        solo[i].e = par[i].e = e;
+        solo[i].prompt = par[i].prompt = prompts[i];
         snprintf(solo[i].sid, sizeof solo[i].sid, "solo%d", i);
-        conc_main(&solo[i]);
-        par[i] = (conc_arg){.e = e, .prompt = prompts[i]};
         snprintf(par[i].sid, sizeof par[i].sid, "par%d", i);
+        conc_main(&solo[i]);
     }
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, conc_main, &par[i]);
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
-    int same = 1;
+    /* Interleaved sessions sit in interleaved KV cells, which changes the
+     * order of float sums in attention: the answers agree up to rounding
+     * (0 on the real models, up to ~2e-4 in log on the random-weight ones).
+     * So: same strings and logq to 2e-3 at every step, except that a near
+     * tie (the two best within 2e-3) may swap; the texts then diverge. */
+    int same = 1, ties = 0;
     for (int i = 0; i < 3; i++) {
-        same &= !strcmp(solo[i].text, par[i].text) && solo[i].text[0];
-        for (int j = 0; j < 12; j++) same &= fabs(solo[i].logq[j] - par[i].logq[j]) < 1e-4;
+        int s1 = solo[i].n == 12 && par[i].n == 12;
+        for (int j = 0; j < 12 && s1; j++) {
+            if (!strcmp(solo[i].top0[j], par[i].top0[j])) {
+                s1 &= fabs(solo[i].logq0[j] - par[i].logq0[j]) < 2e-3;
+                continue;
+            }
+            if (fabs(solo[i].logq0[j] - solo[i].logq1[j]) < 2e-3 && !strcmp(solo[i].top1[j], par[i].top0[j])) {
+                ties++;
+                break;
+            }
+            s1 = 0;
+        }
+        same &= s1;
+        if (!s1)
+            for (int j = 0; j < solo[i].n && j < par[i].n; j++)
+                diag("session %d step %d: solo '%s' %.9f | par '%s' %.9f", i, j, solo[i].top0[j],
+                     solo[i].logq0[j], par[i].top0[j], par[i].logq0[j]);
     }
-    ok(same, "three sessions stepped from three threads = each alone");
+    if (ties) diag("%d near ties swapped", ties);
+    ok(same, "three sessions stepped from three threads = each alone (to rounding)");
+    free(solo);
+    free(par);
 }
 
 static void check_limits(wk_engine *e) {
@@ -525,6 +579,34 @@ static void check_limits(wk_engine *e) {
     if (r == 0) wk_score_res_free(&sr);
     q = (wk_step_req){.session = "nobody", .k = 5};
     ok(wk_step(e, &q, &res, &err) != 0 && err.status == 404, "unknown session is 404");
+}
+
+/* Chat messages: the model's own template (special tokens parsed), else the
+ * documented plain fallback. */
+static void check_chat(wk_engine *e) {
+    wk_msg msgs[2] = {{"system", "Be brief."}, {"user", "Hi there"}};
+    size_t len;
+    int ps;
+    char *text = wk_render_chat(M, msgs, 2, &len, &ps);
+    if (!M->chat_template) {
+        is_str(text, "system: Be brief.\nuser: Hi there\nassistant:", "no template: the plain fallback");
+        free(text);
+        return;
+    }
+    ok(ps == 1 && strstr(text, "Hi there") != NULL, "the model's chat template renders the messages");
+    int *t = NULL;
+    int n = wk_tokenize_raw(M, text, len, 1, 1, &t);
+    int ctl = 0;
+    for (int i = 0; i < n; i++) ctl += M->kind[t[i]] == WK_CONTROL;
+    ok(ctl >= 2, "its markup becomes control tokens");
+    wk_step_req q = {.session = "chat", .messages = msgs, .n_messages = 2, .k = 3};
+    wk_step_res res;
+    wk_err err = {0};
+    ok(wk_step(e, &q, &res, &err) == 0 && res.n_past == n && res.decoded == n,
+       "a step from chat messages decodes the rendered prompt");
+    if (err.status == 0) wk_step_res_free(&res);
+    free(t);
+    free(text);
 }
 
 static void check_eviction(void) {
@@ -575,6 +657,7 @@ static void run_model(const char *path, const char *name) {
     check_score(e, small);
     check_concurrency(e);
     check_limits(e);
+    check_chat(e);
     check_eviction();
     wk_engine_free(e);
     wk_engine_free(small);
@@ -590,6 +673,24 @@ int main(void) {
     run_model(path, "stories260K loads");
     snprintf(path, sizeof path, "%s/../shared/models/external/TinyStories-656K-Q8_0.gguf", root ? root : ".");
     run_model(path, "TinyStories-656K loads");
+
+    /* Tiny random-weight models over real tokenizers, made by build/tools/mkmodel. */
+    const char *build = getenv("CONSORT_BUILD");
+    const char *valgrind = getenv("CONSORT_VALGRIND");
+    const char *vocabs[] = {"llama-spm", "gpt-2", "qwen2"};
+    int nv = valgrind && !strcmp(valgrind, "1") ? 1 : 3; /* the big vocabularies are slow under valgrind */
+    for (int i = 0; i < nv; i++) {
+        char cmd[4096], out[1024], what[128];
+        snprintf(out, sizeof out, "%s/%s/models/tiny-%s.gguf", root ? root : ".", build ? build : "build", vocabs[i]);
+        snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\" && '%s/%s/tools/mkmodel' '%s/.deps/llama.cpp/models/ggml-vocab-%s.gguf' '%s' 32 2",
+                 out, root ? root : ".", build ? build : "build", root ? root : ".", vocabs[i], out);
+        snprintf(what, sizeof what, "tiny random llama model over the %s tokenizer loads", vocabs[i]);
+        if (system(cmd) != 0) {
+            ok(0, "mkmodel made the model");
+            continue;
+        }
+        run_model(out, what);
+    }
     wk_backend_free();
     return tap_done();
 }
