@@ -32,7 +32,6 @@
 
 #define MULTI_POOL 16
 #define DEFAULT_K_PROP 8
-#define K_ASK_FACTOR 4
 
 struct ensemble {
     member_set *ms;
@@ -577,7 +576,7 @@ static int build_candidates(run *r) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!m->active) continue;
-        size_t kp = n_active(r) == 1 ? m->top.n : (size_t)r->k_prop;
+        size_t kp = (size_t)r->k_prop;
         for (size_t t = 0; t < m->top.n && t < kp; t++)
             if (vcand_add(&r->cand, vcand_str(&m->top, t), m->top.len[t], (int)i) < 0) return -1;
     }
@@ -611,6 +610,27 @@ static void weights_now(run *r) {
         alive[i] = r->m[i].active;
     }
     sstrat_norm_weights(r->nm, w, alive, r->wn);
+}
+
+static void debug_step(run *r, int pick) {
+    size_t n = r->cand.n, ne = n + 1;
+    for (size_t c = 0; c <= n; c++) {
+        char line[512];
+        int o = snprintf(line, sizeof line, "%s cand %zu \"", (int)c == pick ? "*" : " ", c);
+        if (c < n)
+            for (size_t j = 0; j < r->cand.len[c] && o < 200; j++) {
+                unsigned char ch = (unsigned char)vcand_str(&r->cand, c)[j];
+                o += snprintf(line + o, sizeof line - (size_t)o, ch >= 32 && ch < 127 && ch != '"' ? "%c" : "\\x%02x", ch);
+            }
+        else
+            o += snprintf(line + o, sizeof line - (size_t)o, "<END>");
+        o += snprintf(line + o, sizeof line - (size_t)o, "\" parent %d p %.4f |", c < n ? r->cand.parent[c] : -1, r->dist[c]);
+        for (size_t i = 0; i < r->nm && o < 480; i++)
+            if (r->m[i].active)
+                o += snprintf(line + o, sizeof line - (size_t)o, " %s: q %.4f ev %.4f", members_name(r->ms, i),
+                              c < n ? exp(r->lq[i * r->mat_cap + c]) : exp(r->m[i].end_lq), r->ev[i * ne + c]);
+        log_debug("%s", line);
+    }
 }
 
 /* One step's decision. Returns the chosen event (n = END), -1 none. */
@@ -680,7 +700,9 @@ static int decide(run *r) {
         else for (size_t e = 0; e < ne; e++) r->ev[i * ne + e] = 0;
     if (k == SSTRAT_PRODUCT) sstrat_product(r->nm, ne, r->ev, r->wn, r->dist);
     else sstrat_mixture(r->nm, ne, r->ev, r->wn, r->dist);
-    return ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+    int pick = ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+    if (log_enabled(LOG_DEBUG)) debug_step(r, pick);
+    return pick;
 }
 
 /* ---- output: stop sequences, UTF-8 hold-back ------------------------------- */
@@ -867,8 +889,15 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     const members_cli *opt = members_options(e->ms);
     r->threshold = req->threshold > 0 ? req->threshold : opt->threshold > 0 ? opt->threshold : SSTRAT_DEFAULT_THRESHOLD;
     r->step_timeout = opt->step_timeout > 0 ? opt->step_timeout : 30;
-    r->k_prop = opt->top_k_members > 0 ? opt->top_k_members : DEFAULT_K_PROP;
-    r->k_ask = r->k_prop * K_ASK_FACTOR > 256 ? 256 : r->k_prop * K_ASK_FACTOR;
+    /* Proposals per member: greedy takes each member's own best token (so a
+     * lone member, or a model paired with itself, reproduces its greedy text
+     * exactly, see STRATEGIES.md); sampling takes several. A worker picks its
+     * top-k by token probability but lists them by prefix mass, so asking
+     * for more entries than we propose would hide which are its best: we ask
+     * for exactly k_prop (the price: more second rounds). */
+    int greedy = !(req->temperature > 1e-6);
+    r->k_prop = opt->top_k_members > 0 ? opt->top_k_members : greedy ? 1 : DEFAULT_K_PROP;
+    r->k_ask = r->k_prop;
     vcand_init(&r->cand);
     vcand_init(&r->carry);
     vcand_init(&r->next_carry);
