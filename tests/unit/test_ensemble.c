@@ -317,6 +317,48 @@ int main(void) {
     ensemble_free(e);
     members_free(ms);
 
+    /* chat messages and the blocking JSON helper (what ppl/ab use for /v1/score) */
+    A.end_at = 0;
+    ms = open_set("a", &A, "b", &B, 5);
+    e = ensemble_new(ms, NULL, NULL, 0, err, sizeof err);
+    q = base_req(NULL, 5);
+    q.prompt = NULL;
+    json_t *msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "hi");
+    q.messages = msgs;
+    ok(gen(e, &q, &res, &k) == 0 && res.steps == 5, "chat messages request runs");
+    ensemble_result_free(&res);
+    json_decref(msgs);
+    json_t *body = json_pack("{s:s,s:b}", "text", "hello", "doc_start", 1), *resp = NULL;
+    is_int(members_call(ms, 1, "POST", "/v1/score", body, 5, &resp, err, sizeof err), 200, "members_call POST /v1/score");
+    is_near(json_number_value(json_object_get(resp, "sum_logprob")), -30, 1e-12, "members_call parsed the answer");
+    json_decref(resp);
+    json_decref(body);
+    is_int(members_call(ms, 1, "GET", "/nope", NULL, 5, &resp, err, sizeof err), 404, "members_call returns the HTTP status");
+    ok(strstr(err, "'b'") && strstr(err, "404"), "its error names the member");
+    json_decref(resp);
+    ensemble_free(e);
+    members_free(ms);
+
+    /* a member that goes away and comes back is used again (health backoff) */
+    mock_member E;
+    init_mock(&E, "e", vocab_b, 12);
+    mock_start(&E);
+    int eport = E.port;
+    ms = open_set("e", &E, NULL, NULL, 2);
+    e = ensemble_new(ms, NULL, NULL, 0, err, sizeof err);
+    mock_stop(&E);
+    q = base_req(NULL, 3);
+    ok(gen(e, &q, &res, &k) != 0 && res.status == 503, "member gone: 503");
+    ensemble_result_free(&res);
+    ok(!members_usable(ms, 0), "and it is marked down");
+    ok(mock_start_port(&E, eport) == 0, "the member comes back on its port");
+    usleep(700 * 1000); /* past the first backoff (0.5 s) */
+    ok(gen(e, &q, &res, &k) == 0 && res.steps == 3, "after the backoff it is probed and used again");
+    ensemble_result_free(&res);
+    ensemble_free(e);
+    members_free(ms);
+    mock_stop(&E);
+
     mock_stop(&A);
     mock_stop(&A2);
     mock_stop(&B);
