@@ -39,6 +39,7 @@ struct ensemble {
     char strategy[64];
     double weights[MEMBERS_MAX];
     int weights_auto;
+    int no_skip;            /* CONSORT_NO_ROUND_SKIP=1: always pay the second round (tests) */
     pthread_mutex_t mu;
     CURLM *multi[MULTI_POOL];
     int n_multi;
@@ -153,6 +154,8 @@ ensemble *ensemble_new(member_set *ms, const char *default_strategy, const doubl
         return NULL;
     }
     e->weights_auto = weights_auto;
+    const char *ns = getenv("CONSORT_NO_ROUND_SKIP");
+    e->no_skip = ns && *ns && strcmp(ns, "0");
     pthread_mutex_init(&e->mu, NULL);
     return e;
 }
@@ -235,6 +238,7 @@ typedef struct {
     double *ev;              /* [m * (mat_cap + 1) + e] */
     double *own;             /* [m * (mat_cap + 1) + e] */
     double *dist, *work;
+    double *mlo, *mhi, *blo, *bhi; /* bounds for skipping a second round (greedy) */
     size_t *order;
     double wn[MEMBERS_MAX];
     srng rng;
@@ -242,7 +246,7 @@ typedef struct {
     size_t emitted;          /* bytes of G already emitted */
     sbuf out;                /* emitted (sanitised) text */
     double pending_lp;       /* log-prob of steps not yet emitted */
-    int rounds, second_rounds;
+    int rounds, second_rounds, skipped_rounds;
     int stopped;             /* callback asked to stop */
     char err[256];
     int status;
@@ -489,6 +493,12 @@ static int ensure_cols(run *r, size_t n) {
     size_t *o = realloc(r->order, (cap + 1) * sizeof *o);
     if (!o) return -1;
     r->order = o;
+    double **bnd[4] = {&r->mlo, &r->mhi, &r->blo, &r->bhi};
+    for (int i = 0; i < 4; i++) {
+        double *p = realloc(*bnd[i], (cap + 1) * sizeof *p);
+        if (!p) return -1;
+        *bnd[i] = p;
+    }
     r->mat_cap = cap;
     return 0;
 }
@@ -530,7 +540,10 @@ static void fill_missing(run *r, const int *need, const int *only) {
         if (!map[i]) continue;
         m->body.n = 0;
         char head[128];
-        snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":0,\"candidates_b64\":[", m->session);
+        /* the same k as round 1: the worker absorbs (without healing) only
+         * strings reported in its latest answer, so its own top entries must
+         * stay listed there */
+        snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d,\"candidates_b64\":[", m->session, r->k_ask);
         sb_str(&m->body, head);
         size_t j = 0;
         for (size_t c = 0; c < n; c++) {
@@ -633,6 +646,55 @@ static void debug_step(run *r, int pick) {
     }
 }
 
+/* Greedy mixture without a second round when the missing masses cannot
+ * change the winner. For each member, bounds on its events: a known Q with
+ * known children gives the exact event; an unknown child only lowers the
+ * lower bound to 0; an unknown Q is at most 1 minus the lower bounds of the
+ * member's other events (its events are disjoint). If one event's weighted
+ * lower bound beats every other event's upper bound, it wins whatever the
+ * missing values are: returns it, else -1. */
+static int greedy_decided(run *r) {
+    const vcand_set *cs = &r->cand;
+    size_t n = cs->n, ne = n + 1;
+    for (size_t e = 0; e < ne; e++) r->mlo[e] = r->mhi[e] = 0;
+    for (size_t i = 0; i < r->nm; i++) {
+        if (!r->m[i].active || !(r->wn[i] > 0)) continue;
+        const double *lq = r->lq + i * r->mat_cap;
+        for (size_t c = 0; c < n; c++) {
+            r->blo[c] = isnan(lq[c]) ? 0 : exp(lq[c]);
+            r->bhi[c] = isnan(lq[c]) ? NAN : r->blo[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            int p = cs->parent[c];
+            if (p < 0) continue;
+            if (isnan(lq[c])) r->blo[p] = -INFINITY; /* unknown child: lower bound 0 */
+            else {
+                r->blo[p] -= exp(lq[c]);
+                if (!isnan(r->bhi[p])) r->bhi[p] -= exp(lq[c]);
+            }
+        }
+        double sum_lo = exp(r->m[i].end_lq);
+        for (size_t c = 0; c < n; c++) {
+            if (!(r->blo[c] > 0)) r->blo[c] = 0;
+            if (!isnan(r->bhi[c]) && !(r->bhi[c] > 0)) r->bhi[c] = 0;
+            sum_lo += r->blo[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            if (isnan(r->bhi[c])) r->bhi[c] = 1 - (sum_lo - r->blo[c]);
+            if (r->bhi[c] < r->blo[c]) r->bhi[c] = r->blo[c];
+            r->mlo[c] += r->wn[i] * r->blo[c];
+            r->mhi[c] += r->wn[i] * r->bhi[c];
+        }
+        r->mlo[n] += r->wn[i] * exp(r->m[i].end_lq);
+        r->mhi[n] += r->wn[i] * exp(r->m[i].end_lq);
+    }
+    int best = ssample_argmax(r->mlo, ne);
+    if (best < 0) return -1;
+    for (size_t e = 0; e < ne; e++)
+        if ((int)e != best && !(r->mhi[e] < r->mlo[best])) return -1;
+    return best;
+}
+
 /* One step's decision. Returns the chosen event (n = END), -1 none. */
 static int decide(run *r) {
     size_t n = r->cand.n, ne = n + 1, stride = r->mat_cap + 1;
@@ -692,7 +754,12 @@ static int decide(run *r) {
     }
     /* mixture, product, solo, selective below threshold: every Q needed */
     for (size_t i = 0; i < r->nm; i++) need[i] = r->m[i].active && r->wn[i] > 0;
-    fill_missing(r, need, NULL);
+    int decided = -1, missing = 0;
+    for (size_t i = 0; i < r->nm && !missing; i++)
+        for (size_t c = 0; need[i] && c < n && !missing; c++) missing = isnan(r->lq[i * r->mat_cap + c]);
+    if (missing && !(r->req->temperature > 1e-6) && k != SSTRAT_PRODUCT && !r->e->no_skip) decided = greedy_decided(r);
+    if (decided >= 0) r->skipped_rounds++;
+    else fill_missing(r, need, NULL);
     weights_now(r);
     if (n_active(r) == 0) return -1;
     for (size_t i = 0; i < r->nm; i++)
@@ -700,7 +767,9 @@ static int decide(run *r) {
         else for (size_t e = 0; e < ne; e++) r->ev[i * ne + e] = 0;
     if (k == SSTRAT_PRODUCT) sstrat_product(r->nm, ne, r->ev, r->wn, r->dist);
     else sstrat_mixture(r->nm, ne, r->ev, r->wn, r->dist);
-    int pick = ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+    /* (after a skipped round the distribution counts missing masses as 0;
+     * it only serves the reported logprobs) */
+    int pick = decided >= 0 ? decided : ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
     if (log_enabled(LOG_DEBUG)) debug_step(r, pick);
     return pick;
 }
@@ -1142,6 +1211,7 @@ done:
     }
     out->rounds = r->rounds;
     out->second_rounds = r->second_rounds;
+    out->skipped_rounds = r->skipped_rounds;
     out->seconds = now_s() - t0;
     out->cpu_seconds = cpu_s() - c0;
     for (size_t i = 0; i < r->nm; i++) {
@@ -1167,6 +1237,10 @@ done:
     free(r->dist);
     free(r->work);
     free(r->order);
+    free(r->mlo);
+    free(r->mhi);
+    free(r->blo);
+    free(r->bhi);
     free(r->g.p);
     free(r->out.p);
     free(r);

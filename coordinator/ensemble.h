@@ -97,6 +97,7 @@ typedef struct {
     /* engine statistics (additive, for generate --json and the benchmark) */
     int rounds;                /* concurrent round trips to the members (1 or 2 per step) */
     int second_rounds;         /* steps that needed a second round for missing candidate masses */
+    int skipped_rounds;        /* greedy steps whose winner was certain without the missing masses */
     double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
 } ensemble_result;
 
