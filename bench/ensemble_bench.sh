@@ -53,15 +53,16 @@ med = lambda k: st.median(x[k] for x in d)
 sps = st.median(x["steps"] / x["seconds"] for x in d)
 bps = st.median(x["bytes"] / x["seconds"] for x in d)
 sr = st.median(x["second_rounds"] / max(1, x["steps"]) for x in d)
+sk = st.median(x.get("skipped_rounds", 0) / max(1, x["steps"]) for x in d)
 ms = " ".join(f'{m["name"]}={m["mean_step_ms"]:.2f}' for m in d[0]["members"] if m["mean_step_ms"] > 0)
-print(f"| {label:<9} | {med('steps'):>5.0f} | {sps:>8.1f} | {bps:>8.1f} | {med('cpu_us_per_step'):>9.1f} | {100*sr:>5.1f}% | {ms} |")
+print(f"| {label:<9} | {med('steps'):>5.0f} | {sps:>8.1f} | {bps:>8.1f} | {med('cpu_us_per_step'):>9.1f} | {100*sr:>5.1f}% | {100*sk:>5.1f}% | {ms} |")
 open(f"{tmp}/{label}.sps", "w").write(str(sps))
 PY
 }
 echo "models: a=$(basename "$MA"), b=$(basename "$MB"); $N greedy steps, median of $R runs; $(nproc) CPUs"
 echo
-echo "| run       | steps | steps/s  | bytes/s  | cpu us/step | 2nd rounds | member round trip ms |"
-echo "|-----------|-------|----------|----------|-------------|------------|----------------------|"
+echo "| run       | steps | steps/s  | bytes/s  | cpu us/step | 2nd rounds | skipped | member round trip ms |"
+echo "|-----------|-------|----------|----------|-------------|------------|---------|----------------------|"
 run solo_a solo:a
 run solo_b solo:b
 run mixture mixture

@@ -106,7 +106,7 @@ int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, s
             s += row[e];
             if (row[e] > mx) mx = row[e];
         }
-        if (s > 0 && mx / s >= threshold) {
+        if (s > 0 && mx >= threshold) {
             for (size_t e = 0; e < ne; e++) out[e] = row[e] / s;
             return 1;
         }

@@ -52,9 +52,10 @@ double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, 
  * with mass, falls back to the mixture and returns 1 (else 0). */
 int sstrat_product(size_t nm, size_t ne, const double *ev, const double *wn, double *out);
 
-/* Lead member alone (its events renormalised) when its largest event
- * probability (renormalised over the listed events) is >= threshold; else
- * the mixture. Returns 1 when the lead spoke alone. */
+/* Lead member alone (its events renormalised) when its largest event mass
+ * (an absolute probability: not renormalised, so a lead that lists a single
+ * proposal is not automatically sure of it) is >= threshold; else the
+ * mixture. Returns 1 when the lead spoke alone. */
 int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, size_t lead,
                      double threshold, double *out);
 

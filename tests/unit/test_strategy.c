@@ -68,9 +68,9 @@ int main(void) {
     is_near(out[0], 0.5, 1e-12, "fallback is the mixture");
 
     sstrat_norm_weights(2, w, alive, wn);
-    ok(sstrat_selective(2, 4, ev, wn, 0, 0.5, out) == 0, "lead max 0.4/0.9 < 0.5: ensemble");
+    ok(sstrat_selective(2, 4, ev, wn, 0, 0.41, out) == 0, "lead max 0.4 < 0.41: ensemble (0.4/0.9 would pass)");
     is_near(out[1], 0.35 / 0.875, 1e-12, "selective below threshold = mixture");
-    ok(sstrat_selective(2, 4, ev, wn, 0, 0.4, out) == 1, "lead max 0.444 >= 0.4: lead alone");
+    ok(sstrat_selective(2, 4, ev, wn, 0, 0.4, out) == 1, "lead max 0.4 >= 0.4: lead alone");
     is_near(out[1], 0.4 / 0.9, 1e-12, "selective above threshold = lead renormalised");
 
     /* min_ppl: A proposes ' the' (log .4 / 4 bytes), B proposes ' a' (log .6 / 2) */
