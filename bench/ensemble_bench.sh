@@ -40,12 +40,22 @@ start() { # name model -> URL (runs in this shell so the pid is kept)
 start a "$MA"; UA=$URL
 start b "$MB"; UB=$URL
 prompt="Once upon a time, there was a little"
-run() { # label strategy
-  for i in $(seq "$R"); do
-    "$C" generate --json --member a="$UA" --member b="$UB" --strategy "$2" --prompt "$prompt" \
-      --max-tokens "$N" --stop "<|end_story|>" 2>/dev/null >"$tmp/$1.$i.json"
+labels="solo_a solo_b mixture product min_ppl selective"
+strategy_of() { case $1 in solo_a) echo solo:a;; solo_b) echo solo:b;; *) echo "$1";; esac; }
+# Runs are interleaved (each repeat runs every strategy once) so that load
+# from other processes falls on all of them alike.
+for i in $(seq "$R"); do
+  for l in $labels; do
+    "$C" generate --json --member a="$UA" --member b="$UB" --strategy "$(strategy_of $l)" --prompt "$prompt" \
+      --max-tokens "$N" --stop "<|end_story|>" 2>/dev/null >"$tmp/$l.$i.json"
   done
-  python3 - "$1" "$tmp" "$R" <<'PY'
+done
+echo "models: a=$(basename "$MA"), b=$(basename "$MB"); $N greedy steps, median of $R interleaved runs; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| run       | steps | steps/s  | bytes/s  | cpu us/step | 2nd rounds | skipped | member round trip ms (tokens decoded/step) |"
+echo "|-----------|-------|----------|----------|-------------|------------|---------|--------------------------------------------|"
+for l in $labels; do
+  python3 - "$l" "$tmp" "$R" <<'PY'
 import json, sys, statistics as st
 label, tmp, r = sys.argv[1], sys.argv[2], int(sys.argv[3])
 d = [json.load(open(f"{tmp}/{label}.{i}.json")) for i in range(1, r + 1)]
@@ -54,21 +64,12 @@ sps = st.median(x["steps"] / x["seconds"] for x in d)
 bps = st.median(x["bytes"] / x["seconds"] for x in d)
 sr = st.median(x["second_rounds"] / max(1, x["steps"]) for x in d)
 sk = st.median(x.get("skipped_rounds", 0) / max(1, x["steps"]) for x in d)
-ms = " ".join(f'{m["name"]}={m["mean_step_ms"]:.2f}' for m in d[0]["members"] if m["mean_step_ms"] > 0)
-print(f"| {label:<9} | {med('steps'):>5.0f} | {sps:>8.1f} | {bps:>8.1f} | {med('cpu_us_per_step'):>9.1f} | {100*sr:>5.1f}% | {100*sk:>5.1f}% | {ms} |")
+ms = " ".join(f'{m["name"]}={m["mean_step_ms"]:.2f} ({(m.get("decoded", 0) - m["prompt_tokens"]) / max(1, d[0]["steps"]):.1f} dec/step)'
+              for m in d[0]["members"] if m["mean_step_ms"] > 0)
+print(f"| {label:<9} | {med('steps'):>5.0f} | {sps:>8.1f} | {bps:>8.1f} | {med('cpu_us_per_step'):>11.1f} | {100*sr:>9.1f}% | {100*sk:>6.1f}% | {ms} |")
 open(f"{tmp}/{label}.sps", "w").write(str(sps))
 PY
-}
-echo "models: a=$(basename "$MA"), b=$(basename "$MB"); $N greedy steps, median of $R runs; $(nproc) CPUs"
-echo
-echo "| run       | steps | steps/s  | bytes/s  | cpu us/step | 2nd rounds | skipped | member round trip ms |"
-echo "|-----------|-------|----------|----------|-------------|------------|---------|----------------------|"
-run solo_a solo:a
-run solo_b solo:b
-run mixture mixture
-run product product
-run min_ppl min_ppl
-run selective selective
+done
 python3 - "$tmp" <<'PY'
 import sys
 t = sys.argv[1]

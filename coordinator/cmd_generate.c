@@ -250,6 +250,7 @@ int cmd_generate(int argc, char **argv) {
             json_object_set_new(m, "bytes_proposed_won", json_integer((json_int_t)s->bytes_proposed_won));
             json_object_set_new(m, "mean_step_ms", json_real(s->mean_step_ms));
             json_object_set_new(m, "prompt_tokens", json_integer(s->prompt_tokens));
+            json_object_set_new(m, "decoded", json_integer(s->decoded));
             json_array_append_new(mem, m);
         }
         json_object_set_new(o, "members", mem);

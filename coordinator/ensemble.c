@@ -209,6 +209,7 @@ typedef struct {
     double rtt_sum;
     int n_calls;
     int prompt_tokens;
+    long decoded;
     int steps_won;
     size_t bytes_won;
     /* last answer */
@@ -361,6 +362,8 @@ static int parse_answer(run *r, mstate *m, size_t n_asked, int first, int *ctx_f
         json_t *np = json_object_get(j, "n_past");
         m->prompt_tokens = json_is_integer(np) ? (int)json_integer_value(np) : 0;
     }
+    json_t *dj = json_object_get(j, "decoded");
+    if (json_is_integer(dj)) m->decoded += (long)json_integer_value(dj);
     json_t *el = json_object_get(j, "end_logq");
     m->end_lq = json_is_number(el) ? json_number_value(el) : -INFINITY;
     json_t *top = json_object_get(j, "top");
@@ -1202,6 +1205,7 @@ done:
         s->mean_step_ms = m->n_calls ? 1000.0 * m->rtt_sum / m->n_calls : 0;
         s->weight = m->w;
         s->prompt_tokens = m->prompt_tokens;
+        s->decoded = m->decoded;
         if (m->prompt_tokens > out->prompt_tokens) out->prompt_tokens = m->prompt_tokens;
     }
     {

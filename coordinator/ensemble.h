@@ -81,6 +81,7 @@ typedef struct {
     double mean_step_ms;       /* mean round-trip latency of this member's step calls */
     double weight;             /* weight used (after auto/renormalisation) */
     int prompt_tokens;         /* this member's prompt length in its own tokens */
+    long decoded;              /* token positions the member decoded (its "decoded" answers, prompt included) */
 } ensemble_member_stats;
 
 typedef struct {
