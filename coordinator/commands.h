@@ -7,5 +7,7 @@
 #define CONSORT_VERSION "0.1.0"
 
 int cmd_generate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

@@ -7,6 +7,8 @@
 
 static const struct { const char *name; int (*run)(int argc, char **argv); const char *what; } commands[] = {
     {"generate", cmd_generate, "generate text once from a prompt and print it"},
+    {"serve", cmd_serve, "serve an ensemble through an OpenAI-compatible HTTP API"},
+    {"run", cmd_run, "zero-setup: start local workers for model files and serve them"},
 };
 
 static void usage(FILE *f) {
