@@ -239,7 +239,7 @@ typedef struct {
     double *ev;              /* [m * (mat_cap + 1) + e] */
     double *own;             /* [m * (mat_cap + 1) + e] */
     double *dist, *work;
-    double *mlo, *mhi, *blo, *bhi; /* bounds for skipping a second round (greedy) */
+    double *mlo;             /* scratch of sstrat_greedy_bound, 4 * (mat_cap + 1) */
     size_t *order;
     double wn[MEMBERS_MAX];
     srng rng;
@@ -496,12 +496,9 @@ static int ensure_cols(run *r, size_t n) {
     size_t *o = realloc(r->order, (cap + 1) * sizeof *o);
     if (!o) return -1;
     r->order = o;
-    double **bnd[4] = {&r->mlo, &r->mhi, &r->blo, &r->bhi};
-    for (int i = 0; i < 4; i++) {
-        double *p = realloc(*bnd[i], (cap + 1) * sizeof *p);
-        if (!p) return -1;
-        *bnd[i] = p;
-    }
+    double *sc = realloc(r->mlo, 4 * (cap + 1) * sizeof *sc);
+    if (!sc) return -1;
+    r->mlo = sc;
     r->mat_cap = cap;
     return 0;
 }
@@ -650,52 +647,13 @@ static void debug_step(run *r, int pick) {
 }
 
 /* Greedy mixture without a second round when the missing masses cannot
- * change the winner. For each member, bounds on its events: a known Q with
- * known children gives the exact event; an unknown child only lowers the
- * lower bound to 0; an unknown Q is at most 1 minus the lower bounds of the
- * member's other events (its events are disjoint). If one event's weighted
- * lower bound beats every other event's upper bound, it wins whatever the
- * missing values are: returns it, else -1. */
+ * change the winner (sstrat_greedy_bound). */
 static int greedy_decided(run *r) {
-    const vcand_set *cs = &r->cand;
-    size_t n = cs->n, ne = n + 1;
-    for (size_t e = 0; e < ne; e++) r->mlo[e] = r->mhi[e] = 0;
-    for (size_t i = 0; i < r->nm; i++) {
-        if (!r->m[i].active || !(r->wn[i] > 0)) continue;
-        const double *lq = r->lq + i * r->mat_cap;
-        for (size_t c = 0; c < n; c++) {
-            r->blo[c] = isnan(lq[c]) ? 0 : exp(lq[c]);
-            r->bhi[c] = isnan(lq[c]) ? NAN : r->blo[c];
-        }
-        for (size_t c = 0; c < n; c++) {
-            int p = cs->parent[c];
-            if (p < 0) continue;
-            if (isnan(lq[c])) r->blo[p] = -INFINITY; /* unknown child: lower bound 0 */
-            else {
-                r->blo[p] -= exp(lq[c]);
-                if (!isnan(r->bhi[p])) r->bhi[p] -= exp(lq[c]);
-            }
-        }
-        double sum_lo = exp(r->m[i].end_lq);
-        for (size_t c = 0; c < n; c++) {
-            if (!(r->blo[c] > 0)) r->blo[c] = 0;
-            if (!isnan(r->bhi[c]) && !(r->bhi[c] > 0)) r->bhi[c] = 0;
-            sum_lo += r->blo[c];
-        }
-        for (size_t c = 0; c < n; c++) {
-            if (isnan(r->bhi[c])) r->bhi[c] = 1 - (sum_lo - r->blo[c]);
-            if (r->bhi[c] < r->blo[c]) r->bhi[c] = r->blo[c];
-            r->mlo[c] += r->wn[i] * r->blo[c];
-            r->mhi[c] += r->wn[i] * r->bhi[c];
-        }
-        r->mlo[n] += r->wn[i] * exp(r->m[i].end_lq);
-        r->mhi[n] += r->wn[i] * exp(r->m[i].end_lq);
-    }
-    int best = ssample_argmax(r->mlo, ne);
-    if (best < 0) return -1;
-    for (size_t e = 0; e < ne; e++)
-        if ((int)e != best && !(r->mhi[e] < r->mlo[best])) return -1;
-    return best;
+    double endq[MEMBERS_MAX];
+    for (size_t i = 0; i < r->nm; i++) endq[i] = r->m[i].active ? r->m[i].end_lq : -INFINITY;
+    double wn[MEMBERS_MAX];
+    for (size_t i = 0; i < r->nm; i++) wn[i] = r->m[i].active ? r->wn[i] : 0;
+    return sstrat_greedy_bound(r->nm, r->cand.n, r->cand.parent, r->lq, r->mat_cap, endq, wn, r->mlo);
 }
 
 /* One step's decision. Returns the chosen event (n = END), -1 none. */
@@ -1242,9 +1200,6 @@ done:
     free(r->work);
     free(r->order);
     free(r->mlo);
-    free(r->mhi);
-    free(r->blo);
-    free(r->bhi);
     free(r->g.p);
     free(r->out.p);
     free(r);

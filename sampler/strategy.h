@@ -71,6 +71,16 @@ int sstrat_min_ppl(size_t nm, size_t n, const double *logq, size_t ld, const dou
                    const size_t *len, const int *proposal, const double *wn, int cross,
                    double *score);
 
+/* Greedy mixture with some masses unknown (NaN in logq[m*ld + c]): the
+ * winner if it is certain whatever the unknown values are, else -1. Per
+ * member, bounds on its events: a known Q with known children gives the
+ * exact event; an unknown child lowers the lower bound to 0; an unknown Q is
+ * at most 1 minus the lower bounds of the member's other events (its events
+ * are disjoint). The winner is certain when its weighted lower bound beats
+ * every other event's weighted upper bound. scratch: 4 * (n + 1) doubles. */
+int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, size_t ld,
+                        const double *end_logq, const double *wn, double *scratch);
+
 /* Auto weights from prompt perplexity: nll[m] = the prompt's total negative
  * log-likelihood (nats) under m, nbytes its length in bytes; members with
  * ok[m] = 0 get 0. w[m] = softmax_m(-nll[m] / nbytes), i.e. proportional to
