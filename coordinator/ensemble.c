@@ -220,6 +220,9 @@ typedef struct {
     size_t cand_cap;
     double end_lq;
     int own_choice;          /* its greedy event over its own proposals */
+    vcand_set asked;         /* the candidates_b64 of its latest state-changing call */
+    int fresh;               /* answered for the current text this step */
+    sbuf lag;                /* committed bytes not yet sent to it */
 } mstate;
 
 typedef struct {
@@ -247,7 +250,7 @@ typedef struct {
     size_t emitted;          /* bytes of G already emitted */
     sbuf out;                /* emitted (sanitised) text */
     double pending_lp;       /* log-prob of steps not yet emitted */
-    int rounds, second_rounds, skipped_rounds;
+    int rounds, second_rounds, skipped_rounds, catchups;
     int stopped;             /* callback asked to stop */
     char err[256];
     int status;
@@ -425,12 +428,23 @@ static int add_candidates_json(sbuf *b, const vcand_set *cs) {
     return sb_str(b, "]");
 }
 
-/* Round 1 of a step: the first one creates the sessions. */
-static int step_round1(run *r, int first, const char *append, size_t append_len) {
+/* Copies a candidate set (the strings asked of a member). */
+static int vcand_copy(vcand_set *dst, const vcand_set *src) {
+    vcand_clear(dst);
+    for (size_t j = 0; j < src->n; j++)
+        if (vcand_add(dst, vcand_str(src, j), src->len[j], -1) < 0) return -1;
+    return 0;
+}
+
+/* A state-changing call per selected member: the first creates the session
+ * (prompt or messages); later ones send the member's lag (every byte
+ * committed since it was last asked) and `ask` as candidates_b64. Returns 0,
+ * 1 when a member's context is full (finish with "length"), -1 on error. */
+static int call_members(run *r, int first, const int *sel, const vcand_set *ask) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         m->pending = 0;
-        if (!m->active) continue;
+        if (!m->active || !sel[i]) continue;
         m->body.n = 0;
         if (first) {
             json_t *o = json_object();
@@ -444,13 +458,18 @@ static int step_round1(run *r, int first, const char *append, size_t append_len)
             int rc = sb_str(&m->body, s);
             free(s);
             if (rc) return -1;
+            vcand_clear(&m->asked);
         } else {
             char head[160];
-            snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d,\"append_b64\":\"", m->session, r->k_ask);
-            if (sb_str(&m->body, head) || sb_b64(&m->body, append, append_len) || sb_str(&m->body, "\"")) return -1;
-            if (r->carry.n && add_candidates_json(&m->body, &r->carry)) return -1;
+            snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d", m->session, r->k_ask);
+            if (sb_str(&m->body, head)) return -1;
+            if (m->lag.n && (sb_str(&m->body, ",\"append_b64\":\"") || sb_b64(&m->body, m->lag.p, m->lag.n) ||
+                             sb_str(&m->body, "\""))) return -1;
+            if (ask && ask->n && add_candidates_json(&m->body, ask)) return -1;
             if (sb_str(&m->body, "}")) return -1;
+            if (ask ? vcand_copy(&m->asked, ask) : (vcand_clear(&m->asked), 0)) return -1;
         }
+        m->lag.n = 0;
         m->pending = 1;
     }
     run_round(r, 1);
@@ -459,7 +478,7 @@ static int step_round1(run *r, int first, const char *append, size_t append_len)
         mstate *m = &r->m[i];
         if (!m->pending) continue;
         char why[256];
-        if (parse_answer(r, m, first ? 0 : r->carry.n, first, &ctx_full, why, sizeof why)) {
+        if (parse_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
             if (ctx_full) {
                 if (first) {
                     r->status = 400;
@@ -469,9 +488,23 @@ static int step_round1(run *r, int first, const char *append, size_t append_len)
                 return 1; /* context full: finish with "length" */
             }
             fail_member(r, m, why);
+        } else {
+            m->fresh = 1;
         }
     }
     return 0;
+}
+
+/* Round 1 of a step. selective asks only its lead while the lead is alive:
+ * the others lag behind and catch up (in one append) when consulted. */
+static int step_round1(run *r, int first) {
+    int sel[MEMBERS_MAX];
+    int lead_only = !first && r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active;
+    for (size_t i = 0; i < r->nm; i++) {
+        r->m[i].fresh = 0;
+        sel[i] = !lead_only || i == r->lead;
+    }
+    return call_members(r, first, sel, &r->carry);
 }
 
 static int ensure_cols(run *r, size_t n) {
@@ -578,6 +611,7 @@ static void fill_missing(run *r, const int *need, const int *only) {
             fail_member(r, m, why);
         } else {
             for (size_t j = 0; j < k; j++) lq[map[i][j]] = m->cand_lq[j];
+            vcand_clear(&m->asked); /* cand_lq now answers this round's list */
         }
         free(map[i]);
     }
@@ -588,7 +622,7 @@ static int build_candidates(run *r) {
     vcand_clear(&r->cand);
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!m->active) continue;
+        if (!m->active || !m->fresh) continue;
         size_t kp = (size_t)r->k_prop;
         for (size_t t = 0; t < m->top.n && t < kp; t++)
             if (vcand_add(&r->cand, vcand_str(&m->top, t), m->top.len[t], (int)i) < 0) return -1;
@@ -602,13 +636,13 @@ static int build_candidates(run *r) {
         mstate *m = &r->m[i];
         double *lq = r->lq + i * r->mat_cap;
         for (size_t c = 0; c < n; c++) lq[c] = NAN;
-        if (!m->active) continue;
+        if (!m->active || !m->fresh) continue;
         for (size_t t = 0; t < m->top.n; t++) {
             int c = vcand_find(&r->cand, vcand_str(&m->top, t), m->top.len[t]);
             if (c >= 0) lq[c] = m->top_lq[t];
         }
-        for (size_t j = 0; j < r->carry.n; j++) {
-            int c = vcand_find(&r->cand, vcand_str(&r->carry, j), r->carry.len[j]);
+        for (size_t j = 0; j < m->asked.n; j++) {
+            int c = vcand_find(&r->cand, vcand_str(&m->asked, j), m->asked.len[j]);
             if (c >= 0 && isnan(lq[c])) lq[c] = m->cand_lq[j];
         }
     }
@@ -659,12 +693,12 @@ static int greedy_decided(run *r) {
 /* One step's decision. Returns the chosen event (n = END), -1 none. */
 static int decide(run *r) {
     size_t n = r->cand.n, ne = n + 1, stride = r->mat_cap + 1;
-    ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
+    const ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
     int need[MEMBERS_MAX];
     weights_now(r);
     for (size_t i = 0; i < r->nm; i++) {
         r->m[i].own_choice = -1;
-        if (!r->m[i].active) continue;
+        if (!r->m[i].active || !r->m[i].fresh) continue;
         own_events(r, i, r->own + i * stride);
         r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
     }
@@ -672,6 +706,25 @@ static int decide(run *r) {
     if (k == SSTRAT_SELECTIVE && r->m[r->lead].active) {
         if (sstrat_selective(1, ne, r->own + r->lead * stride, (double[]){1}, 0, r->threshold, r->dist)) {
             return ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+        }
+        /* the lead is unsure: the others catch up (their lag in one append)
+         * and answer for the current candidates, then everyone proposes */
+        int sel[MEMBERS_MAX], any = 0;
+        for (size_t i = 0; i < r->nm; i++) any |= sel[i] = r->m[i].active && !r->m[i].fresh;
+        if (any) {
+            r->catchups++;
+            if (call_members(r, 0, sel, &r->cand) < 0) return -1;
+            if (build_candidates(r)) return -1;
+            n = r->cand.n;
+            ne = n + 1;
+            stride = r->mat_cap + 1;
+            weights_now(r);
+            for (size_t i = 0; i < r->nm; i++) {
+                r->m[i].own_choice = -1;
+                if (!r->m[i].active || !r->m[i].fresh) continue;
+                own_events(r, i, r->own + i * stride);
+                r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
+            }
         }
     }
     if (k == SSTRAT_MIN_PPL || k == SSTRAT_MIN_PPL_CROSS) {
@@ -943,6 +996,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     for (size_t i = 0; i < r->nm; i++) {
         snprintf(out->members[i].name, sizeof out->members[i].name, "%s", members_name(e->ms, i));
         vcand_init(&r->m[i].top);
+        vcand_init(&r->m[i].asked);
         r->m[i].idx = i;
     }
 
@@ -1060,7 +1114,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
 
     /* the steps */
     const char *finish = "length";
-    int st = step_round1(r, 1, NULL, 0);
+    int st = step_round1(r, 1);
     if (st < 0) {
         fail_req(out, r->status ? r->status : 500, r->err[0] ? r->err : "request failed");
         goto done;
@@ -1115,8 +1169,13 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
             finish = "length";
             break;
         }
-        /* the committed bytes of this step, sent to every member */
-        st = step_round1(r, 0, r->g.p + r->g.n - blen, blen);
+        /* the committed bytes of this step, owed to every member */
+        for (size_t i = 0; i < r->nm; i++)
+            if (r->m[i].active && sb_add(&r->m[i].lag, bytes, blen)) {
+                fail_req(out, 500, "out of memory");
+                goto done;
+            }
+        st = step_round1(r, 0);
         if (st < 0) {
             fail_req(out, 500, r->err[0] ? r->err : "request failed");
             goto done;
@@ -1186,6 +1245,8 @@ done:
         free(m->body.p);
         free(m->resp.p);
         vcand_free(&m->top);
+        vcand_free(&m->asked);
+        free(m->lag.p);
         free(m->top_lq);
         free(m->cand_lq);
     }

@@ -198,6 +198,34 @@ int main(void) {
         ensemble_free(e2);
     }
 
+    /* selective: a lead that is always sure is the lead alone, and the other
+     * member is not even asked; a lead never sure is the mixture */
+    {
+        q = base_req("selective", 12);
+        q.threshold = 1e-9;
+        int calls_b = B.n_step_calls;
+        gen(e, &q, &res, &k);
+        is_str(res.text, ga, "selective, lead always sure = member a alone");
+        is_int(B.n_step_calls - calls_b, 1, "the other member only opened its session");
+        ensemble_result_free(&res);
+        q = base_req("mixture", 16);
+        gen(e, &q, &res, &k);
+        char mix_text[4096];
+        snprintf(mix_text, sizeof mix_text, "%s", res.text);
+        ensemble_result_free(&res);
+        q = base_req("selective", 16);
+        q.threshold = 1;
+        gen(e, &q, &res, &k);
+        is_str(res.text, mix_text, "selective, lead never sure = mixture (members catch up each step)");
+        ensemble_result_free(&res);
+        q = base_req("selective", 30);
+        q.threshold = 0.6;
+        gen(e, &q, &res, &k);
+        diag("selective 0.6: \"%s\" (%d rounds, %d second)", res.text, res.rounds, res.second_rounds);
+        ok(is_script_prefix(res.text, res.len) && res.steps == 30, "selective with lagging members keeps the text whole");
+        ensemble_result_free(&res);
+    }
+
     /* stop sequences: cut, not emitted, finish "stop" */
     q = base_req("mixture", 40);
     const char *stops[] = {"zzz", "w\xC3\xB6r"};
