@@ -251,6 +251,7 @@ typedef struct {
     sbuf out;                /* emitted (sanitised) text */
     double pending_lp;       /* log-prob of steps not yet emitted */
     int rounds, second_rounds, skipped_rounds, catchups;
+    int ctx_full;            /* a member's context is full: finish with "length" */
     int stopped;             /* callback asked to stop */
     char err[256];
     int status;
@@ -473,26 +474,26 @@ static int call_members(run *r, int first, const int *sel, const vcand_set *ask)
         m->pending = 1;
     }
     run_round(r, 1);
-    int ctx_full = 0;
+    int any_full = 0;
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!m->pending) continue;
         char why[256];
+        int ctx_full = 0;
         if (parse_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
-            if (ctx_full) {
-                if (first) {
-                    r->status = 400;
-                    copy_str(r->err, sizeof r->err, why);
-                    return -1;
-                }
-                return 1; /* context full: finish with "length" */
+            if (ctx_full && first) {
+                r->status = 400;
+                copy_str(r->err, sizeof r->err, why);
+                return -1;
             }
-            fail_member(r, m, why);
+            if (ctx_full) any_full = 1; /* finish with "length" */
+            else fail_member(r, m, why);
         } else {
             m->fresh = 1;
         }
     }
-    return 0;
+    if (any_full) r->ctx_full = 1;
+    return any_full;
 }
 
 /* Round 1 of a step. selective asks only its lead while the lead is alive:
@@ -713,7 +714,7 @@ static int decide(run *r) {
         for (size_t i = 0; i < r->nm; i++) any |= sel[i] = r->m[i].active && !r->m[i].fresh;
         if (any) {
             r->catchups++;
-            if (call_members(r, 0, sel, &r->cand) < 0) return -1;
+            if (call_members(r, 0, sel, &r->cand) != 0) return -1;
             if (build_candidates(r)) return -1;
             n = r->cand.n;
             ne = n + 1;
@@ -1132,6 +1133,10 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
         }
         int ch = decide(r);
         if (n_active(r) == 0) break;
+        if (r->ctx_full) {
+            finish = "length";
+            break;
+        }
         if (ch < 0 || (size_t)ch == r->cand.n) {
             finish = "stop";
             if (ch >= 0 && r->dist[ch] > 0) r->pending_lp += log(r->dist[ch]);
