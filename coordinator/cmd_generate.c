@@ -230,6 +230,7 @@ int cmd_generate(int argc, char **argv) {
         json_object_set_new(o, "steps_per_second", json_real(res.seconds > 0 ? res.steps / res.seconds : 0));
         json_object_set_new(o, "rounds", json_integer(res.rounds));
         json_object_set_new(o, "second_rounds", json_integer(res.second_rounds));
+        json_object_set_new(o, "skipped_rounds", json_integer(res.skipped_rounds));
         json_object_set_new(o, "cpu_seconds", json_real(res.cpu_seconds));
         json_object_set_new(o, "cpu_us_per_step", json_real(res.steps ? 1e6 * res.cpu_seconds / res.steps : 0));
         if (rc) {
@@ -249,6 +250,7 @@ int cmd_generate(int argc, char **argv) {
             json_object_set_new(m, "bytes_proposed_won", json_integer((json_int_t)s->bytes_proposed_won));
             json_object_set_new(m, "mean_step_ms", json_real(s->mean_step_ms));
             json_object_set_new(m, "prompt_tokens", json_integer(s->prompt_tokens));
+            json_object_set_new(m, "decoded", json_integer(s->decoded));
             json_array_append_new(mem, m);
         }
         json_object_set_new(o, "members", mem);

@@ -32,7 +32,6 @@
 
 #define MULTI_POOL 16
 #define DEFAULT_K_PROP 8
-#define K_ASK_FACTOR 4
 
 struct ensemble {
     member_set *ms;
@@ -40,6 +39,7 @@ struct ensemble {
     char strategy[64];
     double weights[MEMBERS_MAX];
     int weights_auto;
+    int no_skip;            /* CONSORT_NO_ROUND_SKIP=1: always pay the second round (tests) */
     pthread_mutex_t mu;
     CURLM *multi[MULTI_POOL];
     int n_multi;
@@ -154,6 +154,8 @@ ensemble *ensemble_new(member_set *ms, const char *default_strategy, const doubl
         return NULL;
     }
     e->weights_auto = weights_auto;
+    const char *ns = getenv("CONSORT_NO_ROUND_SKIP");
+    e->no_skip = ns && *ns && strcmp(ns, "0");
     pthread_mutex_init(&e->mu, NULL);
     return e;
 }
@@ -207,6 +209,7 @@ typedef struct {
     double rtt_sum;
     int n_calls;
     int prompt_tokens;
+    long decoded;
     int steps_won;
     size_t bytes_won;
     /* last answer */
@@ -217,6 +220,9 @@ typedef struct {
     size_t cand_cap;
     double end_lq;
     int own_choice;          /* its greedy event over its own proposals */
+    vcand_set asked;         /* the candidates_b64 of its latest state-changing call */
+    int fresh;               /* answered for the current text this step */
+    sbuf lag;                /* committed bytes not yet sent to it */
 } mstate;
 
 typedef struct {
@@ -236,6 +242,7 @@ typedef struct {
     double *ev;              /* [m * (mat_cap + 1) + e] */
     double *own;             /* [m * (mat_cap + 1) + e] */
     double *dist, *work;
+    double *mlo;             /* scratch of sstrat_greedy_bound, 4 * (mat_cap + 1) */
     size_t *order;
     double wn[MEMBERS_MAX];
     srng rng;
@@ -243,7 +250,8 @@ typedef struct {
     size_t emitted;          /* bytes of G already emitted */
     sbuf out;                /* emitted (sanitised) text */
     double pending_lp;       /* log-prob of steps not yet emitted */
-    int rounds, second_rounds;
+    int rounds, second_rounds, skipped_rounds, catchups;
+    int ctx_full;            /* a member's context is full: finish with "length" */
     int stopped;             /* callback asked to stop */
     char err[256];
     int status;
@@ -358,6 +366,8 @@ static int parse_answer(run *r, mstate *m, size_t n_asked, int first, int *ctx_f
         json_t *np = json_object_get(j, "n_past");
         m->prompt_tokens = json_is_integer(np) ? (int)json_integer_value(np) : 0;
     }
+    json_t *dj = json_object_get(j, "decoded");
+    if (json_is_integer(dj)) m->decoded += (long)json_integer_value(dj);
     json_t *el = json_object_get(j, "end_logq");
     m->end_lq = json_is_number(el) ? json_number_value(el) : -INFINITY;
     json_t *top = json_object_get(j, "top");
@@ -419,12 +429,23 @@ static int add_candidates_json(sbuf *b, const vcand_set *cs) {
     return sb_str(b, "]");
 }
 
-/* Round 1 of a step: the first one creates the sessions. */
-static int step_round1(run *r, int first, const char *append, size_t append_len) {
+/* Copies a candidate set (the strings asked of a member). */
+static int vcand_copy(vcand_set *dst, const vcand_set *src) {
+    vcand_clear(dst);
+    for (size_t j = 0; j < src->n; j++)
+        if (vcand_add(dst, vcand_str(src, j), src->len[j], -1) < 0) return -1;
+    return 0;
+}
+
+/* A state-changing call per selected member: the first creates the session
+ * (prompt or messages); later ones send the member's lag (every byte
+ * committed since it was last asked) and `ask` as candidates_b64. Returns 0,
+ * 1 when a member's context is full (finish with "length"), -1 on error. */
+static int call_members(run *r, int first, const int *sel, const vcand_set *ask) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         m->pending = 0;
-        if (!m->active) continue;
+        if (!m->active || !sel[i]) continue;
         m->body.n = 0;
         if (first) {
             json_t *o = json_object();
@@ -438,34 +459,53 @@ static int step_round1(run *r, int first, const char *append, size_t append_len)
             int rc = sb_str(&m->body, s);
             free(s);
             if (rc) return -1;
+            vcand_clear(&m->asked);
         } else {
             char head[160];
-            snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d,\"append_b64\":\"", m->session, r->k_ask);
-            if (sb_str(&m->body, head) || sb_b64(&m->body, append, append_len) || sb_str(&m->body, "\"")) return -1;
-            if (r->carry.n && add_candidates_json(&m->body, &r->carry)) return -1;
+            snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d", m->session, r->k_ask);
+            if (sb_str(&m->body, head)) return -1;
+            if (m->lag.n && (sb_str(&m->body, ",\"append_b64\":\"") || sb_b64(&m->body, m->lag.p, m->lag.n) ||
+                             sb_str(&m->body, "\""))) return -1;
+            if (ask && ask->n && add_candidates_json(&m->body, ask)) return -1;
             if (sb_str(&m->body, "}")) return -1;
+            if (ask ? vcand_copy(&m->asked, ask) : (vcand_clear(&m->asked), 0)) return -1;
         }
+        m->lag.n = 0;
         m->pending = 1;
     }
     run_round(r, 1);
-    int ctx_full = 0;
+    int any_full = 0;
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!m->pending) continue;
         char why[256];
-        if (parse_answer(r, m, first ? 0 : r->carry.n, first, &ctx_full, why, sizeof why)) {
-            if (ctx_full) {
-                if (first) {
-                    r->status = 400;
-                    copy_str(r->err, sizeof r->err, why);
-                    return -1;
-                }
-                return 1; /* context full: finish with "length" */
+        int ctx_full = 0;
+        if (parse_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
+            if (ctx_full && first) {
+                r->status = 400;
+                copy_str(r->err, sizeof r->err, why);
+                return -1;
             }
-            fail_member(r, m, why);
+            if (ctx_full) any_full = 1; /* finish with "length" */
+            else fail_member(r, m, why);
+        } else {
+            m->fresh = 1;
         }
     }
-    return 0;
+    if (any_full) r->ctx_full = 1;
+    return any_full;
+}
+
+/* Round 1 of a step. selective asks only its lead while the lead is alive:
+ * the others lag behind and catch up (in one append) when consulted. */
+static int step_round1(run *r, int first) {
+    int sel[MEMBERS_MAX];
+    int lead_only = !first && r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active;
+    for (size_t i = 0; i < r->nm; i++) {
+        r->m[i].fresh = 0;
+        sel[i] = !lead_only || i == r->lead;
+    }
+    return call_members(r, first, sel, &r->carry);
 }
 
 static int ensure_cols(run *r, size_t n) {
@@ -490,6 +530,9 @@ static int ensure_cols(run *r, size_t n) {
     size_t *o = realloc(r->order, (cap + 1) * sizeof *o);
     if (!o) return -1;
     r->order = o;
+    double *sc = realloc(r->mlo, 4 * (cap + 1) * sizeof *sc);
+    if (!sc) return -1;
+    r->mlo = sc;
     r->mat_cap = cap;
     return 0;
 }
@@ -531,7 +574,10 @@ static void fill_missing(run *r, const int *need, const int *only) {
         if (!map[i]) continue;
         m->body.n = 0;
         char head[128];
-        snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":0,\"candidates_b64\":[", m->session);
+        /* the same k as round 1: the worker absorbs (without healing) only
+         * strings reported in its latest answer, so its own top entries must
+         * stay listed there */
+        snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d,\"candidates_b64\":[", m->session, r->k_ask);
         sb_str(&m->body, head);
         size_t j = 0;
         for (size_t c = 0; c < n; c++) {
@@ -566,6 +612,7 @@ static void fill_missing(run *r, const int *need, const int *only) {
             fail_member(r, m, why);
         } else {
             for (size_t j = 0; j < k; j++) lq[map[i][j]] = m->cand_lq[j];
+            vcand_clear(&m->asked); /* cand_lq now answers this round's list */
         }
         free(map[i]);
     }
@@ -576,8 +623,8 @@ static int build_candidates(run *r) {
     vcand_clear(&r->cand);
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!m->active) continue;
-        size_t kp = n_active(r) == 1 ? m->top.n : (size_t)r->k_prop;
+        if (!m->active || !m->fresh) continue;
+        size_t kp = (size_t)r->k_prop;
         for (size_t t = 0; t < m->top.n && t < kp; t++)
             if (vcand_add(&r->cand, vcand_str(&m->top, t), m->top.len[t], (int)i) < 0) return -1;
     }
@@ -590,13 +637,13 @@ static int build_candidates(run *r) {
         mstate *m = &r->m[i];
         double *lq = r->lq + i * r->mat_cap;
         for (size_t c = 0; c < n; c++) lq[c] = NAN;
-        if (!m->active) continue;
+        if (!m->active || !m->fresh) continue;
         for (size_t t = 0; t < m->top.n; t++) {
             int c = vcand_find(&r->cand, vcand_str(&m->top, t), m->top.len[t]);
             if (c >= 0) lq[c] = m->top_lq[t];
         }
-        for (size_t j = 0; j < r->carry.n; j++) {
-            int c = vcand_find(&r->cand, vcand_str(&r->carry, j), r->carry.len[j]);
+        for (size_t j = 0; j < m->asked.n; j++) {
+            int c = vcand_find(&r->cand, vcand_str(&m->asked, j), m->asked.len[j]);
             if (c >= 0 && isnan(lq[c])) lq[c] = m->cand_lq[j];
         }
     }
@@ -613,15 +660,46 @@ static void weights_now(run *r) {
     sstrat_norm_weights(r->nm, w, alive, r->wn);
 }
 
+static void debug_step(run *r, int pick) {
+    size_t n = r->cand.n, ne = n + 1;
+    for (size_t c = 0; c <= n; c++) {
+        char line[512];
+        int o = snprintf(line, sizeof line, "%s cand %zu \"", (int)c == pick ? "*" : " ", c);
+        if (c < n)
+            for (size_t j = 0; j < r->cand.len[c] && o < 200; j++) {
+                unsigned char ch = (unsigned char)vcand_str(&r->cand, c)[j];
+                o += snprintf(line + o, sizeof line - (size_t)o, ch >= 32 && ch < 127 && ch != '"' ? "%c" : "\\x%02x", ch);
+            }
+        else
+            o += snprintf(line + o, sizeof line - (size_t)o, "<END>");
+        o += snprintf(line + o, sizeof line - (size_t)o, "\" parent %d p %.4f |", c < n ? r->cand.parent[c] : -1, r->dist[c]);
+        for (size_t i = 0; i < r->nm && o < 480; i++)
+            if (r->m[i].active)
+                o += snprintf(line + o, sizeof line - (size_t)o, " %s: q %.4f ev %.4f", members_name(r->ms, i),
+                              c < n ? exp(r->lq[i * r->mat_cap + c]) : exp(r->m[i].end_lq), r->ev[i * ne + c]);
+        log_debug("%s", line);
+    }
+}
+
+/* Greedy mixture without a second round when the missing masses cannot
+ * change the winner (sstrat_greedy_bound). */
+static int greedy_decided(run *r) {
+    double endq[MEMBERS_MAX];
+    for (size_t i = 0; i < r->nm; i++) endq[i] = r->m[i].active ? r->m[i].end_lq : -INFINITY;
+    double wn[MEMBERS_MAX];
+    for (size_t i = 0; i < r->nm; i++) wn[i] = r->m[i].active ? r->wn[i] : 0;
+    return sstrat_greedy_bound(r->nm, r->cand.n, r->cand.parent, r->lq, r->mat_cap, endq, wn, r->mlo);
+}
+
 /* One step's decision. Returns the chosen event (n = END), -1 none. */
 static int decide(run *r) {
     size_t n = r->cand.n, ne = n + 1, stride = r->mat_cap + 1;
-    ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
+    const ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
     int need[MEMBERS_MAX];
     weights_now(r);
     for (size_t i = 0; i < r->nm; i++) {
         r->m[i].own_choice = -1;
-        if (!r->m[i].active) continue;
+        if (!r->m[i].active || !r->m[i].fresh) continue;
         own_events(r, i, r->own + i * stride);
         r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
     }
@@ -629,6 +707,25 @@ static int decide(run *r) {
     if (k == SSTRAT_SELECTIVE && r->m[r->lead].active) {
         if (sstrat_selective(1, ne, r->own + r->lead * stride, (double[]){1}, 0, r->threshold, r->dist)) {
             return ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+        }
+        /* the lead is unsure: the others catch up (their lag in one append)
+         * and answer for the current candidates, then everyone proposes */
+        int sel[MEMBERS_MAX], any = 0;
+        for (size_t i = 0; i < r->nm; i++) any |= sel[i] = r->m[i].active && !r->m[i].fresh;
+        if (any) {
+            r->catchups++;
+            if (call_members(r, 0, sel, &r->cand) != 0) return -1;
+            if (build_candidates(r)) return -1;
+            n = r->cand.n;
+            ne = n + 1;
+            stride = r->mat_cap + 1;
+            weights_now(r);
+            for (size_t i = 0; i < r->nm; i++) {
+                r->m[i].own_choice = -1;
+                if (!r->m[i].active || !r->m[i].fresh) continue;
+                own_events(r, i, r->own + i * stride);
+                r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
+            }
         }
     }
     if (k == SSTRAT_MIN_PPL || k == SSTRAT_MIN_PPL_CROSS) {
@@ -672,7 +769,12 @@ static int decide(run *r) {
     }
     /* mixture, product, solo, selective below threshold: every Q needed */
     for (size_t i = 0; i < r->nm; i++) need[i] = r->m[i].active && r->wn[i] > 0;
-    fill_missing(r, need, NULL);
+    int decided = -1, missing = 0;
+    for (size_t i = 0; i < r->nm && !missing; i++)
+        for (size_t c = 0; need[i] && c < n && !missing; c++) missing = isnan(r->lq[i * r->mat_cap + c]);
+    if (missing && !(r->req->temperature > 1e-6) && k != SSTRAT_PRODUCT && !r->e->no_skip) decided = greedy_decided(r);
+    if (decided >= 0) r->skipped_rounds++;
+    else fill_missing(r, need, NULL);
     weights_now(r);
     if (n_active(r) == 0) return -1;
     for (size_t i = 0; i < r->nm; i++)
@@ -680,7 +782,11 @@ static int decide(run *r) {
         else for (size_t e = 0; e < ne; e++) r->ev[i * ne + e] = 0;
     if (k == SSTRAT_PRODUCT) sstrat_product(r->nm, ne, r->ev, r->wn, r->dist);
     else sstrat_mixture(r->nm, ne, r->ev, r->wn, r->dist);
-    return ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+    /* (after a skipped round the distribution counts missing masses as 0;
+     * it only serves the reported logprobs) */
+    int pick = decided >= 0 ? decided : ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+    if (log_enabled(LOG_DEBUG)) debug_step(r, pick);
+    return pick;
 }
 
 /* ---- output: stop sequences, UTF-8 hold-back ------------------------------- */
@@ -867,8 +973,15 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     const members_cli *opt = members_options(e->ms);
     r->threshold = req->threshold > 0 ? req->threshold : opt->threshold > 0 ? opt->threshold : SSTRAT_DEFAULT_THRESHOLD;
     r->step_timeout = opt->step_timeout > 0 ? opt->step_timeout : 30;
-    r->k_prop = opt->top_k_members > 0 ? opt->top_k_members : DEFAULT_K_PROP;
-    r->k_ask = r->k_prop * K_ASK_FACTOR > 256 ? 256 : r->k_prop * K_ASK_FACTOR;
+    /* Proposals per member: greedy takes each member's own best token (so a
+     * lone member, or a model paired with itself, reproduces its greedy text
+     * exactly, see STRATEGIES.md); sampling takes several. A worker picks its
+     * top-k by token probability but lists them by prefix mass, so asking
+     * for more entries than we propose would hide which are its best: we ask
+     * for exactly k_prop (the price: more second rounds). */
+    int greedy = !(req->temperature > 1e-6);
+    r->k_prop = opt->top_k_members > 0 ? opt->top_k_members : greedy ? 1 : DEFAULT_K_PROP;
+    r->k_ask = r->k_prop;
     vcand_init(&r->cand);
     vcand_init(&r->carry);
     vcand_init(&r->next_carry);
@@ -884,6 +997,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     for (size_t i = 0; i < r->nm; i++) {
         snprintf(out->members[i].name, sizeof out->members[i].name, "%s", members_name(e->ms, i));
         vcand_init(&r->m[i].top);
+        vcand_init(&r->m[i].asked);
         r->m[i].idx = i;
     }
 
@@ -1001,7 +1115,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
 
     /* the steps */
     const char *finish = "length";
-    int st = step_round1(r, 1, NULL, 0);
+    int st = step_round1(r, 1);
     if (st < 0) {
         fail_req(out, r->status ? r->status : 500, r->err[0] ? r->err : "request failed");
         goto done;
@@ -1019,6 +1133,10 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
         }
         int ch = decide(r);
         if (n_active(r) == 0) break;
+        if (r->ctx_full) {
+            finish = "length";
+            break;
+        }
         if (ch < 0 || (size_t)ch == r->cand.n) {
             finish = "stop";
             if (ch >= 0 && r->dist[ch] > 0) r->pending_lp += log(r->dist[ch]);
@@ -1056,8 +1174,13 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
             finish = "length";
             break;
         }
-        /* the committed bytes of this step, sent to every member */
-        st = step_round1(r, 0, r->g.p + r->g.n - blen, blen);
+        /* the committed bytes of this step, owed to every member */
+        for (size_t i = 0; i < r->nm; i++)
+            if (r->m[i].active && sb_add(&r->m[i].lag, bytes, blen)) {
+                fail_req(out, 500, "out of memory");
+                goto done;
+            }
+        st = step_round1(r, 0);
         if (st < 0) {
             fail_req(out, 500, r->err[0] ? r->err : "request failed");
             goto done;
@@ -1104,6 +1227,7 @@ done:
         s->mean_step_ms = m->n_calls ? 1000.0 * m->rtt_sum / m->n_calls : 0;
         s->weight = m->w;
         s->prompt_tokens = m->prompt_tokens;
+        s->decoded = m->decoded;
         if (m->prompt_tokens > out->prompt_tokens) out->prompt_tokens = m->prompt_tokens;
     }
     {
@@ -1113,6 +1237,7 @@ done:
     }
     out->rounds = r->rounds;
     out->second_rounds = r->second_rounds;
+    out->skipped_rounds = r->skipped_rounds;
     out->seconds = now_s() - t0;
     out->cpu_seconds = cpu_s() - c0;
     for (size_t i = 0; i < r->nm; i++) {
@@ -1125,6 +1250,8 @@ done:
         free(m->body.p);
         free(m->resp.p);
         vcand_free(&m->top);
+        vcand_free(&m->asked);
+        free(m->lag.p);
         free(m->top_lq);
         free(m->cand_lq);
     }
@@ -1138,6 +1265,7 @@ done:
     free(r->dist);
     free(r->work);
     free(r->order);
+    free(r->mlo);
     free(r->g.p);
     free(r->out.p);
     free(r);

@@ -491,7 +491,7 @@ static int spawn_worker(member *m, const char *worker, int threads, int ctx, cha
     argv[a++] = "--name";
     argv[a++] = m->name;
     if (ctx > 0) {
-        argv[a++] = "--ctx-size";
+        argv[a++] = "--ctx";
         argv[a++] = ctx_s;
     }
     argv[a] = NULL;

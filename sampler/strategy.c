@@ -106,7 +106,7 @@ int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, s
             s += row[e];
             if (row[e] > mx) mx = row[e];
         }
-        if (s > 0 && mx / s >= threshold) {
+        if (s > 0 && mx >= threshold) {
             for (size_t e = 0; e < ne; e++) out[e] = row[e] / s;
             return 1;
         }
@@ -167,4 +167,55 @@ void sstrat_auto_weights(size_t nm, const double *nll, double nbytes, const int 
     }
     if (s > 0)
         for (size_t m = 0; m < nm; m++) w[m] /= s;
+}
+
+int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, size_t ld,
+                        const double *end_logq, const double *wn, double *scratch) {
+    size_t ne = n + 1;
+    double *mlo = scratch, *mhi = scratch + ne, *blo = scratch + 2 * ne, *bhi = scratch + 3 * ne;
+    for (size_t e = 0; e < ne; e++) mlo[e] = mhi[e] = 0;
+    for (size_t m = 0; m < nm; m++) {
+        if (!(wn[m] > 0)) continue;
+        const double *lq = logq + m * ld;
+        for (size_t c = 0; c < n; c++) {
+            blo[c] = isnan(lq[c]) ? 0 : exp(lq[c]);
+            bhi[c] = isnan(lq[c]) ? NAN : blo[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            int p = parent[c];
+            if (p < 0) continue;
+            if (isnan(lq[c])) {
+                blo[p] = -INFINITY; /* unknown child: lower bound 0 */
+            } else {
+                blo[p] -= exp(lq[c]);
+                if (!isnan(bhi[p])) bhi[p] -= exp(lq[c]);
+            }
+        }
+        double endm = isnan(end_logq[m]) ? 0 : exp(end_logq[m]);
+        double sum_lo = endm;
+        for (size_t c = 0; c < n; c++) {
+            if (!(blo[c] > 0)) blo[c] = 0;
+            if (!isnan(bhi[c]) && !(bhi[c] > 0)) bhi[c] = 0;
+            sum_lo += blo[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            if (isnan(bhi[c])) bhi[c] = 1 - (sum_lo - blo[c]);
+            if (bhi[c] < blo[c]) bhi[c] = blo[c];
+            mlo[c] += wn[m] * blo[c];
+            mhi[c] += wn[m] * bhi[c];
+        }
+        mlo[n] += wn[m] * endm;
+        mhi[n] += wn[m] * endm;
+    }
+    int best = -1;
+    double bv = 0;
+    for (size_t e = 0; e < ne; e++)
+        if (mlo[e] > bv) {
+            bv = mlo[e];
+            best = (int)e;
+        }
+    if (best < 0) return -1;
+    for (size_t e = 0; e < ne; e++)
+        if ((int)e != best && !(mhi[e] < mlo[best])) return -1;
+    return best;
 }

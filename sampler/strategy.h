@@ -52,9 +52,10 @@ double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, 
  * with mass, falls back to the mixture and returns 1 (else 0). */
 int sstrat_product(size_t nm, size_t ne, const double *ev, const double *wn, double *out);
 
-/* Lead member alone (its events renormalised) when its largest event
- * probability (renormalised over the listed events) is >= threshold; else
- * the mixture. Returns 1 when the lead spoke alone. */
+/* Lead member alone (its events renormalised) when its largest event mass
+ * (an absolute probability: not renormalised, so a lead that lists a single
+ * proposal is not automatically sure of it) is >= threshold; else the
+ * mixture. Returns 1 when the lead spoke alone. */
 int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, size_t lead,
                      double threshold, double *out);
 
@@ -69,6 +70,16 @@ int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, s
 int sstrat_min_ppl(size_t nm, size_t n, const double *logq, size_t ld, const double *end_logq,
                    const size_t *len, const int *proposal, const double *wn, int cross,
                    double *score);
+
+/* Greedy mixture with some masses unknown (NaN in logq[m*ld + c]): the
+ * winner if it is certain whatever the unknown values are, else -1. Per
+ * member, bounds on its events: a known Q with known children gives the
+ * exact event; an unknown child lowers the lower bound to 0; an unknown Q is
+ * at most 1 minus the lower bounds of the member's other events (its events
+ * are disjoint). The winner is certain when its weighted lower bound beats
+ * every other event's weighted upper bound. scratch: 4 * (n + 1) doubles. */
+int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, size_t ld,
+                        const double *end_logq, const double *wn, double *scratch);
 
 /* Auto weights from prompt perplexity: nll[m] = the prompt's total negative
  * log-likelihood (nats) under m, nbytes its length in bytes; members with

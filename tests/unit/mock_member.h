@@ -397,19 +397,22 @@ static void mock_done(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 
 static struct sockaddr_in mock_loopback;
 
-static int mock_start(mock_member *mk) {
+static int mock_start_port(mock_member *mk, int port) {
     mock_loopback.sin_family = AF_INET;
-    mock_loopback.sin_port = 0;
+    mock_loopback.sin_port = htons((uint16_t)port);
     mock_loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     pthread_mutex_init(&mk->mu, NULL);
     mk->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
                              mock_handler, mk, MHD_OPTION_NOTIFY_COMPLETED, mock_done, mk,
+                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&mock_loopback, MHD_OPTION_END);
     if (!mk->d) return -1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(mk->d, MHD_DAEMON_INFO_BIND_PORT);
     mk->port = di ? di->port : 0;
     return mk->port ? 0 : -1;
 }
+
+static int mock_start(mock_member *mk) { return mock_start_port(mk, 0); }
 
 static void mock_stop(mock_member *mk) {
     if (mk->d) MHD_stop_daemon(mk->d);
