@@ -7,7 +7,9 @@
  * -t scores pre-tokenized documents (tools/tokenize_corpus's format), the
  * first N_DOCS of them, each cut to MAX_TOKENS: for checking the trainer's
  * reference forward pass (tools/train.py --selftest) on the same tokens.
- * Prints one line: nll_per_token, tokens, bytes, bits_per_byte; with -p, the
+ * Prints one line: nll_per_token, tokens, bytes, bits_per_byte; with -j NAME,
+ * instead a JSON object for models/heldout_loss.json (the same figures and
+ * each document's total NLL and token count); with -p, the
  * prompt followed by N (default 60) greedily chosen tokens, after the
  * doc-start token. CPU only, 2 threads.
  */
@@ -91,10 +93,11 @@ static int score_bin(struct llama_model *model, const char *path, int n_docs, in
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *jsonl = NULL, *prompt = NULL, *bin = NULL;
+    const char *model_path = NULL, *jsonl = NULL, *prompt = NULL, *bin = NULL, *json_name = NULL;
     int n_ctx = 256, n_gen = 60, n_docs = 1 << 30, max_tok = 1 << 30;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) bin = argv[++i];
+        else if (!strcmp(argv[i], "-j") && i + 1 < argc) json_name = argv[++i];
         else if (!strcmp(argv[i], "-d") && i + 1 < argc) n_docs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) max_tok = atoi(argv[++i]);
         else
@@ -118,8 +121,17 @@ int main(int argc, char **argv) {
     int rc = 0;
     if (jsonl) {
         heldout_result r;
-        if (heldout_eval(model, jsonl, n_ctx, &r) != 0) rc = 1;
-        else printf("nll_per_token %.6f tokens %ld bytes %ld bits_per_byte %.6f docs %d params %llu size %llu\n",
+        static double doc_nll[HELDOUT_MAX_DOCS];
+        static long doc_tok[HELDOUT_MAX_DOCS];
+        if (heldout_eval(model, jsonl, n_ctx, 0, &r, doc_nll, doc_tok) != 0) rc = 1;
+        else if (json_name) {
+            printf("  \"%s\": {\"nll_per_token\": %.6f, \"tokens\": %ld, \"bytes\": %ld, "
+                   "\"bits_per_byte\": %.6f, \"ctx\": %d,\n    \"docs\": [", json_name,
+                   heldout_mean(&r), r.n_tokens, r.n_bytes, heldout_bpb(&r), n_ctx);
+            for (int d = 0; d < r.n_docs; d++)
+                printf("%s[%.6f, %ld]", d ? ", " : "", doc_nll[d], doc_tok[d]);
+            printf("]}");
+        } else printf("nll_per_token %.6f tokens %ld bytes %ld bits_per_byte %.6f docs %d params %llu size %llu\n",
                     heldout_mean(&r), r.n_tokens, r.n_bytes, heldout_bpb(&r), r.n_docs,
                     (unsigned long long)llama_model_n_params(model),
                     (unsigned long long)llama_model_size(model));

@@ -346,63 +346,76 @@ def train_one(key, args, log):
     log("model %s: %s n_vocab %d params %d estimated file %d bytes" % (key, cfg, n_vocab, n_params, est))
     assert est <= MAX_BYTES, "model %s too big" % key
 
-    torch.manual_seed(cfg["seed"])
-    rng = np.random.default_rng(cfg["seed"])
     dev_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = torch_model(cfg, n_vocab).to(dev_)
-    model.dropout = args.dropout
-    decay = [p for n, p in zip(model.names, model.p) if p.dim() == 2]
-    nodecay = [p for n, p in zip(model.names, model.p) if p.dim() == 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
-                             {"params": nodecay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), fused=dev_.type == "cuda")
-    lens = np.array([len(d) for d in train])
-    prob = lens / lens.sum()
-    n_train = int(lens.sum())
-    best, best_step, best_state, bad = float("inf"), 0, None, 0
-    t0 = time.time()
-    history = []
-    step = 0
-    for step in range(1, args.max_steps + 1):
-        lr = args.lr * min(1.0, step / args.warmup)
-        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.max_steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        di = rng.choice(len(train), size=args.batch, p=prob)
-        inp = np.empty((args.batch, CTX - 1), dtype=np.int64)
-        tgt = np.empty((args.batch, CTX - 1), dtype=np.int64)
-        for j, i in enumerate(di):
-            d = train[i]
-            s = 0 if rng.random() < 0.1 else int(rng.integers(0, len(d) - (CTX - 1) + 1))
-            piece = d[s:s + CTX - 1]
-            inp[j, 0] = start
-            inp[j, 1:] = piece[:-1]
-            tgt[j] = piece
-        model.train()
-        with torch.autocast(dev_.type, dtype=torch.bfloat16, enabled=dev_.type == "cuda"):
-            lg = model(torch.from_numpy(inp).to(dev_))
-        loss = F.cross_entropy(lg.float().view(-1, n_vocab), torch.from_numpy(tgt).to(dev_).view(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % args.eval_every == 0 or step == args.max_steps:
-            dl, _ = torch_eval(model, start, dev, dev_)
-            epoch = step * args.batch * (CTX - 1) / n_train
-            history.append((step, round(loss.item(), 4), round(dl, 4)))
-            log("  %s step %5d epoch %5.2f lr %.2e train %.4f dev %.4f  (%.0fs)"
-                % (key, step, epoch, lr, loss.item(), dl, time.time() - t0))
-            if dl < best:
-                best, best_step, bad = dl, step, 0
-                best_state = [p.detach().float().cpu().clone() for p in model.p]
-            else:
-                bad += 1
-                if bad >= args.patience:
-                    log("  %s early stop at step %d: best dev %.4f at step %d" % (key, step, best, best_step))
-                    break
-        if time.time() - t0 > args.max_seconds:
-            log("  %s time limit at step %d" % (key, step))
-            break
+    t_start = time.time()
+
+    def fit(dropout):
+        torch.manual_seed(cfg["seed"])
+        rng = np.random.default_rng(cfg["seed"])
+        model = torch_model(cfg, n_vocab).to(dev_)
+        model.dropout = dropout
+        decay = [p for n, p in zip(model.names, model.p) if p.dim() == 2]
+        nodecay = [p for n, p in zip(model.names, model.p) if p.dim() == 1]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
+                                 {"params": nodecay, "weight_decay": 0.0}],
+                                lr=args.lr, betas=(0.9, 0.95), fused=dev_.type == "cuda")
+        lens = np.array([len(d) for d in train])
+        prob = lens / lens.sum()
+        n_train = int(lens.sum())
+        best, best_step, best_state, bad = float("inf"), 0, None, 0
+        t0 = time.time()
+        history = []
+        step = 0
+        for step in range(1, args.max_steps + 1):
+            lr = args.lr * min(1.0, step / args.warmup)
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.max_steps)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            di = rng.choice(len(train), size=args.batch, p=prob)
+            inp = np.empty((args.batch, CTX - 1), dtype=np.int64)
+            tgt = np.empty((args.batch, CTX - 1), dtype=np.int64)
+            for j, i in enumerate(di):
+                d = train[i]
+                s = 0 if rng.random() < 0.1 else int(rng.integers(0, len(d) - (CTX - 1) + 1))
+                piece = d[s:s + CTX - 1]
+                inp[j, 0] = start
+                inp[j, 1:] = piece[:-1]
+                tgt[j] = piece
+            model.train()
+            with torch.autocast(dev_.type, dtype=torch.bfloat16, enabled=dev_.type == "cuda"):
+                lg = model(torch.from_numpy(inp).to(dev_))
+            loss = F.cross_entropy(lg.float().view(-1, n_vocab), torch.from_numpy(tgt).to(dev_).view(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % args.eval_every == 0 or step == args.max_steps:
+                dl, _ = torch_eval(model, start, dev, dev_)
+                epoch = step * args.batch * (CTX - 1) / n_train
+                history.append((step, round(loss.item(), 4), round(dl, 4)))
+                log("  %s dropout %.2f step %5d epoch %5.2f lr %.2e train %.4f dev %.4f  (%.0fs)"
+                    % (key, dropout, step, epoch, lr, loss.item(), dl, time.time() - t0))
+                if dl < best:
+                    best, best_step, bad = dl, step, 0
+                    best_state = [p.detach().float().cpu().clone() for p in model.p]
+                else:
+                    bad += 1
+                    if bad >= args.patience:
+                        log("  %s early stop at step %d: best dev %.4f at step %d" % (key, step, best, best_step))
+                        break
+            if time.time() - t0 > args.max_seconds:
+                log("  %s time limit at step %d" % (key, step))
+                break
+        return best, best_step, best_state, step, history, model
+
+    runs = []
+    for dropout in [float(x) for x in args.dropout.split(",")]:
+        runs.append((dropout,) + fit(dropout))
+        log("  %s dropout %.2f: best dev %.4f at step %d" % (key, dropout, runs[-1][1], runs[-1][2]))
+    dropout, best, best_step, best_state, step, history, model = min(runs, key=lambda r: r[1])
+    log("  %s chosen: dropout %.2f (best dev %.4f at step %d)" % (key, dropout, best, best_step))
+    dev_by_dropout = {str(r[0]): r[1] for r in runs}
+    del runs
     with torch.no_grad():
         for p, b in zip(model.p, best_state):
             p.copy_(b)
@@ -421,8 +434,8 @@ def train_one(key, args, log):
     model.q8 = False
     res = dict(model=key, config=cfg, n_vocab=n_vocab, params=n_params, file_bytes=os.path.getsize(out_path),
                best_step=best_step, steps_run=step, batch=args.batch, ctx=CTX, lr=args.lr, wd=args.wd,
-               dropout=args.dropout, best_dev_float=best, dev_q8=q_dev, heldout_tokens=n_tok,
-               heldout_float=float_loss, heldout_q8=q_loss, heldout_q8_q8act=q8a_loss, seconds=round(time.time() - t0, 1),
+               dropout=dropout, dev_by_dropout=dev_by_dropout, best_dev_float=best, dev_q8=q_dev, heldout_tokens=n_tok,
+               heldout_float=float_loss, heldout_q8=q_loss, heldout_q8_q8act=q8a_loss, seconds=round(time.time() - t_start, 1),
                history=history)
     log("  %s held-out nll/token: float %.6f  exported q8_0 %.6f  q8_0+q8 activations %.6f (%d tokens), "
         "file %d bytes" % (key, float_loss, q_loss, q8a_loss, n_tok, res["file_bytes"]))
@@ -462,12 +475,13 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--wd", type=float, default=0.1)
-    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--dropout", default="0.1,0.25,0.4",
+                    help="comma-separated; each is trained, the best dev loss wins")
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--max-steps", type=int, default=4000)
+    ap.add_argument("--max-steps", type=int, default=1500)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--patience", type=int, default=4)
-    ap.add_argument("--max-seconds", type=float, default=140)
+    ap.add_argument("--max-seconds", type=float, default=50)
     ap.add_argument("--selftest", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, args.gguf_py)
