@@ -5,8 +5,8 @@
 #
 #   bench/ensemble_bench.sh [TOKENS] [REPEATS]
 #
-# Models: $CONSORT_BENCH_MODEL_A / _B (default: the two external TinyStories
-# models). Workers: $CONSORT_BUILD/consort-worker (or $CONSORT_WORKER), one
+# Models: $CONSORT_BENCH_MODEL_A / _B (default: the project's own
+# models/a.gguf and models/b.gguf, SentencePiece vs GPT-2 BPE). Workers: $CONSORT_BUILD/consort-worker (or $CONSORT_WORKER), one
 # thread each, started once and shared by every run (so every run sees warm
 # workers). Every figure is the median over REPEATS runs of `consort
 # generate --json` (steps/s = completion steps per wall second of the
@@ -14,9 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CONSORT_BUILD:-build}
-EXT=${CONSORT_MODELS:-$PWD/../shared/models/external}
-MA=${CONSORT_BENCH_MODEL_A:-$EXT/stories260K.gguf}
-MB=${CONSORT_BENCH_MODEL_B:-$EXT/TinyStories-656K-Q8_0.gguf}
+MA=${CONSORT_BENCH_MODEL_A:-$PWD/models/a.gguf}
+MB=${CONSORT_BENCH_MODEL_B:-$PWD/models/b.gguf}
 WORKER=${CONSORT_WORKER:-$B/consort-worker}
 C=$B/consort
 N=${1:-200}
@@ -39,7 +38,7 @@ start() { # name model -> URL (runs in this shell so the pid is kept)
 }
 start a "$MA"; UA=$URL
 start b "$MB"; UB=$URL
-prompt="Once upon a time, there was a little"
+prompt="The committee said that the new school"
 labels="solo_a solo_b mixture product min_ppl selective"
 strategy_of() { case $1 in solo_a) echo solo:a;; solo_b) echo solo:b;; *) echo "$1";; esac; }
 # Runs are interleaved (each repeat runs every strategy once) so that load
@@ -47,7 +46,7 @@ strategy_of() { case $1 in solo_a) echo solo:a;; solo_b) echo solo:b;; *) echo "
 for i in $(seq "$R"); do
   for l in $labels; do
     "$C" generate --json --member a="$UA" --member b="$UB" --strategy "$(strategy_of $l)" --prompt "$prompt" \
-      --max-tokens "$N" --stop "<|end_story|>" 2>/dev/null >"$tmp/$l.$i.json"
+      --max-tokens "$N" 2>/dev/null >"$tmp/$l.$i.json"
   done
 done
 echo "models: a=$(basename "$MA"), b=$(basename "$MB"); $N greedy steps, median of $R interleaved runs; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"

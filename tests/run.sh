@@ -20,6 +20,6 @@ if [ "$what" = integration ] || [ "$what" = all ]; then
 fi
 [ ${#tests[@]} -gt 0 ] || { echo "no tests found under $CONSORT_BUILD" >&2; exit 1; }
 if [ "${CONSORT_VALGRIND:-0}" = 1 ]; then
-  exec prove --exec 'valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect' "${tests[@]}"
+  exec prove --comments --exec 'valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect' "${tests[@]}"
 fi
-exec prove --exec '' "${tests[@]}"
+exec prove --comments --exec '' "${tests[@]}"
