@@ -403,8 +403,8 @@ int ev_ppl_compute(const ev_corpus *c, char (*names)[64], size_t M, ev_token **s
         for (size_t i = 0; i < n_rows; i++) {
             ev_ppl_row *row = &r->rows[i];
             double lp = ev_strategy_doc_logprob(&row->strat, &u, r->weights, doc->text, row->routed);
-            r->doc_nll[i * D + d] = -lp;
-            row->nll += -lp;
+            r->doc_nll[i * D + d] = 0.0 - lp;
+            row->nll += 0.0 - lp;
         }
         ev_units_free(&u);
     }

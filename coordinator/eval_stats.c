@@ -18,6 +18,10 @@ static int ev_cmp_double(const void *a, const void *b) {
 }
 
 double ev_percentile(double *v, size_t n, double pct) {
+    size_t k = 0; /* NaNs are left out */
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(v[i])) v[k++] = v[i];
+    n = k;
     if (!n) return NAN;
     qsort(v, n, sizeof *v, ev_cmp_double);
     double pos = pct / 100.0 * (double)(n - 1);
@@ -55,10 +59,15 @@ int ev_bootstrap(const double *nll, const double *bytes, size_t S, size_t D, siz
     }
     uint64_t st = seed;
     for (unsigned r = 0; r < R; r++) {
-        memset(cnt, 0, D * sizeof *cnt);
-        for (size_t i = 0; i < D; i++) cnt[ev_rng_next(&st) % D]++;
         double b = 0;
-        for (size_t d = 0; d < D; d++) b += (double)cnt[d] * bytes[d];
+        /* a resample of only empty documents has no bits per byte: draw again
+         * (at most a bounded number of times; all-empty corpora stay NaN) */
+        for (int tries = 0; tries < 64 && !(b > 0); tries++) {
+            memset(cnt, 0, D * sizeof *cnt);
+            for (size_t i = 0; i < D; i++) cnt[ev_rng_next(&st) % D]++;
+            b = 0;
+            for (size_t d = 0; d < D; d++) b += (double)cnt[d] * bytes[d];
+        }
         for (size_t s = 0; s < S; s++) {
             double x = 0;
             const double *row = nll + s * D;

@@ -29,7 +29,7 @@ typedef struct {
 
 void ev_metrics_compute(double nll, double bytes, double words, double tokens, ev_metrics *out);
 
-/* Percentile (0..100) of v[0..n) (sorted in place). */
+/* Percentile (0..100) of the non-NaN values of v[0..n) (v is reordered). */
 double ev_percentile(double *v, size_t n, double pct);
 
 uint64_t ev_rng_next(uint64_t *state);

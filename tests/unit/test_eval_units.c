@@ -201,6 +201,13 @@ static void test_stats(void) {
     ok(!memcmp(ci, ci2, sizeof ci) && !memcmp(dci, dci2, sizeof dci), "same seed, same intervals");
     ok(ev_bootstrap(nll, bytes, 3, 1, 0, 100, 1, ci, dci) == 0, "one document");
     is_near(ci[0][0], 1.0, 1e-12, "one document: interval is the point");
+    /* an empty document among others: resamples of only it are drawn again */
+    double eb[] = {0, 8};
+    double en[] = {0, 8 * M_LN2, 0, 16 * M_LN2};
+    ok(ev_bootstrap(en, eb, 2, 2, 0, 500, 3, ci, dci) == 0, "bootstrap with an empty document");
+    ok(ci[0][0] == 1.0 && ci[0][1] == 1.0 && ci[1][0] == 2.0 && ci[1][1] == 2.0, "finite intervals");
+    double nv[] = {NAN, 2, 1, NAN};
+    is_near(ev_percentile(nv, 4, 100), 2, 0, "percentile leaves NaN out");
 }
 
 int main(void) {
