@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# bench/ppl_bench.sh [MODEL.gguf] [FILE] [THREADS]: scoring throughput of
+# `consort ppl` with one member against a direct in-process llama.cpp
+# scoring loop (build/tools/ppl_direct) on the same file, same context size,
+# same window overlap, same thread count, run one after the other on this
+# machine. tokens/s counts the member's scored tokens over the scoring wall
+# time (model loading and worker start-up excluded on both sides; for
+# consort it includes HTTP, JSON, and the worker's entropy/top-1 per token).
+# Prints a markdown table row set for bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${CONSORT_BUILD:-build}
+MODEL=${1:-../shared/models/external/stories260K.gguf}
+FILE=${2:-data/brown-heldout.jsonl}
+T=${3:-2}
+REPS=${REPS:-3}
+[ -x "$B/consort" ] || { echo "no $B/consort (make first)" >&2; exit 1; }
+[ -x "$B/tools/ppl_direct" ] || { echo "no $B/tools/ppl_direct (make tests first)" >&2; exit 1; }
+[ -f "$FILE" ] || { echo "no $FILE" >&2; exit 1; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+best_c=0; best_d=0
+for r in $(seq "$REPS"); do
+  "$B/consort" ppl --member a="$MODEL" --threads "$T" --file "$FILE" --json "$tmp/c.json" --no-progress \
+    --resamples 10 >/dev/null
+  ctx=$(get "$tmp/c.json" "d['members'][0].get('n_ctx', 0)")
+  ov=$(get "$tmp/c.json" "d['members'][0].get('window_overlap', 0)")
+  "$B/tools/ppl_direct" --model "$MODEL" --file "$FILE" --ctx "$ctx" --overlap "$ov" --threads "$T" > "$tmp/d.json"
+  tc=$(get "$tmp/c.json" "d['members'][0]['tokens'] / d['seconds']")
+  td=$(get "$tmp/d.json" "d['tokens_per_s']")
+  echo "run $r: consort ppl $tc tokens/s, direct $td tokens/s" >&2
+  best_c=$(python3 -c "print(max($best_c, $tc))"); best_d=$(python3 -c "print(max($best_d, $td))")
+done
+bc=$(get "$tmp/c.json" "d['results'][0]['bits_per_byte']")
+bd=$(get "$tmp/d.json" "d['bits_per_byte']")
+tok=$(get "$tmp/c.json" "d['members'][0]['tokens']")
+echo "| model | file | tokens | n_ctx / overlap | threads | consort ppl tokens/s | direct llama.cpp tokens/s | ratio | bpb consort / direct |"
+echo "|---|---|---|---|---|---|---|---|---|"
+python3 -c "print('| %s | %s | %s | %s / %s | %s | %.0f | %.0f | %.3f | %.6f / %.6f |' % ('$(basename "$MODEL")', '$FILE', $tok, $ctx, $ov, $T, $best_c, $best_d, $best_c / $best_d, $bc, $bd))"
