@@ -12,8 +12,9 @@
  * parse_special=false); scored after the document-start token (BOS when
  * the vocabulary has one, else EOS). Windows: the first holds the
  * doc-start token and up to N-1 text tokens; each later window re-reads the
- * previous K scored tokens as context (preceded by the doc-start token when
- * --window-doc-start 1, the default) and scores up to the capacity left.
+ * previous K tokens as context and scores up to N-K new ones (the worker's
+ * /v1/score policy, docs/PROTOCOL.md; with --window-doc-start 1 the
+ * doc-start token is repeated at the head of every window instead).
  * Prints one JSON object: documents, bytes, tokens, sum_logprob (natural
  * log), bits_per_byte, seconds (scoring only: tokenize + decode + softmax),
  * tokens_per_s, n_ctx, window_overlap.
@@ -96,7 +97,7 @@ static int load(const char *path, docs_t *d) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *file = NULL;
-    int n_ctx = 0, overlap = -1, threads = 2, window_doc_start = 1;
+    int n_ctx = 0, overlap = -1, threads = 2, window_doc_start = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) model_path = argv[i + 1];
         else if (!strcmp(argv[i], "--file")) file = argv[i + 1];
