@@ -4,7 +4,7 @@
  * invariant 5) and the baseline of bench/ppl_bench.sh.
  *
  *   ppl_direct --model M.gguf --file FILE [--ctx N] [--overlap K]
- *              [--threads T] [--window-doc-start 0|1]
+ *              [--threads T] [--window-doc-start 0|1] [--kv-size C]
  *
  * FILE: JSONL with a "text" per line, or else plain text (one document),
  * parsed here on its own (jansson) rather than with the coordinator's code.
@@ -15,6 +15,8 @@
  * previous K tokens as context and scores up to N-K new ones (the worker's
  * /v1/score policy, docs/PROTOCOL.md; with --window-doc-start 1 the
  * doc-start token is repeated at the head of every window instead).
+ * --kv-size C allocates a KV cache of C cells (windows stay N tokens), to
+ * measure what a larger cache costs.
  * Prints one JSON object: documents, bytes, tokens, sum_logprob (natural
  * log), bits_per_byte, seconds (scoring only: tokenize + decode + softmax),
  * tokens_per_s, n_ctx, window_overlap.
@@ -97,7 +99,7 @@ static int load(const char *path, docs_t *d) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *file = NULL;
-    int n_ctx = 0, overlap = -1, threads = 2, window_doc_start = 0;
+    int n_ctx = 0, overlap = -1, threads = 2, window_doc_start = 0, kv_size = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) model_path = argv[i + 1];
         else if (!strcmp(argv[i], "--file")) file = argv[i + 1];
@@ -105,6 +107,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--overlap")) overlap = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--window-doc-start")) window_doc_start = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--kv-size")) kv_size = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "ppl_direct: unknown option %s\n", argv[i]);
             return 2;
@@ -135,7 +138,7 @@ int main(int argc, char **argv) {
     if (overlap < 0) overlap = n_ctx / 2;
     if (overlap > n_ctx - 2 - window_doc_start) overlap = n_ctx - 2 - window_doc_start;
     struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t)n_ctx;
+    cp.n_ctx = (uint32_t)(kv_size > n_ctx ? kv_size : n_ctx); /* --kv-size: a larger KV cache, same windows */
     cp.n_batch = (uint32_t)n_ctx;
     cp.n_ubatch = (uint32_t)(n_ctx < 512 ? n_ctx : 512);
     cp.n_threads = threads;
