@@ -52,7 +52,7 @@ TOOL_BIN = $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 BINS = $(if $(wildcard worker/main.c),$(BUILD)/consort-worker) $(if $(wildcard coordinator/main.c),$(BUILD)/consort)
 
 .SECONDARY:
-.PHONY: all deps tests test test-normal test-san test-valgrind bench clean distclean
+.PHONY: all run deps tests test test-normal test-san test-valgrind bench clean distclean
 all: $(BINS)
 
 build/config.mk: scripts/deps.sh
@@ -83,6 +83,11 @@ $(BUILD)/tools/%: $(BUILD)/obj/bench/%.o $(WORKER_OBJ) $(LIB_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 
 tests: all $(TEST_BIN) $(TOOL_BIN)
+
+# The README's main job: a local ensemble of the project's models, queried
+# through the OpenAI-compatible API (examples/quickstart.sh).
+run: all
+	examples/quickstart.sh $(MODELS)
 
 # The test command of the README. Each stage prints prove's summary.
 test: test-normal test-san test-valgrind

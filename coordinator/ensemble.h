@@ -81,6 +81,7 @@ typedef struct {
     double mean_step_ms;       /* mean round-trip latency of this member's step calls */
     double weight;             /* weight used (after auto/renormalisation) */
     int prompt_tokens;         /* this member's prompt length in its own tokens */
+    long decoded;              /* token positions the member decoded (its "decoded" answers, prompt included) */
 } ensemble_member_stats;
 
 typedef struct {
@@ -94,6 +95,11 @@ typedef struct {
     size_t n_members;
     int status;                /* 0 ok, else an HTTP status (400, 503, ...) */
     char error[256];
+    /* engine statistics (additive, for generate --json and the benchmark) */
+    int rounds;                /* concurrent round trips to the members (1 or 2 per step) */
+    int second_rounds;         /* steps that needed a second round for missing candidate masses */
+    int skipped_rounds;        /* greedy steps whose winner was certain without the missing masses */
+    double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
 } ensemble_result;
 
 /* members: taken by reference, must outlive the ensemble. */

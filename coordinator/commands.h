@@ -1,0 +1,13 @@
+/* coordinator/commands.h: the subcommands of `consort` (coordinator/main.c).
+ * Each takes argc/argv starting at the command name (argv[0] = "generate")
+ * and returns the process exit status: 0 ok, 1 runtime failure, 2 usage. */
+#ifndef CONSORT_COMMANDS_H
+#define CONSORT_COMMANDS_H
+
+#define CONSORT_VERSION "0.1.0"
+
+int cmd_generate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+#endif

@@ -1,0 +1,221 @@
+/* sampler/strategy.c: see strategy.h and docs/STRATEGIES.md. */
+#include "sampler/strategy.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+int sstrat_parse(const char *s, sstrat *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (!s || !*s || !strcmp(s, "mixture")) out->kind = SSTRAT_MIXTURE;
+    else if (!strcmp(s, "product")) out->kind = SSTRAT_PRODUCT;
+    else if (!strcmp(s, "min_ppl")) out->kind = SSTRAT_MIN_PPL;
+    else if (!strcmp(s, "min_ppl_cross")) out->kind = SSTRAT_MIN_PPL_CROSS;
+    else if (!strcmp(s, "selective")) out->kind = SSTRAT_SELECTIVE;
+    else if (!strncmp(s, "solo:", 5) && s[5] && strlen(s + 5) < sizeof out->solo) {
+        out->kind = SSTRAT_SOLO;
+        snprintf(out->solo, sizeof out->solo, "%s", s + 5);
+    } else {
+        snprintf(err, errlen,
+                 "unknown strategy '%s' (expected mixture, product, solo:NAME, min_ppl, min_ppl_cross, selective)", s);
+        return -1;
+    }
+    return 0;
+}
+
+const char *sstrat_name(enum sstrat_kind k) {
+    switch (k) {
+    case SSTRAT_MIXTURE: return "mixture";
+    case SSTRAT_PRODUCT: return "product";
+    case SSTRAT_SOLO: return "solo";
+    case SSTRAT_MIN_PPL: return "min_ppl";
+    case SSTRAT_MIN_PPL_CROSS: return "min_ppl_cross";
+    case SSTRAT_SELECTIVE: return "selective";
+    }
+    return "?";
+}
+
+static inline double q_of(double lq) { return isnan(lq) ? 0 : exp(lq); }
+
+void sstrat_events(size_t n, const int *parent, const double *logq, double end_logq, double *ev) {
+    for (size_t c = 0; c < n; c++) ev[c] = q_of(logq[c]);
+    for (size_t c = 0; c < n; c++)
+        if (parent[c] >= 0) ev[parent[c]] -= q_of(logq[c]);
+    for (size_t c = 0; c < n; c++)
+        if (!(ev[c] > 1e-15)) ev[c] = 0; /* clip (rounding, teacher-forcing approximations) */
+    ev[n] = q_of(end_logq);
+}
+
+size_t sstrat_norm_weights(size_t nm, const double *w, const int *alive, double *wn) {
+    double s = 0;
+    size_t k = 0;
+    for (size_t m = 0; m < nm; m++)
+        if ((!alive || alive[m]) && w[m] > 0 && isfinite(w[m])) s += w[m];
+    for (size_t m = 0; m < nm; m++) {
+        wn[m] = ((!alive || alive[m]) && w[m] > 0 && isfinite(w[m]) && s > 0) ? w[m] / s : 0;
+        k += wn[m] > 0;
+    }
+    return k;
+}
+
+static double normalise(size_t ne, double *out) {
+    double s = 0;
+    for (size_t e = 0; e < ne; e++) s += out[e];
+    if (s > 0)
+        for (size_t e = 0; e < ne; e++) out[e] /= s;
+    return s;
+}
+
+double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, double *out) {
+    for (size_t e = 0; e < ne; e++) out[e] = 0;
+    for (size_t m = 0; m < nm; m++) {
+        if (!(wn[m] > 0)) continue;
+        const double *row = ev + m * ne;
+        for (size_t e = 0; e < ne; e++) out[e] += wn[m] * row[e];
+    }
+    return normalise(ne, out);
+}
+
+int sstrat_product(size_t nm, size_t ne, const double *ev, const double *wn, double *out) {
+    double lmax = -INFINITY;
+    for (size_t e = 0; e < ne; e++) {
+        double l = 0;
+        for (size_t m = 0; m < nm && l > -INFINITY; m++) {
+            if (!(wn[m] > 0)) continue;
+            double v = ev[m * ne + e];
+            l = v > 0 ? l + wn[m] * log(v) : -INFINITY;
+        }
+        out[e] = l;
+        if (l > lmax) lmax = l;
+    }
+    if (lmax == -INFINITY) {
+        sstrat_mixture(nm, ne, ev, wn, out);
+        return 1;
+    }
+    for (size_t e = 0; e < ne; e++) out[e] = out[e] > -INFINITY ? exp(out[e] - lmax) : 0;
+    normalise(ne, out);
+    return 0;
+}
+
+int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, size_t lead,
+                     double threshold, double *out) {
+    if (lead < nm) {
+        const double *row = ev + lead * ne;
+        double s = 0, mx = 0;
+        for (size_t e = 0; e < ne; e++) {
+            s += row[e];
+            if (row[e] > mx) mx = row[e];
+        }
+        if (s > 0 && mx >= threshold) {
+            for (size_t e = 0; e < ne; e++) out[e] = row[e] / s;
+            return 1;
+        }
+    }
+    sstrat_mixture(nm, ne, ev, wn, out);
+    return 0;
+}
+
+static double lq_at(const double *logq, size_t ld, const double *end_logq, size_t n, size_t m, int c) {
+    double v = (size_t)c == n ? end_logq[m] : logq[m * ld + (size_t)c];
+    return isnan(v) ? -INFINITY : v;
+}
+
+int sstrat_min_ppl(size_t nm, size_t n, const double *logq, size_t ld, const double *end_logq,
+                   const size_t *len, const int *proposal, const double *wn, int cross,
+                   double *score) {
+    int best = -1;
+    double bs = -INFINITY;
+    int any = 0;
+    for (size_t m = 0; m < nm; m++) {
+        score[m] = -INFINITY;
+        int c = proposal[m];
+        if (c < 0 || (size_t)c > n || !(wn[m] > 0)) continue;
+        double bytes = (size_t)c == n ? 1.0 : (double)len[c];
+        double s;
+        if (!cross) {
+            s = lq_at(logq, ld, end_logq, n, m, c);
+        } else {
+            s = 0;
+            for (size_t j = 0; j < nm; j++)
+                if (wn[j] > 0) s += wn[j] * lq_at(logq, ld, end_logq, n, j, c);
+        }
+        s /= bytes;
+        score[m] = s;
+        if (!any || s > bs) {
+            any = 1;
+            bs = s;
+            best = c;
+        }
+    }
+    return best;
+}
+
+void sstrat_auto_weights(size_t nm, const double *nll, double nbytes, const int *ok, double *w) {
+    size_t k = 0;
+    double mx = -INFINITY;
+    for (size_t m = 0; m < nm; m++)
+        if (ok[m] && isfinite(nll[m])) {
+            k++;
+            if (nbytes > 0 && -nll[m] / nbytes > mx) mx = -nll[m] / nbytes;
+        }
+    double s = 0;
+    for (size_t m = 0; m < nm; m++) {
+        if (!ok[m] || !isfinite(nll[m]) || k == 0) w[m] = 0;
+        else if (nbytes > 0) w[m] = exp(-nll[m] / nbytes - mx);
+        else w[m] = 1;
+        s += w[m];
+    }
+    if (s > 0)
+        for (size_t m = 0; m < nm; m++) w[m] /= s;
+}
+
+int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, size_t ld,
+                        const double *end_logq, const double *wn, double *scratch) {
+    size_t ne = n + 1;
+    double *mlo = scratch, *mhi = scratch + ne, *blo = scratch + 2 * ne, *bhi = scratch + 3 * ne;
+    for (size_t e = 0; e < ne; e++) mlo[e] = mhi[e] = 0;
+    for (size_t m = 0; m < nm; m++) {
+        if (!(wn[m] > 0)) continue;
+        const double *lq = logq + m * ld;
+        for (size_t c = 0; c < n; c++) {
+            blo[c] = isnan(lq[c]) ? 0 : exp(lq[c]);
+            bhi[c] = isnan(lq[c]) ? NAN : blo[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            int p = parent[c];
+            if (p < 0) continue;
+            if (isnan(lq[c])) {
+                blo[p] = -INFINITY; /* unknown child: lower bound 0 */
+            } else {
+                blo[p] -= exp(lq[c]);
+                if (!isnan(bhi[p])) bhi[p] -= exp(lq[c]);
+            }
+        }
+        double endm = isnan(end_logq[m]) ? 0 : exp(end_logq[m]);
+        double sum_lo = endm;
+        for (size_t c = 0; c < n; c++) {
+            if (!(blo[c] > 0)) blo[c] = 0;
+            if (!isnan(bhi[c]) && !(bhi[c] > 0)) bhi[c] = 0;
+            sum_lo += blo[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            if (isnan(bhi[c])) bhi[c] = 1 - (sum_lo - blo[c]);
+            if (bhi[c] < blo[c]) bhi[c] = blo[c];
+            mlo[c] += wn[m] * blo[c];
+            mhi[c] += wn[m] * bhi[c];
+        }
+        mlo[n] += wn[m] * endm;
+        mhi[n] += wn[m] * endm;
+    }
+    int best = -1;
+    double bv = 0;
+    for (size_t e = 0; e < ne; e++)
+        if (mlo[e] > bv) {
+            bv = mlo[e];
+            best = (int)e;
+        }
+    if (best < 0) return -1;
+    for (size_t e = 0; e < ne; e++)
+        if ((int)e != best && !(mhi[e] < mlo[best])) return -1;
+    return best;
+}

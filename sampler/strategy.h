@@ -1,0 +1,91 @@
+/* sampler/strategy.h: combination strategies over a candidate set.
+ *
+ * Inputs per step: candidates c = 0..n-1 (byte strings after G, each with its
+ * nearest proper prefix in the set, `parent`, see vocab_align/candidates.h),
+ * per member m the natural log prefix masses logq[m*n + c] = log Q_m(c)
+ * (-INFINITY for zero mass; NAN = unknown, treated as zero mass) and
+ * end_logq[m], the weights and which members are alive.
+ *
+ * Events (disjoint): candidate c = "the next bytes start with c and with none
+ * of c's nearest extensions in the set", mass
+ *     ev_m(c) = max(0, Q_m(c) - sum_{d: parent(d) = c} Q_m(d)),
+ * plus END (index n) with mass exp(end_logq[m]). The formulas of each
+ * strategy are in docs/STRATEGIES.md. Every combined distribution returned
+ * here is renormalised to sum 1 over the n+1 listed events.
+ *
+ * Weights: sstrat_norm_weights() keeps alive members with weight > 0 and
+ * scales them to sum 1; a member with weight 0 takes no part (contributes no
+ * candidates and no mass).
+ */
+#ifndef CONSORT_STRATEGY_H
+#define CONSORT_STRATEGY_H
+
+#include <stddef.h>
+
+enum sstrat_kind {
+    SSTRAT_MIXTURE, SSTRAT_PRODUCT, SSTRAT_SOLO, SSTRAT_MIN_PPL, SSTRAT_MIN_PPL_CROSS, SSTRAT_SELECTIVE
+};
+
+typedef struct {
+    enum sstrat_kind kind;
+    char solo[64]; /* member name for SSTRAT_SOLO */
+} sstrat;
+
+#define SSTRAT_DEFAULT_THRESHOLD 0.5
+
+int sstrat_parse(const char *s, sstrat *out, char *err, size_t errlen);
+const char *sstrat_name(enum sstrat_kind k);
+
+/* ev[0..n] (n+1 values) of one member. */
+void sstrat_events(size_t n, const int *parent, const double *logq, double end_logq, double *ev);
+
+/* wn[m] = w[m] / sum over alive members with w > 0 (else 0). Returns how
+ * many members have wn > 0. */
+size_t sstrat_norm_weights(size_t nm, const double *w, const int *alive, double *wn);
+
+/* ev: nm rows of ne = n+1 events. out: ne values summing to 1 (all zero when
+ * no mass at all). Return the listed mass before renormalisation. */
+double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, double *out);
+
+/* Log-linear pool prod_m ev_m^wn_m over members with wn > 0. An event to
+ * which any such member gives zero mass gets zero. If that leaves no event
+ * with mass, falls back to the mixture and returns 1 (else 0). */
+int sstrat_product(size_t nm, size_t ne, const double *ev, const double *wn, double *out);
+
+/* Lead member alone (its events renormalised) when its largest event mass
+ * (an absolute probability: not renormalised, so a lead that lists a single
+ * proposal is not automatically sure of it) is >= threshold; else the
+ * mixture. Returns 1 when the lead spoke alone. */
+int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, size_t lead,
+                     double threshold, double *out);
+
+/* min_ppl / min_ppl_cross: proposal[m] is the event index member m proposes
+ * (its own choice; n = END; -1 none). A proposal c of len[c] bytes scores
+ *   min_ppl:       log Q_m(c) / len[c]      under its proposer m,
+ *   min_ppl_cross: sum_j wn_j log Q_j(c) / len[c] over members j with wn > 0,
+ * (END counts as one byte of log mass end_logq) i.e. minus the log per-byte
+ * perplexity; the highest score wins (ties: lower member index). Returns the
+ * winning event index, -1 if no proposal. score[m] gets each proposal's score.
+ * Here logq is laid out as logq[m*ld + c] (ld >= n, the row stride). */
+int sstrat_min_ppl(size_t nm, size_t n, const double *logq, size_t ld, const double *end_logq,
+                   const size_t *len, const int *proposal, const double *wn, int cross,
+                   double *score);
+
+/* Greedy mixture with some masses unknown (NaN in logq[m*ld + c]): the
+ * winner if it is certain whatever the unknown values are, else -1. Per
+ * member, bounds on its events: a known Q with known children gives the
+ * exact event; an unknown child lowers the lower bound to 0; an unknown Q is
+ * at most 1 minus the lower bounds of the member's other events (its events
+ * are disjoint). The winner is certain when its weighted lower bound beats
+ * every other event's weighted upper bound. scratch: 4 * (n + 1) doubles. */
+int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, size_t ld,
+                        const double *end_logq, const double *wn, double *scratch);
+
+/* Auto weights from prompt perplexity: nll[m] = the prompt's total negative
+ * log-likelihood (nats) under m, nbytes its length in bytes; members with
+ * ok[m] = 0 get 0. w[m] = softmax_m(-nll[m] / nbytes), i.e. proportional to
+ * the geometric-mean per-byte probability of the prompt. With nbytes = 0 or
+ * nothing ok, equal weights over ok members. */
+void sstrat_auto_weights(size_t nm, const double *nll, double nbytes, const int *ok, double *w);
+
+#endif

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# tests/integration/engine_e2e.t: the engine with real consort-workers on two
+# real models with different SentencePiece vocabularies (DESIGN.md
+# invariants 1-4 on the generation side).
+#
+# Models: $CONSORT_TEST_MODEL_A / _B, default stories260K and
+# TinyStories-656K from ../shared/models/external (switch to models/a.gguf,
+# models/b.gguf by setting those two variables). The worker comes from
+# $CONSORT_BUILD/consort-worker or $CONSORT_WORKER; without one the test
+# skips. Every worker started here is stopped on every exit path.
+set -u
+cd "${CONSORT_ROOT:-$(dirname "$0")/../..}"
+B=${CONSORT_BUILD:-build}
+EXT=${CONSORT_MODELS:-$PWD/../shared/models/external}
+MA=${CONSORT_TEST_MODEL_A:-$EXT/stories260K.gguf}
+MB=${CONSORT_TEST_MODEL_B:-$EXT/TinyStories-656K-Q8_0.gguf}
+WORKER=${CONSORT_WORKER:-$B/consort-worker}
+C=$B/consort
+REF=$B/tools/greedy_ref
+for f in "$MA" "$MB"; do [ -f "$f" ] || { echo "1..0 # SKIP model $f not found"; exit 0; }; done
+[ -x "$WORKER" ] || { echo "1..0 # SKIP no consort-worker binary yet ($WORKER)"; exit 0; }
+[ -x "$C" ] && [ -x "$REF" ] || { echo "1..0 # SKIP consort or greedy_ref not built"; exit 0; }
+command -v python3 >/dev/null || { echo "1..0 # SKIP python3 needed for the JSON checks"; exit 0; }
+export CONSORT_WORKER=$WORKER CONSORT_LOG=${CONSORT_LOG:-warn}
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  if [ "${failed:-0}" != 0 ]; then for f in "$tmp"/*.err; do echo "# $(basename "$f"): $(tail -3 "$f" | tr '\n' ' ')"; done; fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+n=0; failed=0
+ok() { # status description (a "# TODO ..." description may fail without failing the test)
+  n=$((n+1))
+  if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; case "$2" in *"# TODO"*) ;; *) failed=$((failed+1));; esac; fi
+}
+
+start_worker() { # name model -> sets URL
+  local out=$tmp/$1.out; : >"$out"
+  "$WORKER" --model "$2" --port 0 --threads 1 --name "$1" >"$out" 2>"$tmp/$1.err" &
+  pids+=($!)
+  for _ in $(seq 300); do
+    URL=$(sed -n 's/^consort-worker listening on \(http[^ ]*\).*/\1/p' "$out")
+    [ -n "$URL" ] && return 0
+    sleep 0.1
+  done
+  echo "# worker $1 did not start: $(cat "$tmp/$1.err")"; return 1
+}
+start_worker a "$MA" && UA=$URL
+start_worker a2 "$MA" && UA2=$URL
+start_worker b "$MB" && UB=$URL
+[ -n "${UA:-}" ] && [ -n "${UA2:-}" ] && [ -n "${UB:-}" ] || { echo "1..0 # SKIP workers did not start"; exit 0; }
+
+field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); v=d
+for k in sys.argv[2:]: v=v[int(k)] if isinstance(v,list) else v[k]
+sys.stdout.write(v if isinstance(v,str) else json.dumps(v))' "$@"; }
+gen() { # out.json args...
+  local o=$1; shift
+  "$C" generate --json "$@" >"$o" 2>"$o.err"
+}
+same_text() { # json reffile
+  python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["text"]; r=open(sys.argv[2],"rb").read().decode("utf-8","replace"); sys.exit(0 if t==r else 1)' "$1" "$2"
+}
+
+N=48
+P1="Once upon a time"
+P2="The little dog"
+"$REF" "$MA" "$P1" $N 1 >"$tmp/refA1"; "$REF" "$MA" "$P2" $N 1 >"$tmp/refA2"
+"$REF" "$MB" "$P1" $N 1 >"$tmp/refB1"; "$REF" "$MB" "$P2" $N 1 >"$tmp/refB2"
+
+# 1. a one-member ensemble is the member (greedy)
+gen "$tmp/1.json" --member a="$UA" --prompt "$P1" --max-tokens $N
+same_text "$tmp/1.json" "$tmp/refA1"; ok $? "one member (a) = llama.cpp greedy, prompt 1"
+gen "$tmp/2.json" --member a="$UA" --prompt "$P2" --max-tokens $N
+same_text "$tmp/2.json" "$tmp/refA2"; ok $? "one member (a) = llama.cpp greedy, prompt 2"
+gen "$tmp/3.json" --member b="$UB" --prompt "$P1" --max-tokens $N
+same_text "$tmp/3.json" "$tmp/refB1"; ok $? "one member (b) = llama.cpp greedy, prompt 1"
+gen "$tmp/4.json" --member b="$UB" --prompt "$P2" --max-tokens $N
+same_text "$tmp/4.json" "$tmp/refB2"; ok $? "one member (b) = llama.cpp greedy, prompt 2"
+gen "$tmp/5.json" --member a="$UA" --member b="$UB" --strategy solo:b --prompt "$P1" --max-tokens $N
+same_text "$tmp/5.json" "$tmp/refB1"; ok $? "solo:b inside a two-member ensemble = b"
+
+# 2. the same model twice under mixture is that model
+gen "$tmp/6.json" --member a="$UA" --member a2="$UA2" --strategy mixture --prompt "$P1" --max-tokens $N
+same_text "$tmp/6.json" "$tmp/refA1"; ok $? "mixture of a model with itself = that model"
+[ "$(field "$tmp/6.json" second_rounds)" = 0 ]; ok $? "identical members need no second round"
+
+# 3. weights (1,0) over different tokenizers = member 0, and (0,1) = member 1
+gen "$tmp/7.json" --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P1" --max-tokens $N
+same_text "$tmp/7.json" "$tmp/refA1"; ok $? "weights 1,0 over a (vocab 512) + b (vocab 2048) = a"
+gen "$tmp/8.json" --member a="$UA" --member b="$UB" --weights 0,1 --prompt "$P2" --max-tokens $N
+same_text "$tmp/8.json" "$tmp/refB2"; ok $? "weights 0,1 = b"
+
+# 4. every strategy across tokenizers: valid UTF-8, no bytes lost or doubled
+utf8_ok='import json,sys
+raw=open(sys.argv[1],"rb").read(); d=json.loads(raw)
+t=d["text"]; chunks="".join(c["text"] for c in d.get("chunks",[]))
+ok = d["steps"]>0 and "\ufffd" not in t and (not d.get("chunks") or chunks==t)
+sys.exit(0 if ok else 1)'
+for s in mixture product min_ppl min_ppl_cross selective; do
+  gen "$tmp/s_$s.json" --member a="$UA" --member b="$UB" --strategy $s --prompt "$P1" --max-tokens 40 --logprobs 2
+  python3 -c "$utf8_ok" "$tmp/s_$s.json"; ok $? "$s over a+b: valid UTF-8, chunks = text"
+  echo "# $s: $(field "$tmp/s_$s.json" text | head -c 160 | tr '\n' ' ') [steps $(field "$tmp/s_$s.json" steps), second rounds $(field "$tmp/s_$s.json" second_rounds), cpu/step $(field "$tmp/s_$s.json" cpu_us_per_step | cut -c1-5) us]"
+done
+
+# skipping a second round (greedy, winner certain) never changes the text
+gen "$tmp/sk1.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40
+CONSORT_NO_ROUND_SKIP=1 gen "$tmp/sk2.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40
+# TODO until the worker absorbs only its own top entries: a string asked as a
+# candidate in a second round is absorbed unhealed (PROTOCOL.md rule 1), so
+# paying or skipping that round leaves the member in a different state.
+[ "$(field "$tmp/sk1.json" text)" = "$(field "$tmp/sk2.json" text)" ]; ok $? "mixture greedy: same text with and without skipped second rounds ($(field "$tmp/sk1.json" skipped_rounds) skipped) # TODO worker absorbs asked candidates unhealed"
+
+# reproducible sampling
+gen "$tmp/r1.json" --member a="$UA" --member b="$UB" --prompt "$P1" --max-tokens 30 --temperature 1 --top-p 0.9 --seed 42
+gen "$tmp/r2.json" --member a="$UA" --member b="$UB" --prompt "$P1" --max-tokens 30 --temperature 1 --top-p 0.9 --seed 42
+[ "$(field "$tmp/r1.json" text)" = "$(field "$tmp/r2.json" text)" ]; ok $? "same seed, same sampled text"
+
+# stop sequence: cut before it, finish stop
+gen "$tmp/st.json" --member a="$UA" --prompt "$P1" --max-tokens $N --stop " Lily"
+want=$(python3 -c 'import sys; r=open(sys.argv[1]).read(); i=r.find(" Lily"); print(r[:i] if i>=0 else r, end="")' "$tmp/refA1")
+[ "$(field "$tmp/st.json" text)" = "$want" ] && [ "$(field "$tmp/st.json" finish_reason)" = stop ]; ok $? "stop sequence cuts before ' Lily'"
+
+# auto weights run
+gen "$tmp/aw.json" --member a="$UA" --member b="$UB" --weights auto --prompt "$P1" --max-tokens 8
+w0=$(field "$tmp/aw.json" members 0 weight); w1=$(field "$tmp/aw.json" members 1 weight)
+python3 -c "import sys; sys.exit(0 if abs($w0+$w1-1)<1e-9 and $w0>0 and $w1>0 else 1)"; ok $? "auto weights ($w0, $w1) sum to 1"
+
+# a spawned local worker: same text, stopped and reaped on exit
+out=$(CONSORT_LOG=info "$C" generate --member a="$MA" --threads 1 --prompt "$P1" --max-tokens $N 2>"$tmp/sp.err")
+[ "$out" = "$(cat "$tmp/refA1")" ]; ok $? "--member a=MODEL.gguf spawns a worker: same greedy text"
+wpid=$(sed -n "s/.*member 'a': worker \([0-9]*\) for.*/\1/p" "$tmp/sp.err")
+[ -n "$wpid" ] && ! kill -0 "$wpid" 2>/dev/null; ok $? "the spawned worker ($wpid) is gone after exit"
+
+# non-ASCII prompt (member a only: TinyStories-656K has no byte-fallback
+# tokens and its worker aborts inside llama.cpp on such text, a worker issue)
+gen "$tmp/u.json" --member a="$UA" --prompt "Der Bär sagte: «你好» ✓ " --max-tokens 30 --temperature 0.9 --seed 3
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["steps"]>0 and "\ufffd" not in d["text"] else 1)' "$tmp/u.json"; ok $? "non-ASCII prompt, sampled: valid UTF-8 out"
+
+# a member that is down: clear message, non-zero exit
+"$C" generate --member a="$UA" --member z=http://127.0.0.1:9 --prompt x --max-tokens 2 >"$tmp/dn.out" 2>"$tmp/dn.err"
+rc=$?
+[ $rc != 0 ] && grep -q "'z' (http://127.0.0.1:9)" "$tmp/dn.err"; ok $? "a down member: exit $rc, message names it and its URL"
+"$C" generate --member a="$UA" --strategy nope --prompt x >/dev/null 2>"$tmp/bad.err"
+[ $? = 2 ] && grep -q "unknown strategy" "$tmp/bad.err"; ok $? "unknown strategy: usage error"
+
+echo "1..$n"
+[ $failed = 0 ]

@@ -1,0 +1,120 @@
+/* worker/wk_engine.h: sessions, next-step prefix masses and teacher-forced
+ * scoring over one llama_context (docs/PROTOCOL.md: /v1/step, /v1/score).
+ *
+ * Contract:
+ *  - One llama_context with a unified KV cache of n_ctx * (slots + 1) +
+ *    n_batch cells and slots + 1 + WK_SCRATCH sequences: one per session
+ *    slot, one for scoring, and scratch sequences for teacher forcing. Every
+ *    session may hold up to n_ctx positions.
+ *  - Every call is serialized by one mutex (one decode at a time); the
+ *    functions are thread-safe.
+ *  - wk_step() decodes only the tokens not already in the session's KV cache
+ *    (plus the residue token when healing, plus teacher-forced candidate
+ *    tokens in scratch sequences), and answers a repeated state from the
+ *    probabilities it keeps per session, decoding nothing.
+ *  - On an error (wk_err.status != 0, the function returns -1) the session
+ *    is left as it was.
+ *  - Sessions beyond `slots` evict the least recently used one.
+ */
+#ifndef CONSORT_WK_ENGINE_H
+#define CONSORT_WK_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "worker/wk_model.h"
+
+#define WK_SCRATCH 16
+#define WK_MAX_K 256
+#define WK_MAX_CANDIDATES 512
+
+typedef struct wk_engine wk_engine;
+
+typedef struct wk_engine_opts {
+    int n_ctx;     /* per session; 0 = min(n_ctx_train, 4096) */
+    int n_threads; /* 0 = number of CPUs */
+    int slots;     /* 0 = 4 */
+    int n_batch;   /* 0 = 256 */
+} wk_engine_opts;
+
+typedef struct wk_err {
+    int status;       /* HTTP status, 0 = no error */
+    const char *code; /* e.g. "session_not_found" */
+    char message[256];
+} wk_err;
+
+typedef struct wk_msg {
+    const char *role, *content;
+} wk_msg;
+
+typedef struct wk_step_req {
+    const char *session;
+    const char *prompt; /* NULL = none */
+    size_t prompt_len;
+    const wk_msg *messages; /* used when prompt is NULL and n_messages > 0 */
+    int n_messages;
+    int heal_prompt;
+    const unsigned char *append;
+    size_t append_len;
+    int k;
+    const unsigned char *const *cands;
+    const size_t *cand_lens;
+    int n_cands;
+} wk_step_req;
+
+typedef struct wk_top {
+    unsigned char *s;
+    size_t len;
+    double logq;
+} wk_top;
+
+typedef struct wk_step_res {
+    int n_past;
+    unsigned char *residue;
+    size_t residue_len;
+    int decoded;
+    wk_top *top;
+    int n_top;
+    double *cand_logq; /* n_cands entries; -INFINITY = zero mass (null) */
+    double end_logq;   /* -INFINITY = zero mass (null) */
+} wk_step_res;
+
+typedef struct wk_score_tok {
+    int id;
+    size_t start, end;
+    double logprob; /* NAN when not scored (doc_start = false, first token) */
+    double entropy, top1;
+} wk_score_tok;
+
+typedef struct wk_score_res {
+    wk_score_tok *toks;
+    int n;
+    double sum_logprob;
+    int n_ctx, overlap;
+    int decoded;
+} wk_score_res;
+
+wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, size_t err_size);
+void wk_engine_free(wk_engine *e);
+int wk_engine_n_ctx(const wk_engine *e);
+int wk_engine_slots(const wk_engine *e);
+
+int wk_step(wk_engine *e, const wk_step_req *req, wk_step_res *res, wk_err *err);
+void wk_step_res_free(wk_step_res *r);
+int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score_res *res,
+             wk_err *err);
+void wk_score_res_free(wk_score_res *r);
+int wk_session_delete(wk_engine *e, const char *id); /* 0, or -1 if unknown */
+
+/* Render chat messages: the model's template, else the documented fallback.
+ * Returns a malloc'ed string and sets *parse_special (1 when the text holds
+ * template markup to parse as special tokens). */
+char *wk_render_chat(const wk_model *m, const wk_msg *msgs, int n, size_t *len, int *parse_special);
+
+typedef struct wk_stats {
+    uint64_t tokens_decoded;
+    int sessions_in_use;
+} wk_stats;
+void wk_engine_stats(wk_engine *e, wk_stats *st);
+
+#endif
