@@ -20,6 +20,15 @@ KV=${KV:-}     # also time the direct loop with a KV cache of KV cells (the work
 [ -x "$B/tools/ppl_direct" ] || { echo "no $B/tools/ppl_direct (make tests first)" >&2; exit 1; }
 [ -f "$FILE" ] || { echo "no $FILE" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+if [ -n "${SUBSET:-}" ]; then # SUBSET=DxC: the first C characters of the first D documents
+  python3 -c "
+import json, sys
+d, c = map(int, sys.argv[2].split('x'))
+for i, l in enumerate(open(sys.argv[1])):
+    if i >= d: break
+    print(json.dumps({'text': json.loads(l)['text'][:c]}))" "$FILE" "$SUBSET" > "$tmp/subset.jsonl"
+  FILE=$tmp/subset.jsonl
+fi
 get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 best_c=0; best_d=0; best_k=0
 for r in $(seq "$REPS"); do
