@@ -46,7 +46,7 @@ WORKER_OBJ = $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 COORD_OBJ = $(COORD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-TOOL_SRC = $(wildcard tests/tools/*.c bench/*.c)
+TOOL_SRC = $(wildcard tests/tools/*.c bench/*.c tools/*.c)
 TOOL_BIN = $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
 BINS = $(if $(wildcard worker/main.c),$(BUILD)/consort-worker) $(if $(wildcard coordinator/main.c),$(BUILD)/consort)
@@ -79,6 +79,10 @@ $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(WORKER_OBJ) $(LIB_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 
 $(BUILD)/tools/%: $(BUILD)/obj/bench/%.o $(WORKER_OBJ) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $^ -o $@ $(LDFLAGS_ALL)
+
+$(BUILD)/tools/%: $(BUILD)/obj/tools/%.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 

@@ -231,6 +231,7 @@ int cmd_generate(int argc, char **argv) {
         json_object_set_new(o, "rounds", json_integer(res.rounds));
         json_object_set_new(o, "second_rounds", json_integer(res.second_rounds));
         json_object_set_new(o, "skipped_rounds", json_integer(res.skipped_rounds));
+        json_object_set_new(o, "sessions_recreated", json_integer(res.sessions_recreated));
         json_object_set_new(o, "cpu_seconds", json_real(res.cpu_seconds));
         json_object_set_new(o, "cpu_us_per_step", json_real(res.steps ? 1e6 * res.cpu_seconds / res.steps : 0));
         if (rc) {

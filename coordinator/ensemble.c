@@ -250,7 +250,7 @@ typedef struct {
     size_t emitted;          /* bytes of G already emitted */
     sbuf out;                /* emitted (sanitised) text */
     double pending_lp;       /* log-prob of steps not yet emitted */
-    int rounds, second_rounds, skipped_rounds, catchups;
+    int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
     int ctx_full;            /* a member's context is full: finish with "length" */
     int stopped;             /* callback asked to stop */
     char err[256];
@@ -437,10 +437,49 @@ static int vcand_copy(vcand_set *dst, const vcand_set *src) {
     return 0;
 }
 
+/* The body that creates member m's session: the prompt (or messages) and,
+ * when re-creating a session the worker evicted, every byte committed so
+ * far as one append (the worker heals it like any other append), plus the
+ * candidates `ask`. */
+static int creating_body(run *r, mstate *m, int with_g, const vcand_set *ask) {
+    json_t *o = json_object();
+    json_object_set_new(o, "session", json_string(m->session));
+    if (r->req->messages) json_object_set(o, "messages", (json_t *)r->req->messages);
+    else json_object_set_new(o, "prompt", json_string(r->req->prompt ? r->req->prompt : ""));
+    json_object_set_new(o, "k", json_integer(r->k_ask));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s) return -1;
+    m->body.n = 0;
+    int rc = sb_str(&m->body, s);
+    free(s);
+    if (rc) return -1;
+    m->body.n--; /* reopen the object: drop its closing brace */
+    if (with_g && r->g.n &&
+        (sb_str(&m->body, ",\"append_b64\":\"") || sb_b64(&m->body, r->g.p, r->g.n) || sb_str(&m->body, "\"")))
+        return -1;
+    if (ask && ask->n && add_candidates_json(&m->body, ask)) return -1;
+    if (sb_str(&m->body, "}")) return -1;
+    return ask ? vcand_copy(&m->asked, ask) : (vcand_clear(&m->asked), 0);
+}
+
+/* 404 session_not_found: the worker evicted this request's session (more
+ * concurrent sessions than its --slots). */
+static int session_lost(const mstate *m) {
+    if (m->result != CURLE_OK || m->status != 404 || !m->resp.p) return 0;
+    json_t *j = json_loadb(m->resp.p, m->resp.n, 0, NULL);
+    const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+    int lost = code && !strcmp(code, "session_not_found");
+    json_decref(j);
+    return lost;
+}
+
 /* A state-changing call per selected member: the first creates the session
  * (prompt or messages); later ones send the member's lag (every byte
- * committed since it was last asked) and `ask` as candidates_b64. Returns 0,
- * 1 when a member's context is full (finish with "length"), -1 on error. */
+ * committed since it was last asked) and `ask` as candidates_b64. A member
+ * whose session was evicted gets it re-created once, from the prompt and
+ * all of G. Returns 0, 1 when a member's context is full (finish with
+ * "length"), -1 on error. */
 static int call_members(run *r, int first, const int *sel, const vcand_set *ask) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
@@ -448,18 +487,7 @@ static int call_members(run *r, int first, const int *sel, const vcand_set *ask)
         if (!m->active || !sel[i]) continue;
         m->body.n = 0;
         if (first) {
-            json_t *o = json_object();
-            json_object_set_new(o, "session", json_string(m->session));
-            if (r->req->messages) json_object_set(o, "messages", (json_t *)r->req->messages);
-            else json_object_set_new(o, "prompt", json_string(r->req->prompt ? r->req->prompt : ""));
-            json_object_set_new(o, "k", json_integer(r->k_ask));
-            char *s = json_dumps(o, JSON_COMPACT);
-            json_decref(o);
-            if (!s) return -1;
-            int rc = sb_str(&m->body, s);
-            free(s);
-            if (rc) return -1;
-            vcand_clear(&m->asked);
+            if (creating_body(r, m, 0, NULL)) return -1;
         } else {
             char head[160];
             snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d", m->session, r->k_ask);
@@ -474,6 +502,23 @@ static int call_members(run *r, int first, const int *sel, const vcand_set *ask)
         m->pending = 1;
     }
     run_round(r, 1);
+    if (!first) {
+        int again = 0;
+        for (size_t i = 0; i < r->nm; i++) {
+            mstate *m = &r->m[i];
+            int lost = m->pending && session_lost(m);
+            if (lost) {
+                log_info("request: member '%s' lost its session (evicted): re-creating it",
+                         members_name(r->ms, m->idx));
+                if (creating_body(r, m, 1, ask)) return -1;
+                r->sessions_recreated++;
+            }
+            m->pending = lost;
+            again |= lost;
+        }
+        if (again) run_round(r, 1);
+        for (size_t i = 0; i < r->nm; i++) r->m[i].pending = r->m[i].active && sel[i];
+    }
     int any_full = 0;
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
@@ -1238,6 +1283,7 @@ done:
     out->rounds = r->rounds;
     out->second_rounds = r->second_rounds;
     out->skipped_rounds = r->skipped_rounds;
+    out->sessions_recreated = r->sessions_recreated;
     out->seconds = now_s() - t0;
     out->cpu_seconds = cpu_s() - c0;
     for (size_t i = 0; i < r->nm; i++) {

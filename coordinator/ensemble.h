@@ -99,6 +99,7 @@ typedef struct {
     int rounds;                /* concurrent round trips to the members (1 or 2 per step) */
     int second_rounds;         /* steps that needed a second round for missing candidate masses */
     int skipped_rounds;        /* greedy steps whose winner was certain without the missing masses */
+    int sessions_recreated;    /* member sessions the workers had evicted, re-created from prompt + G */
     double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
 } ensemble_result;
 

@@ -30,6 +30,7 @@ typedef struct wk_session {
     unsigned char *g; /* healable tail: (healed prompt bytes) + G */
     size_t g_len, g_cap;
     size_t r_len;     /* residue = last r_len bytes of g */
+    int t_r;          /* residue token (the token backed off), -1 = none */
     int *kv;          /* tokens held in this session's KV sequence */
     int n_kv, cap_kv;
     float *p0;        /* p(. | kv[0..p0_n)) */
@@ -285,29 +286,51 @@ static void kv_truncate(wk_engine *e, wk_session *s, int L) {
     if (s->p1_n > L) s->p1_n = -1;
 }
 
-/* Decode toks[from..n) into the session's sequence (positions from..n),
- * logits for the last one only, into p0. Returns tokens decoded or -1. */
-static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, float **dst,
-                double **cum, int *dst_n) {
-    int done = 0;
-    if (grow((void **)&s->kv, &s->cap_kv, n, sizeof(int)) != 0) return -1;
-    for (int i = from; i < n;) {
-        e->batch.n_tokens = 0;
-        int end = i + e->n_batch < n ? i + e->n_batch : n;
-        for (int j = i; j < end; j++) batch_add(&e->batch, toks[j], j, s->seq, j == n - 1);
-        int d = decode(e);
-        if (d < 0) return -1;
-        done += d;
-        for (int j = i; j < end; j++) s->kv[j] = toks[j];
-        s->n_kv = end;
-        i = end;
-    }
+static int keep_probs(wk_engine *e, int batch_index, float **dst, double **cum) {
     if (!*dst) *dst = malloc((size_t)e->n_vocab * sizeof **dst);
     if (!*cum) *cum = malloc((size_t)(e->n_vocab + 1) * sizeof **cum);
     if (!*dst || !*cum) return -1;
-    softmax(llama_get_logits_ith(e->ctx, -1), e->n_vocab, *dst);
+    softmax(llama_get_logits_ith(e->ctx, batch_index), e->n_vocab, *dst);
     (*cum)[0] = NAN; /* cumulative sums on first need (mass) */
-    *dst_n = n;
+    return 0;
+}
+
+/* Decode toks[from..n) into the session's sequence (positions from..n) and,
+ * when extra >= 0, the residue token `extra` at position n, all in as few
+ * llama_decode calls as the batch size allows (one, in steady state: this is
+ * what keeps a healing member at about one decoded position per step).
+ * Probabilities after toks[0..n) go to p0 when from < n, those after
+ * toks[0..n) + extra to p1. Returns positions decoded, or -1. */
+static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, int extra) {
+    int total = n + (extra >= 0);
+    if (grow((void **)&s->kv, &s->cap_kv, total, sizeof(int)) != 0) return -1;
+    int done = 0, i = from;
+    while (i < total) {
+        e->batch.n_tokens = 0;
+        int end = i + e->n_batch < total ? i + e->n_batch : total;
+        int i0 = -1, i1 = -1; /* batch indices of the p0 and p1 rows */
+        for (int j = i; j < end; j++) {
+            int tok = j < n ? toks[j] : extra;
+            int want = j == n - 1 || j == n;
+            if (j == n - 1) i0 = e->batch.n_tokens;
+            if (j == n) i1 = e->batch.n_tokens;
+            batch_add(&e->batch, tok, j, s->seq, want);
+            s->kv[j] = tok;
+        }
+        int d = decode(e);
+        if (d < 0) return -1;
+        done += d;
+        s->n_kv = end;
+        if (i0 >= 0) {
+            if (keep_probs(e, i0, &s->p0, &s->cum0) != 0) return -1;
+            s->p0_n = n;
+        }
+        if (i1 >= 0) {
+            if (keep_probs(e, i1, &s->p1, &s->cum1) != 0) return -1;
+            s->p1_n = n + 1;
+        }
+        i = end;
+    }
     return done;
 }
 
@@ -695,6 +718,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     }
     /* The new state, built aside so that an error leaves the session as it was. */
     int cap_nt = 0;
+    int new_t_r = has_prompt ? -1 : s->t_r;
     const unsigned char *tail_src = has_prompt ? NULL : s->g;
     size_t tail_len = has_prompt ? 0 : s->g_len;
     if (has_prompt) {
@@ -707,6 +731,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
                 tail_len = bl;
                 nr = bl;
                 n_np = np - 1;
+                new_t_r = ptok[np - 1];
             }
         }
         if (grow((void **)&nt, &cap_nt, np + 2, sizeof *nt) != 0) goto oom;
@@ -732,6 +757,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
             memcpy(nt + n_nt, pt, (size_t)j * sizeof *nt);
             n_nt += j;
             nr = 0;
+            new_t_r = -1;
         } else { /* rule 2: re-tokenize the tail canonically, back off the last token */
             int *canon = NULL;
             int k = wk_tokenize_after(m, nt[n_np - 1], ng, ng_len, &canon);
@@ -747,6 +773,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
             memcpy(nt + n_np, canon, (size_t)(k - 1) * sizeof *nt);
             n_nt = n_np + k - 1;
             va_token_bytes(m->va, canon[k - 1], &nr);
+            new_t_r = canon[k - 1];
             free(canon);
         }
     }
@@ -769,30 +796,32 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     ng = NULL;
     s->g_len = ng_len;
     s->r_len = nr;
+    s->t_r = nr ? new_t_r : -1;
     if (has_prompt || q->append_len || s->n_paths > 4096) s->n_paths = 0;
     s->last_use = ++e->clock;
 
-    /* Decode what the KV cache lacks. */
+    /* Decode what the KV cache lacks, in one batch with the residue token. */
     int L = common_prefix(s->kv, s->n_kv, s->tok, s->n_tok);
-    if (!(L >= s->n_tok && s->p0_n == s->n_tok)) {
-        if (L >= s->n_tok) L = s->n_tok - 1;
-        kv_truncate(e, s, L);
-        int d = feed(e, s, s->tok, L, s->n_tok, &s->p0, &s->cum0, &s->p0_n);
+    if (L >= s->n_tok && s->p0_n != s->n_tok && s->p1_n == s->n_tok) {
+        /* The last step's residue token is now committed: its p1 is our p0. */
+        float *tp = s->p0; s->p0 = s->p1; s->p1 = tp;
+        double *tc = s->cum0; s->cum0 = s->cum1; s->cum1 = tc;
+        s->p0_n = s->n_tok;
+        s->p1_n = -1;
+    }
+    int need0 = !(L >= s->n_tok && s->p0_n == s->n_tok);
+    int t_r = s->r_len ? s->t_r : -1;
+    int need1 = t_r >= 0 && !(s->p1_n == s->n_tok + 1 && L >= s->n_tok && s->n_kv > s->n_tok &&
+                              s->kv[s->n_tok] == t_r);
+    if (need0 || need1) {
+        int from = need0 ? (L < s->n_tok ? L : s->n_tok - 1) : s->n_tok;
+        kv_truncate(e, s, from);
+        int d = feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1);
         if (d < 0) goto decode_failed;
         res->decoded += d;
     }
     const unsigned char *r = s->g + s->g_len - s->r_len;
-    wk_ctx c = {e, s, r, s->r_len, -1};
-    if (s->r_len) {
-        c.t_r = best_exact(e, s->p0, r, s->r_len);
-        if (c.t_r >= 0 && !(s->p1_n == s->n_tok + 1 && s->n_kv > s->n_tok && s->kv[s->n_tok] == c.t_r)) {
-            kv_truncate(e, s, s->n_tok);
-            s->tok[s->n_tok] = c.t_r; /* cap_tok >= n_tok + 2 */
-            int d = feed(e, s, s->tok, s->n_tok, s->n_tok + 1, &s->p1, &s->cum1, &s->p1_n);
-            if (d < 0) goto decode_failed;
-            res->decoded += d;
-        }
-    }
+    wk_ctx c = {e, s, r, s->r_len, t_r};
 
     /* Strings to evaluate: the member's proposals, then the caller's candidates. */
     int k = q->k;
@@ -870,14 +899,16 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     for (int i = 0; i < q->n_cands; i++) {
         wk_item *it = &items[n_items];
         if (item_set(it, r, s->r_len, q->cands[i], q->cand_lens[i]) != 0) goto oom;
-        it->m = q->cand_lens[i] == 0 ? Mr : mass_or_job(&c, it->x, it->xn, &jobs[nj], 1);
+        /* Not remembered: a string the member was only asked about is not its
+         * own choice, so committing it must heal (rule 2), not absorb. */
+        it->m = q->cand_lens[i] == 0 ? Mr : mass_or_job(&c, it->x, it->xn, &jobs[nj], 0);
         if (isnan(it->m)) jobs[nj++].out = n_items;
         n_items++;
     }
     if (nj) {
         double *ms = malloc((size_t)n_items * sizeof *ms);
         if (!ms) goto oom;
-        int d = run_jobs(&c, jobs, nj, ms, 1);
+        int d = run_jobs(&c, jobs, nj, ms, 0);
         for (int i = 0; i < nj; i++) items[jobs[i].out].m = ms[jobs[i].out];
         free(ms);
         if (d < 0) goto decode_failed;
