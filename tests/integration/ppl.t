@@ -106,6 +106,42 @@ ok $? "the same model twice = the model, for mixture, product and min_ppl"
 ok $? "--tune-weights runs"
 grep -q "weights tuned on" "$tmp/tune.txt"; ok $? "tuned weights reported"
 
+# the project's own models A (Llama-2 SentencePiece) and B (GPT-2 BPE) on a
+# bounded slice of the held-out text (3 documents, 1500 characters each)
+if [ -f models/a.gguf ] && [ -f models/b.gguf ] && [ -f data/brown-heldout.jsonl ]; then
+  python3 -c "
+import json
+for i, l in enumerate(open('data/brown-heldout.jsonl')):
+    if i >= 3: break
+    print(json.dumps({'text': json.loads(l)['text'][:1500]}))" > "$tmp/brown.jsonl"
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --weights 1,0 \
+    --strategies solo:a,solo:b,mixture --file "$tmp/brown.jsonl" --json "$tmp/ab10.json" \
+    --threads 1 --no-progress --resamples 50 > /dev/null 2>&1
+  ok $? "ppl with models A and B runs"
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/ab10.json'))['results']}
+print('# A %.9f  B %.9f  mixture(1,0) %.9f' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], r['mixture']['bits_per_byte']))
+sys.exit(0 if abs(r['mixture']['bits_per_byte'] - r['solo:a']['bits_per_byte']) <= 1e-6 else 1)"
+  ok $? "A and B (SentencePiece vs GPT-2 BPE): mixture (1,0) = solo:a (1e-6)"
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --strategies mixture \
+    --file "$tmp/brown.jsonl" --json "$tmp/abeq.json" --threads 1 --no-progress --resamples 200 > "$tmp/abeq.txt" 2>&1
+  py "
+import json, sys
+j = json.load(open('$tmp/abeq.json')); r = {x['name']: x for x in j['results']}
+m = r['mixture']
+print('# mixture %.4f bpb, %+.4f vs %s [%+.4f, %+.4f]' % (m['bits_per_byte'], m['diff_vs_best_member'], j['best_member'], m['diff_ci95'][0], m['diff_ci95'][1]))
+sys.exit(0 if j['best_member'] in ('solo:a', 'solo:b') and len(m['diff_ci95']) == 2 and m['diff_ci95'][0] <= m['diff_vs_best_member'] <= m['diff_ci95'][1] else 1)"
+  ok $? "the report states the ensemble's difference from the best member with its interval"
+  "$B/tools/ppl_direct" --model models/b.gguf --file "$tmp/brown.jsonl" --ctx 256 --overlap 128 --threads 1 > "$tmp/bdirect.json"
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/ab10.json'))['results']}; d = json.load(open('$tmp/bdirect.json'))
+print('# B: consort %.9f, direct %.9f' % (r['solo:b']['bits_per_byte'], d['bits_per_byte']))
+sys.exit(0 if abs(r['solo:b']['bits_per_byte'] - d['bits_per_byte']) <= 1e-6 else 1)"
+  ok $? "model B (GPT-2 BPE, <|endoftext|> as doc start): consort = direct llama.cpp (1e-6)"
+fi
+
 # ab
 printf '{"prompt": "Once upon a time"}\n{"prompt": "The little dog"}\n' > "$tmp/prompts.jsonl"
 "$B/consort" ab --member a="$A" --member b="$C" --prompts "$tmp/prompts.jsonl" --strategies solo:a,mixture \
