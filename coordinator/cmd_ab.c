@@ -88,6 +88,24 @@ static int ev_load_prompts(const char *path, char ***out, size_t *n, char *err, 
     return 0;
 }
 
+/* A scorer that never fails the whole report: an output a scorer cannot
+ * score (e.g. text its tokenizer cannot represent) gets no figure from it,
+ * with a warning. */
+typedef struct {
+    ev_scorer inner;
+    int warned;
+} ev_tolerant;
+
+static int ev_tolerant_score(void *ud, const char *text, size_t len, ev_token **tok, size_t *n,
+                             char *err, size_t errlen) {
+    ev_tolerant *t = ud;
+    if (t->inner.score(t->inner.ud, text, len, tok, n, err, errlen) == 0) return 0;
+    if (t->warned++ < 3) fprintf(stderr, "consort ab: %s could not score an output: %s\n", t->inner.name, err);
+    *tok = NULL;
+    *n = 0;
+    return 0;
+}
+
 static int ev_ab_chunk(void *ud, const ensemble_chunk *c) {
     (void)ud;
     (void)c;
@@ -282,8 +300,14 @@ int ev_cmd_ab(int argc, char **argv) {
         }
         ev_scorer sc[MEMBERS_MAX + 1];
         ev_member_scorer ud[MEMBERS_MAX + 1];
-        for (size_t m = 0; m < M; m++) ev_member_scorer_init(&sc[m], &ud[m], ms, m);
-        if (js) ev_member_scorer_init(&sc[M], &ud[M], js, 0);
+        ev_tolerant tol[MEMBERS_MAX + 1];
+        for (size_t k = 0; k < K; k++) {
+            ev_member_scorer_init(&tol[k].inner, &ud[k], k < M ? ms : js, k < M ? k : 0);
+            tol[k].warned = 0;
+            sc[k] = tol[k].inner;
+            sc[k].score = ev_tolerant_score;
+            sc[k].ud = &tol[k];
+        }
         ev_token **scores = NULL;
         size_t *n_scores = NULL;
         if (c.n != P * S || ev_score_corpus(&c, sc, K, tty, &scores, &n_scores, NULL, err, sizeof err)) {
@@ -294,9 +318,11 @@ int ev_cmd_ab(int argc, char **argv) {
                 ev_ab_output *o = &ab->out[i];
                 if (o->status) continue;
                 size_t pl = strlen(ab->prompts[i / S]);
-                for (size_t k = 0; k < K; k++)
+                for (size_t k = 0; k < K; k++) {
+                    if (!scores[k * c.n + i] && c.docs[i].len) continue; /* not scored: stays NaN */
                     ev_ab_conditional(scores[k * c.n + i], n_scores[k * c.n + i], pl, pl + o->len, &o->nll[k],
                                       &o->bytes[k]);
+                }
             }
             ev_scores_free(scores, n_scores, K * c.n);
         }
