@@ -188,8 +188,7 @@ static void *ev_score_thread(void *arg) {
         pthread_mutex_unlock(j->mu);
         if (rc) break;
     }
-    pthread_mutex_lock(j->mu);
-    (*j->done) += 0;
+    pthread_mutex_lock(j->mu); /* wake the progress loop when this member stops early */
     pthread_cond_signal(j->cv);
     pthread_mutex_unlock(j->mu);
     return NULL;
