@@ -9,5 +9,7 @@
 int cmd_generate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int ev_cmd_ppl(int argc, char **argv); /* cmd_ppl.c */
+int ev_cmd_ab(int argc, char **argv);  /* cmd_ab.c */
 
 #endif

@@ -9,6 +9,8 @@ static const struct { const char *name; int (*run)(int argc, char **argv); const
     {"generate", cmd_generate, "generate text once from a prompt and print it"},
     {"serve", cmd_serve, "serve an ensemble through an OpenAI-compatible HTTP API"},
     {"run", cmd_run, "zero-setup: start local workers for model files and serve them"},
+    {"ppl", ev_cmd_ppl, "held-out perplexity of members and ensembles across tokenizers (bits per byte, bootstrap CIs)"},
+    {"ab", ev_cmd_ab, "compare strategies on prompts: quality, speed, repetition, agreement; writes a report"},
 };
 
 static void usage(FILE *f) {
