@@ -4,9 +4,12 @@
 # exactly the processes started here (by pid).
 B=${CONSORT_BUILD:-build}
 ROOT=${CONSORT_ROOT:-$PWD}
-MODELS=$ROOT/../shared/models/external
-M1=$MODELS/stories260K.gguf
-M2=$MODELS/TinyStories-656K-Q8_0.gguf
+# The project's own models (SentencePiece and GPT-2 BPE vocabularies). The
+# external TinyStories-656K has tokens with exactly tied logits, so greedy
+# text under concurrent sessions (float sums in another order) flipped at
+# those ties; CONSORT_TEST_MODEL_A/_B override.
+M1=${CONSORT_TEST_MODEL_A:-$ROOT/models/a.gguf}
+M2=${CONSORT_TEST_MODEL_B:-$ROOT/models/b.gguf}
 TMP=$(mktemp -d)
 PIDS=()
 
@@ -14,7 +17,7 @@ skip_all() { echo "1..0 # SKIP $*"; exit 0; }
 need_stack() {
   [ -x "$B/consort" ] || skip_all "no $B/consort"
   [ -x "$B/consort-worker" ] || skip_all "no $B/consort-worker"
-  [ -f "$M1" ] && [ -f "$M2" ] || skip_all "test models missing in $MODELS"
+  [ -f "$M1" ] && [ -f "$M2" ] || skip_all "test models missing: $M1 $M2"
   "$B/consort" serve --help 2>/dev/null | grep -q -- --member || skip_all "consort has no serve command yet"
 }
 cleanup() {

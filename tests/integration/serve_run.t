@@ -25,10 +25,11 @@ check "unknown option: usage error (2)" test $? -eq 2
 "$B/consort" run /nonexistent.gguf >/dev/null 2>&1; check "run of a missing file: usage error" test $? -eq 2
 
 # zero-setup run of two files
+N1=$(basename "$M1" .gguf) N2=$(basename "$M2" .gguf) # member names: file names
 if start_consort run run --port 0 --threads 1 "$M1" "$M2"; then
   check "run: listening" true
   check "run: /v1/models lists both members" bash -c \
-    "curl -s '$SERVER_URL/models' | grep -q '\"stories260K\"' && curl -s '$SERVER_URL/models' | grep -q '\"TinyStories-656K-Q8_0\"'"
+    "curl -s '$SERVER_URL/models' | grep -q '\"$N1\"' && curl -s '$SERVER_URL/models' | grep -q '\"$N2\"'"
   st=$(status "$SERVER_URL/completions" -H 'Content-Type: application/json' \
          -d '{"prompt":"Once upon a time","max_tokens":8,"temperature":0}')
   check "run: a completion (200)" test "$st" = 200
@@ -41,7 +42,7 @@ if start_consort run run --port 0 --threads 1 "$M1" "$M2"; then
   for k in $kids; do kill -0 "$k" 2>/dev/null && alive=1; done
   check "run: its workers are gone after shutdown" test $alive -eq 0
   check "run: logged the members and the listening URL" bash -c \
-    "grep -q 'member stories260K' '$TMP/run.err' && grep -q 'OpenAI-compatible API at http' '$TMP/run.err'"
+    "grep -q 'member $N1' '$TMP/run.err' && grep -q 'OpenAI-compatible API at http' '$TMP/run.err'"
 else
   check "run: listening" false
 fi

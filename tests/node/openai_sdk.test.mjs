@@ -15,7 +15,7 @@ const faultPids = (process.env.CONSORT_FAULT_PIDS || '').split(',').filter(Boole
 assert.ok(baseURL, 'CONSORT_URL must be set');
 
 const client = new OpenAI({ baseURL, apiKey: 'not-needed', maxRetries: 0, timeout: 120_000 });
-const prompt = 'Once upon a time, there was a little';
+const prompt = 'The committee said that the new school';
 const messages = [{ role: 'user', content: 'Tell me a story about a cat.' }];
 const MAX = 24;
 

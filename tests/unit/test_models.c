@@ -11,12 +11,19 @@
  * cores). Under valgrind (CONSORT_VALGRIND=1) only loading is checked:
  * scoring there would take hours.
  *
+ * The same models also go through the worker: the first held-out document
+ * is scored by the worker's own engine (wk_score, the code behind
+ * consort-worker's /v1/score: rolling windows of 256 tokens, overlap 128)
+ * and compared, to 1e-3 nats/token, with "worker_doc0" in heldout_loss.json,
+ * a figure made by the independent libllama loop tests/tools/ppl_direct
+ * (`ppl_direct --model M --file DOC0 --ctx 256`).
+ *
  * The repository root is $CONSORT_ROOT (tests/run.sh sets it), else ".".
- * This checks libllama directly; the same check through consort-worker
- * belongs with the worker's tests.
  */
 #include "tests/tap.h"
 #include "tools/heldout.h"
+#include "worker/wk_engine.h"
+#include "worker/wk_model.h"
 
 #include <ggml-backend.h>
 #include <sys/stat.h>
@@ -66,6 +73,55 @@ static const struct {
     { "b", 50257, LLAMA_VOCAB_TYPE_BPE },
     { "c", 32000, LLAMA_VOCAB_TYPE_SPM },
 };
+
+/* The first document of the held-out file (its "text"), malloc'ed. */
+static char *first_doc(const char *heldout, size_t *len) {
+    FILE *f = fopen(heldout, "rb");
+    if (!f) return NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    fclose(f);
+    json_t *j = n > 0 ? json_loadb(line, (size_t)n, 0, NULL) : NULL;
+    free(line);
+    const char *t = json_string_value(json_object_get(j, "text"));
+    char *out = t ? strdup(t) : NULL;
+    if (out) *len = json_string_length(json_object_get(j, "text"));
+    json_decref(j);
+    return out;
+}
+
+/* The model through the worker's engine: held-out document 0 as recorded. */
+static void worker_doc0(const char *model_path, const char *heldout, json_t *want, const char *name) {
+    char what[256], emsg[256];
+    double want_lp = json_real_value(json_object_get(want, "sum_logprob"));
+    long want_tok = (long)json_integer_value(json_object_get(want, "tokens"));
+    snprintf(what, sizeof what, "%s: worker_doc0 recorded", name);
+    if (!ok(want_tok > 0, what)) return;
+    size_t len = 0;
+    char *doc = first_doc(heldout, &len);
+    wk_model *m = doc ? wk_model_load(model_path, 0, emsg, sizeof emsg) : NULL;
+    wk_engine_opts o = {.n_ctx = 256, .n_threads = 2, .slots = 1};
+    wk_engine *e = m ? wk_engine_create(m, &o, emsg, sizeof emsg) : NULL;
+    snprintf(what, sizeof what, "%s: loads in the worker's engine", name);
+    if (ok(e != NULL, what)) {
+        wk_score_res r;
+        wk_err err;
+        int rc = wk_score(e, doc, len, 1, &r, &err);
+        snprintf(what, sizeof what, "%s: the worker scores held-out document 0 (%ld tokens)", name, want_tok);
+        ok(rc == 0 && r.n == want_tok && r.overlap == 128, what);
+        snprintf(what, sizeof what, "%s: worker nats/token = direct libllama's, to %g", name, TOL);
+        if (rc == 0) {
+            is_near(-r.sum_logprob / r.n, -want_lp / (double)want_tok, TOL, what);
+            wk_score_res_free(&r);
+        } else {
+            ok(0, what);
+        }
+    }
+    wk_engine_free(e);
+    if (m) wk_model_free(m);
+    free(doc);
+}
 
 int main(void) {
     const char *root = getenv("CONSORT_ROOT");
@@ -158,6 +214,7 @@ int main(void) {
                 snprintf(what, sizeof what, "%s: bits per byte as recorded", name);
                 is_near(heldout_bpb(&r), want_bpb, 1e-3, what);
             }
+            worker_doc0(path, heldout, json_object_get(jm, "worker_doc0"), name);
         }
         llama_model_free(model);
     }
