@@ -3,14 +3,12 @@
 #include "coordinator/cmd_serve.h"
 
 #include "common/log.h"
+#include "common/stop_signal.h"
 #include "coordinator/api.h"
 #include "coordinator/commands.h"
 #include "coordinator/ensemble.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,43 +115,6 @@ int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, si
 
 /* ---- signals ----------------------------------------------------------------------- */
 
-static int api_sig_pipe[2] = {-1, -1};
-static volatile sig_atomic_t api_sig_got;
-
-static void on_signal(int sig) {
-    int saved = errno;
-    api_sig_got = sig;
-    if (api_sig_pipe[1] >= 0) {
-        ssize_t r = write(api_sig_pipe[1], "x", 1);
-        (void)r;
-    }
-    errno = saved;
-}
-
-static int install_signals(void) {
-    if (pipe(api_sig_pipe)) return -1;
-    for (int k = 0; k < 2; k++) fcntl(api_sig_pipe[k], F_SETFD, FD_CLOEXEC);
-    fcntl(api_sig_pipe[1], F_SETFL, O_NONBLOCK);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
-static void wait_signal(void) {
-    for (;;) {
-        struct pollfd p = {api_sig_pipe[0], POLLIN, 0};
-        int r = poll(&p, 1, -1);
-        if (r > 0) return;
-        if (r < 0 && errno != EINTR) return;
-    }
-}
-
 /* ---- serving ------------------------------------------------------------------------- */
 
 int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
@@ -172,7 +133,7 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     }
     /* Until here SIGINT simply ends the process (spawned workers die with it:
      * PR_SET_PDEATHSIG); from here on it means a clean shutdown. */
-    if (install_signals()) {
+    if (stop_signal_install()) {
         fprintf(stderr, "consort %s: cannot set up signal handling: %s\n", cmd, strerror(errno));
         members_free(ms);
         return 1;
@@ -242,8 +203,8 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     printf("consort listening on %s/v1\n", base);
     fflush(stdout);
 
-    wait_signal();
-    log_info("%s: signal %d, shutting down", cmd, (int)api_sig_got);
+    int sig = stop_signal_wait();
+    log_info("%s: signal %d, shutting down", cmd, sig);
     api_stop(srv);
     ensemble_free(e);
     members_free(ms);

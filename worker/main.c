@@ -2,13 +2,13 @@
  * (docs/PROTOCOL.md, docs/WORKER.md). */
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/stop_signal.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_http.h"
 #include "worker/wk_model.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +32,6 @@ static void usage(FILE *f) {
             "\n"
             "When ready it prints one line: consort-worker listening on http://HOST:PORT\n"
             "CONSORT_LOG=debug|info|warn|error sets the log level (debug also shows llama.cpp's log).\n");
-}
-
-/* SIGINT/SIGTERM may land on any thread (libraries can start threads before
- * main runs, with no signal mask of ours): the handler only writes to a pipe
- * that main waits on. */
-static int sig_pipe[2] = {-1, -1};
-static void on_signal(int sig) {
-    unsigned char c = (unsigned char)sig;
-    ssize_t r = write(sig_pipe[1], &c, 1);
-    (void)r;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, long *out) {
@@ -105,18 +95,10 @@ int main(int argc, char **argv) {
     snprintf(lname, sizeof lname, "worker:%s", name);
     log_set_name(lname);
 
-    if (pipe(sig_pipe) != 0) {
+    if (stop_signal_install() != 0) {
         fprintf(stderr, "consort-worker: pipe: %s\n", strerror(errno));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     wk_backend_init();
     char err[512];
@@ -153,15 +135,13 @@ int main(int argc, char **argv) {
     printf("consort-worker listening on http://%s:%d\n", hostbuf, http_server_port(srv));
     fflush(stdout);
 
-    unsigned char sig = 0;
-    while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {}
+    int sig = stop_signal_wait();
     log_info("signal %d: shutting down", sig);
     http_server_stop(srv);
     wk_http_free(h);
     wk_engine_free(e);
     wk_model_free(m);
     wk_backend_free();
-    close(sig_pipe[0]);
-    close(sig_pipe[1]);
+    stop_signal_close();
     return 0;
 }
