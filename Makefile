@@ -108,8 +108,11 @@ test-san:
 test-valgrind: tests
 	CONSORT_BUILD=$(BUILD) CONSORT_VALGRIND=1 tests/run.sh unit
 
+# Every benchmark, each printing side-by-side ratios (bench/RESULTS.md).
 bench: tests
 	bench/run.sh
+	bench/ensemble_bench.sh
+	bench/ppl_bench.sh
 
 clean:
 	rm -rf build build-san
