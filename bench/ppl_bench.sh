@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CONSORT_BUILD:-build}
-MODEL=${1:-../shared/models/external/stories260K.gguf}
+MODEL=${1:-models/a.gguf}
 FILE=${2:-data/brown-heldout.jsonl}
 T=${3:-2}
 REPS=${REPS:-3}
