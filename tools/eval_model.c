@@ -17,16 +17,6 @@
 
 #include <ggml-backend.h>
 
-static void quiet(enum ggml_log_level level, const char *text, void *user) {
-    (void)user;
-    if (level >= GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
-}
-
-static bool no_progress(float progress, void *user) {
-    (void)progress;
-    (void)user;
-    return true;
-}
 
 static int generate(struct llama_model *model, const char *prompt, int n_gen, int n_ctx) {
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
@@ -112,10 +102,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL.gguf [HELDOUT.jsonl] [-c N_CTX] [-p PROMPT [-n N]]\n", argv[0]);
         return 2;
     }
-    llama_log_set(quiet, NULL);
+    llama_log_set(heldout_quiet_log, NULL);
     ggml_backend_load_all_from_path(CONSORT_BACKEND_DIR);
     struct llama_model_params mp = llama_model_default_params();
-    mp.progress_callback = no_progress;
+    mp.progress_callback = heldout_no_progress;
     struct llama_model *model = llama_model_load_from_file(model_path, mp);
     if (!model) { fprintf(stderr, "cannot load %s\n", model_path); return 1; }
     int rc = 0;

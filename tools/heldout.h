@@ -27,6 +27,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* llama.cpp log callback: errors only (for llama_log_set). */
+static inline void heldout_quiet_log(enum ggml_log_level level, const char *text, void *user) {
+    (void)user;
+    if (level >= GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
+/* Model-loading progress callback that prints nothing and never cancels. */
+static inline bool heldout_no_progress(float progress, void *user) {
+    (void)progress;
+    (void)user;
+    return true;
+}
+
 typedef struct {
     double nll;       /* total, nats */
     long n_tokens;    /* scored tokens */

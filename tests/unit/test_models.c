@@ -32,16 +32,6 @@
 #define TOL 1e-3
 #define MAX_FILE_BYTES 12000000L
 
-static void quiet(enum ggml_log_level level, const char *text, void *user) {
-    (void)user;
-    if (level >= GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
-}
-
-static bool no_progress(float progress, void *user) {
-    (void)progress;
-    (void)user;
-    return true;
-}
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -133,7 +123,7 @@ int main(void) {
     char path[4096], heldout[4096];
     snprintf(heldout, sizeof heldout, "%s/data/brown-heldout.jsonl", root);
 
-    llama_log_set(quiet, NULL);
+    llama_log_set(heldout_quiet_log, NULL);
     ggml_backend_load_all_from_path(CONSORT_BACKEND_DIR);
 
     snprintf(path, sizeof path, "%s/models/heldout_loss.json", root);
@@ -182,7 +172,7 @@ int main(void) {
         ok(stat(path, &st) == 0 && st.st_size <= MAX_FILE_BYTES, what);
 
         struct llama_model_params mp = llama_model_default_params();
-        mp.progress_callback = no_progress;
+        mp.progress_callback = heldout_no_progress;
         struct llama_model *model = llama_model_load_from_file(path, mp);
         snprintf(what, sizeof what, "%s: loads", name);
         if (!ok(model != NULL, what)) continue;
