@@ -71,7 +71,7 @@ const char members_cli_help[] =
     "  --ctx-size N           context size of spawned workers (worker default)\n"
     "  --step-timeout SEC     per-step deadline for member answers (30)\n"
     "  --start-timeout SEC    how long a spawned worker may take to start (120)\n"
-    "  --member-k K           continuations asked from each member per step (20)\n"
+    "  --member-k K           proposals of each member per step (1 greedy, 8 sampling)\n"
     "  --tolerate-down        start even if some members do not answer\n";
 
 void members_cli_init(members_cli *cli) { memset(cli, 0, sizeof *cli); }
