@@ -71,7 +71,7 @@ const char members_cli_help[] =
     "  --ctx-size N           context size of spawned workers (worker default)\n"
     "  --step-timeout SEC     per-step deadline for member answers (30)\n"
     "  --start-timeout SEC    how long a spawned worker may take to start (120)\n"
-    "  --member-k K           continuations asked from each member per step (20)\n"
+    "  --member-k K           proposals of each member per step (1 greedy, 8 sampling)\n"
     "  --tolerate-down        start even if some members do not answer\n";
 
 void members_cli_init(members_cli *cli) { memset(cli, 0, sizeof *cli); }
@@ -495,11 +495,28 @@ static int spawn_worker(member *m, const char *worker, int threads, int ctx, cha
         argv[a++] = ctx_s;
     }
     argv[a] = NULL;
+    /* The worker's environment: ours, with CONSORT_LOG=warn unless set (its
+     * info lines would interleave with the coordinator's output). Built
+     * before fork: nothing but async-signal-safe calls in the child. */
+    extern char **environ;
+    size_t ne = 0;
+    while (environ[ne]) ne++;
+    char **envp = malloc((ne + 2) * sizeof *envp);
+    if (!envp) {
+        snprintf(err, errlen, "out of memory");
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    memcpy(envp, environ, ne * sizeof *envp);
+    if (!getenv("CONSORT_LOG")) envp[ne++] = "CONSORT_LOG=warn";
+    envp[ne] = NULL;
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "member '%s': fork: %s", m->name, strerror(errno));
         close(fds[0]);
         close(fds[1]);
+        free(envp);
         return -1;
     }
     if (pid == 0) {
@@ -508,11 +525,12 @@ static int spawn_worker(member *m, const char *worker, int threads, int ctx, cha
 #endif
         dup2(fds[1], 1);
         close(fds[1]);
-        execv(worker, (char *const *)argv);
+        execve(worker, (char *const *)argv, envp);
         fprintf(stderr, "consort: cannot run %s: %s\n", worker, strerror(errno));
         _exit(127);
     }
     close(fds[1]);
+    free(envp);
     m->pid = pid;
     m->out_fd = fds[0];
     return 0;

@@ -62,7 +62,7 @@ typedef struct {
     int ctx;                           /* --ctx-size for spawned workers, 0 = worker default */
     double step_timeout;               /* --step-timeout SECONDS per step, 0 = default (30) */
     double start_timeout;              /* --start-timeout SECONDS for spawned workers, 0 = 120 */
-    int top_k_members;                 /* --member-k: continuations asked per member, 0 = 20 */
+    int top_k_members;                 /* --member-k: proposals per member and step, 0 = 1 greedy / 8 sampling */
     int tolerate_down;                 /* --tolerate-down: open even if some members are down */
 } members_cli;
 
