@@ -1,6 +1,7 @@
 /* common/http_server.c: see http_server.h. */
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/sbuf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,8 +33,7 @@ struct http_conn {
     http_server *srv;
     struct MHD_Connection *mc;
     char *uri;   /* as received, with query */
-    char *body;
-    size_t len, cap;
+    sbuf body; /* the upload so far */
     int started, too_big, replied, queue_failed;
     int nhdr;
     char *hname[HS_MAX_HEADERS], *hvalue[HS_MAX_HEADERS];
@@ -62,7 +62,7 @@ static void conn_free(http_conn *c) {
         free(c->hvalue[i]);
     }
     free(c->uri);
-    free(c->body);
+    sb_free(&c->body);
     free(c);
 }
 
@@ -366,24 +366,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (c->replied || c->too_big) return MHD_YES;
-        if (c->len + n > s->max_body) {
+        if (c->body.n + n > s->max_body) {
             c->too_big = 1;
-            free(c->body);
-            c->body = NULL;
-            c->len = c->cap = 0;
+            sb_free(&c->body);
             return MHD_YES;
         }
-        if (c->len + n + 1 > c->cap) {
-            size_t cap = c->cap ? c->cap : 4096;
-            while (cap < c->len + n + 1) cap *= 2;
-            char *b = realloc(c->body, cap);
-            if (!b) return MHD_NO;
-            c->body = b;
-            c->cap = cap;
-        }
-        memcpy(c->body + c->len, upload_data, n);
-        c->len += n;
-        c->body[c->len] = 0;
+        if (sb_add(&c->body, upload_data, n)) return MHD_NO;
         return MHD_YES;
     }
     if (c->replied) return c->queue_failed ? MHD_NO : MHD_YES;
@@ -396,8 +384,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         .method = method,
         .path = url,
         .query = q ? q + 1 : "",
-        .body = c->body ? c->body : "",
-        .body_len = c->len,
+        .body = c->body.p ? c->body.p : "",
+        .body_len = c->body.n,
     };
     s->route(c, &req, s->user);
     if (!c->replied) {

@@ -15,6 +15,7 @@
 
 #include "common/b64.h"
 #include "common/log.h"
+#include "common/sbuf.h"
 #include "common/utf8.h"
 #include "coordinator/members.h"
 #include "sampler/sampler.h"
@@ -72,30 +73,7 @@ static double cpu_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* ---- growable byte buffer -------------------------------------------------- */
-
-typedef struct { char *p; size_t n, cap; } sbuf;
-
-static int sb_reserve(sbuf *b, size_t extra) {
-    if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int sb_add(sbuf *b, const void *s, size_t n) {
-    if (sb_reserve(b, n)) return -1;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
-static int sb_str(sbuf *b, const char *s) { return sb_add(b, s, strlen(s)); }
+/* ---- base64 into a byte buffer (common/sbuf.h) ------------------------- */
 
 static int sb_b64(sbuf *b, const void *s, size_t n) {
     char *e = b64_encode(s, n);
@@ -105,10 +83,6 @@ static int sb_b64(sbuf *b, const void *s, size_t n) {
     return r;
 }
 
-static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud) {
-    sbuf *b = ud;
-    return sb_add(b, data, size * nmemb) ? 0 : size * nmemb;
-}
 
 /* ---- the ensemble ---------------------------------------------------------- */
 
@@ -282,7 +256,7 @@ static int setup_handle(run *r, mstate *m) {
     curl_easy_setopt(m->h, CURLOPT_URL, url);
     curl_easy_setopt(m->h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(m->h, CURLOPT_HTTPHEADER, m->hdr);
-    curl_easy_setopt(m->h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(m->h, CURLOPT_WRITEFUNCTION, sb_curl_write);
     curl_easy_setopt(m->h, CURLOPT_WRITEDATA, &m->resp);
     curl_easy_setopt(m->h, CURLOPT_TIMEOUT_MS, (long)(r->step_timeout * 1000));
     curl_easy_setopt(m->h, CURLOPT_CONNECTTIMEOUT_MS, (long)(r->step_timeout * 1000));
@@ -736,18 +710,25 @@ static int greedy_decided(run *r) {
     return sstrat_greedy_bound(r->nm, r->cand.n, r->cand.parent, r->lq, r->mat_cap, endq, wn, r->mlo);
 }
 
-/* One step's decision. Returns the chosen event (n = END), -1 none. */
-static int decide(run *r) {
-    size_t n = r->cand.n, ne = n + 1, stride = r->mat_cap + 1;
-    const ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
-    int need[MEMBERS_MAX];
-    weights_now(r);
+/* Each member that answered this step: its events over its own proposals
+ * (r->own) and its greedy choice among them. */
+static void own_choices(run *r) {
+    size_t ne = r->cand.n + 1, stride = r->mat_cap + 1;
     for (size_t i = 0; i < r->nm; i++) {
         r->m[i].own_choice = -1;
         if (!r->m[i].active || !r->m[i].fresh) continue;
         own_events(r, i, r->own + i * stride);
         r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
     }
+}
+
+/* One step's decision. Returns the chosen event (n = END), -1 none. */
+static int decide(run *r) {
+    size_t n = r->cand.n, ne = n + 1, stride = r->mat_cap + 1;
+    const ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
+    int need[MEMBERS_MAX];
+    weights_now(r);
+    own_choices(r);
     enum sstrat_kind k = r->st.kind;
     if (k == SSTRAT_SELECTIVE && r->m[r->lead].active) {
         if (sstrat_selective(1, ne, r->own + r->lead * stride, (double[]){1}, 0, r->threshold, r->dist)) {
@@ -765,12 +746,7 @@ static int decide(run *r) {
             ne = n + 1;
             stride = r->mat_cap + 1;
             weights_now(r);
-            for (size_t i = 0; i < r->nm; i++) {
-                r->m[i].own_choice = -1;
-                if (!r->m[i].active || !r->m[i].fresh) continue;
-                own_events(r, i, r->own + i * stride);
-                r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
-            }
+            own_choices(r);
         }
     }
     if (k == SSTRAT_MIN_PPL || k == SSTRAT_MIN_PPL_CROSS) {

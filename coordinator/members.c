@@ -2,6 +2,7 @@
 #include "coordinator/members.h"
 
 #include "common/log.h"
+#include "common/sbuf.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -250,24 +251,6 @@ int members_cli_check(const members_cli *cli, char *err, size_t errlen) {
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
-typedef struct { char *p; size_t n, cap; } buf_t;
-
-static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud) {
-    buf_t *b = ud;
-    size_t n = size * nmemb;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return 0;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return n;
-}
 
 void *members_handle_get(member_set *ms, size_t i) {
     member *m = &ms->m[i];
@@ -306,7 +289,7 @@ static int http_json(member_set *ms, size_t i, const char *method, const char *p
     char url[512];
     snprintf(url, sizeof url, "%s%s", m->url, path);
     char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    buf_t b = {0};
+    sbuf b = {0};
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
     curl_easy_reset(h);
@@ -314,7 +297,7 @@ static int http_json(member_set *ms, size_t i, const char *method, const char *p
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((timeout_s > 0 ? timeout_s : 60) * 1000));
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sb_curl_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     if (payload) {
@@ -340,7 +323,7 @@ static int http_json(member_set *ms, size_t i, const char *method, const char *p
     }
     curl_slist_free_all(hdr);
     free(payload);
-    free(b.p);
+    sb_free(&b);
     if (rc == CURLE_OK) members_handle_put(ms, i, h);
     else curl_easy_cleanup(h); /* a failed connection is not reused */
     return (int)status;
