@@ -440,6 +440,16 @@ static void ev_fmtn(FILE *f, const char *fmt, double x) {
     else fputs("-", f);
 }
 
+/* "x [lo, hi]", each as ev_fmtn prints it. */
+static void ev_fmt_ci(FILE *f, const char *fmt, double x, const double ci[2]) {
+    ev_fmtn(f, fmt, x);
+    fputs(" [", f);
+    ev_fmtn(f, fmt, ci[0]);
+    fputs(", ", f);
+    ev_fmtn(f, fmt, ci[1]);
+    fputc(']', f);
+}
+
 static int ev_write_md(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
     size_t P = ab->n_prompts, S = ab->n_strategies, K = ab->n_scorers, M = ab->n_members;
     fprintf(f, "# consort ab\n\n%zu prompts, %zu strategies; max %d steps, temperature %g", P, S, ab->max_tokens,
@@ -463,24 +473,16 @@ static int ev_write_md(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
     for (size_t s = 0; s < S; s++) {
         const ev_ab_sum *x = &sum[s];
         ev_md_name(f, "| ", ab->strategies[s], " | ");
-        ev_fmtn(f, "%.4f", x->quality);
-        fputs(" [", f);
-        ev_fmtn(f, "%.4f", x->quality_ci[0]);
-        fputs(", ", f);
-        ev_fmtn(f, "%.4f", x->quality_ci[1]);
-        fputs("] |", f);
+        ev_fmt_ci(f, "%.4f", x->quality, x->quality_ci);
+        fputs(" |", f);
         for (size_t k = 0; k < K; k++) {
             fputc(' ', f);
             ev_fmtn(f, "%.4f", x->bpb[k]);
             fputs(" |", f);
         }
         fputc(' ', f);
-        ev_fmtn(f, "%.1f", x->bytes_per_s);
-        fputs(" [", f);
-        ev_fmtn(f, "%.1f", x->bps_ci[0]);
-        fputs(", ", f);
-        ev_fmtn(f, "%.1f", x->bps_ci[1]);
-        fputs("] | ", f);
+        ev_fmt_ci(f, "%.1f", x->bytes_per_s, x->bps_ci);
+        fputs(" | ", f);
         ev_fmtn(f, "%.2f", x->steps_per_s);
         fputs(" |", f);
         for (size_t m = 0; m < M; m++) {
