@@ -1,17 +1,16 @@
 # consort build. `make` builds build/consort-worker and build/consort;
 # `make test` runs every test: normal build, then ASan+UBSan, then valgrind.
 #
-# Layout (one directory per part, see ../shared/DESIGN.md):
+# Layout (docs/ARCHITECTURE.md):
 #   common/       small shared helpers (logging, buffers, base64, HTTP glue)
-#   vocab_align/  byte-level vocabulary alignment (tries, prefix masses)
-#   sampler/      combination strategies and sampling
+#   protocol/     the member protocol: C structs <-> JSON (docs/PROTOCOL.md)
+#   vocab_align/  byte-level vocabulary alignment (sorted vocabularies, candidate sets)
+#   sampler/      the strategy registry, combination strategies and sampling
 #   worker/       consort-worker (main in worker/main.c)
-#   coordinator/  consort (main in coordinator/main.c)
-#   tests/unit/test_*.c      one TAP program each, linked with every module
-#   tests/integration/*.t    executable TAP scripts (shell, node, C drivers)
-#
-# Every extern symbol is unique project-wide (module prefixes), so a test can
-# link all modules at once.
+#   coordinator/  consort: engine/ (members, generation), api/ (OpenAI server),
+#                 eval/ (ppl and ab arithmetic), cli/ (commands; main.c)
+#   tests/unit/LAYER/test_*.c  one TAP program each, linked with its layer
+#   tests/integration/*.t      executable TAP scripts (shell, node, C drivers)
 #
 # llama.cpp is found by scripts/deps.sh (pkg-config `llama`, LLAMA_PREFIX,
 # else pinned npm packages in .deps/); it also installs missing Debian
@@ -38,51 +37,75 @@ endif
 CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
 LDFLAGS_ALL = $(LDFLAGS_BASE) $(LDFLAGS)
 
-LIB_SRC = $(wildcard common/*.c vocab_align/*.c sampler/*.c)
-WORKER_SRC = $(filter-out worker/main.c,$(wildcard worker/*.c))
-COORD_SRC = $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
-LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-WORKER_OBJ = $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
-COORD_OBJ = $(COORD_SRC:%.c=$(BUILD)/obj/%.o)
-TEST_SRC = $(wildcard tests/unit/test_*.c)
-TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# ---- layers -----------------------------------------------------------------
+# Each layer is a folder whose objects link only with the layers below it
+# (docs/ARCHITECTURE.md has the picture). A unit test lives in
+# tests/unit/LAYER/ and links only LAYER and what LAYER may use, so a call
+# into a layer above fails the link; scripts/check_layers.sh does the same for
+# #include lines and runs with every build.
+L_common      = common
+L_protocol    = protocol common
+L_vocab_align = vocab_align common
+L_sampler     = sampler vocab_align common
+L_worker      = worker protocol vocab_align common
+L_engine      = coordinator/engine protocol sampler vocab_align common
+L_eval        = coordinator/eval sampler vocab_align common
+L_api         = coordinator/api coordinator/engine protocol sampler vocab_align common
+L_cli         = coordinator/cli coordinator/api coordinator/eval coordinator/engine protocol sampler vocab_align common
+
+MAINS = worker/main.c coordinator/cli/main.c
+objs_of = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(MAINS),$(foreach d,$(1),$(wildcard $(d)/*.c))))
+# Test support code (the mock member) builds like a layer of its own.
+SUPPORT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
+
+LAYERS = common protocol vocab_align sampler worker engine eval api cli
+TEST_BIN = $(foreach l,$(LAYERS),$(patsubst tests/unit/$(l)/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/$(l)/test_*.c)))
 TOOL_SRC = $(wildcard tests/tools/*.c bench/*.c tools/*.c)
 TOOL_BIN = $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
-BINS = $(if $(wildcard worker/main.c),$(BUILD)/consort-worker) $(if $(wildcard coordinator/main.c),$(BUILD)/consort)
+BINS = $(BUILD)/consort-worker $(BUILD)/consort
 
 .SECONDARY:
-.PHONY: all run deps tests test test-normal test-san test-valgrind bench clean distclean
-all: $(BINS)
+.PHONY: all run deps tests test test-normal test-san test-valgrind bench clean distclean check-layers
+all: check-layers $(BINS)
 
 build/config.mk: scripts/deps.sh
 	bash scripts/deps.sh build/config.mk
 
 deps: build/config.mk
 
+check-layers:
+	@scripts/check_layers.sh
+
 $(BUILD)/obj/%.o: %.c build/config.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/consort-worker: $(BUILD)/obj/worker/main.o $(WORKER_OBJ) $(LIB_OBJ)
+$(BUILD)/consort-worker: $(BUILD)/obj/worker/main.o $(call objs_of,$(L_worker))
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 
-$(BUILD)/consort: $(BUILD)/obj/coordinator/main.o $(COORD_OBJ) $(LIB_OBJ)
+$(BUILD)/consort: $(BUILD)/obj/coordinator/cli/main.o $(call objs_of,$(L_cli))
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(WORKER_OBJ) $(COORD_OBJ) $(LIB_OBJ)
+# One rule per layer: tests/unit/LAYER/test_X.c -> $(BUILD)/tests/test_X.
+define test_rule
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/$(1)/%.o $(call objs_of,$(L_$(1))) $(if $(filter $(1),engine api cli),$(SUPPORT_OBJ))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$^ -o $$@ $$(LDFLAGS_ALL)
+endef
+$(foreach l,$(LAYERS),$(eval $(call test_rule,$(l))))
+
+# Reference tools and benchmarks: direct libllama loops (with the worker's
+# code where they measure it); corpus tools use common/ only.
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(call objs_of,$(L_worker))
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 
-$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(WORKER_OBJ) $(LIB_OBJ)
+$(BUILD)/tools/%: $(BUILD)/obj/bench/%.o $(call objs_of,$(L_worker))
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 
-$(BUILD)/tools/%: $(BUILD)/obj/bench/%.o $(WORKER_OBJ) $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS_ALL)
-
-$(BUILD)/tools/%: $(BUILD)/obj/tools/%.o $(LIB_OBJ)
+$(BUILD)/tools/%: $(BUILD)/obj/tools/%.o $(call objs_of,$(L_common))
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
 

@@ -1,6 +1,6 @@
 /* tools/heldout.h: the held-out loss of a model, computed with llama.cpp the
  * way tools/train.py computes it (header-only: used by tools/eval_model.c and
- * tests/unit/test_models.c).
+ * tests/unit/worker/test_models.c).
  *
  * Windowing (models/README.md states the same): the file is JSONL, one
  * {"text": ...} per document. Each document's text is tokenized whole with the

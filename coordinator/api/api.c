@@ -1,0 +1,795 @@
+/* coordinator/api/api.c: the OpenAI-compatible HTTP server. See api.h. */
+#include "coordinator/api/api.h"
+
+#include "common/http_server.h"
+#include "common/log.h"
+#include "coordinator/api/openai.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define API_MAX_ROWS 64
+#define API_MAX_MEMBERS 64
+
+static const double api_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define API_N_BUCKETS (sizeof api_buckets / sizeof *api_buckets)
+
+struct api_server {
+    http_server *http;
+    api_backend be;
+    oai_config ocfg;
+    char model_id[128];
+    char strategy[128];
+    char *api_key;
+    const char *names[API_MAX_MEMBERS];
+    size_t n_names;
+    long long started;
+    int stopping; /* atomic (__atomic builtins): read without mu by generations */
+
+    pthread_mutex_t mu; /* guards everything below */
+    uint64_t rng;
+    struct { char endpoint[40]; int status; unsigned long long n; } rows[API_MAX_ROWS];
+    size_t n_rows;
+    unsigned long long steps, prompt_tokens, completion_tokens, disconnects;
+    unsigned long long member_failures[API_MAX_MEMBERS];
+    unsigned long long bucket[API_N_BUCKETS + 1]; /* last: +Inf */
+    double step_sum;
+    unsigned long long step_count;
+    long in_flight;
+    /* admission: tickets served in order, at most max_parallel running */
+    int max_parallel;
+    unsigned long long next_ticket, now_serving;
+    long running, queued;
+    pthread_cond_t turn;
+};
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+static int is_stopping(api_server *s) { return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void make_id(api_server *s, const char *prefix, char *out, size_t n) {
+    pthread_mutex_lock(&s->mu);
+    uint64_t v[2];
+    for (int k = 0; k < 2; k++) { /* xorshift64* */
+        s->rng ^= s->rng >> 12;
+        s->rng ^= s->rng << 25;
+        s->rng ^= s->rng >> 27;
+        v[k] = s->rng * 2685821657736338717ULL;
+    }
+    uint64_t a = v[0], b = v[1];
+    pthread_mutex_unlock(&s->mu);
+    snprintf(out, n, "%s%016llx%08llx", prefix, (unsigned long long)a,
+             (unsigned long long)(b >> 32));
+}
+
+static void count_request(api_server *s, const char *endpoint, int status) {
+    pthread_mutex_lock(&s->mu);
+    size_t i;
+    for (i = 0; i < s->n_rows; i++)
+        if (s->rows[i].status == status && strcmp(s->rows[i].endpoint, endpoint) == 0) break;
+    if (i == s->n_rows && s->n_rows < API_MAX_ROWS) {
+        snprintf(s->rows[i].endpoint, sizeof s->rows[i].endpoint, "%s", endpoint);
+        s->rows[i].status = status;
+        s->rows[i].n = 0;
+        s->n_rows++;
+    }
+    if (i < s->n_rows) s->rows[i].n++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void observe_step(api_server *s, double seconds) {
+    pthread_mutex_lock(&s->mu);
+    size_t b = 0;
+    while (b < API_N_BUCKETS && seconds > api_buckets[b]) b++;
+    s->bucket[b]++;
+    s->step_sum += seconds;
+    s->step_count++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void account_result(api_server *s, const ensemble_result *r) {
+    pthread_mutex_lock(&s->mu);
+    if (r->status == 0) {
+        s->steps += (unsigned long long)(r->steps > 0 ? r->steps : 0);
+        s->prompt_tokens += (unsigned long long)(r->prompt_tokens > 0 ? r->prompt_tokens : 0);
+        s->completion_tokens += (unsigned long long)(r->steps > 0 ? r->steps : 0);
+    }
+    for (size_t i = 0; i < r->n_members; i++) {
+        if (!r->members[i].failed) continue;
+        for (size_t k = 0; k < s->n_names; k++)
+            if (strcmp(s->names[k], r->members[i].name) == 0) s->member_failures[k]++;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void in_flight(api_server *s, int d) {
+    pthread_mutex_lock(&s->mu);
+    s->in_flight += d;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits for a turn to generate (first come, first served; at most
+ * max_parallel at once). Returns 0, or -1 when the server is stopping. */
+static int admit(api_server *s) {
+    if (s->max_parallel <= 0) return 0;
+    pthread_mutex_lock(&s->mu);
+    unsigned long long t = s->next_ticket++;
+    s->queued++;
+    while (!s->stopping && (t != s->now_serving || s->running >= s->max_parallel))
+        pthread_cond_wait(&s->turn, &s->mu);
+    s->queued--;
+    int r = -1;
+    if (!s->stopping) {
+        s->now_serving++;
+        s->running++;
+        r = 0;
+    }
+    pthread_cond_broadcast(&s->turn);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+static void release(api_server *s) {
+    if (s->max_parallel <= 0) return;
+    pthread_mutex_lock(&s->mu);
+    s->running--;
+    pthread_cond_broadcast(&s->turn);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void cors(http_conn *c) {
+    http_add_header(c, "Access-Control-Allow-Origin", "*");
+}
+
+static void reply_error(api_server *s, http_conn *c, const char *endpoint, const oai_error *e) {
+    cors(c);
+    http_reply_json(c, (unsigned)e->status, oai_error_json(e));
+    count_request(s, endpoint, e->status);
+}
+
+static int member_up(api_server *s, size_t i) {
+    return s->be.member_up ? s->be.member_up(s->be.ctx, i) : 1;
+}
+
+/* Is at least one of the members this request may use up? */
+static int any_member_up(api_server *s, const ensemble_request *q) {
+    const char *solo = q->strategy && strncmp(q->strategy, "solo:", 5) == 0 ? q->strategy + 5 : NULL;
+    for (size_t i = 0; i < s->n_names; i++) {
+        int used = 1;
+        if (solo) used = strcmp(s->names[i], solo) == 0;
+        else if (q->members) {
+            used = 0;
+            for (size_t k = 0; k < q->n_members; k++)
+                if (strcmp(q->members[k], s->names[i]) == 0) used = 1;
+        }
+        if (used && member_up(s, i)) return 1;
+    }
+    return 0;
+}
+
+/* ---- generation jobs -------------------------------------------------------------- */
+
+/* A streamed request runs its generation on a thread of its own, which turns
+ * engine chunks into SSE events on a queue. The connection's thread waits
+ * for the first event (or the end) before it answers: a request that fails
+ * before any text (the engine's 400s, every member failing at once) gets a
+ * real HTTP error instead of a 200 stream; otherwise it answers 200 and
+ * drains the queue into the connection. A client that goes away sets
+ * `cancel`, which the chunk callback returns to the engine. */
+typedef struct api_event {
+    struct api_event *next;
+    size_t len;
+    char data[];
+} api_event;
+
+typedef struct {
+    api_server *s;
+    oai_request rq;
+    const char *endpoint;
+    char id[64];
+    long long created;
+    double t_last;
+    oai_logprobs lp;
+    ensemble_result r;
+    int have_result;
+    /* streaming */
+    pthread_t gen;
+    int gen_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    api_event *head, *tail;
+    int events;        /* pushed so far */
+    int gen_done;      /* the generator pushed everything it will */
+    int cancel;        /* the client is gone (or the stream never started) */
+    int gone;          /* a write to the client failed */
+    int first;         /* chat: the role chunk is still to be sent */
+} api_job;
+
+/* The strategy this request runs: its own, else the server's default. */
+static const char *job_strategy(const api_job *j) {
+    return j->rq.strategy[0] ? j->rq.strategy : j->s->strategy[0] ? j->s->strategy : NULL;
+}
+
+static void job_step_timer(api_job *j) {
+    double t = now_s();
+    observe_step(j->s, t - j->t_last);
+    j->t_last = t;
+}
+
+static int job_cancelled(api_job *j) {
+    pthread_mutex_lock(&j->mu);
+    int c = j->cancel;
+    pthread_mutex_unlock(&j->mu);
+    return c || is_stopping(j->s);
+}
+
+static void log_drops(const api_job *j) {
+    for (size_t i = 0; i < j->r.n_members; i++)
+        if (j->r.members[i].failed)
+            log_warn("%s %s: member %s dropped: %s", j->endpoint, j->id, j->r.members[i].name,
+                     j->r.members[i].failure);
+}
+
+static void job_free(api_job *j) {
+    if (!j) return;
+    while (j->head) {
+        api_event *e = j->head;
+        j->head = e->next;
+        free(e);
+    }
+    if (j->have_result && j->s->be.result_free) j->s->be.result_free(j->s->be.ctx, &j->r);
+    oai_logprobs_clear(&j->lp);
+    oai_request_free(&j->rq);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static int on_chunk_plain(void *ud, const ensemble_chunk *c) {
+    api_job *j = ud;
+    job_step_timer(j);
+    if (j->rq.logprobs && oai_logprobs_add(&j->lp, c)) return 1;
+    return is_stopping(j->s);
+}
+
+/* Queues one event: "data: <json>\n\n" (obj stolen), or raw text when obj is NULL. */
+static void push_event(api_job *j, json_t *obj, const char *raw) {
+    size_t len = 0;
+    char *txt = obj ? oai_sse_event(obj, &len) : NULL;
+    json_decref(obj);
+    if (!obj && raw) len = strlen(raw);
+    api_event *e = (txt || raw) ? malloc(sizeof *e + len) : NULL;
+    if (e) {
+        e->next = NULL;
+        e->len = len;
+        memcpy(e->data, txt ? txt : raw, len);
+    }
+    free(txt);
+    pthread_mutex_lock(&j->mu);
+    if (e) {
+        if (j->tail) j->tail->next = e;
+        else j->head = e;
+        j->tail = e;
+        j->events++;
+    }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void push_role(api_job *j) {
+    if (!j->first) return;
+    j->first = 0;
+    push_event(j, oai_chunk_json(&j->rq, j->id, j->created, "", 0, 1, NULL, NULL), NULL);
+}
+
+static int on_chunk_stream(void *ud, const ensemble_chunk *c) {
+    api_job *j = ud;
+    job_step_timer(j);
+    if (job_cancelled(j)) return 1;
+    if (c->len == 0 && !j->rq.logprobs) return 0;
+    push_role(j);
+    json_t *lp = NULL;
+    if (j->rq.logprobs) {
+        oai_logprobs_add(&j->lp, c);
+        lp = oai_logprobs_take(&j->lp);
+    }
+    push_event(j, oai_chunk_json(&j->rq, j->id, j->created, c->text, c->len, 0, NULL, lp), NULL);
+    return job_cancelled(j);
+}
+
+static void *gen_main(void *ud) {
+    api_job *j = ud;
+    api_server *s = j->s;
+    in_flight(s, +1);
+    j->t_last = now_s();
+    s->be.generate(s->be.ctx, &j->rq.req, on_chunk_stream, j, &j->r);
+    release(s);
+    j->have_result = 1;
+    account_result(s, &j->r);
+    log_drops(j);
+    pthread_mutex_lock(&j->mu);
+    int started = j->events > 0;
+    pthread_mutex_unlock(&j->mu);
+    if (j->r.status && !started) {
+        /* nothing sent yet: the connection thread answers with an HTTP error */
+    } else if (j->r.status) {
+        oai_error e;
+        oai_fail(&e, j->r.status, NULL, j->r.status == 503 ? "no_member_available" : NULL, "%s",
+                 j->r.error[0] ? j->r.error : "generation failed");
+        push_event(j, oai_error_json(&e), NULL);
+        push_event(j, NULL, "data: [DONE]\n\n");
+        log_warn("%s %s: failed mid-stream (%d): %s", j->endpoint, j->id, j->r.status, e.message);
+    } else {
+        push_role(j);
+        json_t *fin = oai_chunk_json(&j->rq, j->id, j->created, NULL, 0, 0,
+                                     j->r.finish_reason ? j->r.finish_reason : "stop", NULL);
+        if (fin) json_object_set_new(fin, "ensemble", oai_ensemble_json(&j->r, job_strategy(j)));
+        push_event(j, fin, NULL);
+        if (j->rq.include_usage)
+            push_event(j, oai_usage_chunk_json(&j->rq, j->id, j->created, &j->r), NULL);
+        push_event(j, NULL, "data: [DONE]\n\n");
+    }
+    in_flight(s, -1);
+    pthread_mutex_lock(&j->mu);
+    j->gen_done = 1;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* http_stream producer: the queue into the connection. */
+static void drain_main(http_stream *st, void *ud) {
+    api_job *j = ud;
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        while (!j->head && !j->gen_done) pthread_cond_wait(&j->cv, &j->mu);
+        api_event *e = j->head;
+        if (e) {
+            j->head = e->next;
+            if (!j->head) j->tail = NULL;
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (!e) break;
+        if (!j->gone && http_stream_write(st, e->data, e->len)) {
+            j->gone = 1;
+            pthread_mutex_lock(&j->mu);
+            j->cancel = 1;
+            pthread_mutex_unlock(&j->mu);
+        }
+        free(e);
+    }
+}
+
+/* http_stream cleanup (also when the stream never started). */
+static void stream_cleanup(void *ud) {
+    api_job *j = ud;
+    pthread_mutex_lock(&j->mu);
+    j->cancel = 1;
+    pthread_mutex_unlock(&j->mu);
+    if (j->gen_started) pthread_join(j->gen, NULL);
+    if (j->gone) {
+        pthread_mutex_lock(&j->s->mu);
+        j->s->disconnects++;
+        pthread_mutex_unlock(&j->s->mu);
+    }
+    log_info("%s %s: stream %s, %d steps, %.3f s", j->endpoint, j->id,
+             j->gone ? "aborted by the client" : j->r.status ? "failed" : "done", j->r.steps,
+             j->r.seconds);
+    job_free(j);
+}
+
+static void handle_stream(api_server *s, http_conn *c, api_job *j) {
+    oai_error e;
+    j->first = j->rq.endpoint == OAI_CHAT;
+    if (admit(s)) {
+        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down.");
+        reply_error(s, c, j->endpoint, &e);
+        job_free(j);
+        return;
+    }
+    if (pthread_create(&j->gen, NULL, gen_main, j)) {
+        release(s);
+        oai_fail(&e, 500, NULL, NULL, "cannot start a generation thread");
+        reply_error(s, c, j->endpoint, &e);
+        job_free(j);
+        return;
+    }
+    j->gen_started = 1;
+    pthread_mutex_lock(&j->mu);
+    while (!j->head && !j->gen_done) pthread_cond_wait(&j->cv, &j->mu);
+    int failed = !j->head;
+    pthread_mutex_unlock(&j->mu);
+    if (failed) { /* ended before any event: a plain HTTP error */
+        pthread_join(j->gen, NULL);
+        j->gen_started = 0;
+        oai_fail(&e, j->r.status ? j->r.status : 500, NULL,
+                 j->r.status == 503 ? "no_member_available" : NULL, "%s",
+                 j->r.error[0] ? j->r.error : "generation failed");
+        reply_error(s, c, j->endpoint, &e);
+        log_warn("%s %s: failed (%d): %s", j->endpoint, j->id, e.status, e.message);
+        job_free(j);
+        return;
+    }
+    cors(c);
+    http_add_header(c, "Cache-Control", "no-cache");
+    http_add_header(c, "X-Accel-Buffering", "no");
+    count_request(s, j->endpoint, 200);
+    http_reply_stream(c, 200, "text/event-stream", drain_main, stream_cleanup, j);
+}
+
+static void handle_generate(api_server *s, http_conn *c, const http_request *req,
+                            oai_endpoint ep, const char *endpoint) {
+    oai_error e;
+    api_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        oai_fail(&e, 500, NULL, NULL, "out of memory");
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    j->s = s;
+    j->endpoint = endpoint;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    if (oai_parse_request(ep, req->body, req->body_len, &s->ocfg, &j->rq, &e)) {
+        job_free(j);
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    char msg[256] = "";
+    if (j->rq.req.strategy && s->be.strategy_valid &&
+        !s->be.strategy_valid(s->be.ctx, j->rq.req.strategy, msg, sizeof msg)) {
+        oai_fail(&e, 400, "ensemble.strategy", "unknown_strategy", "%s",
+                 msg[0] ? msg : "invalid strategy");
+        job_free(j);
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    if (!any_member_up(s, &j->rq.req)) {
+        oai_fail(&e, 503, NULL, "no_member_available",
+                 "No ensemble member is available right now (all are down); try again later.");
+        job_free(j);
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    make_id(s, ep == OAI_CHAT ? "chatcmpl-" : "cmpl-", j->id, sizeof j->id);
+    j->created = (long long)time(NULL);
+    oai_logprobs_init(&j->lp, ep, j->rq.top_logprobs, j->rq.prompt_chars);
+    log_info("%s %s: %s, max_tokens %d, temperature %g, strategy %s", endpoint, j->id,
+             j->rq.stream ? "stream" : "plain", j->rq.req.max_tokens, j->rq.req.temperature,
+             job_strategy(j) ? job_strategy(j) : "(default)");
+    if (j->rq.stream) {
+        handle_stream(s, c, j);
+        return;
+    }
+
+    if (admit(s)) {
+        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down.");
+        reply_error(s, c, endpoint, &e);
+        job_free(j);
+        return;
+    }
+    in_flight(s, +1);
+    j->t_last = now_s();
+    s->be.generate(s->be.ctx, &j->rq.req, on_chunk_plain, j, &j->r);
+    release(s);
+    j->have_result = 1;
+    account_result(s, &j->r);
+    log_drops(j);
+    if (j->r.status) {
+        oai_fail(&e, j->r.status, NULL, j->r.status == 503 ? "no_member_available" : NULL, "%s",
+                 j->r.error[0] ? j->r.error : "generation failed");
+        reply_error(s, c, endpoint, &e);
+        log_warn("%s %s: failed (%d): %s", endpoint, j->id, j->r.status, e.message);
+    } else {
+        json_t *lp = j->rq.logprobs ? oai_logprobs_take(&j->lp) : NULL;
+        json_t *resp = oai_response_json(&j->rq, j->id, j->created, &j->r, lp);
+        if (resp && !j->rq.strategy[0])
+            json_object_set_new(json_object_get(resp, "ensemble"), "strategy",
+                                job_strategy(j) ? json_string(job_strategy(j)) : json_null());
+        cors(c);
+        if (resp) {
+            http_reply_json(c, 200, resp);
+            count_request(s, endpoint, 200);
+        } else {
+            oai_fail(&e, 500, NULL, NULL, "out of memory building the response");
+            reply_error(s, c, endpoint, &e);
+        }
+        log_info("%s %s: done, %d steps, %s, %.3f s", endpoint, j->id, j->r.steps,
+                 j->r.finish_reason ? j->r.finish_reason : "stop", j->r.seconds);
+    }
+    in_flight(s, -1);
+    job_free(j);
+}
+
+/* ---- the other routes ------------------------------------------------------------ */
+
+static json_t *model_obj(api_server *s, const char *id, const char *kind) {
+    return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", id, "object", "model", "created",
+                     (json_int_t)s->started, "owned_by", "consort", "consort_kind", kind);
+}
+
+static void handle_models(api_server *s, http_conn *c, const char *path) {
+    cors(c);
+    if (strcmp(path, "/v1/models") == 0) {
+        json_t *data = json_array();
+        json_t *ens = model_obj(s, s->model_id, "ensemble");
+        if (ens) {
+            json_t *mem = json_array();
+            for (size_t i = 0; i < s->n_names; i++) json_array_append_new(mem, json_string(s->names[i]));
+            json_object_set_new(ens, "members", mem);
+            json_object_set_new(ens, "strategy", json_string(s->strategy[0] ? s->strategy : "mixture"));
+        }
+        json_array_append_new(data, ens);
+        for (size_t i = 0; i < s->n_names; i++) {
+            json_t *m = model_obj(s, s->names[i], "member");
+            if (m) json_object_set_new(m, "up", json_boolean(member_up(s, i)));
+            json_array_append_new(data, m);
+        }
+        http_reply_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+        count_request(s, "/v1/models", 200);
+        return;
+    }
+    const char *id = path + strlen("/v1/models/");
+    if (strcmp(id, s->model_id) == 0) {
+        http_reply_json(c, 200, model_obj(s, id, "ensemble"));
+        count_request(s, "/v1/models", 200);
+        return;
+    }
+    for (size_t i = 0; i < s->n_names; i++)
+        if (strcmp(id, s->names[i]) == 0) {
+            http_reply_json(c, 200, model_obj(s, id, "member"));
+            count_request(s, "/v1/models", 200);
+            return;
+        }
+    oai_error e;
+    oai_fail(&e, 404, "model", "model_not_found", "The model '%s' does not exist.", id);
+    reply_error(s, c, "/v1/models", &e);
+}
+
+static void handle_health(api_server *s, http_conn *c) {
+    json_t *mem = json_array();
+    int up = 0;
+    for (size_t i = 0; i < s->n_names; i++) {
+        int u = s->be.member_check ? s->be.member_check(s->be.ctx, i) : member_up(s, i);
+        up += u;
+        json_array_append_new(mem, json_pack("{s:s, s:b}", "name", s->names[i], "up", u));
+    }
+    int st = up > 0 ? 200 : 503;
+    cors(c);
+    http_reply_json(c, (unsigned)st,
+                    json_pack("{s:s, s:i, s:i, s:o}", "status", up ? "ok" : "unavailable",
+                              "members_up", up, "members_total", (int)s->n_names, "members", mem));
+    count_request(s, "/health", st);
+}
+
+typedef struct { char *buf; size_t len, cap; int oom; } api_buf;
+
+static void bprintf(api_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(api_buf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) { b->oom = 1; return; }
+        if ((size_t)n < b->cap - b->len) { b->len += (size_t)n; return; }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) { b->oom = 1; return; }
+        b->buf = nb;
+        b->cap = cap;
+    }
+}
+
+static void handle_metrics(api_server *s, http_conn *c) {
+    int up[API_MAX_MEMBERS];
+    for (size_t i = 0; i < s->n_names; i++) up[i] = member_up(s, i);
+    api_buf b = {malloc(4096), 0, 4096, 0};
+    if (!b.buf) b.oom = 1;
+    pthread_mutex_lock(&s->mu);
+    bprintf(&b, "# HELP consort_requests_total HTTP requests answered, by endpoint and status.\n"
+                "# TYPE consort_requests_total counter\n");
+    for (size_t i = 0; i < s->n_rows; i++)
+        bprintf(&b, "consort_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
+                s->rows[i].endpoint, s->rows[i].status, s->rows[i].n);
+    bprintf(&b, "# HELP consort_requests_in_flight Generation requests running now.\n"
+                "# TYPE consort_requests_in_flight gauge\nconsort_requests_in_flight %ld\n",
+            s->in_flight);
+    bprintf(&b, "# HELP consort_requests_queued Generation requests waiting for a turn (--parallel).\n"
+                "# TYPE consort_requests_queued gauge\nconsort_requests_queued %ld\n", s->queued);
+    bprintf(&b, "# HELP consort_parallel_limit Generations allowed at once (0: no limit).\n"
+                "# TYPE consort_parallel_limit gauge\nconsort_parallel_limit %d\n", s->max_parallel);
+    bprintf(&b, "# HELP consort_steps_total Generation steps (committed candidates).\n"
+                "# TYPE consort_steps_total counter\nconsort_steps_total %llu\n", s->steps);
+    bprintf(&b, "# HELP consort_prompt_tokens_total Prompt tokens (max over members) of finished requests.\n"
+                "# TYPE consort_prompt_tokens_total counter\nconsort_prompt_tokens_total %llu\n",
+            s->prompt_tokens);
+    bprintf(&b, "# HELP consort_completion_tokens_total Completion tokens (steps) of finished requests.\n"
+                "# TYPE consort_completion_tokens_total counter\nconsort_completion_tokens_total %llu\n",
+            s->completion_tokens);
+    bprintf(&b, "# HELP consort_stream_disconnects_total Streams whose client went away early.\n"
+                "# TYPE consort_stream_disconnects_total counter\nconsort_stream_disconnects_total %llu\n",
+            s->disconnects);
+    bprintf(&b, "# HELP consort_step_seconds Time between the engine's text chunks (one chunk is "
+                "normally one step).\n# TYPE consort_step_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t i = 0; i < API_N_BUCKETS; i++) {
+        cum += s->bucket[i];
+        bprintf(&b, "consort_step_seconds_bucket{le=\"%g\"} %llu\n", api_buckets[i], cum);
+    }
+    cum += s->bucket[API_N_BUCKETS];
+    bprintf(&b, "consort_step_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    bprintf(&b, "consort_step_seconds_sum %.6f\nconsort_step_seconds_count %llu\n", s->step_sum,
+            s->step_count);
+    bprintf(&b, "# HELP consort_member_up Whether a member is usable now (1) or down (0).\n"
+                "# TYPE consort_member_up gauge\n");
+    for (size_t i = 0; i < s->n_names; i++)
+        bprintf(&b, "consort_member_up{member=\"%s\"} %d\n", s->names[i], up[i]);
+    bprintf(&b, "# HELP consort_member_failures_total Requests during which a member was dropped.\n"
+                "# TYPE consort_member_failures_total counter\n");
+    for (size_t i = 0; i < s->n_names; i++)
+        bprintf(&b, "consort_member_failures_total{member=\"%s\"} %llu\n", s->names[i],
+                s->member_failures[i]);
+    pthread_mutex_unlock(&s->mu);
+    if (b.oom) {
+        free(b.buf);
+        http_error(c, 500, "server_error", NULL, "out of memory");
+        count_request(s, "/metrics", 500);
+        return;
+    }
+    http_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf, b.len);
+    free(b.buf);
+    count_request(s, "/metrics", 200);
+}
+
+/* Constant-time comparison of "Bearer KEY" with the server's key. */
+static int key_ok(const api_server *s, const char *auth) {
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
+    const char *k = auth + 7;
+    while (*k == ' ') k++;
+    size_t n = strlen(k), m = strlen(s->api_key);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < m; i++) diff |= (unsigned char)(s->api_key[i] ^ (i < n ? k[i] : 0));
+    return diff == 0;
+}
+
+static void route(http_conn *c, const http_request *req, void *user) {
+    api_server *s = user;
+    const char *p = req->path;
+    const char *m = req->method;
+    oai_error e;
+    if (strcmp(m, "OPTIONS") == 0) { /* CORS preflight */
+        cors(c);
+        http_add_header(c, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        http_add_header(c, "Access-Control-Allow-Headers", "*");
+        http_add_header(c, "Access-Control-Max-Age", "86400");
+        http_reply_text(c, 204, "text/plain", "", 0);
+        return;
+    }
+    enum { R_NONE, R_GEN, R_MODELS, R_HEALTH, R_METRICS } kind = R_NONE;
+    const char *endpoint = "other";
+    oai_endpoint ep = OAI_COMPLETIONS;
+    if (!strcmp(p, "/v1/completions") || !strcmp(p, "/completions")) {
+        kind = R_GEN, endpoint = "/v1/completions";
+    } else if (!strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions")) {
+        kind = R_GEN, endpoint = "/v1/chat/completions", ep = OAI_CHAT;
+    } else if (!strcmp(p, "/v1/models") || !strncmp(p, "/v1/models/", 11) || !strcmp(p, "/models")) {
+        kind = R_MODELS, endpoint = "/v1/models";
+    } else if (!strcmp(p, "/health") || !strcmp(p, "/v1/health")) {
+        kind = R_HEALTH, endpoint = "/health";
+    } else if (!strcmp(p, "/metrics")) {
+        kind = R_METRICS, endpoint = "/metrics";
+    }
+    if (kind == R_NONE) {
+        oai_fail(&e, 404, NULL, "unknown_url", "Unknown request URL: %s %s.", m, p);
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    if (s->api_key && (kind == R_GEN || kind == R_MODELS) && !key_ok(s, http_header(c, "Authorization"))) {
+        http_add_header(c, "WWW-Authenticate", "Bearer");
+        oai_fail(&e, 401, NULL, "invalid_api_key",
+                 "Incorrect or missing API key: send \"Authorization: Bearer KEY\" with the "
+                 "key the server was started with.");
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    int post = kind == R_GEN;
+    if (strcmp(m, post ? "POST" : "GET") != 0 && !(!post && strcmp(m, "HEAD") == 0)) {
+        http_add_header(c, "Allow", post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+        oai_fail(&e, 405, NULL, "method_not_allowed", "Method %s is not allowed on %s (use %s).",
+                 m, p, post ? "POST" : "GET");
+        reply_error(s, c, endpoint, &e);
+        return;
+    }
+    switch (kind) {
+    case R_GEN: handle_generate(s, c, req, ep, endpoint); break;
+    case R_MODELS: handle_models(s, c, !strcmp(p, "/models") ? "/v1/models" : p); break;
+    case R_HEALTH: handle_health(s, c); break;
+    default: handle_metrics(s, c); break;
+    }
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+api_server *api_start(const api_config *cfg, const api_backend *be, char *err, size_t errlen) {
+    if (!be || !be->generate) {
+        snprintf(err, errlen, "api_start: no generation backend");
+        return NULL;
+    }
+    api_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->be = *be;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->turn, NULL);
+    s->max_parallel = cfg->max_parallel > 0 ? cfg->max_parallel : 0;
+    snprintf(s->model_id, sizeof s->model_id, "%s",
+             cfg->model_id && cfg->model_id[0] ? cfg->model_id : "consort");
+    snprintf(s->strategy, sizeof s->strategy, "%s", cfg->strategy ? cfg->strategy : "");
+    s->n_names = be->n_members ? be->n_members(be->ctx) : 0;
+    if (s->n_names > API_MAX_MEMBERS) s->n_names = API_MAX_MEMBERS;
+    for (size_t i = 0; i < s->n_names; i++) {
+        const char *n = be->member_name ? be->member_name(be->ctx, i) : NULL;
+        s->names[i] = n ? n : "?";
+    }
+    if (cfg->api_key && cfg->api_key[0] && !(s->api_key = strdup(cfg->api_key))) {
+        snprintf(err, errlen, "out of memory");
+        pthread_cond_destroy(&s->turn);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
+    s->ocfg.model_id = s->model_id;
+    s->ocfg.member_names = s->n_names ? s->names : NULL;
+    s->ocfg.n_members = s->n_names;
+    s->ocfg.default_max_tokens = cfg->default_max_tokens;
+    s->ocfg.max_tokens_limit = cfg->max_tokens_limit;
+    s->started = (long long)time(NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)(uintptr_t)s << 7) ^
+             0x9E3779B97F4A7C15ULL;
+    http_server_opts o = {0};
+    o.host = cfg->host ? cfg->host : "127.0.0.1";
+    o.port = cfg->port;
+    o.conn_limit = cfg->conn_limit;
+    s->http = http_server_start(&o, route, s, err, errlen);
+    if (!s->http) {
+        free(s->api_key);
+        pthread_cond_destroy(&s->turn);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+int api_port(const api_server *s) { return s ? http_server_port(s->http) : -1; }
+
+void api_stop(api_server *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&s->turn); /* requests waiting for a turn give up */
+    pthread_mutex_unlock(&s->mu);
+    http_server_stop(s->http);
+    free(s->api_key);
+    pthread_cond_destroy(&s->turn);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}

@@ -1,0 +1,258 @@
+/* coordinator/cli/cmd_serve.c: `consort serve`, and the serving loop that
+ * `consort run` shares (cmd_serve.h). */
+#include "coordinator/cli/cmd_serve.h"
+
+#include "common/log.h"
+#include "common/stop_signal.h"
+#include "coordinator/api/api.h"
+#include "coordinator/cli/commands.h"
+#include "coordinator/engine/ensemble.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- the engine as an api_backend ------------------------------------------ */
+
+typedef struct {
+    ensemble *e;
+    member_set *ms;
+} api_engine;
+
+static int be_generate(void *ctx, const ensemble_request *req, ensemble_on_chunk cb, void *ud,
+                       ensemble_result *out) {
+    return ensemble_generate(((api_engine *)ctx)->e, req, cb, ud, out);
+}
+static void be_free(void *ctx, ensemble_result *r) {
+    (void)ctx;
+    ensemble_result_free(r);
+}
+static int be_strategy_valid(void *ctx, const char *s, char *err, size_t n) {
+    return ensemble_strategy_valid(((api_engine *)ctx)->e, s, err, n) == 0;
+}
+static size_t be_n(void *ctx) { return members_count(((api_engine *)ctx)->ms); }
+static const char *be_name(void *ctx, size_t i) { return members_name(((api_engine *)ctx)->ms, i); }
+static int be_up(void *ctx, size_t i) { return members_usable(((api_engine *)ctx)->ms, i); }
+/* An active check for GET /health: the last known state alone would call a
+ * member that died since its last request "up". */
+static int be_check(void *ctx, size_t i) {
+    member_set *ms = ((api_engine *)ctx)->ms;
+    if (!members_usable(ms, i)) return 0;
+    json_t *resp = NULL;
+    char err[256];
+    int st = members_call(ms, i, "GET", "/health", NULL, 2.0, &resp, err, sizeof err);
+    json_decref(resp);
+    if (st == 200) return 1;
+    if (st < 0) members_mark_down(ms, i, err);
+    return 0;
+}
+
+/* ---- options -------------------------------------------------------------------- */
+
+const char api_serve_help[] =
+    "  --host ADDR            address to listen on (default 127.0.0.1; 0.0.0.0 for all)\n"
+    "  --port N               port to listen on (default 8080; 0 = any free port)\n"
+    "  --model-id ID          the ensemble's model id in the API (default consort)\n"
+    "  --max-tokens N         chat requests without max_tokens get N (default 256)\n"
+    "  --max-tokens-limit N   refuse requests asking for more than N tokens (default: none)\n"
+    "  --parallel N           generations at once, later requests wait in line\n"
+    "                         (default: the fewest session slots of any member; 0 = no limit)\n"
+    "  --api-key KEY          require \"Authorization: Bearer KEY\" on /v1 (default:\n"
+    "                         $CONSORT_API_KEY if set, else no key)\n";
+
+static int parse_int_arg(const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, size_t errlen) {
+    static const char *const opts[] = {"--host", "--port", "--model-id", "--max-tokens",
+                                       "--max-tokens-limit", "--api-key", "--parallel", NULL};
+    const char *a = argv[i];
+    for (int k = 0; opts[k]; k++) {
+        size_t n = strlen(opts[k]);
+        if (strncmp(a, opts[k], n) != 0 || (a[n] != 0 && a[n] != '=')) continue;
+        const char *v;
+        int used;
+        if (a[n] == '=') {
+            v = a + n + 1;
+            used = 1;
+        } else {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "%s needs a value", opts[k]);
+                return -1;
+            }
+            v = argv[i + 1];
+            used = 2;
+        }
+        int bad = 0;
+        switch (k) {
+        case 0: o->host = v; bad = !*v; break;
+        case 1: bad = parse_int_arg(v, 0, 65535, &o->port); break;
+        case 2: o->model_id = v; bad = !*v; break;
+        case 3: bad = parse_int_arg(v, 1, 1000000000, &o->default_max_tokens); break;
+        case 4: bad = parse_int_arg(v, 1, 1000000000, &o->max_tokens_limit); break;
+        case 5: o->api_key = v; bad = !*v; break;
+        default:
+            bad = parse_int_arg(v, 0, 100000, &o->parallel);
+            if (!bad && o->parallel == 0) o->parallel = -1; /* explicit 0: no limit */
+            break;
+        }
+        if (bad) {
+            snprintf(err, errlen, "bad value for %s: '%s'", opts[k], v);
+            return -1;
+        }
+        return used;
+    }
+    return 0;
+}
+
+/* ---- signals ----------------------------------------------------------------------- */
+
+/* ---- serving ------------------------------------------------------------------------- */
+
+int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
+    char err[512];
+    const char *cmd = o->command ? o->command : "serve";
+    if (members_cli_check(cli, err, sizeof err)) {
+        fprintf(stderr, "consort %s: %s\n", cmd, err);
+        return 2;
+    }
+    log_info("%s: opening %zu member(s)%s", cmd, cli->n,
+             cli->n ? " (spawning local workers for .gguf files may take a while)" : "");
+    member_set *ms = members_open(cli, err, sizeof err);
+    if (!ms) {
+        fprintf(stderr, "consort %s: %s\n", cmd, err);
+        return 1;
+    }
+    /* Until here SIGINT simply ends the process (spawned workers die with it:
+     * PR_SET_PDEATHSIG); from here on it means a clean shutdown. */
+    if (stop_signal_install()) {
+        fprintf(stderr, "consort %s: cannot set up signal handling: %s\n", cmd, strerror(errno));
+        members_free(ms);
+        return 1;
+    }
+    ensemble *e = ensemble_new(ms, cli->strategy[0] ? cli->strategy : NULL,
+                               cli->n_weights ? cli->weights : NULL, cli->weights_auto, err,
+                               sizeof err);
+    if (!e) {
+        fprintf(stderr, "consort %s: %s\n", cmd, err);
+        members_free(ms);
+        return 1;
+    }
+    api_engine eng = {e, ms};
+    api_backend be = {&eng, be_generate, be_free, be_strategy_valid, be_n, be_name, be_up, be_check};
+    api_config cfg = {0};
+    cfg.host = o->host ? o->host : "127.0.0.1";
+    cfg.port = o->port;
+    cfg.model_id = o->model_id ? o->model_id : "consort";
+    cfg.strategy = cli->strategy[0] ? cli->strategy : "mixture";
+    cfg.default_max_tokens = o->default_max_tokens;
+    cfg.max_tokens_limit = o->max_tokens_limit;
+    cfg.api_key = o->api_key ? o->api_key : getenv("CONSORT_API_KEY");
+    cfg.max_parallel = o->parallel > 0 ? o->parallel : 0;
+    if (o->parallel == 0) { /* default: what every member can hold at once */
+        for (size_t i = 0; i < members_count(ms); i++) {
+            json_t *sl = json_object_get(members_info(ms, i), "slots");
+            int n = json_is_integer(sl) ? (int)json_integer_value(sl) : 0;
+            if (n > 0 && (cfg.max_parallel == 0 || n < cfg.max_parallel)) cfg.max_parallel = n;
+        }
+    }
+    api_server *srv = api_start(&cfg, &be, err, sizeof err);
+    if (!srv) {
+        fprintf(stderr, "consort %s: cannot listen on %s:%d: %s\n", cmd, cfg.host, cfg.port, err);
+        ensemble_free(e);
+        members_free(ms);
+        return 1;
+    }
+
+    char weights[256] = "equal";
+    if (cli->weights_auto) {
+        snprintf(weights, sizeof weights, "auto (from prompt perplexity)");
+    } else if (cli->n_weights) {
+        size_t k = 0;
+        for (size_t i = 0; i < cli->n_weights && k + 1 < sizeof weights; i++)
+            k += (size_t)snprintf(weights + k, sizeof weights - k, "%s%g", i ? "," : "",
+                                  cli->weights[i]);
+    }
+    char par[64] = "no limit on parallel generations";
+    if (cfg.max_parallel) snprintf(par, sizeof par, "%d generation(s) at once", cfg.max_parallel);
+    log_info("%s: ensemble '%s' of %zu member(s), strategy %s, weights %s, %s", cmd, cfg.model_id,
+             members_count(ms), cfg.strategy, weights, par);
+    for (size_t i = 0; i < members_count(ms); i++) {
+        const char *model = members_model(ms, i);
+        log_info("%s:   member %s at %s%s%s%s", cmd, members_name(ms, i), members_url(ms, i),
+                 model ? " (spawned, model " : "", model ? model : "", model ? ")" : "");
+    }
+    const char *show = strcmp(cfg.host, "0.0.0.0") == 0 || strcmp(cfg.host, "::") == 0
+                           ? "127.0.0.1" : cfg.host;
+    int ipv6 = strchr(show, ':') != NULL;
+    char base[300];
+    snprintf(base, sizeof base, "http://%s%s%s:%d", ipv6 ? "[" : "", show, ipv6 ? "]" : "",
+             api_port(srv));
+    log_info("%s: OpenAI-compatible API at %s/v1 (POST /v1/completions, /v1/chat/completions; "
+             "GET /v1/models, /health, /metrics)%s; Ctrl-C stops", cmd, base,
+             cfg.api_key && cfg.api_key[0] ? ", API key required" : "");
+    /* one plain line on stdout, for scripts and tests */
+    printf("consort listening on %s/v1\n", base);
+    fflush(stdout);
+
+    int sig = stop_signal_wait();
+    log_info("%s: signal %d, shutting down", cmd, sig);
+    api_stop(srv);
+    ensemble_free(e);
+    members_free(ms);
+    log_info("%s: stopped", cmd);
+    return 0;
+}
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: consort serve --member NAME=SPEC [--member NAME=SPEC ...] [options]\n\n"
+            "Serves an ensemble through an OpenAI-compatible HTTP API (docs/API.md):\n"
+            "POST /v1/completions, POST /v1/chat/completions (streaming or not),\n"
+            "GET /v1/models, GET /health, GET /metrics. SIGINT/SIGTERM stop it\n"
+            "(and the workers it spawned).\n\nmembers and strategy:\n%s\nserver:\n%s"
+            "  --help                 this text\n\n"
+            "example:\n"
+            "  consort serve --member a=http://10.0.0.2:8090 --member b=models/b.gguf \\\n"
+            "      --strategy mixture --port 8080\n"
+            "  curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \\\n"
+            "      -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}'\n",
+            members_cli_help, api_serve_help);
+}
+
+int cmd_serve(int argc, char **argv) {
+    members_cli cli;
+    members_cli_init(&cli);
+    api_serve_opts o = {0};
+    o.port = 8080;
+    o.command = "serve";
+    char err[512];
+    for (int i = 1; i < argc;) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            serve_usage(stdout);
+            return 0;
+        }
+        int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
+        if (n == 0) n = api_serve_arg(&o, argc, argv, i, err, sizeof err);
+        if (n == 0) snprintf(err, sizeof err, "unknown option '%s' (see consort serve --help)", argv[i]);
+        if (n <= 0) {
+            fprintf(stderr, "consort serve: %s\n", err);
+            return 2;
+        }
+        i += n;
+    }
+    if (cli.n == 0) {
+        fprintf(stderr, "consort serve: give at least one --member NAME=SPEC (see --help; "
+                        "`consort run` starts local models without setup)\n");
+        return 2;
+    }
+    return api_serve_members(&cli, &o);
+}

@@ -1,0 +1,119 @@
+/* coordinator/engine/ensemble.h: the generation engine, the one interface that the
+ * OpenAI server (api*.c), `consort generate` and `consort ab` all drive.
+ *
+ * An ensemble is a set of members (remote or locally spawned consort-workers,
+ * see members.h) with a default strategy and weights. ensemble_generate()
+ * runs one request: it opens a session on every member, then loops over
+ * steps. Each step asks all members concurrently (libcurl multi, keep-alive,
+ * per-step deadline) for their top continuations and the prefix masses of the
+ * known candidates (docs/PROTOCOL.md), combines them with the strategy
+ * (sampler/), samples or takes the greedy choice, and commits the chosen
+ * bytes to the shared text G. See docs/STRATEGIES.md for the formulas.
+ *
+ * Contract:
+ *  - Thread-safe: many requests may run at once on one ensemble, each with
+ *    its own worker sessions.
+ *  - `max_tokens` counts steps (one committed candidate per step, the unit
+ *    reported as completion_tokens).
+ *  - The chunk callback receives text in order and only whole UTF-8
+ *    characters (an incomplete tail is held back until completed; invalid
+ *    bytes are replaced by U+FFFD so output is always valid UTF-8), and never
+ *    text that belongs to a stop sequence (text that might start one is held
+ *    back until decided). The concatenation of all chunks equals result.text.
+ *  - A member that fails or misses the deadline is dropped for the rest of
+ *    the request (weights renormalised over the others) and reported in the
+ *    per-member stats; with no member left the request fails with status 503.
+ *  - Bad requests (unknown strategy or member, wrong weights count, ...)
+ *    fail before any step with status 400 and a message.
+ *  - ensemble_result_free() releases everything a result owns.
+ */
+#ifndef CONSORT_ENSEMBLE_H
+#define CONSORT_ENSEMBLE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ensemble ensemble;
+typedef struct member_set member_set; /* members.h */
+
+#define ENSEMBLE_MAX_LOGPROBS 20
+
+typedef struct {
+    const char *prompt;        /* raw prompt text, or NULL when messages is set */
+    const json_t *messages;    /* OpenAI chat messages array, rendered by each member */
+    int max_tokens;            /* steps; >= 0 (0 = only the prompt is processed) */
+    double temperature;        /* 0 = greedy */
+    double top_p;              /* 1 = off */
+    double min_p;              /* 0 = off */
+    int top_k;                 /* 0 = off */
+    int has_seed;
+    uint64_t seed;
+    const char *const *stop;   /* stop sequences (not included in the output) */
+    size_t n_stop;
+    const char *strategy;      /* NULL: the ensemble's default (e.g. "mixture", "solo:a") */
+    const double *weights;     /* NULL: default; else one per member used */
+    size_t n_weights;
+    int weights_auto;          /* 1: weights from prompt perplexity */
+    const char *const *members;/* NULL: all; else subset by name */
+    size_t n_members;
+    int logprobs;              /* 0..ENSEMBLE_MAX_LOGPROBS alternatives per chunk */
+    double threshold;          /* selective: lead confidence threshold (0 = default) */
+} ensemble_request;
+
+typedef struct {
+    const char *text;          /* whole UTF-8 characters, not NUL-terminated */
+    size_t len;
+    double logprob;            /* ensemble log-probability of the step(s) that produced it */
+    int n_top;
+    struct { const char *text; size_t len; double logprob; } top[ENSEMBLE_MAX_LOGPROBS];
+} ensemble_chunk;
+
+/* Return non-zero to stop generating (e.g. the client went away). */
+typedef int (*ensemble_on_chunk)(void *ud, const ensemble_chunk *chunk);
+
+typedef struct {
+    char name[64];
+    int failed;                /* dropped during this request */
+    char failure[160];
+    int steps_won;             /* steps whose committed candidate was this member's top choice */
+    size_t bytes_proposed_won; /* bytes committed from candidates this member proposed */
+    double mean_step_ms;       /* mean round-trip latency of this member's step calls */
+    double weight;             /* weight used (after auto/renormalisation) */
+    int prompt_tokens;         /* this member's prompt length in its own tokens */
+    long decoded;              /* token positions the member decoded (its "decoded" answers, prompt included) */
+} ensemble_member_stats;
+
+typedef struct {
+    char *text;                /* malloc'ed, NUL-terminated, valid UTF-8 */
+    size_t len;
+    const char *finish_reason; /* "stop" or "length" (static string) */
+    int steps;                 /* completion_tokens */
+    int prompt_tokens;         /* max over members */
+    double seconds;
+    ensemble_member_stats *members;
+    size_t n_members;
+    int status;                /* 0 ok, else an HTTP status (400, 503, ...) */
+    char error[256];
+    /* engine statistics (additive, for generate --json and the benchmark) */
+    int rounds;                /* concurrent round trips to the members (1 or 2 per step) */
+    int second_rounds;         /* steps that needed a second round for missing candidate masses */
+    int skipped_rounds;        /* greedy steps whose winner was certain without the missing masses */
+    int sessions_recreated;    /* member sessions the workers had evicted, re-created from prompt + G */
+    double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
+} ensemble_result;
+
+/* members: taken by reference, must outlive the ensemble. */
+ensemble *ensemble_new(member_set *members, const char *default_strategy,
+                       const double *default_weights, int weights_auto,
+                       char *err, size_t errlen);
+void ensemble_free(ensemble *e);
+
+int ensemble_generate(ensemble *e, const ensemble_request *req,
+                      ensemble_on_chunk on_chunk, void *ud, ensemble_result *out);
+void ensemble_result_free(ensemble_result *r);
+
+/* "solo:NAME", "mixture", "product", "min_ppl", "min_ppl_cross", "selective" */
+int ensemble_strategy_valid(const ensemble *e, const char *strategy, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,81 @@
+/* coordinator/eval/eval_strategies.h: how an ensemble's held-out log-probability
+ * is computed on units (eval_units.h). docs/EVALUATION.md has the reasoning.
+ *
+ * For unit u with history h (all bytes before u), member m gives
+ * L_m(u) = log p_m(u | h). Weights w are normalised to sum to 1.
+ *
+ *  solo:NAME  L_NAME(u).
+ *  mixture    log sum_m w_m exp(L_m(u)) (members with w_m = 0 do not take
+ *             part, so weights (1, 0) give solo of the first member exactly).
+ *  product    sum_m w_m L_m(u), the log-linear pool WITHOUT its normaliser
+ *             Z = sum_v prod_m p_m(v|h)^w_m over all unit strings v, which
+ *             cannot be enumerated. By Hoelder's inequality Z <= 1, so this
+ *             log-prob is a lower bound of the normalised product's: the
+ *             reported bits per byte are an UPPER bound (pessimistic, never
+ *             flattering). It is also never better than mixture (weighted
+ *             geometric <= arithmetic mean), per unit.
+ *  min_ppl    routing: the member whose predictive distribution at its first
+ *             token of u has the lowest entropy (most confident) speaks for
+ *             u; that entropy depends only on h, never on u's text.
+ *             Missing entropies fall back to 1 - top1. Ties: first member.
+ *  min_ppl_prev routing: the member with the lowest loss per byte on the
+ *             previous unit of the document speaks (first unit: as min_ppl).
+ *  oracle     max_m L_m(u): the best member per unit chosen with hindsight.
+ *             Not a probability model; an UPPER BOUND for any routing.
+ *
+ * Contract: ev_strategy_parse() returns 0 and fills *out, or -1 with a message.
+ * ev_strategy_doc_logprob() returns the document's total log-probability
+ * (natural log) under the strategy; routed (may be NULL) has n_members
+ * counters incremented with the units each member spoke for (routing
+ * strategies, oracle and solo).
+ */
+#ifndef CONSORT_EVAL_STRATEGIES_H
+#define CONSORT_EVAL_STRATEGIES_H
+
+#include "coordinator/eval/eval_units.h"
+
+#include <stddef.h>
+
+typedef enum {
+    EV_S_SOLO = 0,
+    EV_S_MIXTURE,
+    EV_S_PRODUCT,
+    EV_S_MIN_PPL,
+    EV_S_MIN_PPL_PREV,
+    EV_S_ORACLE
+} ev_strategy_kind;
+
+typedef struct {
+    ev_strategy_kind kind;
+    size_t member;     /* for solo */
+    char name[80];     /* as reported: "solo:a", "mixture", ... */
+} ev_strategy;
+
+int ev_strategy_parse(const char *spec, const char *const *member_names, size_t n_members,
+                      ev_strategy *out, char *err, size_t errlen);
+
+/* Parse a comma-separated list into a malloc'ed array (*out, *n). */
+int ev_strategy_parse_list(const char *list, const char *const *member_names, size_t n_members,
+                           ev_strategy **out, size_t *n, char *err, size_t errlen);
+
+double ev_strategy_doc_logprob(const ev_strategy *s, const ev_units *u, const double *weights,
+                               const char *text, size_t *routed);
+
+/* Normalise w[0..n) to sum 1 in place; -1 when a weight is negative or
+ * non-finite, or all are 0. */
+int ev_weights_normalise(double *w, size_t n);
+
+/* Parse "0.7,0.3" into w (n values expected); -1 with a message otherwise. */
+int ev_weights_parse(const char *s, double *w, size_t n, char *err, size_t errlen);
+
+/* Mixture weights that maximise the total log-likelihood of the given units
+ * (EM on fixed components; the objective is concave so EM reaches the
+ * optimum). docs: array of n_docs unit sets with the same n_members.
+ * w: in = start (normalised), out = result. Returns the iterations run. */
+int ev_weights_tune(const ev_units *docs, size_t n_docs, double *w, size_t n_members,
+                    int max_iter, double tol);
+
+/* log(sum_i exp(a_i)) over finite inputs, stable. */
+double ev_logsumexp(const double *a, size_t n);
+
+#endif

@@ -1,0 +1,169 @@
+/* tests/unit/sampler/test_strategy.c: events and strategies on synthetic members
+ * with hand-computed expected values. */
+#include "sampler/sampler.h"
+#include "sampler/strategy.h"
+#include "tests/tap.h"
+#include "vocab_align/candidates.h"
+
+/* Randomised check of sstrat_greedy_bound: members are distributions over
+ * the 14 strings of length 1..3 over {a,b} plus END, so every prefix mass is
+ * exact and consistent; some masses are hidden (NaN). Whenever the bound
+ * names a winner it must be the full-information greedy mixture winner. */
+static void check_greedy_bound(void) {
+    static const char *tok[14] = {"a", "b", "aa", "ab", "ba", "bb", "aaa", "aab", "aba", "abb",
+                                  "baa", "bab", "bba", "bbb"};
+    srng rng;
+    srng_seed(&rng, 2024);
+    int decided = 0, wrong = 0, trials = 20000;
+    for (int t = 0; t < trials; t++) {
+        size_t nm = 1 + srng_next(&rng) % 3;
+        double p[3][15], endl[3], wn[3], wsum = 0;
+        for (size_t m = 0; m < nm; m++) {
+            double z = 0;
+            int peak = (int)(srng_next(&rng) % 15);
+            for (int i = 0; i < 15; i++) {
+                double u = srng_uniform(&rng);
+                p[m][i] = u * u * u * (i == peak ? 30 : 1);
+                z += p[m][i];
+            }
+            for (int i = 0; i < 15; i++) p[m][i] /= z;
+            endl[m] = log(p[m][14]);
+            wn[m] = 0.2 + srng_uniform(&rng);
+            wsum += wn[m];
+        }
+        for (size_t m = 0; m < nm; m++) wn[m] /= wsum;
+        vcand_set cs;
+        vcand_init(&cs);
+        size_t want = 2 + srng_next(&rng) % 6;
+        while (cs.n < want) {
+            const char *s = tok[srng_next(&rng) % 14];
+            vcand_add(&cs, s, strlen(s), 0);
+        }
+        vcand_link(&cs);
+        size_t n = cs.n, ne = n + 1;
+        double lq[3 * 8], hidden[3 * 8], ev[3 * 9], mix[9], scratch[4 * 9];
+        for (size_t m = 0; m < nm; m++)
+            for (size_t c = 0; c < n; c++) {
+                double q = 0;
+                for (int i = 0; i < 14; i++)
+                    if (strlen(tok[i]) >= cs.len[c] && !memcmp(tok[i], vcand_str(&cs, c), cs.len[c])) q += p[m][i];
+                lq[m * 8 + c] = log(q);
+                hidden[m * 8 + c] = srng_uniform(&rng) < 0.3 ? NAN : log(q);
+            }
+        for (size_t m = 0; m < nm; m++) sstrat_events(n, cs.parent, lq + m * 8, endl[m], ev + m * ne);
+        sstrat_mixture(nm, ne, ev, wn, mix);
+        int full = ssample_argmax(mix, ne);
+        int b = sstrat_greedy_bound(nm, n, cs.parent, hidden, 8, endl, wn, scratch);
+        if (b >= 0) {
+            decided++;
+            if (b != full) wrong++;
+        }
+        vcand_free(&cs);
+    }
+    diag("greedy bound: %d of %d random steps decided without the hidden masses", decided, trials);
+    ok(decided > trials / 10, "the bound decides a good share of steps");
+    is_int(wrong, 0, "the bound never names a winner other than the full-information one");
+}
+
+#include <math.h>
+
+int main(void) {
+    char err[256];
+    sstrat st;
+    ok(sstrat_parse("mixture", &st, err, sizeof err) == 0 && st.kind == SSTRAT_MIXTURE, "parse mixture");
+    ok(sstrat_parse(NULL, &st, err, sizeof err) == 0 && st.kind == SSTRAT_MIXTURE, "default is mixture");
+    ok(sstrat_parse("solo:b", &st, err, sizeof err) == 0 && st.kind == SSTRAT_SOLO && !strcmp(st.solo, "b"), "parse solo:b");
+    ok(sstrat_parse("min_ppl_cross", &st, err, sizeof err) == 0 && st.kind == SSTRAT_MIN_PPL_CROSS, "parse min_ppl_cross");
+    ok(sstrat_parse("bogus", &st, err, sizeof err) < 0 && strstr(err, "bogus"), "unknown strategy rejected");
+    ok(sstrat_parse("solo:", &st, err, sizeof err) < 0, "solo without a name rejected");
+
+    /* candidates: 0 " th", 1 " the" (extends 0), 2 " a"; event 3 = END */
+    int parent[3] = {-1, 0, -1};
+    double lq[6] = {log(0.5), log(0.4), log(0.3),    /* member A */
+                    log(0.2), log(0.2), log(0.6)};   /* member B */
+    double end[2] = {log(0.1), -INFINITY};
+    double ev[8];
+    sstrat_events(3, parent, lq, end[0], ev);
+    sstrat_events(3, parent, lq + 3, end[1], ev + 4);
+    is_near(ev[0], 0.1, 1e-12, "A: ' th' event = Q(' th') - Q(' the')");
+    is_near(ev[1], 0.4, 1e-12, "A: ' the' event");
+    is_near(ev[2], 0.3, 1e-12, "A: ' a' event");
+    is_near(ev[3], 0.1, 1e-12, "A: END");
+    is_near(ev[4], 0.0, 0, "B: ' th' event clipped to exactly 0");
+    is_near(ev[7], 0.0, 0, "B: END of zero mass");
+    double nan_lq[3] = {NAN, log(0.25), NAN};
+    double ev2[4];
+    sstrat_events(3, parent, nan_lq, NAN, ev2);
+    ok(ev2[0] == 0 && fabs(ev2[1] - 0.25) < 1e-12 && ev2[3] == 0, "unknown (NaN) logq counts as zero mass");
+
+    double w[2] = {3, 1}, wn[2], out[4];
+    int alive[2] = {1, 1};
+    is_int(sstrat_norm_weights(2, w, alive, wn), 2, "two weighted members");
+    is_near(wn[0], 0.75, 1e-12, "weights normalised");
+    double listed = sstrat_mixture(2, 4, ev, wn, out);
+    is_near(listed, 0.875, 1e-12, "mixture listed mass 0.75*0.9 + 0.25*0.8");
+    is_near(out[0], 0.075 / 0.875, 1e-12, "mixture ' th'");
+    is_near(out[1], 0.35 / 0.875, 1e-12, "mixture ' the'");
+    is_near(out[2], 0.375 / 0.875, 1e-12, "mixture ' a'");
+    is_near(out[3], 0.075 / 0.875, 1e-12, "mixture END = sum w exp(end_logq)");
+
+    alive[1] = 0;
+    is_int(sstrat_norm_weights(2, w, alive, wn), 1, "dead member drops out");
+    sstrat_mixture(2, 4, ev, wn, out);
+    is_near(out[1], 0.4 / 0.9, 1e-12, "mixture with one member left = that member renormalised");
+    double w10[2] = {1, 0};
+    alive[1] = 1;
+    is_int(sstrat_norm_weights(2, w10, alive, wn), 1, "weight 0 member takes no part");
+    sstrat_mixture(2, 4, ev, wn, out);
+    is_near(out[2], 0.3 / 0.9, 1e-12, "weights (1,0) = member 0");
+
+    double weq[2] = {1, 1};
+    sstrat_norm_weights(2, weq, alive, wn);
+    ok(sstrat_product(2, 4, ev, wn, out) == 0, "product has common support");
+    is_near(out[0], 0, 0, "product: B gives ' th' zero mass -> zero");
+    is_near(out[1], 0.4, 1e-12, "product ' the' = sqrt(.4*.2)/(sqrt(.08)+sqrt(.18))");
+    is_near(out[2], 0.6, 1e-12, "product ' a'");
+    is_near(out[3], 0, 0, "product END zero (B has no end mass)");
+
+    double disjoint[8] = {0.5, 0, 0, 0, 0, 0.5, 0, 0};
+    ok(sstrat_product(2, 4, disjoint, wn, out) == 1, "product with no common support falls back");
+    is_near(out[0], 0.5, 1e-12, "fallback is the mixture");
+
+    sstrat_norm_weights(2, w, alive, wn);
+    ok(sstrat_selective(2, 4, ev, wn, 0, 0.41, out) == 0, "lead max 0.4 < 0.41: ensemble (0.4/0.9 would pass)");
+    is_near(out[1], 0.35 / 0.875, 1e-12, "selective below threshold = mixture");
+    ok(sstrat_selective(2, 4, ev, wn, 0, 0.4, out) == 1, "lead max 0.4 >= 0.4: lead alone");
+    is_near(out[1], 0.4 / 0.9, 1e-12, "selective above threshold = lead renormalised");
+
+    /* min_ppl: A proposes ' the' (log .4 / 4 bytes), B proposes ' a' (log .6 / 2) */
+    size_t len[3] = {3, 4, 2};
+    int prop[2] = {1, 2};
+    double score[2];
+    sstrat_norm_weights(2, weq, alive, wn);
+    is_int(sstrat_min_ppl(2, 3, lq, 3, end, len, prop, wn, 0, score), 1, "min_ppl: ' the' has the lower per-byte ppl");
+    is_near(score[0], log(0.4) / 4, 1e-12, "min_ppl score of A's proposal");
+    is_near(score[1], log(0.6) / 2, 1e-12, "min_ppl score of B's proposal");
+    double lq2[6] = {log(0.5), log(0.4), log(0.3), log(0.2), log(0.01), log(0.6)};
+    is_int(sstrat_min_ppl(2, 3, lq2, 3, end, len, prop, wn, 0, score), 1, "min_ppl only asks the proposer");
+    is_int(sstrat_min_ppl(2, 3, lq2, 3, end, len, prop, wn, 1, score), 2, "min_ppl_cross: B's ' a' wins under both");
+    is_near(score[0], (0.5 * log(0.4) + 0.5 * log(0.01)) / 4, 1e-12, "cross score of ' the'");
+    is_near(score[1], (0.5 * log(0.3) + 0.5 * log(0.6)) / 2, 1e-12, "cross score of ' a'");
+    int prop_end[2] = {3, -1};
+    is_int(sstrat_min_ppl(2, 3, lq, 3, end, len, prop_end, wn, 0, score), 3, "END proposal");
+    int none[2] = {-1, -1};
+    is_int(sstrat_min_ppl(2, 3, lq, 3, end, len, none, wn, 0, score), -1, "no proposals");
+
+    double nll[2] = {10, 20}, aw[2];
+    int okm[2] = {1, 1};
+    sstrat_auto_weights(2, nll, 10, okm, aw);
+    is_near(aw[0], 1 / (1 + exp(-1.0)), 1e-12, "auto weights softmax(-nll/bytes)");
+    is_near(aw[0] + aw[1], 1, 1e-12, "auto weights sum to 1");
+    okm[1] = 0;
+    sstrat_auto_weights(2, nll, 10, okm, aw);
+    ok(aw[0] == 1 && aw[1] == 0, "a member without a score gets 0");
+    okm[1] = 1;
+    sstrat_auto_weights(2, nll, 0, okm, aw);
+    ok(aw[0] == 0.5 && aw[1] == 0.5, "empty prompt: equal weights");
+    check_greedy_bound();
+    return tap_done();
+}
