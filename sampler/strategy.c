@@ -1,5 +1,6 @@
 /* sampler/strategy.c: see strategy.h and docs/STRATEGIES.md. */
 #include "sampler/strategy.h"
+#include "sampler/registry.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -7,32 +8,22 @@
 
 int sstrat_parse(const char *s, sstrat *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (!s || !*s || !strcmp(s, "mixture")) out->kind = SSTRAT_MIXTURE;
-    else if (!strcmp(s, "product")) out->kind = SSTRAT_PRODUCT;
-    else if (!strcmp(s, "min_ppl")) out->kind = SSTRAT_MIN_PPL;
-    else if (!strcmp(s, "min_ppl_cross")) out->kind = SSTRAT_MIN_PPL_CROSS;
-    else if (!strcmp(s, "selective")) out->kind = SSTRAT_SELECTIVE;
-    else if (!strncmp(s, "solo:", 5) && s[5] && strlen(s + 5) < sizeof out->solo) {
-        out->kind = SSTRAT_SOLO;
-        snprintf(out->solo, sizeof out->solo, "%s", s + 5);
-    } else {
-        snprintf(err, errlen,
-                 "unknown strategy '%s' (expected mixture, product, solo:NAME, min_ppl, min_ppl_cross, selective)", s);
+    if (!s || !*s) s = SREG_DEFAULT_GENERATION;
+    const char *param;
+    const sreg_entry *e = sreg_parse(s, SREG_GENERATION, &param, err, errlen);
+    if (!e) return -1;
+    if (param && strlen(param) >= sizeof out->solo) {
+        snprintf(err, errlen, "strategy '%s': member name longer than %zu bytes", s, sizeof out->solo - 1);
         return -1;
     }
+    out->kind = (enum sstrat_kind)e->gen_kind;
+    if (param) snprintf(out->solo, sizeof out->solo, "%s", param);
     return 0;
 }
 
 const char *sstrat_name(enum sstrat_kind k) {
-    switch (k) {
-    case SSTRAT_MIXTURE: return "mixture";
-    case SSTRAT_PRODUCT: return "product";
-    case SSTRAT_SOLO: return "solo";
-    case SSTRAT_MIN_PPL: return "min_ppl";
-    case SSTRAT_MIN_PPL_CROSS: return "min_ppl_cross";
-    case SSTRAT_SELECTIVE: return "selective";
-    }
-    return "?";
+    const sreg_entry *e = sreg_by_gen_kind((int)k);
+    return e ? e->name : "?";
 }
 
 static inline double q_of(double lq) { return isnan(lq) ? 0 : exp(lq); }

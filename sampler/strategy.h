@@ -33,7 +33,11 @@ typedef struct {
 
 #define SSTRAT_DEFAULT_THRESHOLD 0.5
 
+/* A generation strategy by name, through the registry (sampler/registry.h):
+ * NULL or "" is mixture; "solo:NAME" fills out->solo. Evaluation-only names
+ * (route_entropy, ...) and unknown names give -1 with a message. */
 int sstrat_parse(const char *s, sstrat *out, char *err, size_t errlen);
+/* The registry's name of a generation kind ("solo" for SSTRAT_SOLO). */
 const char *sstrat_name(enum sstrat_kind k);
 
 /* ev[0..n] (n+1 values) of one member. */

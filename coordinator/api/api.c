@@ -4,6 +4,7 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "coordinator/api/openai.h"
+#include "sampler/registry.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -520,6 +521,17 @@ static json_t *model_obj(api_server *s, const char *id, const char *kind) {
                      (json_int_t)s->started, "owned_by", "consort", "consort_kind", kind);
 }
 
+/* The generation strategies of the registry, "solo:NAME" with its placeholder. */
+static json_t *strategies_json(void) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < sreg_count(); i++) {
+        const sreg_entry *e = sreg_at(i);
+        if (!sreg_accepts(e, SREG_GENERATION)) continue;
+        json_array_append_new(a, e->param ? json_sprintf("%s:%s", e->name, e->param) : json_string(e->name));
+    }
+    return a;
+}
+
 static void handle_models(api_server *s, http_conn *c, const char *path) {
     cors(c);
     if (strcmp(path, "/v1/models") == 0) {
@@ -530,6 +542,7 @@ static void handle_models(api_server *s, http_conn *c, const char *path) {
             for (size_t i = 0; i < s->n_names; i++) json_array_append_new(mem, json_string(s->names[i]));
             json_object_set_new(ens, "members", mem);
             json_object_set_new(ens, "strategy", json_string(s->strategy[0] ? s->strategy : "mixture"));
+            json_object_set_new(ens, "strategies", strategies_json());
         }
         json_array_append_new(data, ens);
         for (size_t i = 0; i < s->n_names; i++) {

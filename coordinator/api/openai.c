@@ -3,6 +3,7 @@
 #include "coordinator/api/openai.h"
 
 #include "common/utf8.h"
+#include "sampler/registry.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -159,22 +160,18 @@ static int in_list(const char *const *list, const char *key) {
 
 /* ---- ensemble extension ------------------------------------------------------ */
 
-static const char *const strategies[] = {"mixture", "product", "min_ppl", "min_ppl_cross",
-                                         "selective", NULL};
-
+/* ensemble.strategy: a generation name of the strategy registry. */
 static int check_strategy(const char *s, const oai_config *cfg, const char *param,
                           oai_error *err) {
-    if (in_list(strategies, s)) return 0;
-    if (strncmp(s, "solo:", 5) == 0 && s[5]) {
-        if (member_known(cfg, s + 5)) return 0;
-        char names[256];
-        list_members(cfg, names, sizeof names);
-        return oai_fail(err, 400, param, "unknown_member",
-                        "Unknown member '%s' in strategy '%s' (members: %s).", s + 5, s, names);
-    }
-    return oai_fail(err, 400, param, "unknown_strategy",
-                    "Unknown strategy '%s' (expected mixture, product, min_ppl, min_ppl_cross, "
-                    "selective or solo:NAME).", s);
+    const char *member;
+    char msg[768];
+    const sreg_entry *e = sreg_parse(s, SREG_GENERATION, &member, msg, sizeof msg);
+    if (!e) return oai_fail(err, 400, param, "unknown_strategy", "%s.", msg);
+    if (!member || member_known(cfg, member)) return 0;
+    char names[256];
+    list_members(cfg, names, sizeof names);
+    return oai_fail(err, 400, param, "unknown_member",
+                    "Unknown member '%s' in strategy '%s' (members: %s).", member, s, names);
 }
 
 static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request *rq,

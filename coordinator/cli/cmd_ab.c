@@ -8,6 +8,7 @@
 #include "coordinator/eval/eval_ab.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
+#include "sampler/registry.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -20,7 +21,7 @@ static const char ev_ab_usage[] =
     "usage: consort ab --member NAME=SPEC ... --prompts PROMPTS --strategies S1,S2,... [options]\n"
     "Generate with each strategy for each prompt; compare quality, speed, repetition, agreement.\n"
     "  --prompts FILE      JSONL with a \"prompt\" (or \"text\") per line, else one prompt per line\n"
-    "  --strategies LIST   comma-separated strategies (solo:NAME, mixture, product, min_ppl, ...)\n"
+    "  --strategies LIST   comma-separated generation strategies (listed below)\n"
     "  --max-tokens N      steps per output (default 48)\n"
     "  --temperature T     default 0 (greedy)\n"
     "  --seed S            sampling seed (default 1)\n"
@@ -135,6 +136,7 @@ int ev_cmd_ab(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(ev_ab_usage, stdout);
             fputs(members_cli_help, stdout);
+            sreg_fprint_help(stdout, SREG_GENERATION);
             return 0;
         }
         if (!v) {
@@ -189,6 +191,14 @@ int ev_cmd_ab(int argc, char **argv) {
     char *save = NULL;
     for (char *t = strtok_r(sdup, ",", &save); t && S < 64; t = strtok_r(NULL, ",", &save))
         if (*t) slist[S++] = t;
+    for (size_t s = 0; s < S; s++) {
+        sstrat parsed;
+        if (sstrat_parse(slist[s], &parsed, err, sizeof err)) {
+            fprintf(stderr, "consort ab: %s\n", err);
+            free(sdup);
+            return 2;
+        }
+    }
     char **prompts = NULL;
     size_t P = 0;
     if (!S || ev_load_prompts(prompts_path, &prompts, &P, err, sizeof err)) {

@@ -4,6 +4,7 @@
 #include "coordinator/cli/commands.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
+#include "sampler/registry.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -126,6 +127,7 @@ int cmd_generate(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("%s%s", help, members_cli_help);
+            sreg_fprint_help(stdout, SREG_GENERATION);
             return 0;
         }
         if (!strcmp(a, "--json")) { json = 1; i++; continue; }

@@ -8,6 +8,7 @@
 #include "coordinator/eval/eval_ppl.h"
 #include "coordinator/eval/eval_report.h"
 #include "coordinator/engine/members.h"
+#include "sampler/registry.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -54,8 +55,7 @@ static const char ev_ppl_usage[] =
     "usage: consort ppl --member NAME=SPEC ... --file FILE [options]\n"
     "Held-out perplexity of each member and of ensembles, on bytes and words.\n"
     "  --file FILE            JSONL with a \"text\" per line, or plain UTF-8 text (one document)\n"
-    "  --strategies LIST      comma-separated: solo:NAME, mixture, product, min_ppl,\n"
-    "                         min_ppl_prev, oracle (default: all of them)\n"
+    "  --strategies LIST      comma-separated, from the list below (default: all of them)\n"
     "  --unit word|token|byte units the ensembles are scored on (default word)\n"
     "  --tune-weights DEV     pick mixture/product weights on DEV (EM), report them, then score FILE\n"
     "  --json OUT             write the results as JSON to OUT\n"
@@ -96,6 +96,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(ev_ppl_usage, stdout);
             fputs(members_cli_help, stdout);
+            sreg_fprint_help(stdout, SREG_EVALUATION);
             return 0;
         }
         if (!strcmp(a, "--no-progress")) {
@@ -141,11 +142,9 @@ int ev_cmd_ppl(int argc, char **argv) {
     size_t M = cli.n;
     const char *names[MEMBERS_MAX];
     for (size_t m = 0; m < M; m++) names[m] = cli.name[m];
-    char def[1024] = "";
+    char def[2048] = "";
     if (!strategies) {
-        size_t o = 0;
-        for (size_t m = 0; m < M; m++) o += (size_t)snprintf(def + o, sizeof def - o, "%ssolo:%s", m ? "," : "", names[m]);
-        if (M > 1) snprintf(def + o, sizeof def - o, ",mixture,product,min_ppl,min_ppl_prev,oracle");
+        ev_strategy_default_list(names, M, def, sizeof def);
         strategies = def;
     }
     ev_strategy *st = NULL;

@@ -6,6 +6,7 @@
  * (build/consort → ../models), else from ./models. */
 #include "coordinator/cli/cmd_serve.h"
 #include "coordinator/cli/commands.h"
+#include "sampler/registry.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -115,6 +116,7 @@ int cmd_run(int argc, char **argv) {
     for (int i = 1; i < argc;) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             run_usage(stdout, members_cli_help, api_serve_help);
+            sreg_fprint_help(stdout, SREG_GENERATION);
             return 0;
         }
         int n = 0;

@@ -7,6 +7,7 @@
 #include "coordinator/api/api.h"
 #include "coordinator/cli/commands.h"
 #include "coordinator/engine/ensemble.h"
+#include "sampler/registry.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -238,6 +239,7 @@ int cmd_serve(int argc, char **argv) {
     for (int i = 1; i < argc;) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             serve_usage(stdout);
+            sreg_fprint_help(stdout, SREG_GENERATION);
             return 0;
         }
         int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);

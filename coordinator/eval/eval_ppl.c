@@ -351,10 +351,10 @@ int ev_ppl_compute(const ev_corpus *c, char (*names)[64], size_t M, ev_token **s
     for (size_t m = 0; m < M; m++) {
         int listed = 0;
         for (size_t s = 0; s < o->n_strategies; s++)
-            listed |= o->strategies[s].kind == EV_S_SOLO && o->strategies[s].member == m;
+            listed |= o->strategies[s].kind == SREG_SOLO && o->strategies[s].member == m;
         if (!listed) {
             ev_ppl_row *row = &r->rows[n_rows++];
-            row->strat.kind = EV_S_SOLO;
+            row->strat.kind = SREG_SOLO;
             row->strat.member = m;
             snprintf(row->strat.name, sizeof row->strat.name, "solo:%s", names[m]);
         }
@@ -364,10 +364,10 @@ int ev_ppl_compute(const ev_corpus *c, char (*names)[64], size_t M, ev_token **s
     for (size_t i = 0; i < n_rows; i++) {
         ev_ppl_row *row = &r->rows[i];
         snprintf(row->name, sizeof row->name, "%s", row->strat.name);
-        row->member = row->strat.kind == EV_S_SOLO ? (int)row->strat.member : -1;
-        row->upper_bound = row->strat.kind == EV_S_ORACLE;
-        if (row->strat.kind == EV_S_MIN_PPL || row->strat.kind == EV_S_MIN_PPL_PREV ||
-            row->strat.kind == EV_S_ORACLE) {
+        row->member = row->strat.kind == SREG_SOLO ? (int)row->strat.member : -1;
+        row->upper_bound = row->strat.kind == SREG_ORACLE;
+        if (row->strat.kind == SREG_ROUTE_ENTROPY || row->strat.kind == SREG_ROUTE_PREV ||
+            row->strat.kind == SREG_ORACLE) {
             row->routed = calloc(M, sizeof(size_t));
             if (!row->routed) goto oom;
         }

@@ -52,13 +52,13 @@ int ev_report_ppl_table(FILE *f, const char *file, const ev_corpus *c, const ev_
     int has_oracle = 0, has_product = 0;
     for (size_t i = 0; i < r->n_rows; i++) {
         has_oracle |= r->rows[i].upper_bound;
-        has_product |= r->rows[i].strat.kind == EV_S_PRODUCT;
+        has_product |= r->rows[i].strat.kind == SREG_PRODUCT_BOUND;
     }
     fprintf(f, "\nbits/byte and its interval: lower is better; 95%% CI from a paired bootstrap over documents "
                "(%u resamples, seed %llu).\n",
             r->resamples, (unsigned long long)r->seed);
     if (has_product)
-        fprintf(f, "product: unnormalised log-linear pool, so its bits/byte is an upper bound (pessimistic).\n");
+        fprintf(f, "product_bound: unnormalised log-linear pool, so its bits/byte is an upper bound (pessimistic).\n");
     if (has_oracle)
         fprintf(f, "* oracle: the best member per unit chosen WITH HINDSIGHT; an upper bound, not a model.\n");
     for (size_t i = 0; i < r->n_rows; i++) {
@@ -127,12 +127,9 @@ json_t *ev_report_ppl_json(const char *file, const ev_corpus *c, const ev_ppl_re
         json_object_set_new(x, "diff_vs_best_member", ev_json_num(row->diff));
         json_object_set_new(x, "diff_ci95", ev_pair(row->diff_ci[0], row->diff_ci[1]));
         if (row->member >= 0) json_object_set_new(x, "tokens", json_integer((json_int_t)row->tokens));
-        if (row->upper_bound) {
-            json_object_set_new(x, "upper_bound", json_true());
-            json_object_set_new(x, "note", json_string("best member per unit chosen with hindsight; not a model"));
-        }
-        if (row->strat.kind == EV_S_PRODUCT)
-            json_object_set_new(x, "note", json_string("unnormalised: bits_per_byte is an upper bound"));
+        if (row->upper_bound) json_object_set_new(x, "upper_bound", json_true());
+        const sreg_entry *rule = sreg_by_rule(row->strat.kind);
+        if (rule && rule->note) json_object_set_new(x, "note", json_string(rule->note));
         if (row->routed) {
             json_t *rt = json_object();
             for (size_t m = 0; m < r->n_members; m++)

@@ -1,4 +1,5 @@
-/* coordinator/eval/eval_strategies.c: see eval_strategies.h. */
+/* coordinator/eval/eval_strategies.c: see eval_strategies.h; names come from
+ * the strategy registry (sampler/registry.h). */
 #include "coordinator/eval/eval_strategies.h"
 
 #include <math.h>
@@ -19,33 +20,39 @@ double ev_logsumexp(const double *a, size_t n) {
 int ev_strategy_parse(const char *spec, const char *const *names, size_t n,
                       ev_strategy *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (!strncmp(spec, "solo:", 5)) {
-        for (size_t m = 0; m < n; m++) {
-            if (!strcmp(spec + 5, names[m])) {
-                out->kind = EV_S_SOLO;
-                out->member = m;
-                snprintf(out->name, sizeof out->name, "solo:%s", names[m]);
-                return 0;
-            }
-        }
-        snprintf(err, errlen, "strategy %s: no member named '%s'", spec, spec + 5);
-        return -1;
+    const char *param;
+    const sreg_entry *e = sreg_parse(spec, SREG_EVALUATION, &param, err, errlen);
+    if (!e) return -1;
+    out->kind = e->rule;
+    if (!param) {
+        snprintf(out->name, sizeof out->name, "%s", e->name);
+        return 0;
     }
-    static const struct { const char *name; ev_strategy_kind kind; } tab[] = {
-        {"mixture", EV_S_MIXTURE}, {"product", EV_S_PRODUCT}, {"min_ppl", EV_S_MIN_PPL},
-        {"min_ppl_prev", EV_S_MIN_PPL_PREV}, {"oracle", EV_S_ORACLE},
-    };
-    for (size_t i = 0; i < sizeof tab / sizeof *tab; i++) {
-        if (!strcmp(spec, tab[i].name)) {
-            out->kind = tab[i].kind;
-            snprintf(out->name, sizeof out->name, "%s", tab[i].name);
+    for (size_t m = 0; m < n; m++) {
+        if (!strcmp(param, names[m])) {
+            out->member = m;
+            snprintf(out->name, sizeof out->name, "%s:%s", e->name, names[m]);
             return 0;
         }
     }
-    snprintf(err, errlen,
-             "unknown strategy '%s' (known: solo:NAME, mixture, product, min_ppl, min_ppl_prev, oracle)",
-             spec);
+    snprintf(err, errlen, "strategy %s: no member named '%s'", spec, param);
     return -1;
+}
+
+size_t ev_strategy_default_list(const char *const *names, size_t n, char *buf, size_t cap) {
+    size_t len = 0;
+    if (cap) buf[0] = 0;
+    for (size_t m = 0; m < n; m++) {
+        size_t room = len < cap ? cap - len : 0;
+        len += (size_t)snprintf(room ? buf + len : NULL, room, "%ssolo:%s", m ? "," : "", names[m]);
+    }
+    for (size_t i = 0; n > 1 && i < sreg_count(); i++) {
+        const sreg_entry *e = sreg_at(i);
+        if (!sreg_accepts(e, SREG_EVALUATION) || e->param) continue;
+        size_t room = len < cap ? cap - len : 0;
+        len += (size_t)snprintf(room ? buf + len : NULL, room, ",%s", e->name);
+    }
+    return len;
 }
 
 int ev_strategy_parse_list(const char *list, const char *const *names, size_t n,
@@ -164,26 +171,26 @@ double ev_strategy_doc_logprob(const ev_strategy *s, const ev_units *u, const do
         double x = 0;
         size_t who = (size_t)-1;
         switch (s->kind) {
-        case EV_S_SOLO:
+        case SREG_SOLO:
             x = u->lp[s->member * N + k];
             who = s->member;
             break;
-        case EV_S_MIXTURE: {
+        case SREG_MIXTURE: {
             size_t j = 0;
             for (size_t m = 0; m < M; m++)
                 if (w[m] > 0) a[j++] = log(w[m]) + u->lp[m * N + k];
             x = ev_logsumexp(a, j);
             break;
         }
-        case EV_S_PRODUCT:
+        case SREG_PRODUCT_BOUND:
             for (size_t m = 0; m < M; m++)
                 if (w[m] > 0) x += w[m] * u->lp[m * N + k];
             break;
-        case EV_S_MIN_PPL:
+        case SREG_ROUTE_ENTROPY:
             who = ev_route_entropy(u, k);
             x = u->lp[who * N + k];
             break;
-        case EV_S_MIN_PPL_PREV:
+        case SREG_ROUTE_PREV:
             if (k == 0) {
                 who = ev_route_entropy(u, k);
             } else {
@@ -200,12 +207,15 @@ double ev_strategy_doc_logprob(const ev_strategy *s, const ev_units *u, const do
             }
             x = u->lp[who * N + k];
             break;
-        case EV_S_ORACLE:
+        case SREG_ORACLE:
             who = 0;
             for (size_t m = 1; m < M; m++)
                 if (u->lp[m * N + k] > u->lp[who * N + k]) who = m;
             x = u->lp[who * N + k];
             break;
+        default: /* a rule ppl does not score: ev_strategy_parse refuses its name */
+            if (a != tmp) free(a);
+            return NAN;
         }
         if (routed && who != (size_t)-1) routed[who]++;
         total += x;

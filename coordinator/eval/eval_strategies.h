@@ -2,24 +2,30 @@
  * is computed on units (eval_units.h). docs/EVALUATION.md has the reasoning.
  *
  * For unit u with history h (all bytes before u), member m gives
- * L_m(u) = log p_m(u | h). Weights w are normalised to sum to 1.
+ * L_m(u) = log p_m(u | h). Weights w are normalised to sum to 1. The names
+ * come from the strategy registry (sampler/registry.h); a name means the
+ * same rule here as in generation, and ppl refuses the generation rules it
+ * cannot score as generation runs them (product, min_ppl, min_ppl_cross,
+ * selective), naming the evaluation-only rule below that is related.
  *
- *  solo:NAME  L_NAME(u).
+ *  solo:NAME  L_NAME(u); the same rule as generation's solo.
  *  mixture    log sum_m w_m exp(L_m(u)) (members with w_m = 0 do not take
  *             part, so weights (1, 0) give solo of the first member exactly).
- *  product    sum_m w_m L_m(u), the log-linear pool WITHOUT its normaliser
- *             Z = sum_v prod_m p_m(v|h)^w_m over all unit strings v, which
- *             cannot be enumerated. By Hoelder's inequality Z <= 1, so this
- *             log-prob is a lower bound of the normalised product's: the
- *             reported bits per byte are an UPPER bound (pessimistic, never
- *             flattering). It is also never better than mixture (weighted
- *             geometric <= arithmetic mean), per unit.
- *  min_ppl    routing: the member whose predictive distribution at its first
+ *             The same rule as generation's mixture: a linear pool of
+ *             prefix masses is exact on units.
+ *  route_entropy  the member whose predictive distribution at its first
  *             token of u has the lowest entropy (most confident) speaks for
  *             u; that entropy depends only on h, never on u's text.
  *             Missing entropies fall back to 1 - top1. Ties: first member.
- *  min_ppl_prev routing: the member with the lowest loss per byte on the
- *             previous unit of the document speaks (first unit: as min_ppl).
+ *  route_prev the member with the lowest loss per byte on the previous unit
+ *             of the document speaks (first unit: as route_entropy).
+ *  product_bound  sum_m w_m L_m(u), the log-linear pool WITHOUT its
+ *             normaliser Z = sum_v prod_m p_m(v|h)^w_m over all unit strings
+ *             v, which cannot be enumerated. By Hoelder's inequality Z <= 1,
+ *             so this log-prob is a lower bound of the normalised product's:
+ *             the reported bits per byte are an UPPER bound (pessimistic,
+ *             never flattering). It is also never better than mixture
+ *             (weighted geometric <= arithmetic mean), per unit.
  *  oracle     max_m L_m(u): the best member per unit chosen with hindsight.
  *             Not a probability model; an UPPER BOUND for any routing.
  *
@@ -33,26 +39,24 @@
 #define CONSORT_EVAL_STRATEGIES_H
 
 #include "coordinator/eval/eval_units.h"
+#include "sampler/registry.h"
 
 #include <stddef.h>
 
-typedef enum {
-    EV_S_SOLO = 0,
-    EV_S_MIXTURE,
-    EV_S_PRODUCT,
-    EV_S_MIN_PPL,
-    EV_S_MIN_PPL_PREV,
-    EV_S_ORACLE
-} ev_strategy_kind;
-
 typedef struct {
-    ev_strategy_kind kind;
+    sreg_rule kind;    /* SREG_SOLO, SREG_MIXTURE, or an evaluation-only rule */
     size_t member;     /* for solo */
     char name[80];     /* as reported: "solo:a", "mixture", ... */
 } ev_strategy;
 
 int ev_strategy_parse(const char *spec, const char *const *member_names, size_t n_members,
                       ev_strategy *out, char *err, size_t errlen);
+
+/* The default --strategies of ppl: solo:NAME for every member, then (with
+ * more than one member) every other name ppl scores, in registry order.
+ * snprintf-style into buf. */
+size_t ev_strategy_default_list(const char *const *member_names, size_t n_members, char *buf,
+                                size_t cap);
 
 /* Parse a comma-separated list into a malloc'ed array (*out, *n). */
 int ev_strategy_parse_list(const char *list, const char *const *member_names, size_t n_members,

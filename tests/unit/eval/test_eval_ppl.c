@@ -123,7 +123,7 @@ static void test_run(void) {
     const char *names[] = {"a", "b"};
     ev_strategy *st;
     size_t ns;
-    ok(ev_strategy_parse_list("mixture,product,min_ppl,min_ppl_prev,oracle", names, 2, &st, &ns, err,
+    ok(ev_strategy_parse_list("mixture,product_bound,route_entropy,route_prev,oracle", names, 2, &st, &ns, err,
                               sizeof err) == 0,
        "strategies parse");
     double w10[] = {1, 0};
@@ -196,7 +196,7 @@ static void test_run(void) {
     const char *n2[] = {"a", "a2"};
     ev_strategy *st2;
     size_t ns2;
-    ev_strategy_parse_list("mixture,product,min_ppl,min_ppl_prev,oracle", n2, 2, &st2, &ns2, err, sizeof err);
+    ev_strategy_parse_list("mixture,product_bound,route_entropy,route_prev,oracle", n2, 2, &st2, &ns2, err, sizeof err);
     ev_ppl_opts o2 = {EV_UNIT_TOKEN, st2, ns2, NULL, 100, 1, 0};
     ok(ev_ppl_run(&c, twice, 2, &o2, &r, err, sizeof err) == 0, "same model twice runs");
     int same = 1;

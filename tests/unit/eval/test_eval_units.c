@@ -45,19 +45,19 @@ static void test_word_units(void) {
     ok(ev_strategy_parse("mixture", names, 2, &s, err, sizeof err) == 0, "parse mixture");
     double want = log(0.5 * exp(-1.0) + 0.5 * exp(-1.2)) + log(0.5 * exp(-2.0) + 0.5 * exp(-1.3));
     is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), want, 1e-12, "mixture by hand");
-    ok(ev_strategy_parse("product", names, 2, &s, err, sizeof err) == 0, "parse product");
+    ok(ev_strategy_parse("product_bound", names, 2, &s, err, sizeof err) == 0, "parse product_bound");
     is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), 0.5 * (-3.0) + 0.5 * (-2.5), 1e-12,
-            "product (unnormalised) by hand");
+            "product_bound (unnormalised) by hand");
     ok(ev_strategy_parse("solo:b", names, 2, &s, err, sizeof err) == 0, "parse solo:b");
     is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), -2.5, 1e-12, "solo:b = sum of B's tokens");
     size_t routed[2] = {0, 0};
-    ok(ev_strategy_parse("min_ppl", names, 2, &s, err, sizeof err) == 0, "parse min_ppl");
+    ok(ev_strategy_parse("route_entropy", names, 2, &s, err, sizeof err) == 0, "parse route_entropy");
     /* unit 0: entropies A 1.0, B 3.0 -> A (-1.0); unit 1: A 1.5, B 0.5 -> B (-1.3) */
-    is_near(ev_strategy_doc_logprob(&s, &u, w, doc, routed), -2.3, 1e-12, "min_ppl routes on entropy");
-    ok(routed[0] == 1 && routed[1] == 1, "min_ppl routed one unit to each");
-    ok(ev_strategy_parse("min_ppl_prev", names, 2, &s, err, sizeof err) == 0, "parse min_ppl_prev");
+    is_near(ev_strategy_doc_logprob(&s, &u, w, doc, routed), -2.3, 1e-12, "route_entropy routes on entropy");
+    ok(routed[0] == 1 && routed[1] == 1, "route_entropy routed one unit to each");
+    ok(ev_strategy_parse("route_prev", names, 2, &s, err, sizeof err) == 0, "parse route_prev");
     /* unit 0 by entropy: A (-1.0); unit 1: previous losses A 1.0, B 1.2 -> A (-2.0) */
-    is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), -3.0, 1e-12, "min_ppl_prev routes on the previous unit");
+    is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), -3.0, 1e-12, "route_prev routes on the previous unit");
     ok(ev_strategy_parse("oracle", names, 2, &s, err, sizeof err) == 0, "parse oracle");
     is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), -1.0 + -1.3, 1e-12, "oracle takes the best per unit");
     double w10[] = {1, 0};
