@@ -35,7 +35,7 @@ static const sreg_entry table[] = {
      "the lead member alone while its top mass >= --threshold, else mixture", "route_entropy",
      "its confidence test needs the lead's masses at every step, which token scores do not give", NULL},
     {"route_entropy", NULL, SREG_ROUTE_ENTROPY, SREG_NEEDS_UNIT_ENTROPY, SREG_SCORE_EVAL_ONLY, -1,
-     "each unit scored by the member least uncertain (lowest entropy) before it", NULL, NULL, NULL},
+     "each unit scored by the member with the lowest entropy before it", NULL, NULL, NULL},
     {"route_prev", NULL, SREG_ROUTE_PREV, SREG_NEEDS_UNIT_LOGPROBS, SREG_SCORE_EVAL_ONLY, -1,
      "each unit scored by the member with the lowest loss per byte on the previous unit", NULL, NULL,
      NULL},

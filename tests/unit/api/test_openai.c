@@ -162,6 +162,21 @@ static void test_completions_rejects(void) {
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"model\":7}", "model", "model of wrong type");
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"strategy\":\"vote\"}}",
             "ensemble.strategy", "unknown strategy");
+    rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"strategy\":\"route_entropy\"}}",
+            "ensemble.strategy", "an evaluation-only strategy of ppl");
+    {
+        oai_request rq;
+        oai_error err;
+        ok(parse(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"strategy\":\"oracle\"}}", &rq, &err) ==
+                   -1 && strcmp(err.code, "unknown_strategy") == 0 && strstr(err.message, "evaluation-only") &&
+               strstr(err.message, "min_ppl_cross, selective"),
+           "evaluation-only strategy: the message says so and lists the generation strategies");
+        ok(parse(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"strategy\":\"\"}}", &rq, &err) == -1 &&
+               strcmp(err.code, "unknown_strategy") == 0,
+           "an empty strategy name is refused");
+    }
+    accepts(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"strategy\":\"min_ppl_cross\"}}",
+            "a generation strategy from the registry");
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"strategy\":\"solo:zz\"}}",
             "ensemble.strategy", "solo of an unknown member");
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"members\":[\"a\",\"zz\"]}}",

@@ -4,6 +4,7 @@
 #include "tests/tap.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static int run(int (*cmd)(int, char **), char **argv) {
@@ -29,6 +30,24 @@ int main(void) {
     is_int(run(ev_cmd_ppl, bad_unit), 2, "unknown unit");
     char *bad_strat[] = {"ppl", "--member", "a=http://127.0.0.1:9", "--file", "x", "--strategies", "solo:zz", NULL};
     is_int(run(ev_cmd_ppl, bad_strat), 2, "strategy naming an unknown member");
+    char *gen_only[] = {"ppl", "--member", "a=http://127.0.0.1:9", "--file", "x", "--strategies", "solo:a,min_ppl", NULL};
+    is_int(run(ev_cmd_ppl, gen_only), 2, "ppl refuses min_ppl, a generation rule it cannot score");
+    char *ev_name[] = {"ppl", "--member", "a=http://127.0.0.1:9", "--member", "b=http://127.0.0.1:9", "--file",
+                       "/nonexistent/x.jsonl", "--strategies", "route_entropy,route_prev,product_bound,oracle", NULL};
+    is_int(run(ev_cmd_ppl, ev_name), 1, "ppl accepts its evaluation names (then fails on the file)");
+    char prompts[] = "/tmp/consort_ab_prompts_XXXXXX";
+    int fd = mkstemp(prompts);
+    if (fd >= 0) {
+        if (write(fd, "Once\n", 5) != 5) diag("cannot write %s", prompts);
+        close(fd);
+    }
+    char *ab_ev[] = {"ab", "--member", "a=http://127.0.0.1:9", "--prompts", prompts, "--strategies",
+                     "mixture,route_entropy", NULL};
+    is_int(run(ev_cmd_ab, ab_ev), 2, "ab refuses an evaluation-only name before starting any member");
+    char *ab_gen[] = {"ab", "--member", "a=http://127.0.0.1:9", "--prompts", prompts, "--strategies",
+                      "mixture,selective", NULL};
+    is_int(run(ev_cmd_ab, ab_gen), 1, "ab takes generation names (then fails: no member answers)");
+    unlink(prompts);
     char *bad_w[] = {"ppl", "--member", "a=http://127.0.0.1:9", "--member", "b=http://127.0.0.1:9",
                      "--weights", "1", "--file", "x", NULL};
     is_int(run(ev_cmd_ppl, bad_w), 2, "wrong number of weights");
