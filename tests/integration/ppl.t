@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # consort ppl and consort ab end to end, on the two real tiny models with
 # different SentencePiece vocabularies (../shared/models/external), with
-# local workers spawned by consort. DESIGN.md invariants 1, 2, 3, 5:
+# local workers spawned by consort. Checks:
 #  - one member's bits per byte equal a direct libllama computation
 #    (tests/tools/ppl_direct: the same doc-start token, the same windows) to 1e-6;
 #  - mixture with weights (1, 0) over different tokenizers = solo of the first;
@@ -67,7 +67,7 @@ ok = ok and r['name'] == 'solo:a' and all(k in r for k in ('bits_per_byte','byte
 sys.exit(0 if ok else 1)"
 ok $? "every byte scored; JSON shape"
 
-"$B/consort" ppl --member a="$A" --member b="$C" --weights 1,0 --strategies solo:a,solo:b,mixture,product,min_ppl,oracle \
+"$B/consort" ppl --member a="$A" --member b="$C" --weights 1,0 --strategies solo:a,solo:b,mixture,product_bound,route_entropy,oracle \
   --file "$tmp/ascii.jsonl" --json "$tmp/two.json" --per-doc "$tmp/two.csv" "${common[@]}" > "$tmp/two.txt" 2> "$tmp/two.err"
 ok $? "ppl with two tokenizers runs"
 py "
@@ -90,8 +90,33 @@ sys.exit(0 if o.get('upper_bound') and o['bits_per_byte'] <= min(r['solo:a']['bi
 ok $? "oracle labelled and bounded; ensembles have no token perplexity"
 [ "$(wc -l < "$tmp/two.csv")" = 7 ]; ok $? "per-document CSV: header + 6 lines"
 grep -q "HINDSIGHT" "$tmp/two.txt"; ok $? "the table labels the oracle"
+py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/two.json'))['results']}
+sys.exit(0 if 'upper bound' in r['product_bound'].get('note', '') and 'hindsight' in r['oracle'].get('note', '') else 1)"
+ok $? "the JSON labels product_bound and oracle as bounds (registry notes)"
 
-"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,mixture,product,min_ppl \
+# one name, one rule: ppl refuses the generation rules it cannot score as
+# generation runs them, naming the evaluation-only rule; generation refuses those
+for s in product:product_bound min_ppl:route_entropy min_ppl_cross:route_prev selective:route_entropy; do
+  "$B/consort" ppl --member a="$A" --member b="$C" --strategies "mixture,${s%%:*}" --file "$tmp/ascii.jsonl" \
+    "${common[@]}" > /dev/null 2> "$tmp/refused.err"
+  rc=$?
+  [ $rc = 2 ] && grep -q "cannot be scored" "$tmp/refused.err" && grep -q "'${s#*:}'" "$tmp/refused.err"
+  ok $? "ppl --strategies ${s%%:*}: exit 2, names ${s#*:} (rc $rc)"
+done
+"$B/consort" generate --member a="$A" --strategy route_entropy --prompt "Once" --max-tokens 2 --threads 1 \
+  > /dev/null 2> "$tmp/gen_refused.err"
+rc=$?
+[ $rc = 2 ] && grep -q "evaluation-only" "$tmp/gen_refused.err"
+ok $? "generate --strategy route_entropy: exit 2, an evaluation-only rule (rc $rc)"
+"$B/consort" ab --member a="$A" --prompts "$tmp/docs.jsonl" --strategies mixture,oracle --out "$tmp/ab_refused" \
+  > /dev/null 2> "$tmp/ab_refused.err"
+rc=$?
+[ $rc = 2 ] && grep -q "evaluation-only" "$tmp/ab_refused.err" && [ ! -e "$tmp/ab_refused" ]
+ok $? "ab --strategies mixture,oracle: exit 2 before generating (rc $rc)"
+
+"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,mixture,product_bound,route_entropy \
   --file "$tmp/docs.jsonl" --json "$tmp/same.json" "${common[@]}" > /dev/null 2>&1
 ok $? "the same model twice runs"
 py "
@@ -99,7 +124,7 @@ import json, sys
 r = {x['name']: x['bits_per_byte'] for x in json.load(open('$tmp/same.json'))['results']}
 print('# ' + str(r))
 sys.exit(0 if all(abs(v - r['solo:a']) <= 1e-9 for v in r.values()) else 1)"
-ok $? "the same model twice = the model, for mixture, product and min_ppl"
+ok $? "the same model twice = the model, for mixture, product_bound and route_entropy"
 
 "$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture \
   --file "$tmp/ascii.jsonl" "${common[@]}" > "$tmp/tune.txt" 2>&1
