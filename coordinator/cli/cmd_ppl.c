@@ -57,7 +57,7 @@ static const char ev_ppl_usage[] =
     "  --file FILE            JSONL with a \"text\" per line, or plain UTF-8 text (one document)\n"
     "  --strategies LIST      comma-separated, from the list below (default: all of them)\n"
     "  --unit word|token|byte units the ensembles are scored on (default word)\n"
-    "  --tune-weights DEV     pick mixture/product weights on DEV (EM), report them, then score FILE\n"
+    "  --tune-weights DEV     pick mixture/product_bound weights on DEV (EM), report them, then score FILE\n"
     "  --json OUT             write the results as JSON to OUT\n"
     "  --per-doc CSV          write one line per document to CSV\n"
     "  --resamples N          bootstrap resamples (default 1000); --seed S (default 1)\n"
