@@ -1,5 +1,5 @@
 /* common/utf8.h: UTF-8 validity, the one rule behind "output is valid UTF-8"
- * (DESIGN.md invariant 4) and behind rejecting invalid input with a 400.
+ * (invariant 4 of docs/ARCHITECTURE.md) and behind rejecting invalid input with a 400.
  *
  * Contract (RFC 3629): no overlong forms, no surrogates (U+D800..DFFF), no
  * code points above U+10FFFF.

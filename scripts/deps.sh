@@ -2,7 +2,7 @@
 # scripts/deps.sh: make sure everything consort builds against is present,
 # then write the make variables that describe it to build/config.mk.
 #
-# Order of preference for llama.cpp (DESIGN.md):
+# Order of preference for llama.cpp (the README states the same):
 #   1. pkg-config `llama` (Homebrew on macOS, a user's own install);
 #   2. LLAMA_PREFIX=/path (a user's own build: include/ and lib/ under it);
 #   3. the pinned npm packages node-llama-cpp@3.22.1 (headers, gguf-py, vocab

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/integration/engine_e2e.t: the engine with real consort-workers on two
-# real models with different SentencePiece vocabularies (DESIGN.md
+# real models with different SentencePiece vocabularies (docs/ARCHITECTURE.md
 # invariants 1-4 on the generation side).
 #
 # Models: $CONSORT_TEST_MODEL_A / _B, default the project's own

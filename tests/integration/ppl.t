@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # consort ppl and consort ab end to end, on the two real tiny models with
-# different SentencePiece vocabularies (../shared/models/external), with
-# local workers spawned by consort. Checks:
+# different SentencePiece vocabularies (models/external), with
+# local workers spawned by consort. docs/ARCHITECTURE.md invariants 1, 2, 3, 5:
 #  - one member's bits per byte equal a direct libllama computation
 #    (tests/tools/ppl_direct: the same doc-start token, the same windows) to 1e-6;
 #  - mixture with weights (1, 0) over different tokenizers = solo of the first;
@@ -11,13 +11,13 @@
 set -uo pipefail
 cd "${CONSORT_ROOT:-$(dirname "$0")/../..}"
 B=${CONSORT_BUILD:-build}
-EXT=${CONSORT_MODELS:-$PWD/../shared/models/external}
+EXT=$PWD/models/external
 A=$EXT/stories260K.gguf
 C=$EXT/TinyStories-656K-Q8_0.gguf
 if [ ! -x "$B/consort" ] || [ ! -x "$B/consort-worker" ] || [ ! -x "$B/tools/ppl_direct" ]; then
   echo "1..0 # SKIP needs $B/consort, $B/consort-worker and $B/tools/ppl_direct"; exit 0
 fi
-if [ ! -f "$A" ] || [ ! -f "$C" ]; then echo "1..0 # SKIP no models under $EXT"; exit 0; fi
+if [ ! -f "$A" ] || [ ! -f "$C" ]; then echo "1..1"; echo "not ok 1 - the vendored models are missing under $EXT"; exit 1; fi
 command -v python3 >/dev/null || { echo "1..0 # SKIP needs python3"; exit 0; }
 export CONSORT_WORKER=${CONSORT_WORKER:-$B/consort-worker}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# consort-worker over HTTP with a real model (../shared stories260K): start on
+# consort-worker over HTTP with a real model (models/external/stories260K): start on
 # port 0, every endpoint, KV reuse through /metrics, bad input of every kind
 # (nothing crashes, other sessions unaffected), concurrent clients, clean
 # shutdown on SIGTERM, and the start-up errors (missing file, not GGUF).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${CONSORT_BUILD:-build}/consort-worker
-MODEL=${CONSORT_ROOT:-$PWD}/../shared/models/external/stories260K.gguf
+MODEL=${CONSORT_ROOT:-$PWD}/models/external/stories260K.gguf
 n=0; fails=0
 ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails+1)); fi; }
 is() { [ "$1" = "$2" ]; local r=$?; [ $r = 0 ] || echo "#   got '$1', want '$2'"; ok $r "$3"; }

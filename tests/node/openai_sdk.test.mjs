@@ -165,7 +165,7 @@ test('every strategy through the ensemble extension; weights (1, 0) is member 0 
   const w10 = await client.completions.create({
     model, prompt, max_tokens: 12, temperature: 0, ensemble: { strategy: 'mixture', weights: [1, 0] },
   });
-  assert.equal(w10.choices[0].text, solo.choices[0].text, 'DESIGN.md invariant 3 through the API');
+  assert.equal(w10.choices[0].text, solo.choices[0].text, 'invariant 3 (weights (1, 0) give member 0) through the API');
   const auto = await client.completions.create({ model, prompt, max_tokens: 4, temperature: 0, ensemble: { weights: 'auto' } });
   const ws = auto.ensemble.members.map((m) => m.weight);
   assert.ok(Math.abs(ws.reduce((a, b) => a + b, 0) - 1) < 1e-6, `auto weights sum to 1: ${ws}`);

@@ -1,5 +1,5 @@
 /* tests/tools/greedy_ref.c: the reference a one-member ensemble must match
- * (DESIGN.md invariant 1): a plain llama.cpp greedy loop, written directly
+ * (invariant 1 of docs/ARCHITECTURE.md): a plain llama.cpp greedy loop, written directly
  * against libllama, with no consort code in the way.
  *
  *   greedy_ref MODEL.gguf PROMPT N_TOKENS [THREADS]

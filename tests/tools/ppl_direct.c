@@ -1,7 +1,7 @@
 /* tests/tools/ppl_direct.c: held-out log-probability of a file computed
  * directly with libllama, in process, independent of the worker and the
- * coordinator. It is the reference of the ppl integration test (DESIGN.md
- * invariant 5) and the baseline of bench/ppl_bench.sh.
+ * coordinator. It is the reference of the ppl integration test (invariant 5
+ * of docs/ARCHITECTURE.md) and the baseline of bench/ppl_bench.sh.
  *
  *   ppl_direct --model M.gguf --file FILE [--ctx N] [--overlap K]
  *              [--threads T] [--window-doc-start 0|1] [--kv-size C]

@@ -1,6 +1,6 @@
 /* tests/unit/engine/test_ensemble.c: the engine end to end against in-process mock
  * members (tests/unit/engine/mock_member.h) that speak the member protocol with two
- * different vocabularies. Checks DESIGN.md's invariants on the engine side
+ * different vocabularies. Checks docs/ARCHITECTURE.md's invariants on the engine side
  * (one member = its greedy text; the same model twice = that model; weights
  * (1,0) over different tokenizers = member 0; valid UTF-8, nothing lost or
  * doubled), stop sequences and hold-back, END, max_tokens, failures,

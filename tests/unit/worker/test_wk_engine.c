@@ -1,5 +1,5 @@
 /* worker/wk_engine against brute force over the full softmax, computed here
- * independently with libllama on the real tiny models in ../shared:
+ * independently with libllama on the real tiny models in models/external:
  * prefix masses (one token and teacher-forced several), healing, KV reuse,
  * end-of-text mass, scoring (single window and rolling windows), LRU
  * eviction, context overflow, concurrency. */
@@ -675,9 +675,9 @@ int main(void) {
     const char *root = getenv("CONSORT_ROOT");
     char path[1024];
     wk_backend_init();
-    snprintf(path, sizeof path, "%s/../shared/models/external/stories260K.gguf", root ? root : ".");
+    snprintf(path, sizeof path, "%s/models/external/stories260K.gguf", root ? root : ".");
     run_model(path, "stories260K loads");
-    snprintf(path, sizeof path, "%s/../shared/models/external/TinyStories-656K-Q8_0.gguf", root ? root : ".");
+    snprintf(path, sizeof path, "%s/models/external/TinyStories-656K-Q8_0.gguf", root ? root : ".");
     run_model(path, "TinyStories-656K loads");
 
     /* Tiny random-weight models over real tokenizers, made by build/tools/mkmodel. */
