@@ -4,7 +4,7 @@
 #ifndef CONSORT_COMMANDS_H
 #define CONSORT_COMMANDS_H
 
-#define CONSORT_VERSION "0.1.0"
+#include "common/version.h"
 
 int cmd_generate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
