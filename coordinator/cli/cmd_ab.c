@@ -7,7 +7,7 @@
 
 #include "coordinator/eval/eval_ab.h"
 #include "coordinator/engine/ensemble.h"
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -197,7 +197,11 @@ int ev_cmd_ab(int argc, char **argv) {
         return 2;
     }
     int rc = 0;
-    member_set *ms = members_open(&cli, err, sizeof err), *js = NULL;
+    members_config mcfg;
+    ensemble_config ecfg;
+    members_cli_to_config(&cli, &mcfg, &ecfg);
+    ecfg.strategy[0] = 0; /* each run names its strategy */
+    member_set *ms = members_open(&mcfg, err, sizeof err), *js = NULL;
     ensemble *e = NULL;
     ev_ab *ab = NULL;
     if (!ms) {
@@ -208,13 +212,13 @@ int ev_cmd_ab(int argc, char **argv) {
     if (judge) {
         js = members_new();
         if (!js || members_add(js, judge_name, judge_spec, err, sizeof err) ||
-            members_connect(js, &cli, err, sizeof err)) {
+            members_connect(js, &mcfg, err, sizeof err)) {
             fprintf(stderr, "consort ab: judge: %s\n", err);
             rc = 1;
             goto done;
         }
     }
-    e = ensemble_new(ms, NULL, cli.n_weights ? cli.weights : NULL, cli.weights_auto, err, sizeof err);
+    e = ensemble_new(ms, &ecfg, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort ab: %s\n", err);
         rc = 1;

@@ -3,7 +3,7 @@
  * with the text and the statistics (--json). */
 #include "coordinator/cli/commands.h"
 #include "coordinator/engine/ensemble.h"
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -174,13 +174,16 @@ int cmd_generate(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    member_set *ms = members_open(&cli, err, sizeof err);
+    members_config mcfg;
+    ensemble_config ecfg;
+    members_cli_to_config(&cli, &mcfg, &ecfg);
+    member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort generate: %s\n", err);
         free(file_text);
         return 1;
     }
-    ensemble *e = ensemble_new(ms, cli.strategy, cli.n_weights ? cli.weights : NULL, cli.weights_auto, err, sizeof err);
+    ensemble *e = ensemble_new(ms, &ecfg, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort generate: %s\n", err);
         members_free(ms);

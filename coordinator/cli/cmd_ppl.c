@@ -7,7 +7,7 @@
 
 #include "coordinator/eval/eval_ppl.h"
 #include "coordinator/eval/eval_report.h"
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -177,7 +177,9 @@ int ev_cmd_ppl(int argc, char **argv) {
         free(st);
         return 1;
     }
-    member_set *ms = members_open(&cli, err, sizeof err);
+    members_config mcfg;
+    members_cli_to_config(&cli, &mcfg, NULL);
+    member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort ppl: %s\n", err);
         ev_corpus_free(&c);

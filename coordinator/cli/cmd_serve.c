@@ -126,7 +126,10 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     }
     log_info("%s: opening %zu member(s)%s", cmd, cli->n,
              cli->n ? " (spawning local workers for .gguf files may take a while)" : "");
-    member_set *ms = members_open(cli, err, sizeof err);
+    members_config mcfg;
+    ensemble_config ecfg;
+    members_cli_to_config(cli, &mcfg, &ecfg);
+    member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort %s: %s\n", cmd, err);
         return 1;
@@ -138,9 +141,7 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
         members_free(ms);
         return 1;
     }
-    ensemble *e = ensemble_new(ms, cli->strategy[0] ? cli->strategy : NULL,
-                               cli->n_weights ? cli->weights : NULL, cli->weights_auto, err,
-                               sizeof err);
+    ensemble *e = ensemble_new(ms, &ecfg, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort %s: %s\n", cmd, err);
         members_free(ms);

@@ -5,7 +5,7 @@
 #ifndef CONSORT_CMD_SERVE_H
 #define CONSORT_CMD_SERVE_H
 
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 
 typedef struct {
     const char *host;        /* NULL: 127.0.0.1 */

@@ -111,7 +111,7 @@ done
 
 # skipping a second round (greedy, winner certain) never changes the text
 gen "$tmp/sk1.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40
-CONSORT_NO_ROUND_SKIP=1 gen "$tmp/sk2.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40
+gen "$tmp/sk2.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40 --no-round-skip
 # (a member absorbs only its own proposals, never strings it was asked
 # about, so paying or skipping that round leaves the members in one state)
 [ "$(field "$tmp/sk1.json" text)" = "$(field "$tmp/sk2.json" text)" ]; ok $? "mixture greedy: same text with and without skipped second rounds ($(field "$tmp/sk1.json" skipped_rounds) skipped)"
