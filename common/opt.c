@@ -273,13 +273,37 @@ int opt_next(opt_parser *p, const char **value) {
 
 /* ---- help ---------------------------------------------------------------------- */
 
+enum { HELP_INDENT = 27, HELP_WIDTH = 80 };
+
+/* Prints text from the current column HELP_INDENT, wrapped at spaces so no
+ * line passes HELP_WIDTH (a single longer word stays whole). */
+static void print_wrapped(FILE *f, const char *text) {
+    int col = HELP_INDENT;
+    while (*text) {
+        size_t word = strcspn(text, " ");
+        if (col > HELP_INDENT && col + 1 + (int)word > HELP_WIDTH) {
+            fprintf(f, "\n%*s", HELP_INDENT, "");
+            col = HELP_INDENT;
+        } else if (col > HELP_INDENT) {
+            fputc(' ', f);
+            col++;
+        }
+        fwrite(text, 1, word, f);
+        col += (int)word;
+        text += word;
+        while (*text == ' ') text++;
+    }
+    fputc('\n', f);
+}
+
 void opt_help(FILE *f, const opt_spec *table) {
     for (const opt_spec *s = table; s->name; s++) {
         if (!s->help) continue;
         char left[64];
         snprintf(left, sizeof left, "%s%s%s--%s%s%s", s->shrt ? "-" : "", s->shrt ? s->shrt : "",
                  s->shrt ? ", " : "", s->name, s->arg ? " " : "", s->arg ? s->arg : "");
-        if (strlen(left) <= 24) fprintf(f, "  %-24s %s\n", left, s->help);
-        else fprintf(f, "  %s\n  %-24s %s\n", left, "", s->help);
+        if (strlen(left) <= HELP_INDENT - 3) fprintf(f, "  %-*s ", HELP_INDENT - 3, left);
+        else fprintf(f, "  %s\n%*s", left, HELP_INDENT, "");
+        print_wrapped(f, s->help);
     }
 }

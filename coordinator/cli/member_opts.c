@@ -1,49 +1,30 @@
 /* coordinator/cli/member_opts.c: see member_opts.h. */
 #include "coordinator/cli/member_opts.h"
 
-#include <errno.h>
-#include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char members_cli_help[] =
-    "  --member NAME=SPEC     a member: SPEC is http://host:port of a running\n"
-    "                         consort-worker, or a .gguf file to run locally\n"
-    "                         (repeat for each member; order sets weight order)\n"
-    "  --strategy S           mixture (default), product, solo:NAME, min_ppl,\n"
-    "                         min_ppl_cross, selective\n"
-    "  --weights W            comma-separated weights (one per member) or auto\n"
-    "  --threshold X          selective: lead member confidence threshold (0.5)\n"
-    "  --threads N            threads of each spawned worker (default: CPUs/members)\n"
-    "  --ctx-size N           context size of spawned workers (worker default)\n"
-    "  --step-timeout SEC     per-step deadline for member answers (30)\n"
-    "  --start-timeout SEC    how long a spawned worker may take to start (120)\n"
-    "  --member-k K           proposals of each member per step (1 greedy, 8 sampling)\n"
-    "  --tolerate-down        start even if some members do not answer\n"
-    "  --no-round-skip        always ask for every missing mass (for tests: the\n"
-    "                         greedy round skip must not change a text)\n";
+/* ids 100..199: a command's own options use smaller ids, the server's 200.. */
+const opt_spec members_cli_opts[] = {
+    {"member", NULL, OPT_VALUE, MO_MEMBER, "NAME=SPEC",
+     "a member: SPEC is http://host:port of a running consort-worker, or a .gguf file to run "
+     "locally (repeat for each member; order sets weight order)"},
+    {"strategy", NULL, OPT_VALUE, MO_STRATEGY, "S",
+     "mixture (default), product, solo:NAME, min_ppl, min_ppl_cross, selective"},
+    {"weights", NULL, OPT_VALUE, MO_WEIGHTS, "W", "comma-separated weights (one per member) or auto"},
+    {"threshold", NULL, OPT_VALUE, MO_THRESHOLD, "X", "selective: lead member confidence threshold (0.5)"},
+    {"threads", "t", OPT_VALUE, MO_THREADS, "N", "threads of each spawned worker (default: CPUs/members)"},
+    {"ctx-size", "c", OPT_VALUE, MO_CTX_SIZE, "N", "context size of spawned workers (worker default)"},
+    {"step-timeout", NULL, OPT_VALUE, MO_STEP_TIMEOUT, "SEC", "per-step deadline for member answers (30)"},
+    {"start-timeout", NULL, OPT_VALUE, MO_START_TIMEOUT, "SEC", "how long a spawned worker may take to start (120)"},
+    {"member-k", NULL, OPT_VALUE, MO_MEMBER_K, "K", "proposals of each member per step (1 greedy, 8 sampling)"},
+    {"tolerate-down", NULL, OPT_FLAG, MO_TOLERATE_DOWN, NULL, "start even if some members do not answer"},
+    {"no-round-skip", NULL, OPT_FLAG, MO_NO_ROUND_SKIP, NULL,
+     "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
+    OPT_SPEC_END};
 
 void members_cli_init(members_cli *cli) { memset(cli, 0, sizeof *cli); }
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *s, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < INT_MIN || v > INT_MAX) return -1;
-    *out = (int)v;
-    return 0;
-}
 
 static int parse_weights(members_cli *cli, const char *v, char *err, size_t errlen) {
     if (!strcmp(v, "auto")) {
@@ -51,131 +32,77 @@ static int parse_weights(members_cli *cli, const char *v, char *err, size_t errl
         cli->n_weights = 0;
         return 0;
     }
-    cli->weights_auto = 0;
-    cli->n_weights = 0;
-    const char *p = v;
-    double sum = 0;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        char buf[64];
-        if (len == 0 || len >= sizeof buf || cli->n_weights >= MEMBERS_MAX) goto bad;
-        memcpy(buf, p, len);
-        buf[len] = 0;
-        double w;
-        if (parse_double(buf, &w) || w < 0) goto bad;
-        cli->weights[cli->n_weights++] = w;
-        sum += w;
-        if (!comma) break;
-        p = comma + 1;
-    }
-    if (sum <= 0) {
-        snprintf(err, errlen, "--weights %s: at least one weight must be positive", v);
+    double w[MEMBERS_MAX], sum = 0;
+    size_t n = 0;
+    if (opt_double_list("--weights", v, 0, 1e6, w, MEMBERS_MAX, &n, err, errlen)) {
+        size_t k = strlen(err);
+        snprintf(err + k, errlen - k, ", or 'auto'");
         return -1;
     }
+    for (size_t i = 0; i < n; i++) sum += w[i];
+    if (sum <= 0) {
+        snprintf(err, errlen, "--weights '%s': at least one weight must be positive", v);
+        return -1;
+    }
+    cli->weights_auto = 0;
+    cli->n_weights = n;
+    memcpy(cli->weights, w, n * sizeof w[0]);
     return 0;
-bad:
-    snprintf(err, errlen, "--weights %s: expected comma-separated non-negative numbers or 'auto'", v);
-    cli->n_weights = 0;
-    return -1;
 }
 
-int members_cli_arg(members_cli *cli, int argc, char **argv, int i, char *err, size_t errlen) {
-    static const struct { const char *name; int has_value; } opts[] = {
-        {"--member", 1}, {"--strategy", 1}, {"--weights", 1}, {"--threshold", 1},
-        {"--threads", 1}, {"--ctx-size", 1}, {"--step-timeout", 1}, {"--start-timeout", 1},
-        {"--member-k", 1}, {"--tolerate-down", 0}, {"--no-round-skip", 0},
-    };
-    const char *a = argv[i];
-    const char *eq = strchr(a, '=');
-    size_t alen = eq ? (size_t)(eq - a) : strlen(a);
-    int k = -1;
-    for (size_t j = 0; j < sizeof opts / sizeof opts[0]; j++)
-        if (strlen(opts[j].name) == alen && !strncmp(a, opts[j].name, alen)) k = (int)j;
-    if (k < 0) return 0;
-    const char *opt = opts[k].name;
-    const char *v = NULL;
-    int used = 1;
-    if (opts[k].has_value) {
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[i + 1];
-            used = 2;
-        } else {
-            snprintf(err, errlen, "%s needs a value", opt);
-            return -1;
-        }
-    } else if (eq) {
-        snprintf(err, errlen, "%s takes no value", opt);
+int members_cli_add(members_cli *cli, const char *v, char *err, size_t errlen) {
+    const char *eq = strchr(v, '=');
+    if (!eq || !members_name_ok(v, (size_t)(eq - v)) || !eq[1]) {
+        snprintf(err, errlen, "--member '%s': expected NAME=SPEC (NAME of [A-Za-z0-9_.-], SPEC a URL or .gguf path)", v);
         return -1;
     }
-    if (!strcmp(opt, "--member")) {
-        const char *e2 = strchr(v, '=');
-        if (!e2 || !members_name_ok(v, (size_t)(e2 - v)) || !e2[1]) {
-            snprintf(err, errlen, "--member %s: expected NAME=SPEC (NAME of [A-Za-z0-9_.-], SPEC a URL or .gguf path)", v);
-            return -1;
-        }
-        if (cli->n >= MEMBERS_MAX) {
-            snprintf(err, errlen, "too many members (at most %d)", MEMBERS_MAX);
-            return -1;
-        }
-        size_t nl = (size_t)(e2 - v);
-        for (size_t j = 0; j < cli->n; j++)
-            if (strlen(cli->name[j]) == nl && !strncmp(cli->name[j], v, nl)) {
-                snprintf(err, errlen, "--member %s: the name is used twice", v);
-                return -1;
-            }
-        if (strlen(e2 + 1) >= sizeof cli->spec[0]) {
-            snprintf(err, errlen, "--member %s: SPEC too long", v);
-            return -1;
-        }
-        memcpy(cli->name[cli->n], v, nl);
-        cli->name[cli->n][nl] = 0;
-        snprintf(cli->spec[cli->n], sizeof cli->spec[0], "%s", e2 + 1);
-        cli->n++;
-    } else if (!strcmp(opt, "--strategy")) {
-        if (!*v || strlen(v) >= sizeof cli->strategy) {
-            snprintf(err, errlen, "--strategy: bad value '%s'", v);
-            return -1;
-        }
-        snprintf(cli->strategy, sizeof cli->strategy, "%s", v);
-    } else if (!strcmp(opt, "--weights")) {
-        if (parse_weights(cli, v, err, errlen)) return -1;
-    } else if (!strcmp(opt, "--threshold")) {
-        if (parse_double(v, &cli->threshold) || cli->threshold < 0 || cli->threshold > 1) {
-            snprintf(err, errlen, "--threshold %s: expected a number in [0, 1]", v);
-            return -1;
-        }
-    } else if (!strcmp(opt, "--threads")) {
-        if (parse_int(v, &cli->threads) || cli->threads < 1 || cli->threads > 1024) {
-            snprintf(err, errlen, "--threads %s: expected a positive integer", v);
-            return -1;
-        }
-    } else if (!strcmp(opt, "--ctx-size")) {
-        if (parse_int(v, &cli->ctx) || cli->ctx < 1) {
-            snprintf(err, errlen, "--ctx-size %s: expected a positive integer", v);
-            return -1;
-        }
-    } else if (!strcmp(opt, "--step-timeout") || !strcmp(opt, "--start-timeout")) {
-        double t;
-        if (parse_double(v, &t) || t <= 0) {
-            snprintf(err, errlen, "%s %s: expected a positive number of seconds", opt, v);
-            return -1;
-        }
-        if (!strcmp(opt, "--step-timeout")) cli->step_timeout = t;
-        else cli->start_timeout = t;
-    } else if (!strcmp(opt, "--member-k")) {
-        if (parse_int(v, &cli->top_k_members) || cli->top_k_members < 1 || cli->top_k_members > 256) {
-            snprintf(err, errlen, "--member-k %s: expected an integer in 1..256", v);
-            return -1;
-        }
-    } else if (!strcmp(opt, "--tolerate-down")) {
-        cli->tolerate_down = 1;
-    } else if (!strcmp(opt, "--no-round-skip")) {
-        cli->no_round_skip = 1;
+    if (cli->n >= MEMBERS_MAX) {
+        snprintf(err, errlen, "too many members (at most %d)", MEMBERS_MAX);
+        return -1;
     }
-    return used;
+    size_t nl = (size_t)(eq - v);
+    for (size_t j = 0; j < cli->n; j++)
+        if (strlen(cli->name[j]) == nl && !strncmp(cli->name[j], v, nl)) {
+            snprintf(err, errlen, "--member '%s': the name is used twice", v);
+            return -1;
+        }
+    if (strlen(eq + 1) >= sizeof cli->spec[0]) {
+        snprintf(err, errlen, "--member '%s': SPEC too long", v);
+        return -1;
+    }
+    memcpy(cli->name[cli->n], v, nl);
+    cli->name[cli->n][nl] = 0;
+    snprintf(cli->spec[cli->n], sizeof cli->spec[0], "%s", eq + 1);
+    cli->n++;
+    return 0;
+}
+
+static int set_strategy(members_cli *cli, const char *v, char *err, size_t errlen) {
+    if (!*v || strlen(v) >= sizeof cli->strategy) {
+        snprintf(err, errlen, "--strategy '%s': expected a strategy name (see --help)", v);
+        return -1;
+    }
+    snprintf(cli->strategy, sizeof cli->strategy, "%s", v);
+    return 0;
+}
+
+int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t errlen) {
+    int rc;
+    switch (id) {
+    case MO_MEMBER: rc = members_cli_add(cli, v, err, errlen); break;
+    case MO_STRATEGY: rc = set_strategy(cli, v, err, errlen); break;
+    case MO_WEIGHTS: rc = parse_weights(cli, v, err, errlen); break;
+    case MO_THRESHOLD: rc = opt_double("--threshold", v, 0, 1, &cli->threshold, err, errlen); break;
+    case MO_THREADS: rc = opt_int("--threads", v, 1, 1024, &cli->threads, err, errlen); break;
+    case MO_CTX_SIZE: rc = opt_int("--ctx-size", v, 8, 1 << 20, &cli->ctx, err, errlen); break;
+    case MO_STEP_TIMEOUT: rc = opt_seconds("--step-timeout", v, 1e-3, 86400, &cli->step_timeout, err, errlen); break;
+    case MO_START_TIMEOUT: rc = opt_seconds("--start-timeout", v, 1e-3, 86400, &cli->start_timeout, err, errlen); break;
+    case MO_MEMBER_K: rc = opt_int("--member-k", v, 1, 256, &cli->top_k_members, err, errlen); break;
+    case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
+    case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
+    default: return 0;
+    }
+    return rc ? -1 : 1;
 }
 
 int members_cli_check(const members_cli *cli, char *err, size_t errlen) {

@@ -6,14 +6,19 @@
  * members_cli, checks them, then hands members_config (to open the member
  * set) and ensemble_config (to make the ensemble) to the engine.
  *
- * Typical use in a command (serve, run, generate, ppl, ab):
+ * Typical use in a command (serve, run, generate, ppl, ab), with the
+ * command's own options in `mine` (common/opt.h):
  *
  *     members_cli cli;
  *     members_cli_init(&cli);
- *     for (int i = 1; i < argc;) {
- *         int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
- *         if (n < 0) { fprintf(stderr, "consort: %s\n", err); return 2; }
- *         if (n > 0) { i += n; continue; }
+ *     const opt_spec *tables[] = {mine, members_cli_opts, NULL};
+ *     opt_parser p;
+ *     opt_begin(&p, "consort generate", tables, argc, argv);
+ *     for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+ *         if (id == OPT_ERROR) return 2;
+ *         int r = members_cli_set(&cli, id, v, err, sizeof err);
+ *         if (r < 0) { fprintf(stderr, "consort generate: %s\n", err); return 2; }
+ *         if (r > 0) continue;
  *         ... the command's own options ...
  *     }
  *     if (members_cli_check(&cli, err, sizeof err)) { ...; return 2; }
@@ -29,6 +34,7 @@
 #ifndef CONSORT_MEMBER_OPTS_H
 #define CONSORT_MEMBER_OPTS_H
 
+#include "common/opt.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
 
@@ -54,10 +60,21 @@ typedef struct {
 
 void members_cli_init(members_cli *cli);
 
-/* Looks at argv[i]. Returns how many arguments it consumed (1 or 2) when it
- * is a shared option, 0 when it is not one of ours, -1 on a bad value (err
- * says why). Accepts both "--opt VALUE" and "--opt=VALUE". */
-int members_cli_arg(members_cli *cli, int argc, char **argv, int i, char *err, size_t errlen);
+/* The shared options, for opt_begin and opt_help. Their ids are 100..199,
+ * so a command's own ids stay below 100 (the server's are 200..). */
+enum {
+    MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
+    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP
+};
+extern const opt_spec members_cli_opts[];
+
+/* Applies option id with value v (from opt_next). Returns 1 when id is one
+ * of the shared options and v is good, 0 when id is not one of them, -1 on
+ * a bad value (err names the option, the value and what is accepted). */
+int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t errlen);
+
+/* Adds a member from "NAME=SPEC" (what --member does): 0, or -1 with err. */
+int members_cli_add(members_cli *cli, const char *name_eq_spec, char *err, size_t errlen);
 
 /* Checks what only makes sense once all options are read (at least one
  * member, weights count = member count, ...). 0 ok, -1 with err. */
@@ -67,8 +84,5 @@ int members_cli_check(const members_cli *cli, char *err, size_t errlen);
  * spawn them), ec for ensemble_new (strategy, weights, step settings).
  * Either may be NULL. */
 void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_config *ec);
-
-/* The help text for the shared options (one option per line, indented). */
-extern const char members_cli_help[];
 
 #endif
