@@ -222,6 +222,20 @@ static int positional_arg(opt_parser *p, const char *arg, const char **value) {
     return OPT_POSITIONAL;
 }
 
+/* "--strat": unknown, or the start of several names; name them. */
+static int unknown_long(const opt_parser *p, const char *word) {
+    size_t len = strcspn(word, "=");
+    char names[256] = "";
+    for (int i = 0; i < OPT_MAX && p->spec[i] && len > 2; i++) {
+        size_t k = strlen(names);
+        if (!strncmp(p->spec[i]->name, word + 2, len - 2) && k + strlen(p->spec[i]->name) + 8 < sizeof names)
+            snprintf(names + k, sizeof names - k, "%s--%s", k ? ", " : "", p->spec[i]->name);
+    }
+    if (!names[0] || strncmp(word, "--", 2)) return fail(p, "unknown option", word);
+    fprintf(stderr, "%s: unknown option '%s' (did you mean %s? see --help)\n", p->prog, word, names);
+    return OPT_ERROR;
+}
+
 /* getopt said '?' or ':'; word is the argument being scanned. */
 static int explain(opt_parser *p, int c, const char *word) {
     char shrt[3] = {'-', (char)optopt, 0};
@@ -229,7 +243,7 @@ static int explain(opt_parser *p, int c, const char *word) {
     if (c == ':') return fail(p, "missing value for option", known ? word : shrt);
     if (known) return fail(p, "option takes no value", word);
     if (optopt) return fail(p, "unknown option", shrt);
-    return fail(p, "unknown option", word);
+    return unknown_long(p, word);
 }
 
 static int abbreviated(const char *word, const char *name) {

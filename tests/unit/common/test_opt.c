@@ -159,6 +159,8 @@ static void test_loop(void) {
         {{"prog", "--json=1", NULL}, "a value given to a flag"},
         {{"prog", "--mod", "x", NULL}, "an abbreviation"},
         {{"prog", "--js", NULL}, "an abbreviation of a flag"},
+        {{"prog", "--c", "1", NULL}, "an ambiguous abbreviation"},
+        {{"prog", "--ctx-sizes", "1", NULL}, "a longer name than any"},
         {{"prog", "stray", NULL}, "a positional argument where none is taken"},
         {{"prog", "--", "stray", NULL}, "a positional argument after --"},
     };
