@@ -151,7 +151,7 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["st
 # heals (it re-opens the last token), so the text may differ from an
 # uninterrupted run; what must hold is that both requests finish with the
 # member never dropped.
-start_worker a1slot "$MA" --slots 1 && U1=$URL
+start_worker a1slot "$MA" --parallel 1 && U1=$URL
 gen "$tmp/ev1.json" --member a="$U1" --prompt "$P1" --max-tokens $N &
 gen "$tmp/ev2.json" --member a="$U1" --prompt "$P1" --max-tokens $N
 wait $!
