@@ -193,7 +193,7 @@ int main(int argc, char **argv) {
     if (pid == 0) {
         dup2(pfd[1], 1);
         close(pfd[0]);
-        execl(worker, worker, "--model", model, "--port", "0", "--threads", th, "--slots", "4", "--ctx", "1024",
+        execl(worker, worker, "--model", model, "--port", "0", "--threads", th, "--parallel", "4", "--ctx-size", "1024",
               (char *)NULL);
         _exit(127);
     }

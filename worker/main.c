@@ -2,7 +2,9 @@
  * (docs/PROTOCOL.md, docs/WORKER.md). */
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/opt.h"
 #include "common/stop_signal.h"
+#include "common/version.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_http.h"
 #include "worker/wk_model.h"
@@ -14,79 +16,92 @@
 #include <string.h>
 #include <unistd.h>
 
+enum { O_MODEL = 1, O_HOST, O_PORT, O_CTX, O_THREADS, O_PARALLEL, O_NAME, O_MAX_BODY };
+
+/* Named like llama.cpp's own tools where the meaning is the same; --ctx and
+ * --slots are the worker's earlier spellings, still accepted. */
+static const opt_spec worker_opts[] = {
+    {"model", "m", OPT_VALUE, O_MODEL, "PATH", "GGUF model file (required)"},
+    {"host", NULL, OPT_VALUE, O_HOST, "ADDR", "address to bind (default 127.0.0.1)"},
+    {"port", NULL, OPT_VALUE, O_PORT, "N", "port (default 8090; 0 = any free port)"},
+    {"ctx-size", "c", OPT_VALUE, O_CTX, "N", "context length per session (default min(n_ctx_train, 4096))"},
+    {"ctx", NULL, OPT_VALUE, O_CTX, "N", NULL},
+    {"threads", "t", OPT_VALUE, O_THREADS, "N", "CPU threads for llama.cpp (default: number of CPUs)"},
+    {"parallel", "np", OPT_VALUE, O_PARALLEL, "N", "sessions kept at once, 1-64 (default 4; LRU eviction beyond)"},
+    {"slots", NULL, OPT_VALUE, O_PARALLEL, "N", NULL},
+    {"name", NULL, OPT_VALUE, O_NAME, "NAME", "name reported by /health and /v1/info (default: file name)"},
+    {"max-body", NULL, OPT_VALUE, O_MAX_BODY, "N", "largest request body in bytes (default 8388608)"},
+    OPT_HELP_SPEC,
+    OPT_VERSION_SPEC,
+    OPT_SPEC_END};
+
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: consort-worker --model PATH.gguf [options]\n"
-            "\n"
-            "Serves one GGUF model over the consort member protocol (docs/PROTOCOL.md).\n"
-            "\n"
-            "  --model PATH     GGUF model file (required)\n"
-            "  --host ADDR      address to bind (default 127.0.0.1)\n"
-            "  --port N         port (default 8090; 0 = any free port)\n"
-            "  --ctx N          context length per session (default min(n_ctx_train, 4096))\n"
-            "  --threads N      CPU threads for llama.cpp (default: number of CPUs)\n"
-            "  --slots N        concurrent sessions kept (default 4; LRU eviction beyond)\n"
-            "  --name NAME      name reported by /health and /v1/info (default: file name)\n"
-            "  --max-body N     largest request body in bytes (default 8388608)\n"
-            "  --help           this text\n"
-            "\n"
-            "When ready it prints one line: consort-worker listening on http://HOST:PORT\n"
-            "CONSORT_LOG=debug|info|warn|error sets the log level (debug also shows llama.cpp's log).\n");
+    fprintf(f, "usage: consort-worker --model PATH.gguf [options]\n"
+               "\n"
+               "Serves one GGUF model over the consort member protocol (docs/PROTOCOL.md).\n"
+               "\n");
+    opt_help(f, worker_opts);
+    fprintf(f, "\n"
+               "--ctx and --slots are accepted for --ctx-size and --parallel.\n"
+               "When ready it prints one line: consort-worker listening on http://HOST:PORT\n"
+               "CONSORT_LOG=debug|info|warn|error sets the log level (debug also shows llama.cpp's log).\n");
 }
 
-static int parse_int(const char *s, const char *flag, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "consort-worker: %s needs an integer in [%ld, %ld]\n", flag, lo, hi);
-        return -1;
+typedef struct {
+    const char *model_path, *host, *name;
+    int port, ctx, threads, slots, max_body;
+} worker_args;
+
+/* One option into a: 0, or -1 with err. */
+static int set_option(worker_args *a, int id, const char *v, char *err, size_t errlen) {
+    switch (id) {
+    case O_MODEL: a->model_path = v; return 0;
+    case O_HOST: a->host = v; return 0;
+    case O_NAME: a->name = v; return 0;
+    case O_PORT: return opt_int("--port", v, 0, 65535, &a->port, err, errlen);
+    case O_CTX: return opt_int("--ctx-size", v, 8, 1 << 20, &a->ctx, err, errlen);
+    case O_THREADS: return opt_int("--threads", v, 1, 1024, &a->threads, err, errlen);
+    case O_PARALLEL: return opt_int("--parallel", v, 1, 64, &a->slots, err, errlen);
+    case O_MAX_BODY: return opt_int("--max-body", v, 1024, INT_MAX, &a->max_body, err, errlen);
     }
-    *out = v;
-    return 0;
+    snprintf(err, errlen, "option %d is not handled (a bug)", id);
+    return -1;
 }
 
-int main(int argc, char **argv) {
-    const char *model_path = NULL, *host = "127.0.0.1", *name = NULL;
-    long port = 8090, ctx = 0, threads = 0, slots = 4, max_body = 8 << 20;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int r = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+/* Returns -1 to go on, else the exit status (0 after --help/--version). */
+static int parse_args(worker_args *a, int argc, char **argv) {
+    const opt_spec *const tables[] = {worker_opts, NULL};
+    opt_parser p;
+    opt_begin(&p, "consort-worker", tables, argc, argv);
+    const char *v;
+    char err[256];
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        if (id == OPT_ERROR) return 2;
+        if (id == OPT_ID_HELP) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--model")) {
-            model_path = v;
-        } else if (!strcmp(a, "--host")) {
-            host = v;
-        } else if (!strcmp(a, "--name")) {
-            name = v;
-        } else if (!strcmp(a, "--port")) {
-            r = parse_int(v, a, 0, 65535, &port);
-        } else if (!strcmp(a, "--ctx")) {
-            r = parse_int(v, a, 8, 1 << 20, &ctx);
-        } else if (!strcmp(a, "--threads")) {
-            r = parse_int(v, a, 1, 1024, &threads);
-        } else if (!strcmp(a, "--slots")) {
-            r = parse_int(v, a, 1, 64, &slots);
-        } else if (!strcmp(a, "--max-body")) {
-            r = parse_int(v, a, 1024, INT_MAX, &max_body);
-        } else {
-            fprintf(stderr, "consort-worker: unknown option '%s' (see --help)\n", a);
+        }
+        if (id == OPT_ID_VERSION) {
+            printf("consort-worker %s\n", CONSORT_VERSION);
+            return 0;
+        }
+        if (set_option(a, id, v, err, sizeof err)) {
+            fprintf(stderr, "consort-worker: %s\n", err);
             return 2;
         }
-        if (r) return 2;
-        if (!v) {
-            fprintf(stderr, "consort-worker: %s needs a value\n", a);
-            return 2;
-        }
-        i++;
     }
-    if (!model_path) {
+    if (!a->model_path || !*a->model_path) {
         fprintf(stderr, "consort-worker: --model PATH.gguf is required (see --help)\n");
         return 2;
     }
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    worker_args a = {.host = "127.0.0.1", .port = 8090, .slots = 4, .max_body = 8 << 20};
+    int status = parse_args(&a, argc, argv);
+    if (status >= 0) return status;
+    const char *model_path = a.model_path, *host = a.host, *name = a.name;
     if (!name) {
         const char *b = strrchr(model_path, '/');
         name = b ? b + 1 : model_path;
@@ -108,7 +123,7 @@ int main(int argc, char **argv) {
         wk_backend_free();
         return 1;
     }
-    wk_engine_opts eo = {.n_ctx = (int)ctx, .n_threads = (int)threads, .slots = (int)slots};
+    wk_engine_opts eo = {.n_ctx = a.ctx, .n_threads = a.threads, .slots = a.slots};
     wk_engine *e = wk_engine_create(m, &eo, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort-worker: %s\n", err);
@@ -117,7 +132,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     wk_http *h = wk_http_create(m, e, name);
-    http_server_opts so = {.host = host, .port = (int)port, .max_body = (size_t)max_body};
+    http_server_opts so = {.host = host, .port = a.port, .max_body = (size_t)a.max_body};
     http_server *srv = h ? http_server_start(&so, wk_http_route, h, err, sizeof err) : NULL;
     if (!srv) {
         fprintf(stderr, "consort-worker: %s\n", h ? err : "out of memory");

@@ -4,10 +4,11 @@
  * member and an optional judge with POST /v1/score, and writes
  * DIR/report.md, DIR/report.json and DIR/report.svg (eval_ab.h). */
 #include "coordinator/cli/cmd_ppl.h"
+#include "coordinator/cli/commands.h"
 
 #include "coordinator/eval/eval_ab.h"
 #include "coordinator/engine/ensemble.h"
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 #include "sampler/registry.h"
 
 #include <jansson.h>
@@ -17,18 +18,83 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char ev_ab_usage[] =
-    "usage: consort ab --member NAME=SPEC ... --prompts PROMPTS --strategies S1,S2,... [options]\n"
-    "Generate with each strategy for each prompt; compare quality, speed, repetition, agreement.\n"
-    "  --prompts FILE      JSONL with a \"prompt\" (or \"text\") per line, else one prompt per line\n"
-    "  --strategies LIST   comma-separated generation strategies (listed below)\n"
-    "  --max-tokens N      steps per output (default 48)\n"
-    "  --temperature T     default 0 (greedy)\n"
-    "  --seed S            sampling seed (default 1)\n"
-    "  --judge NAME=SPEC   a model that is not in the ensemble, to score every output\n"
-    "  --out DIR           where report.md, report.json, report.svg go (default ab-report)\n"
-    "  --resamples N       bootstrap resamples (default 1000)\n"
-    "Shared member options:\n";
+enum { AB_PROMPTS = 1, AB_STRATEGIES, AB_MAX_TOKENS, AB_TEMPERATURE, AB_SEED, AB_JUDGE, AB_OUT, AB_RESAMPLES };
+
+static const opt_spec ab_options[] = {
+    {"prompts", NULL, OPT_VALUE, AB_PROMPTS, "FILE",
+     "JSONL with a \"prompt\" (or \"text\") per line, else one prompt per line"},
+    {"strategies", NULL, OPT_VALUE, AB_STRATEGIES, "LIST",
+     "comma-separated generation strategies (listed below)"},
+    {"max-tokens", "n", OPT_VALUE, AB_MAX_TOKENS, "N", "steps per output (default 48)"},
+    {"temperature", NULL, OPT_VALUE, AB_TEMPERATURE, "T", "default 0 (greedy); also --temp"},
+    {"temp", NULL, OPT_VALUE, AB_TEMPERATURE, "T", NULL},
+    {"seed", "s", OPT_VALUE, AB_SEED, "S", "sampling seed, 0 to 2^64-1 (default 1)"},
+    {"judge", NULL, OPT_VALUE, AB_JUDGE, "NAME=SPEC", "a model that is not in the ensemble, to score every output"},
+    {"out", NULL, OPT_VALUE, AB_OUT, "DIR", "where report.md, report.json, report.svg go (default ab-report)"},
+    {"resamples", NULL, OPT_VALUE, AB_RESAMPLES, "N", "bootstrap resamples (default 1000)"},
+    OPT_SPEC_END};
+
+static void ev_ab_usage(FILE *f) {
+    fprintf(f, "usage: consort ab --member NAME=SPEC ... --prompts PROMPTS --strategies S1,S2,... [options]\n"
+               "Generate with each strategy for each prompt; compare quality, speed, repetition, agreement.\n");
+    opt_help(f, ab_options);
+    opt_help(f, cli_std_options);
+    fprintf(f, "Shared member options:\n");
+    opt_help(f, members_cli_opts);
+    sreg_fprint_help(f, SREG_GENERATION);
+}
+
+typedef struct {
+    members_cli cli;
+    const char *prompts_path, *strategies, *judge, *out_dir;
+    int max_tokens, resamples;
+    double temperature;
+    uint64_t seed;
+} ab_args;
+
+/* One of ab's own options into a: 0, or -1 with err. */
+static int ab_set_option(ab_args *a, int id, const char *v, char *err, size_t errlen) {
+    switch (id) {
+    case AB_PROMPTS: a->prompts_path = v; return 0;
+    case AB_STRATEGIES: a->strategies = v; return 0;
+    case AB_JUDGE: a->judge = v; return 0;
+    case AB_OUT: a->out_dir = v; return 0;
+    case AB_MAX_TOKENS: return opt_int("--max-tokens", v, 0, 10000000, &a->max_tokens, err, errlen);
+    case AB_TEMPERATURE: return opt_double("--temperature", v, 0, 100, &a->temperature, err, errlen);
+    case AB_SEED: return opt_u64("--seed", v, 0, UINT64_MAX, &a->seed, err, errlen);
+    case AB_RESAMPLES: return opt_int("--resamples", v, 1, 10000000, &a->resamples, err, errlen);
+    }
+    snprintf(err, errlen, "option %d is not handled (a bug)", id);
+    return -1;
+}
+
+/* Returns -1 to go on, else the exit status (0 after --help/--version). */
+static int ab_parse_args(ab_args *a, int argc, char **argv) {
+    const opt_spec *const tables[] = {ab_options, members_cli_opts, cli_std_options, NULL};
+    opt_parser p;
+    opt_begin(&p, "consort ab", tables, argc, argv);
+    const char *v;
+    char err[512];
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        int r = cli_std_option(id, ev_ab_usage);
+        if (r >= 0) return r;
+        r = members_cli_set(&a->cli, id, v, err, sizeof err);
+        if (r == 0) r = ab_set_option(a, id, v, err, sizeof err);
+        if (r < 0) {
+            fprintf(stderr, "consort ab: %s\n", err);
+            return 2;
+        }
+    }
+    if (!a->prompts_path || !a->strategies) {
+        fprintf(stderr, "consort ab: --prompts and --strategies are required (see --help)\n");
+        return 2;
+    }
+    if (members_cli_check(&a->cli, err, sizeof err)) {
+        fprintf(stderr, "consort ab: %s\n", err);
+        return 2;
+    }
+    return -1;
+}
 
 static int ev_load_prompts(const char *path, char ***out, size_t *n, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
@@ -115,60 +181,16 @@ static int ev_ab_chunk(void *ud, const ensemble_chunk *c) {
 
 int ev_cmd_ab(int argc, char **argv) {
     char err[1024];
-    members_cli cli;
-    members_cli_init(&cli);
-    const char *prompts_path = NULL, *strategies = NULL, *judge = NULL, *out_dir = "ab-report";
-    int max_tokens = 48;
-    double temperature = 0;
-    unsigned long long seed = 1;
-    unsigned resamples = 1000;
-    for (int i = 1; i < argc;) {
-        int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
-        if (n < 0) {
-            fprintf(stderr, "consort ab: %s\n", err);
-            return 2;
-        }
-        if (n > 0) {
-            i += n;
-            continue;
-        }
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(ev_ab_usage, stdout);
-            fputs(members_cli_help, stdout);
-            sreg_fprint_help(stdout, SREG_GENERATION);
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "consort ab: %s needs a value (or is unknown; see --help)\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--prompts")) prompts_path = v;
-        else if (!strcmp(a, "--strategies")) strategies = v;
-        else if (!strcmp(a, "--max-tokens")) max_tokens = atoi(v);
-        else if (!strcmp(a, "--temperature")) temperature = atof(v);
-        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--judge")) judge = v;
-        else if (!strcmp(a, "--out")) out_dir = v;
-        else if (!strcmp(a, "--resamples")) resamples = (unsigned)strtoul(v, NULL, 10);
-        else {
-            fprintf(stderr, "consort ab: unknown option %s (see --help)\n", a);
-            return 2;
-        }
-        i += 2;
-    }
-    if (!prompts_path || !strategies) {
-        fprintf(stderr, "consort ab: --prompts and --strategies are required (see --help)\n");
-        return 2;
-    }
-    if (max_tokens < 0 || temperature < 0) {
-        fprintf(stderr, "consort ab: --max-tokens and --temperature must be >= 0\n");
-        return 2;
-    }
-    if (members_cli_check(&cli, err, sizeof err)) {
-        fprintf(stderr, "consort ab: %s\n", err);
-        return 2;
-    }
+    ab_args a = {.out_dir = "ab-report", .max_tokens = 48, .resamples = 1000, .seed = 1};
+    members_cli_init(&a.cli);
+    int usage_status = ab_parse_args(&a, argc, argv);
+    if (usage_status >= 0) return usage_status;
+    const members_cli *cli = &a.cli;
+    const char *prompts_path = a.prompts_path, *strategies = a.strategies, *judge = a.judge, *out_dir = a.out_dir;
+    int max_tokens = a.max_tokens;
+    double temperature = a.temperature;
+    uint64_t seed = a.seed;
+    unsigned resamples = (unsigned)a.resamples;
     char judge_name[MEMBERS_NAME_MAX] = "", judge_spec[512] = "";
     if (judge) {
         const char *eq = strchr(judge, '=');
@@ -178,8 +200,8 @@ int ev_cmd_ab(int argc, char **argv) {
         }
         memcpy(judge_name, judge, (size_t)(eq - judge));
         snprintf(judge_spec, sizeof judge_spec, "%s", eq + 1);
-        for (size_t m = 0; m < cli.n; m++)
-            if (!strcmp(cli.name[m], judge_name)) {
+        for (size_t m = 0; m < cli->n; m++)
+            if (!strcmp(cli->name[m], judge_name)) {
                 fprintf(stderr, "consort ab: the judge must not be a member of the ensemble (%s)\n", judge_name);
                 return 2;
             }
@@ -207,7 +229,11 @@ int ev_cmd_ab(int argc, char **argv) {
         return 2;
     }
     int rc = 0;
-    member_set *ms = members_open(&cli, err, sizeof err), *js = NULL;
+    members_config mcfg;
+    ensemble_config ecfg;
+    members_cli_to_config(cli, &mcfg, &ecfg);
+    ecfg.strategy[0] = 0; /* each run names its strategy */
+    member_set *ms = members_open(&mcfg, err, sizeof err), *js = NULL;
     ensemble *e = NULL;
     ev_ab *ab = NULL;
     if (!ms) {
@@ -218,13 +244,13 @@ int ev_cmd_ab(int argc, char **argv) {
     if (judge) {
         js = members_new();
         if (!js || members_add(js, judge_name, judge_spec, err, sizeof err) ||
-            members_connect(js, &cli, err, sizeof err)) {
+            members_connect(js, &mcfg, err, sizeof err)) {
             fprintf(stderr, "consort ab: judge: %s\n", err);
             rc = 1;
             goto done;
         }
     }
-    e = ensemble_new(ms, NULL, cli.n_weights ? cli.weights : NULL, cli.weights_auto, err, sizeof err);
+    e = ensemble_new(ms, &ecfg, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort ab: %s\n", err);
         rc = 1;
@@ -267,7 +293,7 @@ int ev_cmd_ab(int argc, char **argv) {
             req.has_seed = 1;
             req.seed = seed;
             req.strategy = slist[s];
-            req.threshold = cli.threshold;
+            req.threshold = cli->threshold;
             ensemble_result res;
             memset(&res, 0, sizeof res);
             ev_ab_output *o = &ab->out[p * S + s];

@@ -3,12 +3,12 @@
  * with the text and the statistics (--json). */
 #include "coordinator/cli/commands.h"
 #include "coordinator/engine/ensemble.h"
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 #include "sampler/registry.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,23 +20,44 @@ static void on_signal(int sig) {
     interrupted = 1;
 }
 
-static const char help[] =
-    "usage: consort generate --member NAME=SPEC [--member ...] --prompt TEXT [options]\n"
-    "\n"
-    "Generates text once from a prompt with the ensemble and prints it.\n"
-    "\n"
-    "  --prompt TEXT          the prompt (raw text)\n"
-    "  --prompt-file FILE     read the prompt from a file ('-' = stdin)\n"
-    "  --chat                 send the prompt as one user chat message\n"
-    "  --max-tokens N         steps to generate (default 64)\n"
-    "  --temperature T        0 = greedy (default 0)\n"
-    "  --top-k K, --top-p P, --min-p P   sampling filters (off by default)\n"
-    "  --seed S               seed of the sampler (same seed, same output)\n"
-    "  --stop TEXT            stop sequence (repeatable; not included in the output)\n"
-    "  --json                 print one JSON object: text and statistics\n"
-    "  --logprobs N           with --json: each chunk and its N best alternatives\n"
-    "\n"
-    "member options (shared by every command):\n";
+enum { G_PROMPT = 1, G_PROMPT_FILE, G_CHAT, G_MAX_TOKENS, G_TEMPERATURE, G_TOP_K, G_TOP_P, G_MIN_P, G_SEED,
+       G_STOP, G_JSON, G_LOGPROBS };
+
+static const opt_spec gen_options[] = {
+    {"prompt", "p", OPT_VALUE, G_PROMPT, "TEXT", "the prompt (raw text)"},
+    {"prompt-file", "f", OPT_VALUE, G_PROMPT_FILE, "FILE", "read the prompt from a file ('-' = stdin)"},
+    {"chat", NULL, OPT_FLAG, G_CHAT, NULL, "send the prompt as one user chat message"},
+    {"max-tokens", "n", OPT_VALUE, G_MAX_TOKENS, "N", "steps to generate (default 64)"},
+    {"temperature", NULL, OPT_VALUE, G_TEMPERATURE, "T", "0 = greedy (default 0); also --temp"},
+    {"temp", NULL, OPT_VALUE, G_TEMPERATURE, "T", NULL},
+    {"top-k", NULL, OPT_VALUE, G_TOP_K, "K", "keep the K most likely choices (0 = off, the default)"},
+    {"top-p", NULL, OPT_VALUE, G_TOP_P, "P", "nucleus filter (1 = off, the default)"},
+    {"min-p", NULL, OPT_VALUE, G_MIN_P, "P", "drop choices below P times the best (0 = off, the default)"},
+    {"seed", "s", OPT_VALUE, G_SEED, "S", "seed of the sampler, 0 to 2^64-1 (same seed, same output)"},
+    {"stop", NULL, OPT_VALUE, G_STOP, "TEXT", "stop sequence (repeatable; not included in the output)"},
+    {"json", NULL, OPT_FLAG, G_JSON, NULL, "print one JSON object: text, seed and statistics"},
+    {"logprobs", NULL, OPT_VALUE, G_LOGPROBS, "N", "with --json: each chunk and its N best alternatives"},
+    OPT_SPEC_END};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: consort generate --member NAME=SPEC [--member ...] --prompt TEXT [options]\n"
+               "\n"
+               "Generates text once from a prompt with the ensemble and prints it.\n"
+               "\n");
+    opt_help(f, gen_options);
+    opt_help(f, cli_std_options);
+    fprintf(f, "\nmember options (shared by every command):\n");
+    opt_help(f, members_cli_opts);
+    sreg_fprint_help(f, SREG_GENERATION);
+}
+
+/* The seed as a decimal string: JSON readers (JavaScript's among them)
+ * would round a 64-bit integer above 2^53. */
+static json_t *seed_json(uint64_t seed) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, seed);
+    return json_string(buf);
+}
 
 typedef struct {
     int json;
@@ -93,77 +114,81 @@ static char *read_file(const char *path, char *err, size_t errlen) {
     return p;
 }
 
-static int num_arg(const char *opt, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(d) || d < lo || d > hi) {
-        fprintf(stderr, "consort generate: %s %s: expected a number in [%g, %g]\n", opt, v, lo, hi);
+typedef struct {
+    members_cli cli;
+    const char *prompt, *prompt_file;
+    int chat, json, logprobs, has_seed, max_tokens, top_k;
+    double temperature, top_p, min_p;
+    uint64_t seed;
+    const char *stops[16];
+    size_t n_stop;
+} gen_args;
+
+static int add_stop(gen_args *a, const char *v, char *err, size_t errlen) {
+    if (a->n_stop >= sizeof a->stops / sizeof a->stops[0]) {
+        snprintf(err, errlen, "--stop: at most %zu stop sequences", sizeof a->stops / sizeof a->stops[0]);
         return -1;
     }
-    *out = d;
+    a->stops[a->n_stop++] = v;
     return 0;
+}
+
+/* One of generate's own options into a: 0, or -1 with err. */
+static int set_option(gen_args *a, int id, const char *v, char *err, size_t errlen) {
+    switch (id) {
+    case G_PROMPT: a->prompt = v; return 0;
+    case G_PROMPT_FILE: a->prompt_file = v; return 0;
+    case G_CHAT: a->chat = 1; return 0;
+    case G_JSON: a->json = 1; return 0;
+    case G_MAX_TOKENS: return opt_int("--max-tokens", v, 0, 10000000, &a->max_tokens, err, errlen);
+    case G_TEMPERATURE: return opt_double("--temperature", v, 0, 100, &a->temperature, err, errlen);
+    case G_TOP_K: return opt_int("--top-k", v, 0, 1000000, &a->top_k, err, errlen);
+    case G_TOP_P: return opt_double("--top-p", v, 0, 1, &a->top_p, err, errlen);
+    case G_MIN_P: return opt_double("--min-p", v, 0, 1, &a->min_p, err, errlen);
+    case G_SEED: a->has_seed = 1; return opt_u64("--seed", v, 0, UINT64_MAX, &a->seed, err, errlen);
+    case G_LOGPROBS: return opt_int("--logprobs", v, 0, ENSEMBLE_MAX_LOGPROBS, &a->logprobs, err, errlen);
+    case G_STOP: return add_stop(a, v, err, errlen);
+    }
+    snprintf(err, errlen, "option %d is not handled (a bug)", id);
+    return -1;
+}
+
+/* Returns -1 to go on, else the exit status (0 after --help/--version). */
+static int parse_args(gen_args *a, int argc, char **argv) {
+    const opt_spec *const tables[] = {gen_options, members_cli_opts, cli_std_options, NULL};
+    opt_parser p;
+    opt_begin(&p, "consort generate", tables, argc, argv);
+    const char *v;
+    char err[512];
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        int r = cli_std_option(id, usage);
+        if (r >= 0) return r;
+        r = members_cli_set(&a->cli, id, v, err, sizeof err);
+        if (r == 0) r = set_option(a, id, v, err, sizeof err);
+        if (r < 0) {
+            fprintf(stderr, "consort generate: %s\n", err);
+            return 2;
+        }
+    }
+    if (members_cli_check(&a->cli, err, sizeof err)) {
+        fprintf(stderr, "consort generate: %s\n", err);
+        return 2;
+    }
+    if (!!a->prompt + !!a->prompt_file != 1) {
+        fprintf(stderr, "consort generate: give exactly one of --prompt or --prompt-file\n");
+        return 2;
+    }
+    return -1;
 }
 
 int cmd_generate(int argc, char **argv) {
     char err[512];
-    members_cli cli;
-    members_cli_init(&cli);
-    const char *prompt = NULL, *prompt_file = NULL;
-    int chat = 0, json = 0, logprobs = 0, has_seed = 0, max_tokens = 64;
-    double temperature = 0, top_p = 1, min_p = 0, top_k = 0, seed = 0;
-    const char *stops[16];
-    size_t n_stop = 0;
-    for (int i = 1; i < argc;) {
-        int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
-        if (n < 0) {
-            fprintf(stderr, "consort generate: %s\n", err);
-            return 2;
-        }
-        if (n > 0) {
-            i += n;
-            continue;
-        }
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("%s%s", help, members_cli_help);
-            sreg_fprint_help(stdout, SREG_GENERATION);
-            return 0;
-        }
-        if (!strcmp(a, "--json")) { json = 1; i++; continue; }
-        if (!strcmp(a, "--chat")) { chat = 1; i++; continue; }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "consort generate: unknown option or missing value: %s (see --help)\n", a);
-            return 2;
-        }
-        const char *v = argv[i + 1];
-        double d;
-        if (!strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "--prompt-file")) prompt_file = v;
-        else if (!strcmp(a, "--max-tokens")) { if (num_arg(a, v, 0, 1e7, &d)) return 2; max_tokens = (int)d; }
-        else if (!strcmp(a, "--temperature")) { if (num_arg(a, v, 0, 100, &temperature)) return 2; }
-        else if (!strcmp(a, "--top-p")) { if (num_arg(a, v, 0, 1, &top_p)) return 2; }
-        else if (!strcmp(a, "--min-p")) { if (num_arg(a, v, 0, 1, &min_p)) return 2; }
-        else if (!strcmp(a, "--top-k")) { if (num_arg(a, v, 0, 1e6, &top_k)) return 2; }
-        else if (!strcmp(a, "--seed")) { if (num_arg(a, v, 0, 1.8e19, &seed)) return 2; has_seed = 1; }
-        else if (!strcmp(a, "--logprobs")) { if (num_arg(a, v, 0, ENSEMBLE_MAX_LOGPROBS, &d)) return 2; logprobs = (int)d; }
-        else if (!strcmp(a, "--stop")) {
-            if (n_stop >= sizeof stops / sizeof stops[0]) { fprintf(stderr, "consort generate: too many --stop\n"); return 2; }
-            stops[n_stop++] = v;
-        } else {
-            fprintf(stderr, "consort generate: unknown option %s (see --help)\n", a);
-            return 2;
-        }
-        i += 2;
-    }
-    if (members_cli_check(&cli, err, sizeof err)) {
-        fprintf(stderr, "consort generate: %s\n", err);
-        return 2;
-    }
-    if (!!prompt + !!prompt_file != 1) {
-        fprintf(stderr, "consort generate: give exactly one of --prompt or --prompt-file\n");
-        return 2;
-    }
+    gen_args a = {.max_tokens = 64, .top_p = 1};
+    members_cli_init(&a.cli);
+    int usage_status = parse_args(&a, argc, argv);
+    if (usage_status >= 0) return usage_status;
+    const char *prompt = a.prompt, *prompt_file = a.prompt_file;
+    int chat = a.chat, json = a.json;
     char *file_text = NULL;
     if (prompt_file) {
         file_text = read_file(prompt_file, err, sizeof err);
@@ -176,13 +201,16 @@ int cmd_generate(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    member_set *ms = members_open(&cli, err, sizeof err);
+    members_config mcfg;
+    ensemble_config ecfg;
+    members_cli_to_config(&a.cli, &mcfg, &ecfg);
+    member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort generate: %s\n", err);
         free(file_text);
         return 1;
     }
-    ensemble *e = ensemble_new(ms, cli.strategy, cli.n_weights ? cli.weights : NULL, cli.weights_auto, err, sizeof err);
+    ensemble *e = ensemble_new(ms, &ecfg, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort generate: %s\n", err);
         members_free(ms);
@@ -201,18 +229,18 @@ int cmd_generate(int argc, char **argv) {
     memset(&req, 0, sizeof req);
     req.prompt = chat ? NULL : prompt;
     req.messages = messages;
-    req.max_tokens = max_tokens;
-    req.temperature = temperature;
-    req.top_p = top_p;
-    req.min_p = min_p;
-    req.top_k = (int)top_k;
-    req.has_seed = has_seed;
-    req.seed = (uint64_t)seed;
-    req.stop = stops;
-    req.n_stop = n_stop;
-    req.logprobs = logprobs;
-    req.threshold = cli.threshold;
-    gen_ctx g = {json, json && logprobs ? json_array() : NULL};
+    req.max_tokens = a.max_tokens;
+    req.temperature = a.temperature;
+    req.top_p = a.top_p;
+    req.min_p = a.min_p;
+    req.top_k = a.top_k;
+    req.has_seed = a.has_seed;
+    req.seed = a.seed;
+    req.stop = a.stops;
+    req.n_stop = a.n_stop;
+    req.logprobs = a.logprobs;
+    req.threshold = a.cli.threshold;
+    gen_ctx g = {json, json && a.logprobs ? json_array() : NULL};
     ensemble_result res;
     int rc = ensemble_generate(e, &req, on_chunk, &g, &res);
     int status = 0;
@@ -224,7 +252,8 @@ int cmd_generate(int argc, char **argv) {
         json_t *o = json_object();
         json_object_set_new(o, "text", json_stringn(res.text, res.len));
         json_object_set_new(o, "finish_reason", json_string(res.finish_reason));
-        json_object_set_new(o, "strategy", json_string(cli.strategy[0] ? cli.strategy : "mixture"));
+        json_object_set_new(o, "strategy", json_string(a.cli.strategy[0] ? a.cli.strategy : "mixture"));
+        json_object_set_new(o, "seed", a.has_seed ? seed_json(a.seed) : json_null());
         json_object_set_new(o, "steps", json_integer(res.steps));
         json_object_set_new(o, "bytes", json_integer((json_int_t)res.len));
         json_object_set_new(o, "prompt_tokens", json_integer(res.prompt_tokens));

@@ -4,10 +4,11 @@
  * document with POST /v1/score, concurrently across members; eval_ppl does
  * the rest. Exit status: 0 ok, 1 runtime failure, 2 usage. */
 #include "coordinator/cli/cmd_ppl.h"
+#include "coordinator/cli/commands.h"
 
 #include "coordinator/eval/eval_ppl.h"
 #include "coordinator/eval/eval_report.h"
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 #include "sampler/registry.h"
 
 #include <jansson.h>
@@ -51,18 +52,75 @@ void ev_member_scorer_init(ev_scorer *sc, ev_member_scorer *ud, member_set *ms, 
     sc->doc_start = json_is_integer(ds) ? (int)json_integer_value(ds) : -1;
 }
 
-static const char ev_ppl_usage[] =
-    "usage: consort ppl --member NAME=SPEC ... --file FILE [options]\n"
-    "Held-out perplexity of each member and of ensembles, on bytes and words.\n"
-    "  --file FILE            JSONL with a \"text\" per line, or plain UTF-8 text (one document)\n"
-    "  --strategies LIST      comma-separated, from the list below (default: all of them)\n"
-    "  --unit word|token|byte units the ensembles are scored on (default word)\n"
-    "  --tune-weights DEV     pick mixture/product_bound weights on DEV (EM), report them, then score FILE\n"
-    "  --json OUT             write the results as JSON to OUT\n"
-    "  --per-doc CSV          write one line per document to CSV\n"
-    "  --resamples N          bootstrap resamples (default 1000); --seed S (default 1)\n"
-    "  --no-progress          no progress bar (it is only drawn when stderr is a terminal)\n"
-    "Shared member options:\n";
+enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS };
+
+static const opt_spec ppl_options[] = {
+    {"file", NULL, OPT_VALUE, PP_FILE, "FILE", "JSONL with a \"text\" per line, or plain UTF-8 text (one document)"},
+    {"strategies", NULL, OPT_VALUE, PP_STRATEGIES, "LIST",
+     "comma-separated, from the list below (default: all of them)"},
+    {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "word, token or byte: units the ensembles are scored on (default word)"},
+    {"tune-weights", NULL, OPT_VALUE, PP_TUNE, "DEV",
+     "pick mixture/product_bound weights on DEV (EM), report them, then score FILE"},
+    {"json", NULL, OPT_VALUE, PP_JSON, "OUT", "write the results as JSON to OUT"},
+    {"per-doc", NULL, OPT_VALUE, PP_PER_DOC, "CSV", "write one line per document to CSV"},
+    {"resamples", NULL, OPT_VALUE, PP_RESAMPLES, "N", "bootstrap resamples (default 1000)"},
+    {"seed", "s", OPT_VALUE, PP_SEED, "S", "bootstrap seed, 0 to 2^64-1 (default 1)"},
+    {"no-progress", NULL, OPT_FLAG, PP_NO_PROGRESS, NULL, "no progress bar (it is only drawn when stderr is a terminal)"},
+    OPT_SPEC_END};
+
+static void ev_ppl_usage(FILE *f) {
+    fprintf(f, "usage: consort ppl --member NAME=SPEC ... --file FILE [options]\n"
+               "Held-out perplexity of each member and of ensembles, on bytes and words.\n");
+    opt_help(f, ppl_options);
+    opt_help(f, cli_std_options);
+    fprintf(f, "Shared member options:\n");
+    opt_help(f, members_cli_opts);
+    sreg_fprint_help(f, SREG_EVALUATION);
+}
+
+typedef struct {
+    members_cli cli;
+    const char *file, *strategies, *json_out, *csv_out, *dev, *unit;
+    int resamples, progress;
+    uint64_t seed;
+} ppl_args;
+
+/* One of ppl's own options into a: 0, or -1 with err. */
+static int ppl_set_option(ppl_args *a, int id, const char *v, char *err, size_t errlen) {
+    switch (id) {
+    case PP_FILE: a->file = v; return 0;
+    case PP_STRATEGIES: a->strategies = v; return 0;
+    case PP_UNIT: a->unit = v; return 0;
+    case PP_TUNE: a->dev = v; return 0;
+    case PP_JSON: a->json_out = v; return 0;
+    case PP_PER_DOC: a->csv_out = v; return 0;
+    case PP_NO_PROGRESS: a->progress = 0; return 0;
+    case PP_RESAMPLES: return opt_int("--resamples", v, 1, 10000000, &a->resamples, err, errlen);
+    case PP_SEED: return opt_u64("--seed", v, 0, UINT64_MAX, &a->seed, err, errlen);
+    }
+    snprintf(err, errlen, "option %d is not handled (a bug)", id);
+    return -1;
+}
+
+/* Returns -1 to go on, else the exit status (0 after --help/--version). */
+static int ppl_parse_args(ppl_args *a, int argc, char **argv) {
+    const opt_spec *const tables[] = {ppl_options, members_cli_opts, cli_std_options, NULL};
+    opt_parser p;
+    opt_begin(&p, "consort ppl", tables, argc, argv);
+    const char *v;
+    char err[512];
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        int r = cli_std_option(id, ev_ppl_usage);
+        if (r >= 0) return r;
+        r = members_cli_set(&a->cli, id, v, err, sizeof err);
+        if (r == 0) r = ppl_set_option(a, id, v, err, sizeof err);
+        if (r < 0) {
+            fprintf(stderr, "consort ppl: %s\n", err);
+            return 2;
+        }
+    }
+    return -1;
+}
 
 static int ev_write_json_file(const char *path, json_t *o) {
     if (json_dump_file(o, path, JSON_INDENT(2) | JSON_REAL_PRECISION(12))) {
@@ -74,63 +132,25 @@ static int ev_write_json_file(const char *path, json_t *o) {
 
 int ev_cmd_ppl(int argc, char **argv) {
     char err[1024];
-    members_cli cli;
-    members_cli_init(&cli);
-    const char *file = NULL, *strategies = NULL, *json_out = NULL, *csv_out = NULL, *dev = NULL;
-    const char *unit_s = "word";
-    unsigned resamples = 1000;
-    unsigned long long seed = 1;
-    int progress = isatty(2);
-    for (int i = 1; i < argc;) {
-        int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
-        if (n < 0) {
-            fprintf(stderr, "consort ppl: %s\n", err);
-            return 2;
-        }
-        if (n > 0) {
-            i += n;
-            continue;
-        }
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(ev_ppl_usage, stdout);
-            fputs(members_cli_help, stdout);
-            sreg_fprint_help(stdout, SREG_EVALUATION);
-            return 0;
-        }
-        if (!strcmp(a, "--no-progress")) {
-            progress = 0;
-            i++;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "consort ppl: %s needs a value (or is unknown; see --help)\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "--file")) file = v;
-        else if (!strcmp(a, "--strategies")) strategies = v;
-        else if (!strcmp(a, "--unit")) unit_s = v;
-        else if (!strcmp(a, "--json")) json_out = v;
-        else if (!strcmp(a, "--per-doc")) csv_out = v;
-        else if (!strcmp(a, "--tune-weights")) dev = v;
-        else if (!strcmp(a, "--resamples")) resamples = (unsigned)strtoul(v, NULL, 10);
-        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-        else {
-            fprintf(stderr, "consort ppl: unknown option %s (see --help)\n", a);
-            return 2;
-        }
-        i += 2;
-    }
+    ppl_args a = {.unit = "word", .resamples = 1000, .seed = 1, .progress = isatty(2)};
+    members_cli_init(&a.cli);
+    int usage_status = ppl_parse_args(&a, argc, argv);
+    if (usage_status >= 0) return usage_status;
+    const members_cli *cli = &a.cli;
+    const char *file = a.file, *strategies = a.strategies, *json_out = a.json_out, *csv_out = a.csv_out;
+    const char *dev = a.dev, *unit_s = a.unit;
+    unsigned resamples = (unsigned)a.resamples;
+    uint64_t seed = a.seed;
+    int progress = a.progress;
     if (!file) {
         fprintf(stderr, "consort ppl: --file is required (see --help)\n");
         return 2;
     }
-    if (members_cli_check(&cli, err, sizeof err)) {
+    if (members_cli_check(cli, err, sizeof err)) {
         fprintf(stderr, "consort ppl: %s\n", err);
         return 2;
     }
-    if (cli.weights_auto) {
+    if (cli->weights_auto) {
         fprintf(stderr, "consort ppl: --weights auto is a generation setting; use --tune-weights DEV\n");
         return 2;
     }
@@ -139,9 +159,9 @@ int ev_cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "consort ppl: --unit must be word, token or byte\n");
         return 2;
     }
-    size_t M = cli.n;
+    size_t M = cli->n;
     const char *names[MEMBERS_MAX];
-    for (size_t m = 0; m < M; m++) names[m] = cli.name[m];
+    for (size_t m = 0; m < M; m++) names[m] = cli->name[m];
     char def[2048] = "";
     if (!strategies) {
         ev_strategy_default_list(names, M, def, sizeof def);
@@ -154,7 +174,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         return 2;
     }
     double w[MEMBERS_MAX];
-    for (size_t m = 0; m < M; m++) w[m] = cli.n_weights ? cli.weights[m] : 1.0;
+    for (size_t m = 0; m < M; m++) w[m] = cli->n_weights ? cli->weights[m] : 1.0;
     if (ev_weights_normalise(w, M)) {
         fprintf(stderr, "consort ppl: weights must be >= 0 and not all 0\n");
         free(st);
@@ -176,7 +196,9 @@ int ev_cmd_ppl(int argc, char **argv) {
         free(st);
         return 1;
     }
-    member_set *ms = members_open(&cli, err, sizeof err);
+    members_config mcfg;
+    members_cli_to_config(cli, &mcfg, NULL);
+    member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort ppl: %s\n", err);
         ev_corpus_free(&c);

@@ -88,22 +88,36 @@ static int models_dir(char *out, size_t n) {
     return -1;
 }
 
-static void run_usage(FILE *f, const char *members_help, const char *serve_help) {
-    fprintf(f,
-            "usage: consort run [options] [A.gguf B.gguf ...]\n\n"
-            "Zero-setup: starts one local consort-worker per model file on loopback,\n"
-            "combines them and serves the OpenAI-compatible API (docs/API.md) like\n"
-            "`consort serve`. Without model files it runs the project's own models\n"
-            "a.gguf and b.gguf from $CONSORT_MODELS, else from models/ of the\n"
-            "repository consort was built in. Member names are the file names\n"
-            "without .gguf. SIGINT/SIGTERM stop the server and the workers.\n\n"
-            "members and strategy (--member adds more, remote ones too):\n%s\nserver:\n%s"
-            "  --help                 this text\n\n"
-            "example:\n"
-            "  consort run --port 8080 small.gguf other.gguf\n"
-            "  curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-            "      -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'\n",
-            members_help, serve_help);
+static void run_usage(FILE *f) {
+    fprintf(f, "usage: consort run [options] [A.gguf B.gguf ...]\n\n"
+               "Zero-setup: starts one local consort-worker per model file on loopback,\n"
+               "combines them and serves the OpenAI-compatible API (docs/API.md) like\n"
+               "`consort serve`. Without model files it runs the project's own models\n"
+               "a.gguf and b.gguf from $CONSORT_MODELS, else from models/ of the\n"
+               "repository consort was built in. Member names are the file names\n"
+               "without .gguf. SIGINT/SIGTERM stop the server and the workers.\n\n"
+               "members and strategy (--member adds more, remote ones too):\n");
+    opt_help(f, members_cli_opts);
+    fprintf(f, "\nserver:\n");
+    opt_help(f, api_serve_options);
+    opt_help(f, cli_std_options);
+    fprintf(f, "\nexample:\n"
+               "  consort run --port 8080 small.gguf other.gguf\n"
+               "  curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+               "      -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'\n");
+    sreg_fprint_help(f, SREG_GENERATION);
+}
+
+/* A model file given as a positional argument becomes --member NAME=FILE. */
+static int add_model_file(members_cli *cli, const char *path, char *err, size_t errlen) {
+    if (!is_file(path)) {
+        snprintf(err, errlen, "no such model file: %s", path);
+        return -1;
+    }
+    char name[MEMBERS_NAME_MAX], spec[MEMBERS_NAME_MAX + 600];
+    member_name(cli, path, name);
+    snprintf(spec, sizeof spec, "%s=%s", name, path);
+    return members_cli_add(cli, spec, err, errlen);
 }
 
 int cmd_run(int argc, char **argv) {
@@ -112,34 +126,21 @@ int cmd_run(int argc, char **argv) {
     api_serve_opts o = {0};
     o.port = 8080;
     o.command = "run";
+    const opt_spec *const tables[] = {members_cli_opts, api_serve_options, cli_std_options, NULL};
+    opt_parser p;
+    opt_begin_positional(&p, "consort run", tables, argc, argv);
+    const char *v;
     char err[512];
-    for (int i = 1; i < argc;) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            run_usage(stdout, members_cli_help, api_serve_help);
-            sreg_fprint_help(stdout, SREG_GENERATION);
-            return 0;
-        }
-        int n = 0;
-        if (argv[i][0] != '-') { /* a model file */
-            if (!is_file(argv[i])) {
-                fprintf(stderr, "consort run: no such model file: %s\n", argv[i]);
-                return 2;
-            }
-            char name[MEMBERS_NAME_MAX], spec[MEMBERS_NAME_MAX + 600];
-            member_name(&cli, argv[i], name);
-            snprintf(spec, sizeof spec, "%s=%s", name, argv[i]);
-            char *fake[] = {"--member", spec};
-            n = members_cli_arg(&cli, 2, fake, 0, err, sizeof err) < 0 ? -1 : 1;
-        } else {
-            n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
-            if (n == 0) n = api_serve_arg(&o, argc, argv, i, err, sizeof err);
-            if (n == 0) snprintf(err, sizeof err, "unknown option '%s' (see consort run --help)", argv[i]);
-        }
-        if (n <= 0) {
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        int r = cli_std_option(id, run_usage);
+        if (r >= 0) return r;
+        if (id == OPT_POSITIONAL) r = add_model_file(&cli, v, err, sizeof err) ? -1 : 1;
+        else r = members_cli_set(&cli, id, v, err, sizeof err);
+        if (r == 0) r = api_serve_set(&o, id, v, err, sizeof err);
+        if (r < 0) {
             fprintf(stderr, "consort run: %s\n", err);
             return 2;
         }
-        i += n;
     }
     if (cli.n == 0) {
         char dir[PATH_MAX];
@@ -159,8 +160,7 @@ int cmd_run(int argc, char **argv) {
                 return 2;
             }
             snprintf(spec, sizeof spec, "%s=%s", own[k], path);
-            char *fake[] = {"--member", spec};
-            if (members_cli_arg(&cli, 2, fake, 0, err, sizeof err) < 0) {
+            if (members_cli_add(&cli, spec, err, sizeof err) < 0) {
                 fprintf(stderr, "consort run: %s\n", err);
                 return 2;
             }

@@ -52,66 +52,51 @@ static int be_check(void *ctx, size_t i) {
 
 /* ---- options -------------------------------------------------------------------- */
 
-const char api_serve_help[] =
-    "  --host ADDR            address to listen on (default 127.0.0.1; 0.0.0.0 for all)\n"
-    "  --port N               port to listen on (default 8080; 0 = any free port)\n"
-    "  --model-id ID          the ensemble's model id in the API (default consort)\n"
-    "  --max-tokens N         chat requests without max_tokens get N (default 256)\n"
-    "  --max-tokens-limit N   refuse requests asking for more than N tokens (default: none)\n"
-    "  --parallel N           generations at once, later requests wait in line\n"
-    "                         (default: the fewest session slots of any member; 0 = no limit)\n"
-    "  --api-key KEY          require \"Authorization: Bearer KEY\" on /v1 (default:\n"
-    "                         $CONSORT_API_KEY if set, else no key)\n";
+/* ids 200..: below are the command's own, 100.. the member options */
+const opt_spec api_serve_options[] = {
+    {"host", NULL, OPT_VALUE, SO_HOST, "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for all)"},
+    {"port", NULL, OPT_VALUE, SO_PORT, "N", "port to listen on (default 8080; 0 = any free port)"},
+    {"model-id", NULL, OPT_VALUE, SO_MODEL_ID, "ID", "the ensemble's model id in the API (default consort)"},
+    {"max-tokens", NULL, OPT_VALUE, SO_MAX_TOKENS, "N", "chat requests without max_tokens get N (default 256)"},
+    {"max-tokens-limit", NULL, OPT_VALUE, SO_MAX_TOKENS_LIMIT, "N",
+     "refuse requests asking for more than N tokens (default: none)"},
+    {"parallel", "np", OPT_VALUE, SO_PARALLEL, "N",
+     "generations at once, later requests wait in line (default: the fewest session slots of any "
+     "member; 0 = no limit)"},
+    {"api-key", NULL, OPT_VALUE, SO_API_KEY, "KEY",
+     "require \"Authorization: Bearer KEY\" on /v1 (default: $CONSORT_API_KEY if set, else no key)"},
+    OPT_SPEC_END};
 
-static int parse_int_arg(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
+static int set_text(const char *opt, const char *v, const char **out, char *err, size_t errlen) {
+    if (!*v) {
+        snprintf(err, errlen, "%s: expected a value, got ''", opt);
+        return -1;
+    }
+    *out = v;
     return 0;
 }
 
-int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, size_t errlen) {
-    static const char *const opts[] = {"--host", "--port", "--model-id", "--max-tokens",
-                                       "--max-tokens-limit", "--api-key", "--parallel", NULL};
-    const char *a = argv[i];
-    for (int k = 0; opts[k]; k++) {
-        size_t n = strlen(opts[k]);
-        if (strncmp(a, opts[k], n) != 0 || (a[n] != 0 && a[n] != '=')) continue;
-        const char *v;
-        int used;
-        if (a[n] == '=') {
-            v = a + n + 1;
-            used = 1;
-        } else {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "%s needs a value", opts[k]);
-                return -1;
-            }
-            v = argv[i + 1];
-            used = 2;
-        }
-        int bad = 0;
-        switch (k) {
-        case 0: o->host = v; bad = !*v; break;
-        case 1: bad = parse_int_arg(v, 0, 65535, &o->port); break;
-        case 2: o->model_id = v; bad = !*v; break;
-        case 3: bad = parse_int_arg(v, 1, 1000000000, &o->default_max_tokens); break;
-        case 4: bad = parse_int_arg(v, 1, 1000000000, &o->max_tokens_limit); break;
-        case 5: o->api_key = v; bad = !*v; break;
-        default:
-            bad = parse_int_arg(v, 0, 100000, &o->parallel);
-            if (!bad && o->parallel == 0) o->parallel = -1; /* explicit 0: no limit */
-            break;
-        }
-        if (bad) {
-            snprintf(err, errlen, "bad value for %s: '%s'", opts[k], v);
-            return -1;
-        }
-        return used;
-    }
+static int set_parallel(api_serve_opts *o, const char *v, char *err, size_t errlen) {
+    if (opt_int("--parallel", v, 0, 100000, &o->parallel, err, errlen)) return -1;
+    if (o->parallel == 0) o->parallel = -1; /* explicit 0: no limit */
     return 0;
+}
+
+int api_serve_set(api_serve_opts *o, int id, const char *v, char *err, size_t errlen) {
+    int rc;
+    switch (id) {
+    case SO_HOST: rc = set_text("--host", v, &o->host, err, errlen); break;
+    case SO_PORT: rc = opt_int("--port", v, 0, 65535, &o->port, err, errlen); break;
+    case SO_MODEL_ID: rc = set_text("--model-id", v, &o->model_id, err, errlen); break;
+    case SO_MAX_TOKENS: rc = opt_int("--max-tokens", v, 1, 1000000000, &o->default_max_tokens, err, errlen); break;
+    case SO_MAX_TOKENS_LIMIT:
+        rc = opt_int("--max-tokens-limit", v, 1, 1000000000, &o->max_tokens_limit, err, errlen);
+        break;
+    case SO_PARALLEL: rc = set_parallel(o, v, err, errlen); break;
+    case SO_API_KEY: rc = set_text("--api-key", v, &o->api_key, err, errlen); break;
+    default: return 0;
+    }
+    return rc ? -1 : 1;
 }
 
 /* ---- signals ----------------------------------------------------------------------- */
@@ -127,7 +112,10 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     }
     log_info("%s: opening %zu member(s)%s", cmd, cli->n,
              cli->n ? " (spawning local workers for .gguf files may take a while)" : "");
-    member_set *ms = members_open(cli, err, sizeof err);
+    members_config mcfg;
+    ensemble_config ecfg;
+    members_cli_to_config(cli, &mcfg, &ecfg);
+    member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort %s: %s\n", cmd, err);
         return 1;
@@ -139,9 +127,7 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
         members_free(ms);
         return 1;
     }
-    ensemble *e = ensemble_new(ms, cli->strategy[0] ? cli->strategy : NULL,
-                               cli->n_weights ? cli->weights : NULL, cli->weights_auto, err,
-                               sizeof err);
+    ensemble *e = ensemble_new(ms, &ecfg, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort %s: %s\n", cmd, err);
         members_free(ms);
@@ -214,19 +200,21 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
 }
 
 static void serve_usage(FILE *f) {
-    fprintf(f,
-            "usage: consort serve --member NAME=SPEC [--member NAME=SPEC ...] [options]\n\n"
-            "Serves an ensemble through an OpenAI-compatible HTTP API (docs/API.md):\n"
-            "POST /v1/completions, POST /v1/chat/completions (streaming or not),\n"
-            "GET /v1/models, GET /health, GET /metrics. SIGINT/SIGTERM stop it\n"
-            "(and the workers it spawned).\n\nmembers and strategy:\n%s\nserver:\n%s"
-            "  --help                 this text\n\n"
-            "example:\n"
-            "  consort serve --member a=http://10.0.0.2:8090 --member b=models/b.gguf \\\n"
-            "      --strategy mixture --port 8080\n"
-            "  curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \\\n"
-            "      -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}'\n",
-            members_cli_help, api_serve_help);
+    fprintf(f, "usage: consort serve --member NAME=SPEC [--member NAME=SPEC ...] [options]\n\n"
+               "Serves an ensemble through an OpenAI-compatible HTTP API (docs/API.md):\n"
+               "POST /v1/completions, POST /v1/chat/completions (streaming or not),\n"
+               "GET /v1/models, GET /health, GET /metrics. SIGINT/SIGTERM stop it\n"
+               "(and the workers it spawned).\n\nmembers and strategy:\n");
+    opt_help(f, members_cli_opts);
+    fprintf(f, "\nserver:\n");
+    opt_help(f, api_serve_options);
+    opt_help(f, cli_std_options);
+    fprintf(f, "\nexample:\n"
+               "  consort serve --member a=http://10.0.0.2:8090 --member b=models/b.gguf \\\n"
+               "      --strategy mixture --port 8080\n"
+               "  curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \\\n"
+               "      -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}'\n");
+    sreg_fprint_help(f, SREG_GENERATION);
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -235,21 +223,20 @@ int cmd_serve(int argc, char **argv) {
     api_serve_opts o = {0};
     o.port = 8080;
     o.command = "serve";
+    const opt_spec *const tables[] = {members_cli_opts, api_serve_options, cli_std_options, NULL};
+    opt_parser p;
+    opt_begin(&p, "consort serve", tables, argc, argv);
+    const char *v;
     char err[512];
-    for (int i = 1; i < argc;) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            serve_usage(stdout);
-            sreg_fprint_help(stdout, SREG_GENERATION);
-            return 0;
-        }
-        int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
-        if (n == 0) n = api_serve_arg(&o, argc, argv, i, err, sizeof err);
-        if (n == 0) snprintf(err, sizeof err, "unknown option '%s' (see consort serve --help)", argv[i]);
-        if (n <= 0) {
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        int r = cli_std_option(id, serve_usage);
+        if (r >= 0) return r;
+        r = members_cli_set(&cli, id, v, err, sizeof err);
+        if (r == 0) r = api_serve_set(&o, id, v, err, sizeof err);
+        if (r < 0) {
             fprintf(stderr, "consort serve: %s\n", err);
             return 2;
         }
-        i += n;
     }
     if (cli.n == 0) {
         fprintf(stderr, "consort serve: give at least one --member NAME=SPEC (see --help; "

@@ -5,7 +5,7 @@
 #ifndef CONSORT_CMD_SERVE_H
 #define CONSORT_CMD_SERVE_H
 
-#include "coordinator/engine/members.h"
+#include "coordinator/cli/member_opts.h"
 
 typedef struct {
     const char *host;        /* NULL: 127.0.0.1 */
@@ -21,10 +21,13 @@ typedef struct {
 /* Returns the process exit status (0 after a clean shutdown, 1 on failure). */
 int api_serve_members(const members_cli *cli, const api_serve_opts *o);
 
-/* Parses the server's own options (--host, --port, --model-id, --max-tokens,
- * --max-tokens-limit, --api-key, --parallel). Returns the number of arguments consumed (1 or 2), 0
- * when argv[i] is not one of them, -1 on a bad value (err says why). */
-int api_serve_arg(api_serve_opts *o, int argc, char **argv, int i, char *err, size_t errlen);
-extern const char api_serve_help[];
+/* The server's own options (--host, --port, --model-id, --max-tokens,
+ * --max-tokens-limit, -np/--parallel, --api-key), ids 200.. (common/opt.h). */
+enum { SO_HOST = 200, SO_PORT, SO_MODEL_ID, SO_MAX_TOKENS, SO_MAX_TOKENS_LIMIT, SO_PARALLEL, SO_API_KEY };
+extern const opt_spec api_serve_options[];
+
+/* Applies option id with value v: 1 when it is a server option and v is
+ * good, 0 when id is not one of them, -1 on a bad value (err says why). */
+int api_serve_set(api_serve_opts *o, int id, const char *v, char *err, size_t errlen);
 
 #endif

@@ -37,10 +37,8 @@
 struct ensemble {
     member_set *ms;
     size_t nm;
-    char strategy[64];
+    ensemble_config cfg;    /* strategy filled in ("mixture" when none given) */
     double weights[MEMBERS_MAX];
-    int weights_auto;
-    int no_skip;            /* CONSORT_NO_ROUND_SKIP=1: always pay the second round (tests) */
     pthread_mutex_t mu;
     CURLM *multi[MULTI_POOL];
     int n_multi;
@@ -95,15 +93,24 @@ static int check_strategy(const member_set *ms, const char *strategy, sstrat *st
     return 0;
 }
 
-ensemble *ensemble_new(member_set *ms, const char *default_strategy, const double *default_weights,
-                       int weights_auto, char *err, size_t errlen) {
+ensemble *ensemble_new(member_set *ms, const ensemble_config *cfg, char *err, size_t errlen) {
     if (!ms || members_count(ms) == 0) {
         snprintf(err, errlen, "an ensemble needs at least one member");
         return NULL;
     }
+    ensemble_config defaults;
+    if (!cfg) {
+        memset(&defaults, 0, sizeof defaults);
+        cfg = &defaults;
+    }
+    if (cfg->n_weights && cfg->n_weights != members_count(ms)) {
+        snprintf(err, errlen, "%zu weights for %zu members", cfg->n_weights, members_count(ms));
+        return NULL;
+    }
+    const char *default_strategy = cfg->strategy[0] ? cfg->strategy : "mixture";
+    const double *default_weights = cfg->n_weights ? cfg->weights : NULL;
     sstrat st;
-    if (default_strategy && !*default_strategy) default_strategy = NULL;
-    if (check_strategy(ms, default_strategy ? default_strategy : "mixture", &st, err, errlen)) return NULL;
+    if (check_strategy(ms, default_strategy, &st, err, errlen)) return NULL;
     ensemble *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, errlen, "out of memory");
@@ -111,7 +118,8 @@ ensemble *ensemble_new(member_set *ms, const char *default_strategy, const doubl
     }
     e->ms = ms;
     e->nm = members_count(ms);
-    snprintf(e->strategy, sizeof e->strategy, "%s", default_strategy ? default_strategy : "mixture");
+    e->cfg = *cfg;
+    copy_str(e->cfg.strategy, sizeof e->cfg.strategy, default_strategy);
     double s = 0;
     for (size_t i = 0; i < e->nm; i++) {
         e->weights[i] = default_weights ? default_weights[i] : 1.0;
@@ -127,9 +135,6 @@ ensemble *ensemble_new(member_set *ms, const char *default_strategy, const doubl
         free(e);
         return NULL;
     }
-    e->weights_auto = weights_auto;
-    const char *ns = getenv("CONSORT_NO_ROUND_SKIP");
-    e->no_skip = ns && *ns && strcmp(ns, "0");
     pthread_mutex_init(&e->mu, NULL);
     return e;
 }
@@ -793,7 +798,7 @@ static int decide(run *r) {
     int decided = -1, missing = 0;
     for (size_t i = 0; i < r->nm && !missing; i++)
         for (size_t c = 0; need[i] && c < n && !missing; c++) missing = isnan(r->lq[i * r->mat_cap + c]);
-    if (missing && !(r->req->temperature > 1e-6) && k != SSTRAT_PRODUCT && !r->e->no_skip) decided = greedy_decided(r);
+    if (missing && !(r->req->temperature > 1e-6) && k != SSTRAT_PRODUCT && !r->e->cfg.no_round_skip) decided = greedy_decided(r);
     if (decided >= 0) r->skipped_rounds++;
     else fill_missing(r, need, NULL);
     weights_now(r);
@@ -991,7 +996,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     r->req = req;
     r->ms = e->ms;
     r->nm = e->nm;
-    const members_cli *opt = members_options(e->ms);
+    const ensemble_config *opt = &e->cfg;
     r->threshold = req->threshold > 0 ? req->threshold : opt->threshold > 0 ? opt->threshold : SSTRAT_DEFAULT_THRESHOLD;
     r->step_timeout = opt->step_timeout > 0 ? opt->step_timeout : 30;
     /* Proposals per member: greedy takes each member's own best token (so a
@@ -1001,7 +1006,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
      * for more entries than we propose would hide which are its best: we ask
      * for exactly k_prop (the price: more second rounds). */
     int greedy = !(req->temperature > 1e-6);
-    r->k_prop = opt->top_k_members > 0 ? opt->top_k_members : greedy ? 1 : DEFAULT_K_PROP;
+    r->k_prop = opt->member_k > 0 ? opt->member_k : greedy ? 1 : DEFAULT_K_PROP;
     r->k_ask = r->k_prop;
     vcand_init(&r->cand);
     vcand_init(&r->carry);
@@ -1023,7 +1028,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     }
 
     /* validation */
-    const char *strategy = req->strategy && *req->strategy ? req->strategy : e->strategy;
+    const char *strategy = req->strategy && *req->strategy ? req->strategy : e->cfg.strategy;
     if (check_strategy(e->ms, strategy, &r->st, err, sizeof err)) {
         fail_req(out, 400, err);
         goto done;
@@ -1079,7 +1084,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
             }
             ws += m->w;
         }
-        if (!(ws > 0) && !(req->weights_auto || (e->weights_auto && !req->weights))) {
+        if (!(ws > 0) && !(req->weights_auto || (e->cfg.weights_auto && !req->weights))) {
             fail_req(out, 400, "at least one weight must be positive");
             goto done;
         }
@@ -1093,7 +1098,7 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
         }
         for (size_t i = 0; i < r->nm; i++) r->m[i].w = (int)i == k ? 1 : 0;
     }
-    int want_auto = r->st.kind != SSTRAT_SOLO && (req->weights_auto || (e->weights_auto && !req->weights));
+    int want_auto = r->st.kind != SSTRAT_SOLO && (req->weights_auto || (e->cfg.weights_auto && !req->weights));
     if (want_auto)
         for (size_t i = 0; i < r->nm; i++) r->m[i].w = used[i] ? 1 : 0;
 

@@ -34,8 +34,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coordinator/engine/members.h"
+
 typedef struct ensemble ensemble;
-typedef struct member_set member_set; /* members.h */
+
+/* The engine's settings, fixed when the ensemble is made (requests may
+ * override strategy, weights and threshold). Zero means "the default". */
+typedef struct {
+    char strategy[64];         /* default strategy; "" = mixture */
+    double weights[MEMBERS_MAX];/* default weights, one per member */
+    size_t n_weights;          /* 0 = equal weights */
+    int weights_auto;          /* 1: weights from prompt perplexity */
+    double threshold;          /* selective: lead confidence threshold, 0 = SSTRAT_DEFAULT_THRESHOLD */
+    double step_timeout;       /* seconds per step for member answers, 0 = 30 */
+    int member_k;              /* proposals per member and step, 0 = 1 greedy / 8 sampling */
+    int no_round_skip;         /* 1: always pay the second round (tests: the skip never changes a text) */
+} ensemble_config;
 
 #define ENSEMBLE_MAX_LOGPROBS 20
 
@@ -103,10 +117,9 @@ typedef struct {
     double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
 } ensemble_result;
 
-/* members: taken by reference, must outlive the ensemble. */
-ensemble *ensemble_new(member_set *members, const char *default_strategy,
-                       const double *default_weights, int weights_auto,
-                       char *err, size_t errlen);
+/* members: taken by reference, must outlive the ensemble. cfg is copied;
+ * NULL = every default. n_weights, when set, must equal the member count. */
+ensemble *ensemble_new(member_set *members, const ensemble_config *cfg, char *err, size_t errlen);
 void ensemble_free(ensemble *e);
 
 int ensemble_generate(ensemble *e, const ensemble_request *req,

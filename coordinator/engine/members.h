@@ -1,5 +1,4 @@
-/* coordinator/engine/members.h: the members of an ensemble, and the command-line
- * options every coordinator command shares (--member, --weights, --strategy).
+/* coordinator/engine/members.h: the members of an ensemble.
  *
  * A member is one consort-worker (docs/PROTOCOL.md), either already running
  * (SPEC = http://host:port) or spawned here on loopback from a GGUF file
@@ -7,24 +6,18 @@
  * --name NAME`, found as $CONSORT_WORKER or next to the running executable.
  * A spawned worker is stopped by members_free() (SIGTERM, then SIGKILL after
  * a grace period, always reaped) and, on Linux, also dies with its parent.
+ * The command line's shared options live in coordinator/cli/member_opts.h,
+ * which turns them into a members_config (and an ensemble_config).
  *
- * Typical use in a command (serve, run, generate, ppl, ab):
+ * Typical use:
  *
- *     members_cli cli;
- *     members_cli_init(&cli);
- *     for (int i = 1; i < argc;) {
- *         int n = members_cli_arg(&cli, argc, argv, i, err, sizeof err);
- *         if (n < 0) { fprintf(stderr, "consort: %s\n", err); return 2; }
- *         if (n > 0) { i += n; continue; }
- *         ... the command's own options ...
- *     }
- *     member_set *ms = members_open(&cli, err, sizeof err);  // spawn + connect
+ *     members_config cfg = {0};
+ *     cfg.n = 1;
+ *     snprintf(cfg.name[0], sizeof cfg.name[0], "a");
+ *     snprintf(cfg.spec[0], sizeof cfg.spec[0], "http://127.0.0.1:8081");
+ *     member_set *ms = members_open(&cfg, err, sizeof err);  // spawn + connect
  *     if (!ms) { fprintf(stderr, "consort: %s\n", err); return 1; }
- *     ensemble *e = ensemble_new(ms, cli.strategy,
- *                                cli.n_weights ? cli.weights : NULL,
- *                                cli.weights_auto, err, sizeof err);
  *     ...
- *     ensemble_free(e);
  *     members_free(ms);
  *
  * Contract:
@@ -49,45 +42,32 @@ typedef struct member_set member_set;
 #define MEMBERS_MAX 16
 #define MEMBERS_NAME_MAX 64
 
+/* How to open a member set: the members (name and SPEC each, in weight
+ * order) and how to start the ones that are .gguf files. The command line
+ * fills it (coordinator/cli/member_opts.h); tests fill it directly. */
 typedef struct {
-    size_t n;                          /* number of --member options */
+    size_t n;
     char name[MEMBERS_MAX][MEMBERS_NAME_MAX];
     char spec[MEMBERS_MAX][512];       /* URL or .gguf path */
-    char strategy[64];                 /* --strategy, "" = mixture */
-    double weights[MEMBERS_MAX];       /* --weights a,b,... */
-    size_t n_weights;                  /* 0 = not given (equal weights) */
-    int weights_auto;                  /* --weights auto */
-    double threshold;                  /* --threshold (selective), 0 = default */
-    int threads;                       /* --threads for spawned workers, 0 = auto */
-    int ctx;                           /* --ctx-size for spawned workers, 0 = worker default */
-    double step_timeout;               /* --step-timeout SECONDS per step, 0 = default (30) */
-    double start_timeout;              /* --start-timeout SECONDS for spawned workers, 0 = 120 */
-    int top_k_members;                 /* --member-k: proposals per member and step, 0 = 1 greedy / 8 sampling */
-    int tolerate_down;                 /* --tolerate-down: open even if some members are down */
-} members_cli;
+    int threads;                       /* threads of each spawned worker, 0 = CPUs / local members */
+    int ctx;                           /* context size of spawned workers, 0 = worker default */
+    double start_timeout;              /* seconds a spawned worker may take to start, 0 = 120 */
+    int tolerate_down;                 /* open even if some members do not answer */
+} members_config;
 
-void members_cli_init(members_cli *cli);
-
-/* Looks at argv[i]. Returns how many arguments it consumed (1 or 2) when it
- * is a shared option, 0 when it is not one of ours, -1 on a bad value (err
- * says why). Accepts both "--opt VALUE" and "--opt=VALUE". */
-int members_cli_arg(members_cli *cli, int argc, char **argv, int i, char *err, size_t errlen);
-
-/* Checks what only makes sense once all options are read (at least one
- * member, weights count = member count, ...). 0 ok, -1 with err. */
-int members_cli_check(const members_cli *cli, char *err, size_t errlen);
-
-/* The help text for the shared options (one option per line, indented). */
-extern const char members_cli_help[];
+/* 1 if s[0..n) is a valid member name: 1..63 bytes of [A-Za-z0-9_.-]. */
+int members_name_ok(const char *s, size_t n);
 
 /* Spawns local workers, connects to every member (GET /v1/info, protocol
  * check). NULL with err on failure (nothing left running). */
-member_set *members_open(const members_cli *cli, char *err, size_t errlen);
+member_set *members_open(const members_config *cfg, char *err, size_t errlen);
 
 /* Lower level: an empty set, add members one by one, then connect. */
 member_set *members_new(void);
 int members_add(member_set *ms, const char *name, const char *spec, char *err, size_t errlen);
-int members_connect(member_set *ms, const members_cli *opts, char *err, size_t errlen);
+/* Uses only the spawning fields of cfg (threads, ctx, start_timeout,
+ * tolerate_down); NULL = defaults. */
+int members_connect(member_set *ms, const members_config *cfg, char *err, size_t errlen);
 
 /* Stops spawned workers, frees everything. NULL is fine. */
 void members_free(member_set *ms);
@@ -98,7 +78,6 @@ const char *members_url(const member_set *ms, size_t i);      /* "http://host:po
 const char *members_model(const member_set *ms, size_t i);    /* spawned .gguf path, or NULL */
 const json_t *members_info(const member_set *ms, size_t i);   /* GET /v1/info answer (borrowed) */
 int members_index(const member_set *ms, const char *name);    /* -1 if unknown */
-const members_cli *members_options(const member_set *ms);     /* options used to open */
 
 /* Blocking JSON call: method "GET", "POST" or "DELETE", path like
  * "/v1/score", body NULL for none, timeout in seconds (0 = 60).

@@ -111,7 +111,7 @@ done
 
 # skipping a second round (greedy, winner certain) never changes the text
 gen "$tmp/sk1.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40
-CONSORT_NO_ROUND_SKIP=1 gen "$tmp/sk2.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40
+gen "$tmp/sk2.json" --member a="$UA" --member b="$UB" --prompt "$P2" --max-tokens 40 --no-round-skip
 # (a member absorbs only its own proposals, never strings it was asked
 # about, so paying or skipping that round leaves the members in one state)
 [ "$(field "$tmp/sk1.json" text)" = "$(field "$tmp/sk2.json" text)" ]; ok $? "mixture greedy: same text with and without skipped second rounds ($(field "$tmp/sk1.json" skipped_rounds) skipped)"
@@ -151,7 +151,7 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["st
 # heals (it re-opens the last token), so the text may differ from an
 # uninterrupted run; what must hold is that both requests finish with the
 # member never dropped.
-start_worker a1slot "$MA" --slots 1 && U1=$URL
+start_worker a1slot "$MA" --parallel 1 && U1=$URL
 gen "$tmp/ev1.json" --member a="$U1" --prompt "$P1" --max-tokens $N &
 gen "$tmp/ev2.json" --member a="$U1" --prompt "$P1" --max-tokens $N
 wait $!

@@ -16,7 +16,7 @@ trap cleanup EXIT
 
 # ---- start-up errors ----
 "$B" --help >"$tmp/help" 2>&1; is "$?" 0 "--help exits 0"
-grep -q -- "--slots" "$tmp/help"; ok $? "--help lists the flags"
+grep -q -- "--parallel" "$tmp/help"; ok $? "--help lists the flags"
 "$B" --model "$tmp/none.gguf" --port 0 >"$tmp/o" 2>"$tmp/e"; r=$?
 [ $r -ne 0 ] && grep -q "cannot open model file" "$tmp/e"; ok $? "missing model file: non-zero exit and a clear message"
 echo "not a model" >"$tmp/bad.gguf"
@@ -29,7 +29,7 @@ printf 'GGUF\003\000\000\000garbage' >"$tmp/trunc.gguf"
 [ $r -eq 2 ]; ok $? "unknown option exits 2"
 
 # ---- start ----
-"$B" --model "$MODEL" --port 0 --threads 1 --ctx 128 --slots 4 --name tiny --max-body 65536 >"$tmp/out" 2>"$tmp/err" &
+"$B" --model "$MODEL" --port 0 --threads 1 --ctx-size 128 --parallel 4 --name tiny --max-body 65536 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 100); do grep -q listening "$tmp/out" && break; sleep 0.1; done
 line=$(head -1 "$tmp/out")

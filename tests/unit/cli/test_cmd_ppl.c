@@ -1,5 +1,6 @@
-/* consort ppl / consort ab argument handling: usage errors exit 2 before
- * any worker is started or contacted (no network, no model). */
+/* The commands' argument handling, in process: usage errors exit 2 before
+ * any worker is started or contacted (no network, no model); numbers are
+ * strict; --help and --version exit 0. */
 #include "coordinator/cli/commands.h"
 #include "tests/tap.h"
 
@@ -63,5 +64,39 @@ int main(void) {
     char *ab_judge2[] = {"ab", "--member", "a=http://127.0.0.1:9", "--prompts", "p", "--strategies", "solo:a",
                          "--judge", "nospec", NULL};
     is_int(run(ev_cmd_ab, ab_judge2), 2, "--judge wants NAME=SPEC");
+
+    /* strict numbers, before any member is contacted (contacting it would be exit 1) */
+    char *ab_abc[] = {"ab", "--member", "a=http://127.0.0.1:9", "--prompts", "p", "--strategies", "solo:a",
+                      "--max-tokens", "abc", NULL};
+    is_int(run(ev_cmd_ab, ab_abc), 2, "ab --max-tokens abc: usage error (was 0 tokens)");
+    char *ab_eq[] = {"ab", "--member=a=http://127.0.0.1:9", "--prompts=p", "--strategies=solo:a", "--max-tokens=-1", NULL};
+    is_int(run(ev_cmd_ab, ab_eq), 2, "ab --max-tokens=-1: usage error");
+    char *ab_seed[] = {"ab", "--member", "a=http://127.0.0.1:9", "--prompts", "p", "--strategies", "solo:a",
+                       "--seed", "18446744073709551616", NULL};
+    is_int(run(ev_cmd_ab, ab_seed), 2, "ab --seed 2^64: usage error (was wrapped)");
+    char *ppl_res[] = {"ppl", "--member", "a=http://127.0.0.1:9", "--file", "x", "--resamples", "10k", NULL};
+    is_int(run(ev_cmd_ppl, ppl_res), 2, "ppl --resamples 10k: usage error (was 10)");
+    char *gen_seed[] = {"generate", "--member", "a=http://127.0.0.1:9", "--prompt", "x", "--seed", "1e3", NULL};
+    is_int(run(cmd_generate, gen_seed), 2, "generate --seed 1e3: usage error");
+    char *gen_two[] = {"generate", "--member", "a=http://127.0.0.1:9", "--prompt", "x", "--prompt-file", "y", NULL};
+    is_int(run(cmd_generate, gen_two), 2, "generate with --prompt and --prompt-file: usage error");
+    char *serve_port[] = {"serve", "--member", "a=http://127.0.0.1:9", "--port", "65536", NULL};
+    is_int(run(cmd_serve, serve_port), 2, "serve --port 65536: usage error");
+    char *run_np[] = {"run", "-np", "x", NULL};
+    is_int(run(cmd_run, run_np), 2, "run -np x: usage error");
+    char *serve_abbr[] = {"serve", "--member", "a=http://127.0.0.1:9", "--po", "1", NULL};
+    is_int(run(cmd_serve, serve_abbr), 2, "serve --po: an abbreviation is refused");
+
+    /* --help and --version answer 0 (on stdout; sent to /dev/null here) */
+    int (*cmds[])(int, char **) = {cmd_generate, cmd_serve, cmd_run, ev_cmd_ppl, ev_cmd_ab};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char *help[] = {"cmd", "--help", NULL}, *version[] = {"cmd", "--version", NULL};
+        FILE *saved = stdout;
+        stdout = fopen("/dev/null", "w");
+        int h = run(cmds[i], help), v = run(cmds[i], version);
+        fclose(stdout);
+        stdout = saved;
+        ok(h == 0 && v == 0, "--help and --version exit 0");
+    }
     return tap_done();
 }

@@ -65,6 +65,21 @@ static int gen(ensemble *e, const ensemble_request *q, ensemble_result *res, col
     return ensemble_generate(e, q, on_chunk, k, res);
 }
 
+/* The step timeout of the latest open_set(), for the next new_ensemble(). */
+static double last_step_timeout;
+
+static ensemble *new_ensemble(member_set *ms, const char *strategy, int no_round_skip) {
+    char err[256];
+    ensemble_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    if (strategy) snprintf(cfg.strategy, sizeof cfg.strategy, "%s", strategy);
+    cfg.step_timeout = last_step_timeout;
+    cfg.no_round_skip = no_round_skip;
+    ensemble *e = ensemble_new(ms, &cfg, err, sizeof err);
+    if (!e) diag("ensemble_new: %s", err);
+    return e;
+}
+
 static member_set *open_set(const char *n1, mock_member *m1, const char *n2, mock_member *m2, double step_timeout) {
     char err[256], url[64];
     member_set *ms = members_new();
@@ -74,10 +89,8 @@ static member_set *open_set(const char *n1, mock_member *m1, const char *n2, moc
         snprintf(url, sizeof url, "http://127.0.0.1:%d", m2->port);
         members_add(ms, n2, url, err, sizeof err);
     }
-    members_cli o;
-    members_cli_init(&o);
-    o.step_timeout = step_timeout;
-    if (members_connect(ms, &o, err, sizeof err)) {
+    last_step_timeout = step_timeout;
+    if (members_connect(ms, NULL, err, sizeof err)) {
         diag("connect: %s", err);
         members_free(ms);
         return NULL;
@@ -129,7 +142,7 @@ int main(void) {
 
     member_set *ms = open_set("a", &A, "b", &B, 5);
     ok(ms != NULL, "connected to two mock members");
-    ensemble *e = ensemble_new(ms, "mixture", NULL, 0, err, sizeof err);
+    ensemble *e = new_ensemble(ms, "mixture", 0);
     ok(e != NULL, "ensemble_new");
     ensemble_result res;
     collect k;
@@ -186,9 +199,7 @@ int main(void) {
         snprintf(skip_text, sizeof skip_text, "%s", res.text);
         int skipped = res.skipped_rounds, second = res.second_rounds;
         ensemble_result_free(&res);
-        setenv("CONSORT_NO_ROUND_SKIP", "1", 1);
-        ensemble *e2 = ensemble_new(ms, "mixture", NULL, 0, err, sizeof err);
-        unsetenv("CONSORT_NO_ROUND_SKIP");
+        ensemble *e2 = new_ensemble(ms, "mixture", 1);
         gen(e2, &q, &res, &k);
         diag("mixture 30 steps: %d second rounds + %d skipped; without skipping %d second rounds", second, skipped,
              res.second_rounds);
@@ -317,7 +328,7 @@ int main(void) {
 
     /* invariant 2: the same model twice under mixture is that model */
     ms = open_set("a", &A, "a2", &A2, 5);
-    e = ensemble_new(ms, "mixture", NULL, 0, err, sizeof err);
+    e = new_ensemble(ms, "mixture", 0);
     q = base_req(NULL, 12);
     gen(e, &q, &res, &k);
     is_str(res.text, ga, "mixture of a model with itself = that model");
@@ -328,7 +339,7 @@ int main(void) {
 
     /* a member that fails mid-request is dropped, the other goes on */
     ms = open_set("a", &A, "c", &C, 5);
-    e = ensemble_new(ms, "mixture", NULL, 0, err, sizeof err);
+    e = new_ensemble(ms, "mixture", 0);
     q = base_req(NULL, 12);
     ok(gen(e, &q, &res, &k) == 0, "request survives a failing member");
     ok(res.members[1].failed && strstr(res.members[1].failure, "500"), "the failure is reported");
@@ -348,7 +359,7 @@ int main(void) {
 
     /* a member that misses the step deadline is dropped */
     ms = open_set("a", &A, "d", &D, 0.2);
-    e = ensemble_new(ms, "mixture", NULL, 0, err, sizeof err);
+    e = new_ensemble(ms, "mixture", 0);
     q = base_req(NULL, 6);
     ok(gen(e, &q, &res, &k) == 0 && res.members[1].failed, "a slow member is dropped at the deadline");
     diag("failure: %s", res.members[1].failure);
@@ -360,7 +371,7 @@ int main(void) {
     /* END event: member a ends after 11 bytes */
     A.end_at = 11;
     ms = open_set("a", &A, NULL, NULL, 5);
-    e = ensemble_new(ms, NULL, NULL, 0, err, sizeof err);
+    e = new_ensemble(ms, NULL, 0);
     q = base_req(NULL, 40);
     gen(e, &q, &res, &k);
     mock_greedy(&A, 40, ga, sizeof ga);
@@ -373,7 +384,7 @@ int main(void) {
     /* chat messages and the blocking JSON helper (what ppl/ab use for /v1/score) */
     A.end_at = 0;
     ms = open_set("a", &A, "b", &B, 5);
-    e = ensemble_new(ms, NULL, NULL, 0, err, sizeof err);
+    e = new_ensemble(ms, NULL, 0);
     q = base_req(NULL, 5);
     q.prompt = NULL;
     json_t *msgs = json_pack("[{s:s,s:s}]", "role", "user", "content", "hi");
@@ -398,7 +409,7 @@ int main(void) {
     mock_start(&E);
     int eport = E.port;
     ms = open_set("e", &E, NULL, NULL, 2);
-    e = ensemble_new(ms, NULL, NULL, 0, err, sizeof err);
+    e = new_ensemble(ms, NULL, 0);
     mock_stop(&E);
     q = base_req(NULL, 3);
     ok(gen(e, &q, &res, &k) != 0 && res.status == 503, "member gone: 503");

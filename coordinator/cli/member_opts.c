@@ -1,0 +1,143 @@
+/* coordinator/cli/member_opts.c: see member_opts.h. */
+#include "coordinator/cli/member_opts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ids 100..199: a command's own options use smaller ids, the server's 200.. */
+const opt_spec members_cli_opts[] = {
+    {"member", NULL, OPT_VALUE, MO_MEMBER, "NAME=SPEC",
+     "a member: SPEC is http://host:port of a running consort-worker, or a .gguf file to run "
+     "locally (repeat for each member; order sets weight order)"},
+    {"strategy", NULL, OPT_VALUE, MO_STRATEGY, "S",
+     "the strategy (default mixture; the strategies are listed below)"},
+    {"weights", NULL, OPT_VALUE, MO_WEIGHTS, "W", "comma-separated weights (one per member) or auto"},
+    {"threshold", NULL, OPT_VALUE, MO_THRESHOLD, "X", "selective: lead member confidence threshold (0.5)"},
+    {"threads", "t", OPT_VALUE, MO_THREADS, "N", "threads of each spawned worker (default: CPUs/members)"},
+    {"ctx-size", "c", OPT_VALUE, MO_CTX_SIZE, "N", "context size of spawned workers (worker default)"},
+    {"step-timeout", NULL, OPT_VALUE, MO_STEP_TIMEOUT, "SEC", "per-step deadline for member answers (30)"},
+    {"start-timeout", NULL, OPT_VALUE, MO_START_TIMEOUT, "SEC", "how long a spawned worker may take to start (120)"},
+    {"member-k", NULL, OPT_VALUE, MO_MEMBER_K, "K", "proposals of each member per step (1 greedy, 8 sampling)"},
+    {"tolerate-down", NULL, OPT_FLAG, MO_TOLERATE_DOWN, NULL, "start even if some members do not answer"},
+    {"no-round-skip", NULL, OPT_FLAG, MO_NO_ROUND_SKIP, NULL,
+     "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
+    OPT_SPEC_END};
+
+void members_cli_init(members_cli *cli) { memset(cli, 0, sizeof *cli); }
+
+static int parse_weights(members_cli *cli, const char *v, char *err, size_t errlen) {
+    if (!strcmp(v, "auto")) {
+        cli->weights_auto = 1;
+        cli->n_weights = 0;
+        return 0;
+    }
+    double w[MEMBERS_MAX], sum = 0;
+    size_t n = 0;
+    if (opt_double_list("--weights", v, 0, 1e6, w, MEMBERS_MAX, &n, err, errlen)) {
+        size_t k = strlen(err);
+        snprintf(err + k, errlen - k, ", or 'auto'");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) sum += w[i];
+    if (sum <= 0) {
+        snprintf(err, errlen, "--weights '%s': at least one weight must be positive", v);
+        return -1;
+    }
+    cli->weights_auto = 0;
+    cli->n_weights = n;
+    memcpy(cli->weights, w, n * sizeof w[0]);
+    return 0;
+}
+
+int members_cli_add(members_cli *cli, const char *v, char *err, size_t errlen) {
+    const char *eq = strchr(v, '=');
+    if (!eq || !members_name_ok(v, (size_t)(eq - v)) || !eq[1]) {
+        snprintf(err, errlen, "--member '%s': expected NAME=SPEC (NAME of [A-Za-z0-9_.-], SPEC a URL or .gguf path)", v);
+        return -1;
+    }
+    if (cli->n >= MEMBERS_MAX) {
+        snprintf(err, errlen, "too many members (at most %d)", MEMBERS_MAX);
+        return -1;
+    }
+    size_t nl = (size_t)(eq - v);
+    for (size_t j = 0; j < cli->n; j++)
+        if (strlen(cli->name[j]) == nl && !strncmp(cli->name[j], v, nl)) {
+            snprintf(err, errlen, "--member '%s': the name is used twice", v);
+            return -1;
+        }
+    if (strlen(eq + 1) >= sizeof cli->spec[0]) {
+        snprintf(err, errlen, "--member '%s': SPEC too long", v);
+        return -1;
+    }
+    memcpy(cli->name[cli->n], v, nl);
+    cli->name[cli->n][nl] = 0;
+    snprintf(cli->spec[cli->n], sizeof cli->spec[0], "%s", eq + 1);
+    cli->n++;
+    return 0;
+}
+
+static int set_strategy(members_cli *cli, const char *v, char *err, size_t errlen) {
+    if (!*v || strlen(v) >= sizeof cli->strategy) {
+        snprintf(err, errlen, "--strategy '%s': expected a strategy name (see --help)", v);
+        return -1;
+    }
+    snprintf(cli->strategy, sizeof cli->strategy, "%s", v);
+    return 0;
+}
+
+int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t errlen) {
+    int rc;
+    switch (id) {
+    case MO_MEMBER: rc = members_cli_add(cli, v, err, errlen); break;
+    case MO_STRATEGY: rc = set_strategy(cli, v, err, errlen); break;
+    case MO_WEIGHTS: rc = parse_weights(cli, v, err, errlen); break;
+    case MO_THRESHOLD: rc = opt_double("--threshold", v, 0, 1, &cli->threshold, err, errlen); break;
+    case MO_THREADS: rc = opt_int("--threads", v, 1, 1024, &cli->threads, err, errlen); break;
+    case MO_CTX_SIZE: rc = opt_int("--ctx-size", v, 8, 1 << 20, &cli->ctx, err, errlen); break;
+    case MO_STEP_TIMEOUT: rc = opt_seconds("--step-timeout", v, 1e-3, 86400, &cli->step_timeout, err, errlen); break;
+    case MO_START_TIMEOUT: rc = opt_seconds("--start-timeout", v, 1e-3, 86400, &cli->start_timeout, err, errlen); break;
+    case MO_MEMBER_K: rc = opt_int("--member-k", v, 1, 256, &cli->top_k_members, err, errlen); break;
+    case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
+    case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
+    default: return 0;
+    }
+    return rc ? -1 : 1;
+}
+
+int members_cli_check(const members_cli *cli, char *err, size_t errlen) {
+    if (cli->n == 0) {
+        snprintf(err, errlen, "no members: give at least one --member NAME=SPEC");
+        return -1;
+    }
+    if (cli->n_weights && cli->n_weights != cli->n) {
+        snprintf(err, errlen, "--weights has %zu values for %zu members", cli->n_weights, cli->n);
+        return -1;
+    }
+    return 0;
+}
+
+
+void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_config *ec) {
+    if (mc) {
+        memset(mc, 0, sizeof *mc);
+        mc->n = cli->n;
+        memcpy(mc->name, cli->name, sizeof mc->name);
+        memcpy(mc->spec, cli->spec, sizeof mc->spec);
+        mc->threads = cli->threads;
+        mc->ctx = cli->ctx;
+        mc->start_timeout = cli->start_timeout;
+        mc->tolerate_down = cli->tolerate_down;
+    }
+    if (ec) {
+        memset(ec, 0, sizeof *ec);
+        memcpy(ec->strategy, cli->strategy, sizeof ec->strategy);
+        memcpy(ec->weights, cli->weights, sizeof ec->weights);
+        ec->n_weights = cli->n_weights;
+        ec->weights_auto = cli->weights_auto;
+        ec->threshold = cli->threshold;
+        ec->step_timeout = cli->step_timeout;
+        ec->member_k = cli->top_k_members;
+        ec->no_round_skip = cli->no_round_skip;
+    }
+}

@@ -1,0 +1,88 @@
+/* coordinator/cli/member_opts.h: the command-line options that every
+ * coordinator command shares (--member, --strategy, --weights, ...), and
+ * their conversion into the engine's configuration structs.
+ *
+ * The engine never sees these options: a command parses them into a
+ * members_cli, checks them, then hands members_config (to open the member
+ * set) and ensemble_config (to make the ensemble) to the engine.
+ *
+ * Typical use in a command (serve, run, generate, ppl, ab), with the
+ * command's own options in `mine` (common/opt.h):
+ *
+ *     members_cli cli;
+ *     members_cli_init(&cli);
+ *     const opt_spec *tables[] = {mine, members_cli_opts, NULL};
+ *     opt_parser p;
+ *     opt_begin(&p, "consort generate", tables, argc, argv);
+ *     for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+ *         if (id == OPT_ERROR) return 2;
+ *         int r = members_cli_set(&cli, id, v, err, sizeof err);
+ *         if (r < 0) { fprintf(stderr, "consort generate: %s\n", err); return 2; }
+ *         if (r > 0) continue;
+ *         ... the command's own options ...
+ *     }
+ *     if (members_cli_check(&cli, err, sizeof err)) { ...; return 2; }
+ *     members_config mc;
+ *     ensemble_config ec;
+ *     members_cli_to_config(&cli, &mc, &ec);
+ *     member_set *ms = members_open(&mc, err, sizeof err);  // spawn + connect
+ *     ensemble *e = ms ? ensemble_new(ms, &ec, err, sizeof err) : NULL;
+ *
+ * Contract: errors are messages naming the option and the bad value; the
+ * member order is the order of --member options, and weights follow it.
+ */
+#ifndef CONSORT_MEMBER_OPTS_H
+#define CONSORT_MEMBER_OPTS_H
+
+#include "common/opt.h"
+#include "coordinator/engine/ensemble.h"
+#include "coordinator/engine/members.h"
+
+#include <stddef.h>
+
+typedef struct {
+    size_t n;                          /* number of --member options */
+    char name[MEMBERS_MAX][MEMBERS_NAME_MAX];
+    char spec[MEMBERS_MAX][512];       /* URL or .gguf path */
+    char strategy[64];                 /* --strategy, "" = mixture */
+    double weights[MEMBERS_MAX];       /* --weights a,b,... */
+    size_t n_weights;                  /* 0 = not given (equal weights) */
+    int weights_auto;                  /* --weights auto */
+    double threshold;                  /* --threshold (selective), 0 = default */
+    int threads;                       /* --threads for spawned workers, 0 = auto */
+    int ctx;                           /* --ctx-size for spawned workers, 0 = worker default */
+    double step_timeout;               /* --step-timeout SECONDS per step, 0 = default (30) */
+    double start_timeout;              /* --start-timeout SECONDS for spawned workers, 0 = 120 */
+    int top_k_members;                 /* --member-k: proposals per member and step, 0 = 1 greedy / 8 sampling */
+    int tolerate_down;                 /* --tolerate-down: open even if some members are down */
+    int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
+} members_cli;
+
+void members_cli_init(members_cli *cli);
+
+/* The shared options, for opt_begin and opt_help. Their ids are 100..199,
+ * so a command's own ids stay below 100 (the server's are 200..). */
+enum {
+    MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
+    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP
+};
+extern const opt_spec members_cli_opts[];
+
+/* Applies option id with value v (from opt_next). Returns 1 when id is one
+ * of the shared options and v is good, 0 when id is not one of them, -1 on
+ * a bad value (err names the option, the value and what is accepted). */
+int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t errlen);
+
+/* Adds a member from "NAME=SPEC" (what --member does): 0, or -1 with err. */
+int members_cli_add(members_cli *cli, const char *name_eq_spec, char *err, size_t errlen);
+
+/* Checks what only makes sense once all options are read (at least one
+ * member, weights count = member count, ...). 0 ok, -1 with err. */
+int members_cli_check(const members_cli *cli, char *err, size_t errlen);
+
+/* The engine's view of the options: mc for members_open (members and how to
+ * spawn them), ec for ensemble_new (strategy, weights, step settings).
+ * Either may be NULL. */
+void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_config *ec);
+
+#endif
