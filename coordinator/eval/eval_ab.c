@@ -312,7 +312,9 @@ static json_t *ev_ab_json_sum(const ev_ab *ab, const ev_ab_sum *sum) {
     json_t *set = json_object();
     json_object_set_new(set, "max_tokens", json_integer(ab->max_tokens));
     json_object_set_new(set, "temperature", json_real(ab->temperature));
-    json_object_set_new(set, "seed", ab->has_seed ? json_integer((json_int_t)ab->seed) : json_null());
+    char seed[24]; /* a decimal string: JSON readers round integers above 2^53 */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)ab->seed);
+    json_object_set_new(set, "seed", ab->has_seed ? json_string(seed) : json_null());
     json_object_set_new(set, "bootstrap_resamples", json_integer(ab->resamples));
     json_object_set_new(o, "settings", set);
     json_t *sc = json_array();

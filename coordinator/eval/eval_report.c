@@ -108,7 +108,10 @@ json_t *ev_report_ppl_json(const char *file, const ev_corpus *c, const ev_ppl_re
                                                        : json_null());
     json_t *boot = json_object();
     json_object_set_new(boot, "resamples", json_integer(r->resamples));
-    json_object_set_new(boot, "seed", json_integer((json_int_t)r->seed));
+    /* a decimal string: JSON readers round integers above 2^53 */
+    char seed[24];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    json_object_set_new(boot, "seed", json_string(seed));
     json_object_set_new(boot, "over", json_string("documents"));
     json_object_set_new(o, "bootstrap", boot);
     json_object_set_new(o, "seconds", json_real(r->seconds));

@@ -111,11 +111,11 @@ check "generate: --seed=S and --seed S give the same text" test -n "$t1" -a "$t1
 
 # ---- ppl and ab with the = form ------------------------------------------------------
 printf '{"text": "The jury said that the city had been well run."}\n' >"$TMP/docs.jsonl"
-"$C" ppl --member=w="$WURL" --file="$TMP/docs.jsonl" --resamples=20 --seed=12345 \
+"$C" ppl --member=w="$WURL" --file="$TMP/docs.jsonl" --resamples=20 --seed=18446744073709551615 \
   --no-progress --json="$TMP/p.json" >"$TMP/p.out" 2>"$TMP/p.err"
 check "ppl with --opt=value: runs" test $? -eq 0
-check "ppl: --seed=12345 and --resamples=20 took effect" \
-  bash -c "grep -q '\"seed\": 12345' '$TMP/p.json' && grep -q '\"resamples\": 20' '$TMP/p.json'"
+check "ppl: --seed=2^64-1 (exactly) and --resamples=20 took effect" \
+  bash -c "grep -q '\"seed\": \"18446744073709551615\"' '$TMP/p.json' && grep -q '\"resamples\": 20' '$TMP/p.json'"
 printf 'The jury\n' >"$TMP/prompts.txt"
 "$C" ab --member=w="$WURL" --prompts="$TMP/prompts.txt" --strategies=solo:w --max-tokens=3 --resamples=20 \
   --out="$TMP/ab" >"$TMP/ab.out" 2>"$TMP/ab.err"
