@@ -1,4 +1,46 @@
-/* worker/wk_engine.c: see wk_engine.h and docs/PROTOCOL.md. */
+/* worker/wk_engine.c: sessions, prefix masses and scoring over one
+ * llama_context (contract: wk_engine.h; semantics: docs/PROTOCOL.md).
+ *
+ * Why it is shaped so.
+ *  - One context, one unified KV cache. A worker serves several sessions and
+ *    a scorer from one model; llama.cpp's unified cache lets each be a
+ *    sequence id in the same cells (slots + 1 + WK_SCRATCH sequences), so a
+ *    session costs only the positions it holds and sequences can be copied
+ *    cheaply (llama_memory_seq_cp) for teacher forcing.
+ *  - Sessions. A session is X = P + C (prompt and committed tokens), the
+ *    healable tail g (healed prompt bytes + G, the text common to all
+ *    members) whose last r_len bytes are the residue r, the residue token t_r
+ *    that spells r, and a mirror of its KV sequence (kv[0..n_kv)). It also
+ *    keeps p0 = p(. | X) and p1 = p(. | X + t_r) with the positions they
+ *    belong to, which is what makes a re-answer free and a healing step cost
+ *    one decoded position (see sync_kv). The invariant bytes(C) + r == g is
+ *    checked by session_sane() in assert() wherever a session changes.
+ *  - The residue / healing rule. Text another member chose is re-tokenized
+ *    canonically and its last token backed off into r; only continuations
+ *    that start with r are proposed. Text this member proposed itself
+ *    (remembered token paths) is committed as those tokens (rule 1).
+ *  - Prefix masses. T(x | X) is a range sum over the vocabulary sorted by
+ *    bytes (va_vocab: va_prefix_range, cumulative sums on first need); a
+ *    string that no single token starts with is teacher-forced along its
+ *    canonical tokenization in scratch sequences (run_jobs), the one
+ *    approximation of the protocol.
+ *  - A step is a sequence of named phases (wk_step at the end): plan the new
+ *    state aside, commit it, sync the KV cache, propose, evaluate candidates,
+ *    answer. Planning aside is what lets every failing request leave the
+ *    session as it was.
+ *
+ * State and locking. The engine owns the llama_context, the session table
+ * (slots, LRU by a logical clock), the batch, a scratch probability row and
+ * the end-of-generation ids. One mutex `mu` guards all of it: every public
+ * call that touches the context or a session holds it for its whole
+ * duration (one decode at a time; llama.cpp contexts are not re-entrant).
+ * Tokenizing a prompt happens before taking the lock.
+ *
+ * What may change: batching several sessions' decodes into one
+ * llama_decode (the phases are the seams: sync_kv and run_jobs would queue
+ * instead of decoding), context shifting instead of context_length_exceeded,
+ * and more scratch sequences when candidate sets grow.
+ */
 #include "worker/wk_engine.h"
 #include "common/log.h"
 
