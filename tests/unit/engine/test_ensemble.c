@@ -392,14 +392,14 @@ int main(void) {
     ok(gen(e, &q, &res, &k) == 0 && res.steps == 5, "chat messages request runs");
     ensemble_result_free(&res);
     json_decref(msgs);
-    json_t *body = json_pack("{s:s,s:b}", "text", "hello", "doc_start", 1), *resp = NULL;
-    is_int(members_call(ms, 1, "POST", "/v1/score", body, 5, &resp, err, sizeof err), 200, "members_call POST /v1/score");
-    is_near(json_number_value(json_object_get(resp, "sum_logprob")), -30, 1e-12, "members_call parsed the answer");
-    json_decref(resp);
-    json_decref(body);
-    is_int(members_call(ms, 1, "GET", "/nope", NULL, 5, &resp, err, sizeof err), 404, "members_call returns the HTTP status");
-    ok(strstr(err, "'b'") && strstr(err, "404"), "its error names the member");
-    json_decref(resp);
+    proto_score_req sq = {"hello", 5, 1};
+    members_score_answer sa;
+    proto_error pe;
+    is_int(members_score(ms, 1, &sq, 5, &sa, &pe), 0, "members_score (the score operation, what ppl/ab use)");
+    is_near(sa.res.sum_logprob, -30, 1e-12, "members_score decoded the answer");
+    members_score_release(&sa);
+    const proto_info *info = members_info(ms, 1);
+    ok(info && info->protocol == PROTO_VERSION, "members_info: the member's description, protocol checked");
     ensemble_free(e);
     members_free(ms);
 
