@@ -11,6 +11,7 @@
  * with k=1 that appends the previous top string (the worker decodes one
  * token, computes the full softmax and prefix masses, answers JSON).
  * Timing excludes the prompt on both sides. Best of --rounds for each. */
+#include "protocol/proto.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_model.h"
 
@@ -131,25 +132,44 @@ static json_t *post(CURL *h, const char *url, json_t *body) {
 }
 
 static double reask_ms;
+
+/* A /v1/step body: the prompt (or NULL), the appended bytes (or none), k 1. */
+static json_t *step_body(const char *sid, const char *prompt, const unsigned char *app, size_t an) {
+    proto_step_req q = {.session = sid, .prompt = prompt, .prompt_len = prompt ? strlen(prompt) : 0,
+                        .append = {app, an}, .k = 1};
+    return proto_step_req_encode(&q);
+}
+
+/* The first proposal of a step answer r, copied into buf; 0 when none. */
+static size_t first_top(const json_t *r, unsigned char *buf, size_t cap) {
+    proto_step_res a;
+    proto_error err;
+    size_t n = 0;
+    if (r && proto_step_res_decode(r, &a, &err) == 0 && a.n_top > 0 && a.top[0].s.n > 0 && a.top[0].s.n <= cap) {
+        n = a.top[0].s.n;
+        memcpy(buf, a.top[0].s.p, n);
+    }
+    proto_step_res_release(&a);
+    return n;
+}
+
 static double via_worker(const char *base, const char *prompt, int n_tok, int round, char *text, size_t cap) {
     CURL *h = curl_easy_init();
     struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     char url[256], sid[32];
-    snprintf(url, sizeof url, "%s/v1/step", base);
+    snprintf(url, sizeof url, "%s%s", base, PROTO_PATH_STEP);
     snprintf(sid, sizeof sid, "bench%d", round);
-    json_t *r = post(h, url, json_pack("{s:s, s:s, s:i}", "session", sid, "prompt", prompt, "k", 1));
-    size_t tl = 0;
+    json_t *r = post(h, url, step_body(sid, prompt, NULL, 0));
     double t0 = now_s(), dt = -1;
     for (int i = 0; i < n_tok && r; i++) {
-        const char *s = json_string_value(json_object_get(json_array_get(json_object_get(r, "top"), 0), "s_b64"));
-        if (!s) break;
-        json_t *q = json_pack("{s:s, s:s, s:i}", "session", sid, "append_b64", s, "k", 1);
+        unsigned char s[256];
+        size_t sn = first_top(r, s, sizeof s);
+        if (!sn) break;
         json_decref(r);
-        r = post(h, url, q);
+        r = post(h, url, step_body(sid, NULL, s, sn));
         if (i == n_tok - 1) dt = now_s() - t0;
-        (void)tl;
     }
     /* The per-step cost without a decode: re-ask the same state (decoded 0). */
     if (r && round == 0) {
@@ -157,7 +177,7 @@ static double via_worker(const char *base, const char *prompt, int n_tok, int ro
         int reps = 200;
         for (int i = 0; i < reps && r; i++) {
             json_decref(r);
-            r = post(h, url, json_pack("{s:s, s:i}", "session", sid, "k", 1));
+            r = post(h, url, step_body(sid, NULL, NULL, 0));
         }
         reask_ms = (now_s() - t1) * 1000 / reps;
     }

@@ -9,13 +9,21 @@
  *   - One struct per request and per answer. Byte strings that may be
  *     partial UTF-8 (fields named *_b64 on the wire) are proto_str values:
  *     raw bytes and a length, never base64; the codec does the base64.
- *   - proto_X_encode(const proto_X *) -> json_t * (a new reference; NULL only
- *     when out of memory). proto_dumps() turns it into a compact body.
+ *   - proto_X_encode(const proto_X *) -> json_t * (a new reference; NULL
+ *     when out of memory, or when a text field -- prompt, message, tokenize
+ *     or score text -- is not valid UTF-8). proto_dumps() turns it into a
+ *     compact body. Fields are written in the order docs/PROTOCOL.md shows.
  *   - proto_X_decode(const json_t *o, proto_X *out, proto_error *err) -> 0,
  *     or -1 with err filled exactly as the worker answers a bad request
  *     (status 400 and a code: invalid_type, invalid_value, invalid_base64,
  *     invalid_request; 500 internal when out of memory). Decoding checks
- *     types and ranges, so a struct that decoded is valid.
+ *     types and ranges, so a struct that decoded is valid. Absent and null
+ *     mean "the default" for optional fields; a required field that is
+ *     missing is 400 invalid_type. err->param names the offending field.
+ *     Required: /health status; /v1/info protocol and vocab_size; /v1/vocab
+ *     all three fields; tokenize/score text; detokenize tokens and text_b64;
+ *     step session (request) and n_past, residue_b64, top, candidates,
+ *     end_logq (answer; end_logq may be null); score tokens and sum_logprob.
  *   - A decoded struct may borrow strings from `o` (so `o` must outlive it)
  *     and owns what it had to allocate (decoded base64, arrays):
  *     proto_X_release() frees those and zeroes the struct. Release is safe on
@@ -58,7 +66,8 @@ typedef struct {
 
 /* An error answer: {"error": {"message", "type", "code", "param"}}.
  * `type` follows the status: invalid_request_error below 500, else
- * server_error. code/param may be "" (written as null). */
+ * server_error. code may be "" (written as null); param is written only when
+ * not "" (the worker's answers carry message, type and code). */
 typedef struct {
     int status; /* HTTP status; 0 = no error */
     char code[48];

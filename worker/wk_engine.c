@@ -1,7 +1,50 @@
-/* worker/wk_engine.c: see wk_engine.h and docs/PROTOCOL.md. */
+/* worker/wk_engine.c: sessions, prefix masses and scoring over one
+ * llama_context (contract: wk_engine.h; semantics: docs/PROTOCOL.md).
+ *
+ * Why it is shaped so.
+ *  - One context, one unified KV cache. A worker serves several sessions and
+ *    a scorer from one model; llama.cpp's unified cache lets each be a
+ *    sequence id in the same cells (slots + 1 + WK_SCRATCH sequences), so a
+ *    session costs only the positions it holds and sequences can be copied
+ *    cheaply (llama_memory_seq_cp) for teacher forcing.
+ *  - Sessions. A session is X = P + C (prompt and committed tokens), the
+ *    healable tail g (healed prompt bytes + G, the text common to all
+ *    members) whose last r_len bytes are the residue r, the residue token t_r
+ *    that spells r, and a mirror of its KV sequence (kv[0..n_kv)). It also
+ *    keeps p0 = p(. | X) and p1 = p(. | X + t_r) with the positions they
+ *    belong to, which is what makes a re-answer free and a healing step cost
+ *    one decoded position (see sync_kv). The invariant bytes(C) + r == g is
+ *    checked by session_sane() in assert() wherever a session changes.
+ *  - The residue / healing rule. Text another member chose is re-tokenized
+ *    canonically and its last token backed off into r; only continuations
+ *    that start with r are proposed. Text this member proposed itself
+ *    (remembered token paths) is committed as those tokens (rule 1).
+ *  - Prefix masses. T(x | X) is a range sum over the vocabulary sorted by
+ *    bytes (va_vocab: va_prefix_range, cumulative sums on first need); a
+ *    string that no single token starts with is teacher-forced along its
+ *    canonical tokenization in scratch sequences (run_jobs), the one
+ *    approximation of the protocol.
+ *  - A step is a sequence of named phases (wk_step at the end): plan the new
+ *    state aside, commit it, sync the KV cache, propose, evaluate candidates,
+ *    answer. Planning aside is what lets every failing request leave the
+ *    session as it was.
+ *
+ * State and locking. The engine owns the llama_context, the session table
+ * (slots, LRU by a logical clock), the batch, a scratch probability row and
+ * the end-of-generation ids. One mutex `mu` guards all of it: every public
+ * call that touches the context or a session holds it for its whole
+ * duration (one decode at a time; llama.cpp contexts are not re-entrant).
+ * Tokenizing a prompt happens before taking the lock.
+ *
+ * What may change: batching several sessions' decodes into one
+ * llama_decode (the phases are the seams: sync_kv and run_jobs would queue
+ * instead of decoding), context shifting instead of context_length_exceeded,
+ * and more scratch sequences when candidate sets grow.
+ */
 #include "worker/wk_engine.h"
 #include "common/log.h"
 
+#include <assert.h>
 #include <llama.h>
 #include <math.h>
 #include <pthread.h>
@@ -666,144 +709,250 @@ static int match_path(const wk_engine *e, const wk_session *s, const unsigned ch
     return best;
 }
 
-int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
-    memset(res, 0, sizeof *res);
-    res->end_logq = -INFINITY;
-    err->status = 0;
-    wk_model *m = e->m;
-    int has_prompt = q->prompt != NULL || q->n_messages > 0;
-    int *ptok = NULL, np = 0;
-    if (has_prompt) {
-        char *chat = NULL;
-        const char *ptext = q->prompt;
-        size_t plen = q->prompt_len;
-        int parse_special = 0;
-        if (!q->prompt) {
-            chat = wk_render_chat(m, q->messages, q->n_messages, &plen, &parse_special);
-            if (!chat) {
-                set_err(err, 500, "internal", "out of memory");
-                return -1;
-            }
-            ptext = chat;
-        }
-        np = wk_tokenize_raw(m, ptext, plen, 1, parse_special, &ptok);
-        free(chat);
-        if (np < 0) {
-            set_err(err, 400, "invalid_prompt", "the prompt could not be tokenized");
-            return -1;
-        }
-        if (np == 0) {
-            ptok[0] = m->doc_start;
-            np = 1;
-        }
+/* The session's next state, built aside from the session so that a request
+ * that fails (untokenizable text, context overflow, out of memory) leaves
+ * the session exactly as it was. */
+typedef struct wk_plan {
+    int *tok;          /* X = P + C */
+    int n_tok, cap_tok, n_prompt;
+    unsigned char *g;  /* healable tail: (healed prompt bytes) + G */
+    size_t g_len, g_cap;
+    size_t r_len;      /* residue = last r_len bytes of g */
+    int t_r;           /* residue token, -1 = none */
+} wk_plan;
+
+static void plan_free(wk_plan *pl) {
+    free(pl->tok);
+    free(pl->g);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* The strings a step evaluates: the member's proposals (items[0..n_top)),
+ * then the caller's candidates; jobs are those that need teacher forcing. */
+typedef struct wk_eval {
+    wk_item *items;
+    int n_items, n_top;
+    wk_job *jobs;
+    int nj;
+    double Mr;         /* M(r | X): the mass every Q is relative to */
+} wk_eval;
+
+static void eval_free(wk_eval *ev) {
+    for (int i = 0; i < ev->n_items; i++) free(ev->items[i].x);
+    free(ev->items);
+    free(ev->jobs);
+    memset(ev, 0, sizeof *ev);
+}
+
+static int fail_oom(wk_err *err) {
+    set_err(err, 500, "internal", "out of memory");
+    return -1;
+}
+
+/* After a failed llama_decode the session's KV sequence is in an unknown
+ * state: drop it (the next step decodes the session again). */
+static int fail_decode(wk_engine *e, wk_session *s, wk_err *err) {
+    llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+    s->n_kv = 0;
+    s->p0_n = s->p1_n = -1;
+    set_err(err, 500, "decode_failed", "llama_decode failed");
+    return -1;
+}
+
+#ifndef NDEBUG
+/* The session invariant of docs/PROTOCOL.md, bytes(C) + r == G, in the form
+ * the session keeps: the committed tokens after the prompt spell g up to the
+ * residue (g starts with the healed prompt bytes when heal_prompt backed a
+ * prompt token off, then G), and the residue token spells r exactly. Also
+ * the KV bookkeeping: the kept distributions never claim positions the KV
+ * sequence does not hold. Used only inside assert(). */
+static int session_sane(const wk_engine *e, const wk_session *s) {
+    if (!s->used) return 1;
+    if (s->n_prompt < 1 || s->n_prompt > s->n_tok || s->r_len > s->g_len) return 0;
+    size_t off = 0, clen = s->g_len - s->r_len;
+    for (int i = s->n_prompt; i < s->n_tok; i++) {
+        size_t bl;
+        const unsigned char *b = va_token_bytes(e->m->va, s->tok[i], &bl);
+        if (off + bl > clen || (bl && memcmp(s->g + off, b, bl) != 0)) return 0;
+        off += bl;
     }
-    if (q->k < 0 || q->k > WK_MAX_K || q->n_cands < 0 || q->n_cands > WK_MAX_CANDIDATES) {
-        free(ptok);
-        set_err(err, 400, "invalid_value", "k or candidates out of range");
+    if (off != clen) return 0;
+    if (s->r_len) {
+        size_t bl;
+        const unsigned char *b = s->t_r >= 0 ? va_token_bytes(e->m->va, s->t_r, &bl) : NULL;
+        if (!b || bl != s->r_len || memcmp(b, s->g + clen, bl) != 0) return 0;
+    } else if (s->t_r != -1) {
+        return 0;
+    }
+    return s->n_kv <= s->cap_kv && s->p0_n <= s->n_kv && s->p1_n <= s->n_kv;
+}
+#endif
+
+/* Phase 0: a request's prompt (raw text or chat messages rendered with the
+ * model's template) as tokens; an empty one becomes [doc_start]. Runs
+ * outside the engine's lock (tokenizing is thread-safe). */
+static int tokenize_prompt(const wk_model *m, const wk_step_req *q, int **ptok, int *np, wk_err *err) {
+    char *chat = NULL;
+    const char *ptext = q->prompt;
+    size_t plen = q->prompt_len;
+    int parse_special = 0;
+    if (!q->prompt) {
+        chat = wk_render_chat(m, q->messages, q->n_messages, &plen, &parse_special);
+        if (!chat) return fail_oom(err);
+        ptext = chat;
+    }
+    *np = wk_tokenize_raw(m, ptext, plen, 1, parse_special, ptok);
+    free(chat);
+    if (*np < 0) {
+        set_err(err, 400, "invalid_prompt", "the prompt could not be tokenized");
         return -1;
     }
+    if (*np == 0) {
+        (*ptok)[0] = m->doc_start;
+        *np = 1;
+    }
+    return 0;
+}
 
-    pthread_mutex_lock(&e->mu);
-    wk_session *s = find_session(e, q->session);
-    int *nt = NULL, n_nt = 0, n_np = 0, ok = 0;
-    unsigned char *ng = NULL;
-    size_t ng_len = 0, ng_cap = 0, nr = 0;
-    wk_item *items = NULL;
-    wk_job *jobs = NULL;
-    int n_items = 0, n_top_items = 0, nj = 0;
-    if (!s && !has_prompt) {
+/* Appends n tokens to the plan's X. */
+static int plan_push(wk_plan *pl, const int *t, int n) {
+    if (grow((void **)&pl->tok, &pl->cap_tok, pl->n_tok + n + 2, sizeof *pl->tok) != 0) return -1;
+    if (n) memcpy(pl->tok + pl->n_tok, t, (size_t)n * sizeof *t);
+    pl->n_tok += n;
+    return 0;
+}
+
+/* The plan's starting point: a new prompt (its last token backed off into
+ * the tail with heal_prompt), or a copy of the session's state. */
+static int plan_start(const wk_engine *e, const wk_session *s, const int *ptok, int np, int heal,
+                      wk_plan *pl) {
+    const unsigned char *tail = NULL;
+    size_t tail_len = 0;
+    pl->t_r = -1;
+    if (ptok) {
+        pl->n_prompt = np;
+        if (heal && np > 1) {
+            size_t bl;
+            const unsigned char *b = va_token_bytes(e->m->va, ptok[np - 1], &bl);
+            if (bl) {
+                tail = b;
+                tail_len = pl->r_len = bl;
+                pl->n_prompt = np - 1;
+                pl->t_r = ptok[np - 1];
+            }
+        }
+        if (plan_push(pl, ptok, pl->n_prompt) != 0) return -1;
+    } else {
+        if (plan_push(pl, s->tok, s->n_tok) != 0) return -1;
+        pl->n_prompt = s->n_prompt;
+        pl->r_len = s->r_len;
+        pl->t_r = s->t_r;
+        tail = s->g;
+        tail_len = s->g_len;
+    }
+    if (grow_bytes(&pl->g, &pl->g_cap, tail_len + 1) != 0) return -1;
+    if (tail_len) memcpy(pl->g, tail, tail_len);
+    pl->g_len = tail_len;
+    return 0;
+}
+
+/* Absorbs appended bytes A into the plan (docs/PROTOCOL.md, "Healing"):
+ * rule 1, r + A is a token path this session proposed itself (own = 1 only
+ * for an existing session): commit those tokens, r becomes empty; rule 2,
+ * anything else: re-tokenize the whole tail canonically after the prompt and
+ * back off its last token into r. */
+static int plan_append(const wk_engine *e, const wk_session *s, int own, const unsigned char *a, size_t an,
+                       wk_plan *pl, wk_err *err) {
+    if (grow_bytes(&pl->g, &pl->g_cap, pl->g_len + an + 1) != 0) return fail_oom(err);
+    memcpy(pl->g + pl->g_len, a, an);
+    const int *path = NULL;
+    int j = own ? match_path(e, s, pl->g + pl->g_len - pl->r_len, pl->r_len + an, &path) : 0;
+    pl->g_len += an;
+    if (j > 0) { /* rule 1: the member's own tokens */
+        if (plan_push(pl, path, j) != 0) return fail_oom(err);
+        pl->r_len = 0;
+        pl->t_r = -1;
+        return 0;
+    }
+    int *canon = NULL; /* rule 2 */
+    int k = wk_tokenize_after(e->m, pl->tok[pl->n_prompt - 1], pl->g, pl->g_len, &canon);
+    if (k <= 0) {
+        free(canon);
+        set_err(err, 400, "untokenizable", "the text cannot be tokenized by this model");
+        return -1;
+    }
+    pl->n_tok = pl->n_prompt;
+    int rc = plan_push(pl, canon, k - 1);
+    va_token_bytes(e->m->va, canon[k - 1], &pl->r_len);
+    pl->t_r = canon[k - 1];
+    free(canon);
+    return rc == 0 ? 0 : fail_oom(err);
+}
+
+/* Phase 1, plan: the session's next state for this request, or an error
+ * (404 for an unknown session without a prompt, 400 for text that cannot be
+ * tokenized or a state over the context). Touches nothing in the session. */
+static int plan_step(wk_engine *e, const wk_session *s, const wk_step_req *q, const int *ptok, int np,
+                     wk_plan *pl, wk_err *err) {
+    if (!s && !ptok) {
         set_err(err, 404, "session_not_found",
                 "unknown session '%s' (never created, deleted or evicted): send a prompt", q->session);
-        goto out;
+        return -1;
     }
-    /* The new state, built aside so that an error leaves the session as it was. */
-    int cap_nt = 0;
-    int new_t_r = has_prompt ? -1 : s->t_r;
-    const unsigned char *tail_src = has_prompt ? NULL : s->g;
-    size_t tail_len = has_prompt ? 0 : s->g_len;
-    if (has_prompt) {
-        n_np = np;
-        if (q->heal_prompt && np > 1) {
-            size_t bl;
-            const unsigned char *b = va_token_bytes(m->va, ptok[np - 1], &bl);
-            if (bl) {
-                tail_src = b;
-                tail_len = bl;
-                nr = bl;
-                n_np = np - 1;
-                new_t_r = ptok[np - 1];
-            }
-        }
-        if (grow((void **)&nt, &cap_nt, np + 2, sizeof *nt) != 0) goto oom;
-        memcpy(nt, ptok, (size_t)n_np * sizeof *nt);
-        n_nt = n_np;
-    } else {
-        if (grow((void **)&nt, &cap_nt, s->n_tok + 2, sizeof *nt) != 0) goto oom;
-        memcpy(nt, s->tok, (size_t)s->n_tok * sizeof *nt);
-        n_nt = s->n_tok;
-        n_np = s->n_prompt;
-        nr = s->r_len;
+    if (plan_start(e, s, ptok, np, q->heal_prompt, pl) != 0) return fail_oom(err);
+    if (q->append_len && plan_append(e, s, ptok == NULL, q->append, q->append_len, pl, err) != 0) return -1;
+    int need = pl->n_tok + (pl->r_len ? 1 : 0);
+    if (need > e->n_ctx) {
+        set_err(err, 400, "context_length_exceeded", "the session needs %d tokens, over the context of %d", need,
+                e->n_ctx);
+        return -1;
     }
-    if (grow_bytes(&ng, &ng_cap, tail_len + q->append_len + 1) != 0) goto oom;
-    if (tail_len) memcpy(ng, tail_src, tail_len);
-    ng_len = tail_len;
-    if (q->append_len) {
-        memcpy(ng + ng_len, q->append, q->append_len);
-        const int *pt = NULL;
-        int j = has_prompt ? 0 : match_path(e, s, ng + ng_len - nr, nr + q->append_len, &pt);
-        ng_len += q->append_len;
-        if (j > 0) { /* rule 1: the member's own tokens */
-            if (grow((void **)&nt, &cap_nt, n_nt + j + 2, sizeof *nt) != 0) goto oom;
-            memcpy(nt + n_nt, pt, (size_t)j * sizeof *nt);
-            n_nt += j;
-            nr = 0;
-            new_t_r = -1;
-        } else { /* rule 2: re-tokenize the tail canonically, back off the last token */
-            int *canon = NULL;
-            int k = wk_tokenize_after(m, nt[n_np - 1], ng, ng_len, &canon);
-            if (k <= 0) {
-                free(canon);
-                set_err(err, 400, "untokenizable", "the text cannot be tokenized by this model");
-                goto out;
-            }
-            if (grow((void **)&nt, &cap_nt, n_np + k + 2, sizeof *nt) != 0) {
-                free(canon);
-                goto oom;
-            }
-            memcpy(nt + n_np, canon, (size_t)(k - 1) * sizeof *nt);
-            n_nt = n_np + k - 1;
-            va_token_bytes(m->va, canon[k - 1], &nr);
-            new_t_r = canon[k - 1];
-            free(canon);
-        }
-    }
-    if (n_nt + (nr ? 1 : 0) > e->n_ctx) {
-        set_err(err, 400, "context_length_exceeded",
-                "the session needs %d tokens, over the context of %d", n_nt + (nr ? 1 : 0), e->n_ctx);
-        goto out;
-    }
-    /* Commit. */
+    return 0;
+}
+
+/* Phase 2, commit: install the plan in the session (creating it, which may
+ * evict the least recently used one). The paths remembered for rule 1 are
+ * those of the answers since the last call that changed the text. */
+static wk_session *commit_plan(wk_engine *e, wk_session *s, const wk_step_req *q, int reset, wk_plan *pl) {
     if (!s) s = new_session(e, q->session);
     free(s->tok);
-    s->tok = nt;
-    s->cap_tok = cap_nt;
-    nt = NULL;
-    s->n_tok = n_nt;
-    s->n_prompt = n_np;
+    s->tok = pl->tok;
+    s->cap_tok = pl->cap_tok;
+    s->n_tok = pl->n_tok;
+    s->n_prompt = pl->n_prompt;
     free(s->g);
-    s->g = ng;
-    s->g_cap = ng_cap;
-    ng = NULL;
-    s->g_len = ng_len;
-    s->r_len = nr;
-    s->t_r = nr ? new_t_r : -1;
-    if (has_prompt || q->append_len || s->n_paths > 4096) s->n_paths = 0;
+    s->g = pl->g;
+    s->g_cap = pl->g_cap;
+    s->g_len = pl->g_len;
+    s->r_len = pl->r_len;
+    s->t_r = pl->r_len ? pl->t_r : -1;
+    memset(pl, 0, sizeof *pl); /* the session owns it all now */
+    if (reset || q->append_len || s->n_paths > 4096) s->n_paths = 0;
     s->last_use = ++e->clock;
+    assert(session_sane(e, s));
+    return s;
+}
 
-    /* Decode what the KV cache lacks, in one batch with the residue token. */
+/* Phase 3, sync the KV cache to X = P + C (and the residue token t_r).
+ *
+ * The session's KV sequence holds kv[0..n_kv), which may differ from the
+ * new X: a reset prompt shares a prefix with the old one, rule 2 may have
+ * re-tokenized the last few tokens, rule 1 appended tokens. We keep the
+ * longest common prefix L of kv and X and decode the rest. What a step needs
+ * is two distributions: p0 = p(. | X) always, and p1 = p(. | X + t_r) when
+ * there is a residue. Both are kept with the positions they belong to
+ * (p0_n, p1_n), so that:
+ *  - a re-answer (nothing appended) finds both valid and decodes nothing;
+ *  - the usual step after healing, which commits t_r itself, finds X one
+ *    token longer and equal to the old X + t_r: the old p1 *is* the new p0,
+ *    swapped in without a decode;
+ *  - otherwise we truncate the sequence to the first position we must
+ *    decode (L, or one less to recompute p0's logits when X is all cached)
+ *    and feed the rest, t_r included, in one batch (feed()).
+ * Returns the positions decoded, or -1 (the caller drops the sequence). */
+static int sync_kv(wk_engine *e, wk_session *s) {
     int L = common_prefix(s->kv, s->n_kv, s->tok, s->n_tok);
     if (L >= s->n_tok && s->p0_n != s->n_tok && s->p1_n == s->n_tok) {
-        /* The last step's residue token is now committed: its p1 is our p0. */
         float *tp = s->p0; s->p0 = s->p1; s->p1 = tp;
         double *tc = s->cum0; s->cum0 = s->cum1; s->cum1 = tc;
         s->p0_n = s->n_tok;
@@ -813,163 +962,221 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     int t_r = s->r_len ? s->t_r : -1;
     int need1 = t_r >= 0 && !(s->p1_n == s->n_tok + 1 && L >= s->n_tok && s->n_kv > s->n_tok &&
                               s->kv[s->n_tok] == t_r);
-    if (need0 || need1) {
-        int from = need0 ? (L < s->n_tok ? L : s->n_tok - 1) : s->n_tok;
-        kv_truncate(e, s, from);
-        int d = feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1);
-        if (d < 0) goto decode_failed;
-        res->decoded += d;
-    }
-    const unsigned char *r = s->g + s->g_len - s->r_len;
-    wk_ctx c = {e, s, r, s->r_len, t_r};
+    if (!need0 && !need1) return 0;
+    int from = need0 ? (L < s->n_tok ? L : s->n_tok - 1) : s->n_tok;
+    kv_truncate(e, s, from);
+    return feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1);
+}
 
-    /* Strings to evaluate: the member's proposals, then the caller's candidates. */
-    int k = q->k;
-    int maxn = 2 * k + q->n_cands;
-    items = calloc((size_t)(maxn ? maxn : 1), sizeof *items);
-    jobs = calloc((size_t)(maxn ? maxn : 1), sizeof *jobs);
-    wk_cand *heap = malloc((size_t)(k ? k : 1) * sizeof *heap);
-    if (!items || !jobs || !heap) {
-        free(heap);
-        goto oom;
-    }
-    double Mr = s->r_len ? mass(e, s->p0, s->cum0, r, s->r_len) : 1.0;
+/* The k most probable tokens of p whose bytes are not empty (by id). */
+static int top_tokens(const wk_engine *e, const float *p, wk_cand *heap, int k) {
     int nh = 0;
-    if (k > 0) {
-        if (!s->r_len) { /* every token with bytes: scan by id, in memory order */
-            for (int id = 0; id < e->n_vocab; id++) {
-                if (nh == k && s->p0[id] <= heap[0].p) continue;
-                size_t bl;
-                va_token_bytes(m->va, id, &bl);
-                if (bl) heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
-            }
-        } else {
-            int lo, hi;
-            va_prefix_range(m->va, r, s->r_len, &lo, &hi);
-            for (int i = lo; i < hi; i++) {
-                int id = va_sorted_id(m->va, i);
-                size_t bl;
-                va_token_bytes(m->va, id, &bl);
-                if (bl <= s->r_len) continue;
-                heap_push(heap, &nh, k, (wk_cand){s->p0[id], id});
-            }
-        }
+    for (int id = 0; id < e->n_vocab; id++) {
+        if (nh == k && p[id] <= heap[0].p) continue;
+        size_t bl;
+        va_token_bytes(e->m->va, id, &bl);
+        if (bl) heap_push(heap, &nh, k, (wk_cand){p[id], id});
+    }
+    return nh;
+}
+
+/* The k most probable tokens of p whose bytes strictly extend r. */
+static int top_extending(const wk_engine *e, const float *p, const unsigned char *r, size_t rl, wk_cand *heap,
+                         int k) {
+    int lo, hi, nh = 0;
+    va_prefix_range(e->m->va, r, rl, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        int id = va_sorted_id(e->m->va, i);
+        size_t bl;
+        va_token_bytes(e->m->va, id, &bl);
+        if (bl > rl) heap_push(heap, &nh, k, (wk_cand){p[id], id});
+    }
+    return nh;
+}
+
+static int has_item(const wk_eval *ev, const unsigned char *b, size_t bl) {
+    for (int i = 0; i < ev->n_items; i++)
+        if (ev->items[i].len == bl && !memcmp(ev->items[i].s, b, bl)) return 1;
+    return 0;
+}
+
+/* Phase 4, propose: the member's own continuations. The k most probable
+ * tokens extending r (their string: the bytes after r) and, with a residue
+ * token, the k most probable tokens after it (their whole bytes; their mass
+ * needs p1, or teacher forcing when the canonical path differs). Each is
+ * remembered as a token path for rule 1 of the next append. */
+static int propose(wk_ctx *c, int k, wk_eval *ev) {
+    wk_engine *e = c->e;
+    wk_session *s = c->s;
+    if (k <= 0) return 0;
+    wk_cand *heap = malloc((size_t)k * sizeof *heap);
+    if (!heap) return -1;
+    int nh = s->r_len ? top_extending(e, s->p0, c->r, c->rl, heap, k) : top_tokens(e, s->p0, heap, k);
+    for (int i = 0; i < nh; i++) {
+        size_t bl;
+        const unsigned char *b = va_token_bytes(e->m->va, heap[i].id, &bl);
+        wk_item *it = &ev->items[ev->n_items];
+        if (item_set(it, c->r, c->rl, b + c->rl, bl - c->rl) != 0) goto oom;
+        it->m = mass(e, s->p0, s->cum0, it->x, it->xn);
+        remember(s, &heap[i].id, 1);
+        ev->n_items++;
+    }
+    if (c->t_r >= 0) {
+        nh = top_tokens(e, s->p1, heap, k);
         for (int i = 0; i < nh; i++) {
             size_t bl;
-            const unsigned char *b = va_token_bytes(m->va, heap[i].id, &bl);
-            wk_item *it = &items[n_items];
-            if (item_set(it, r, s->r_len, b + s->r_len, bl - s->r_len) != 0) {
-                free(heap);
-                goto oom;
-            }
-            it->m = mass(e, s->p0, s->cum0, it->x, it->xn);
-            remember(s, &heap[i].id, 1);
-            n_items++;
-        }
-        if (c.t_r >= 0) {
-            nh = 0;
-            for (int id = 0; id < e->n_vocab; id++) {
-                if (nh == k && s->p1[id] <= heap[0].p) continue;
-                size_t bl;
-                va_token_bytes(m->va, id, &bl);
-                if (bl) heap_push(heap, &nh, k, (wk_cand){s->p1[id], id});
-            }
-            for (int i = 0; i < nh; i++) {
-                size_t bl;
-                const unsigned char *b = va_token_bytes(m->va, heap[i].id, &bl);
-                int dup = 0;
-                for (int q2 = 0; q2 < n_items && !dup; q2++)
-                    dup = items[q2].len == bl && !memcmp(items[q2].s, b, bl);
-                if (dup) continue;
-                wk_item *it = &items[n_items];
-                if (item_set(it, r, s->r_len, b, bl) != 0) {
-                    free(heap);
-                    goto oom;
-                }
-                it->m = mass_or_job(&c, it->x, it->xn, &jobs[nj], 0);
-                if (isnan(it->m)) jobs[nj++].out = n_items;
-                int pth[2] = {c.t_r, heap[i].id};
-                remember(s, pth, 2);
-                n_items++;
-            }
+            const unsigned char *b = va_token_bytes(e->m->va, heap[i].id, &bl);
+            if (has_item(ev, b, bl)) continue;
+            wk_item *it = &ev->items[ev->n_items];
+            if (item_set(it, c->r, c->rl, b, bl) != 0) goto oom;
+            it->m = mass_or_job(c, it->x, it->xn, &ev->jobs[ev->nj], 0);
+            if (isnan(it->m)) ev->jobs[ev->nj++].out = ev->n_items;
+            int pth[2] = {c->t_r, heap[i].id};
+            remember(s, pth, 2);
+            ev->n_items++;
         }
     }
     free(heap);
-    n_top_items = n_items;
-    for (int i = 0; i < q->n_cands; i++) {
-        wk_item *it = &items[n_items];
-        if (item_set(it, r, s->r_len, q->cands[i], q->cand_lens[i]) != 0) goto oom;
-        /* Not remembered: a string the member was only asked about is not its
-         * own choice, so committing it must heal (rule 2), not absorb. */
-        it->m = q->cand_lens[i] == 0 ? Mr : mass_or_job(&c, it->x, it->xn, &jobs[nj], 0);
-        if (isnan(it->m)) jobs[nj++].out = n_items;
-        n_items++;
-    }
-    if (nj) {
-        double *ms = malloc((size_t)n_items * sizeof *ms);
-        if (!ms) goto oom;
-        int d = run_jobs(&c, jobs, nj, ms, 0);
-        for (int i = 0; i < nj; i++) items[jobs[i].out].m = ms[jobs[i].out];
-        free(ms);
-        if (d < 0) goto decode_failed;
-        res->decoded += d;
-    }
-    for (int i = 0; i < n_items; i++)
-        items[i].logq = items[i].m > 0 && Mr > 0 ? log(items[i].m / Mr) : -INFINITY;
+    return 0;
+oom:
+    free(heap);
+    return -1;
+}
 
-    /* The answer. */
-    qsort(items, (size_t)n_top_items, sizeof *items, cmp_items);
-    int nt_out = n_top_items < k ? n_top_items : k;
-    res->top = calloc((size_t)(nt_out ? nt_out : 1), sizeof *res->top);
-    res->cand_logq = malloc((size_t)(q->n_cands ? q->n_cands : 1) * sizeof *res->cand_logq);
-    res->residue = malloc(s->r_len + 1);
-    if (!res->top || !res->cand_logq || !res->residue) goto oom;
-    for (int i = 0; i < nt_out; i++) {
-        res->top[i].s = malloc(items[i].len + 1);
-        if (!res->top[i].s) goto oom;
-        memcpy(res->top[i].s, items[i].s, items[i].len);
-        res->top[i].len = items[i].len;
-        res->top[i].logq = items[i].logq;
-        res->n_top++;
+/* Phase 5, evaluate candidates: the caller's strings join the proposals;
+ * the teacher-forced ones of both are decoded in scratch sequences; every
+ * item gets logq = log(M(r + s) / M(r)). A candidate is not remembered: a
+ * string the member was only asked about is not its own choice, so
+ * committing it must heal (rule 2), not absorb. Returns positions decoded,
+ * -1 when out of memory, -2 when a decode failed. */
+static int evaluate(wk_ctx *c, const wk_step_req *q, wk_eval *ev) {
+    for (int i = 0; i < q->n_cands; i++) {
+        wk_item *it = &ev->items[ev->n_items];
+        if (item_set(it, c->r, c->rl, q->cands[i].p, q->cands[i].n) != 0) return -1;
+        it->m = q->cands[i].n == 0 ? ev->Mr : mass_or_job(c, it->x, it->xn, &ev->jobs[ev->nj], 0);
+        if (isnan(it->m)) ev->jobs[ev->nj++].out = ev->n_items;
+        ev->n_items++;
     }
-    for (int i = 0; i < q->n_cands; i++) res->cand_logq[i] = items[n_top_items + i].logq;
-    memcpy(res->residue, r, s->r_len);
-    res->residue_len = s->r_len;
-    res->n_past = s->n_tok;
+    int d = 0;
+    if (ev->nj) {
+        double *ms = malloc((size_t)ev->n_items * sizeof *ms);
+        if (!ms) return -1;
+        d = run_jobs(c, ev->jobs, ev->nj, ms, 0);
+        for (int i = 0; i < ev->nj; i++) ev->items[ev->jobs[i].out].m = ms[ev->jobs[i].out];
+        free(ms);
+        if (d < 0) return -2;
+    }
+    for (int i = 0; i < ev->n_items; i++)
+        ev->items[i].logq = ev->items[i].m > 0 && ev->Mr > 0 ? log(ev->items[i].m / ev->Mr) : -INFINITY;
+    return d;
+}
+
+/* log P(the text ends at G): end-of-generation mass after X, or after
+ * X + t_r times p(t_r | X) / M(r | X) with a residue. */
+static double end_logq(const wk_ctx *c, double Mr) {
+    const wk_engine *e = c->e;
+    const wk_session *s = c->s;
     double eog = 0;
     if (!s->r_len) {
         for (int i = 0; i < e->n_eog; i++) eog += s->p0[e->eog[i]];
-    } else if (c.t_r >= 0) {
+    } else if (c->t_r >= 0) {
         for (int i = 0; i < e->n_eog; i++) eog += s->p1[e->eog[i]];
-        eog *= s->p0[c.t_r] / Mr;
+        eog *= s->p0[c->t_r] / Mr;
     }
-    res->end_logq = eog > 0 ? log(eog) : -INFINITY;
-    ok = 1;
-    goto out;
+    return eog > 0 ? log(eog) : -INFINITY;
+}
 
-decode_failed:
-    /* the KV cache of this session is in an unknown state: drop it */
-    llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
-    s->n_kv = 0;
-    s->p0_n = s->p1_n = -1;
-    set_err(err, 500, "decode_failed", "llama_decode failed");
+/* Phase 6, answer: the k best proposals by logq, the candidates' logq in
+ * the order asked, the residue, n_past and the end-of-text mass. */
+static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_res *res) {
+    const wk_session *s = c->s;
+    qsort(ev->items, (size_t)ev->n_top, sizeof *ev->items, cmp_items);
+    int nt_out = ev->n_top < q->k ? ev->n_top : q->k;
+    res->top = calloc((size_t)(nt_out ? nt_out : 1), sizeof *res->top);
+    res->cand_logq = malloc((size_t)(q->n_cands ? q->n_cands : 1) * sizeof *res->cand_logq);
+    res->residue = malloc(s->r_len + 1);
+    if (!res->top || !res->cand_logq || !res->residue) return -1;
+    for (int i = 0; i < nt_out; i++) {
+        res->top[i].s = malloc(ev->items[i].len + 1);
+        if (!res->top[i].s) return -1;
+        memcpy(res->top[i].s, ev->items[i].s, ev->items[i].len);
+        res->top[i].len = ev->items[i].len;
+        res->top[i].logq = ev->items[i].logq;
+        res->n_top++;
+    }
+    for (int i = 0; i < q->n_cands; i++) res->cand_logq[i] = ev->items[ev->n_top + i].logq;
+    memcpy(res->residue, c->r, s->r_len);
+    res->residue_len = s->r_len;
+    res->n_past = s->n_tok;
+    res->end_logq = end_logq(c, ev->Mr);
+    return 0;
+}
+
+/* Phases 4-6 on a synced session. */
+static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_step_res *res, wk_err *err) {
+    const unsigned char *r = s->g + s->g_len - s->r_len;
+    wk_ctx c = {e, s, r, s->r_len, s->r_len ? s->t_r : -1};
+    wk_eval ev = {0};
+    int maxn = 2 * q->k + q->n_cands, rc = -1;
+    ev.items = calloc((size_t)(maxn ? maxn : 1), sizeof *ev.items);
+    ev.jobs = calloc((size_t)(maxn ? maxn : 1), sizeof *ev.jobs);
+    if (!ev.items || !ev.jobs) goto oom;
+    ev.Mr = s->r_len ? mass(e, s->p0, s->cum0, r, s->r_len) : 1.0;
+    if (propose(&c, q->k, &ev) != 0) goto oom;
+    ev.n_top = ev.n_items;
+    int d = evaluate(&c, q, &ev);
+    if (d == -2) {
+        rc = fail_decode(e, s, err);
+        goto out;
+    }
+    if (d < 0) goto oom;
+    res->decoded += d;
+    if (answer(&c, q, &ev, res) != 0) goto oom;
+    rc = 0;
     goto out;
 oom:
-    set_err(err, 500, "internal", "out of memory");
+    rc = fail_oom(err);
 out:
+    eval_free(&ev);
+    return rc;
+}
+
+/* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
+ * answer (docs/PROTOCOL.md, POST /v1/step). */
+int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
+    memset(res, 0, sizeof *res);
+    res->end_logq = -INFINITY;
+    err->status = 0;
+    int has_prompt = q->prompt != NULL || q->n_messages > 0;
+    int *ptok = NULL, np = 0, rc = -1;
+    if (has_prompt && tokenize_prompt(e->m, q, &ptok, &np, err) != 0) goto done;
+    if (q->k < 0 || q->k > WK_MAX_K || q->n_cands < 0 || q->n_cands > WK_MAX_CANDIDATES) {
+        set_err(err, 400, "invalid_value", "k or candidates out of range");
+        goto done;
+    }
+    pthread_mutex_lock(&e->mu);
+    wk_session *s = find_session(e, q->session);
+    wk_plan pl = {0};
+    if (plan_step(e, s, q, has_prompt ? ptok : NULL, np, &pl, err) == 0) {
+        s = commit_plan(e, s, q, has_prompt, &pl);
+        int d = sync_kv(e, s);
+        if (d < 0) {
+            fail_decode(e, s, err);
+        } else {
+            res->decoded += d;
+            rc = step_answer(e, s, q, res, err);
+        }
+        assert(session_sane(e, s));
+    }
+    plan_free(&pl);
     pthread_mutex_unlock(&e->mu);
-    for (int i = 0; i < n_items; i++) free(items[i].x);
-    free(items);
-    free(jobs);
-    free(nt);
-    free(ng);
+done:
     free(ptok);
-    if (!ok) {
+    if (rc != 0) {
         wk_step_res_free(res);
         if (!err->status) set_err(err, 500, "internal", "internal error");
-        return -1;
     }
-    return 0;
+    return rc;
 }
 
 void wk_step_res_free(wk_step_res *r) {

@@ -22,11 +22,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "protocol/proto.h"
 #include "worker/wk_model.h"
 
 #define WK_SCRATCH 16
-#define WK_MAX_K 256
-#define WK_MAX_CANDIDATES 512
+#define WK_MAX_K PROTO_MAX_K
+#define WK_MAX_CANDIDATES PROTO_MAX_CANDIDATES
 
 typedef struct wk_engine wk_engine;
 
@@ -43,9 +44,7 @@ typedef struct wk_err {
     char message[256];
 } wk_err;
 
-typedef struct wk_msg {
-    const char *role, *content;
-} wk_msg;
+typedef proto_msg wk_msg; /* {role, content} */
 
 typedef struct wk_step_req {
     const char *session;
@@ -57,8 +56,7 @@ typedef struct wk_step_req {
     const unsigned char *append;
     size_t append_len;
     int k;
-    const unsigned char *const *cands;
-    const size_t *cand_lens;
+    const proto_str *cands; /* strings whose mass is asked (after the new G) */
     int n_cands;
 } wk_step_req;
 

@@ -1,8 +1,24 @@
-/* worker/wk_http.c: see wk_http.h. */
+/* worker/wk_http.c: the worker's HTTP face (see wk_http.h).
+ *
+ * Why it is shaped so. Each endpoint is one function with the same three
+ * beats: decode the request with protocol/proto (which validates it and
+ * fills a proto_error on bad input), call the engine or the model, encode
+ * the answer with protocol/proto. No field name of the member protocol is
+ * spelled here, so the worker cannot drift from the coordinator: both read
+ * and write through the same codec. Engine errors (wk_err) become
+ * proto_error answers in one place (reply_error).
+ *
+ * State. The route table is static; a wk_http owns the worker's name, the
+ * /v1/vocab body (built once, on first use: it is the largest answer and
+ * never changes) and the Prometheus counters, all under `mu`. The model and
+ * the engine are borrowed; the engine has its own lock.
+ *
+ * What may change: new endpoints (a case in wk_http_route plus a codec
+ * pair in protocol/), new metrics (a counter here, a line in do_metrics).
+ */
 #include "worker/wk_http.h"
-#include "common/b64.h"
 #include "common/log.h"
-#include "common/utf8.h"
+#include "protocol/proto.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -10,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
 enum { EP_HEALTH, EP_INFO, EP_VOCAB, EP_TOKENIZE, EP_DETOKENIZE, EP_STEP, EP_SCORE, EP_SESSION,
        EP_METRICS, EP_OTHER, EP_N };
 static const char *ep_names[EP_N] = {"health", "info", "vocab", "tokenize", "detokenize",
@@ -60,72 +75,71 @@ static void count_error(wk_http *h) {
     pthread_mutex_unlock(&h->mu);
 }
 
-#define FAIL(status, code, ...) do { count_error(h); \
-    http_error(c, status, status >= 500 ? "server_error" : "invalid_request_error", code, __VA_ARGS__); \
-    goto done; } while (0)
-
-static json_t *num_or_null(double x) {
-    return isfinite(x) ? json_real(x) : json_null();
+/* Answers an error and counts it. */
+static void reply_error(wk_http *h, http_conn *c, const proto_error *err) {
+    count_error(h);
+    http_reply_json(c, (unsigned)err->status, proto_error_encode(err));
 }
 
-static json_t *tok_or_null(int t) { return t >= 0 ? json_integer(t) : json_null(); }
-
-/* Typed optional fields: 0 ok (absent leaves *out), -1 wrong type. */
-static int get_bool(json_t *o, const char *k, int *out) {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_boolean(v)) return -1;
-    *out = json_is_true(v);
-    return 0;
+static void reply_engine_error(wk_http *h, http_conn *c, const wk_err *we) {
+    proto_error err;
+    proto_fail(&err, we->status, we->code, "%s", we->message);
+    reply_error(h, c, &err);
 }
 
-static int session_id_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n < 1 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.' || ch == ':' || ch == '-'))
-            return 0;
+/* Answers obj (a fresh encoding; NULL means out of memory). */
+static void reply(wk_http *h, http_conn *c, json_t *obj) {
+    if (!obj) {
+        proto_error err;
+        proto_fail(&err, 500, "internal", "out of memory");
+        reply_error(h, c, &err);
+        return;
     }
-    return 1;
+    http_reply_json(c, 200, obj);
+}
+
+static void do_health(wk_http *h, http_conn *c) {
+    wk_stats st;
+    wk_engine_stats(h->e, &st);
+    proto_health hl = {"ok", h->name, st.sessions_in_use, wk_engine_slots(h->e)};
+    reply(h, c, proto_health_encode(&hl));
 }
 
 static void do_info(wk_http *h, http_conn *c) {
-    wk_model *m = h->m;
-    json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:o, s:o, s:o, s:b, s:i, s:b, s:i, s:i, s:b, s:i, s:i}",
-                          "name", h->name, "model_path", m->path, "vocab_size", m->n_vocab,
-                          "vocab_type", m->vocab_type, "bos", tok_or_null(m->bos), "eos",
-                          tok_or_null(m->eos), "eot", tok_or_null(m->eot), "add_bos", m->add_bos,
-                          "doc_start", m->doc_start, "space_prefix", m->space_prefix, "n_ctx",
-                          wk_engine_n_ctx(h->e), "n_ctx_train", m->n_ctx_train,
-                          "has_chat_template", m->chat_template != NULL, "slots",
-                          wk_engine_slots(h->e), "protocol", 1);
-    http_reply_json(c, 200, o);
+    const wk_model *m = h->m;
+    proto_info in = {.name = h->name, .model_path = m->path, .vocab_type = m->vocab_type,
+                     .vocab_size = m->n_vocab, .bos = m->bos, .eos = m->eos, .eot = m->eot,
+                     .add_bos = m->add_bos, .doc_start = m->doc_start, .space_prefix = m->space_prefix,
+                     .n_ctx = wk_engine_n_ctx(h->e), .n_ctx_train = m->n_ctx_train,
+                     .has_chat_template = m->chat_template != NULL, .slots = wk_engine_slots(h->e),
+                     .protocol = PROTO_VERSION};
+    reply(h, c, proto_info_encode(&in));
+}
+
+/* The /v1/vocab body: every token's bytes and kind (NULL when out of memory). */
+static char *vocab_body(const wk_model *m, size_t *len) {
+    proto_str *toks = calloc((size_t)m->n_vocab + 1, sizeof *toks);
+    const char **kinds = calloc((size_t)m->n_vocab + 1, sizeof *kinds);
+    char *body = NULL;
+    if (toks && kinds) {
+        for (int id = 0; id < m->n_vocab; id++) {
+            toks[id].p = va_token_bytes(m->va, id, &toks[id].n);
+            kinds[id] = wk_kind_name(m->kind[id]);
+        }
+        proto_vocab v = {.vocab_size = m->n_vocab, .tokens = toks, .kinds = kinds};
+        body = proto_dumps(proto_vocab_encode(&v), len);
+    }
+    free(toks);
+    free(kinds);
+    return body;
 }
 
 static void do_vocab(wk_http *h, http_conn *c) {
     pthread_mutex_lock(&h->mu);
-    if (!h->vocab_json) {
-        json_t *toks = json_array(), *kinds = json_array();
-        for (int id = 0; id < h->m->n_vocab; id++) {
-            size_t bl;
-            const unsigned char *b = va_token_bytes(h->m->va, id, &bl);
-            char *e = b64_encode(b, bl);
-            json_array_append_new(toks, json_string(e ? e : ""));
-            free(e);
-            json_array_append_new(kinds, json_string(wk_kind_name(h->m->kind[id])));
-        }
-        json_t *o = json_pack("{s:i, s:o, s:o}", "vocab_size", h->m->n_vocab, "tokens_b64", toks,
-                              "kinds", kinds);
-        h->vocab_json = json_dumps(o, JSON_COMPACT);
-        h->vocab_len = h->vocab_json ? strlen(h->vocab_json) : 0;
-        json_decref(o);
-    }
+    if (!h->vocab_json) h->vocab_json = vocab_body(h->m, &h->vocab_len);
     pthread_mutex_unlock(&h->mu);
     if (!h->vocab_json) {
-        count_error(h);
-        http_error(c, 500, "server_error", "internal", "out of memory");
+        reply(h, c, NULL);
         return;
     }
     http_reply_text(c, 200, "application/json", h->vocab_json, h->vocab_len);
@@ -133,72 +147,72 @@ static void do_vocab(wk_http *h, http_conn *c) {
 
 static void do_tokenize(wk_http *h, http_conn *c, const http_request *req) {
     json_t *o = http_json_body(c, req);
-    int *toks = NULL;
-    size_t *sp = NULL;
+    proto_tokenize_req q;
+    proto_error err;
     if (!o) {
         count_error(h);
         return;
     }
-    json_t *t = json_object_get(o, "text");
-    if (!json_is_string(t)) FAIL(400, "invalid_type", "'text' must be a string");
-    int add_special = 0, parse_special = 0;
-    if (get_bool(o, "add_special", &add_special) || get_bool(o, "parse_special", &parse_special))
-        FAIL(400, "invalid_type", "'add_special' and 'parse_special' must be booleans");
-    const char *text = json_string_value(t);
-    size_t len = json_string_length(t);
-    int n;
-    if (!add_special && !parse_special) n = wk_tokenize_text(h->m, text, len, &toks, &sp);
-    else n = wk_tokenize_raw(h->m, text, len, add_special, parse_special, &toks);
-    if (n < 0) FAIL(400, "untokenizable", "the text cannot be tokenized with exact byte spans");
-    json_t *ta = json_array(), *sa = sp ? json_array() : json_null();
-    for (int i = 0; i < n; i++) {
-        json_array_append_new(ta, json_integer(toks[i]));
-        if (sp) json_array_append_new(sa, json_pack("[I, I]", (json_int_t)sp[2 * i], (json_int_t)sp[2 * i + 1]));
+    if (proto_tokenize_req_decode(o, &q, &err) != 0) {
+        reply_error(h, c, &err);
+        json_decref(o);
+        return;
     }
-    http_reply_json(c, 200, json_pack("{s:o, s:o}", "tokens", ta, "spans", sa));
-done:
-    free(toks);
-    free(sp);
+    proto_tokenize_res r = {0};
+    int n;
+    if (!q.add_special && !q.parse_special) n = wk_tokenize_text(h->m, q.text, q.text_len, &r.tokens, &r.spans);
+    else n = wk_tokenize_raw(h->m, q.text, q.text_len, q.add_special, q.parse_special, &r.tokens);
+    if (n < 0) {
+        proto_fail(&err, 400, "untokenizable", "the text cannot be tokenized with exact byte spans");
+        reply_error(h, c, &err);
+    } else {
+        r.n = (size_t)n;
+        reply(h, c, proto_tokenize_res_encode(&r));
+    }
+    proto_tokenize_res_release(&r);
     json_decref(o);
+}
+
+/* The bytes of tokens q (one leading space of the first token with bytes
+ * dropped when asked and the tokenizer adds one); NULL when out of memory. */
+static unsigned char *detokenize(const wk_model *m, const proto_detokenize_req *q, size_t *len) {
+    size_t total = 0, p = 0;
+    for (size_t i = 0; i < q->n; i++) {
+        size_t bl;
+        va_token_bytes(m->va, q->tokens[i], &bl);
+        total += bl;
+    }
+    unsigned char *buf = malloc(total + 1);
+    if (!buf) return NULL;
+    for (size_t i = 0; i < q->n; i++) {
+        size_t bl;
+        const unsigned char *b = va_token_bytes(m->va, q->tokens[i], &bl);
+        if (q->strip_space_prefix && p == 0 && m->space_prefix && bl && b[0] == ' ') b++, bl--;
+        memcpy(buf + p, b, bl);
+        p += bl;
+    }
+    *len = p;
+    return buf;
 }
 
 static void do_detokenize(wk_http *h, http_conn *c, const http_request *req) {
     json_t *o = http_json_body(c, req);
-    unsigned char *buf = NULL;
+    proto_detokenize_req q;
+    proto_error err;
     if (!o) {
         count_error(h);
         return;
     }
-    json_t *t = json_object_get(o, "tokens");
-    if (!json_is_array(t)) FAIL(400, "invalid_type", "'tokens' must be an array of token ids");
-    size_t total = 0, n = json_array_size(t);
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(t, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= h->m->n_vocab)
-            FAIL(400, "invalid_value", "tokens[%zu] is not a token id in [0, %d)", i, h->m->n_vocab);
-        size_t bl;
-        va_token_bytes(h->m->va, (int)json_integer_value(v), &bl);
-        total += bl;
+    if (proto_detokenize_req_decode(o, h->m->n_vocab, &q, &err) != 0) {
+        reply_error(h, c, &err);
+    } else {
+        size_t n = 0;
+        unsigned char *buf = detokenize(h->m, &q, &n);
+        proto_detokenize_res r = {.text = {buf, n}};
+        reply(h, c, buf ? proto_detokenize_res_encode(&r) : NULL);
+        free(buf);
     }
-    int strip = 0;
-    if (get_bool(o, "strip_space_prefix", &strip)) FAIL(400, "invalid_type", "'strip_space_prefix' must be a boolean");
-    buf = malloc(total + 1);
-    if (!buf) FAIL(500, "internal", "out of memory");
-    size_t p = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t bl;
-        const unsigned char *b = va_token_bytes(h->m->va, (int)json_integer_value(json_array_get(t, i)), &bl);
-        if (strip && p == 0 && h->m->space_prefix && bl && b[0] == ' ') b++, bl--;
-        memcpy(buf + p, b, bl);
-        p += bl;
-    }
-    char *e = b64_encode(buf, p);
-    json_t *r = json_pack("{s:s}", "text_b64", e ? e : "");
-    free(e);
-    if (utf8_valid((const char *)buf, p)) json_object_set_new(r, "text", json_stringn((const char *)buf, p));
-    http_reply_json(c, 200, r);
-done:
-    free(buf);
+    proto_detokenize_req_release(&q);
     json_decref(o);
 }
 
@@ -212,143 +226,102 @@ static void observe_step(wk_http *h, double secs) {
     pthread_mutex_unlock(&h->mu);
 }
 
+/* The engine's view of a decoded step request (borrows everything). */
+static wk_step_req step_req_of(const proto_step_req *p) {
+    return (wk_step_req){.session = p->session, .prompt = p->prompt, .prompt_len = p->prompt_len,
+                         .messages = p->messages, .n_messages = (int)p->n_messages,
+                         .heal_prompt = p->heal_prompt, .append = p->append.p, .append_len = p->append.n,
+                         .k = p->k, .cands = p->cands, .n_cands = (int)p->n_cands};
+}
+
+/* The wire form of the engine's answer (NULL when out of memory). */
+static json_t *step_res_json(const char *session, const wk_step_res *w, int n_cands) {
+    proto_top *top = calloc((size_t)w->n_top + 1, sizeof *top);
+    if (!top) return NULL;
+    for (int i = 0; i < w->n_top; i++) top[i] = (proto_top){{w->top[i].s, w->top[i].len}, w->top[i].logq};
+    proto_step_res r = {.session = session, .n_past = w->n_past, .residue = {w->residue, w->residue_len},
+                        .decoded = w->decoded, .top = top, .n_top = (size_t)w->n_top,
+                        .cand_logq = w->cand_logq, .n_cands = (size_t)n_cands, .end_logq = w->end_logq};
+    json_t *j = proto_step_res_encode(&r);
+    free(top);
+    return j;
+}
+
 static void do_step(wk_http *h, http_conn *c, const http_request *req) {
     double t0 = now_s();
     json_t *o = http_json_body(c, req);
-    wk_msg *msgs = NULL;
-    unsigned char *append = NULL;
-    unsigned char **cands = NULL;
-    size_t *clens = NULL;
-    int n_cands = 0;
-    wk_step_res res = {0};
+    proto_step_req pq;
+    proto_error err;
     if (!o) {
         count_error(h);
         return;
     }
-    json_t *v = json_object_get(o, "session");
-    if (!json_is_string(v)) FAIL(400, "invalid_type", "'session' (a string) is required");
-    const char *sid = json_string_value(v);
-    if (!session_id_ok(sid)) FAIL(400, "invalid_value", "'session' must be 1-64 characters of [A-Za-z0-9_.:-]");
-    wk_step_req q = {.session = sid, .k = 20};
-    json_t *p = json_object_get(o, "prompt"), *ms = json_object_get(o, "messages");
-    if (p && json_is_null(p)) p = NULL;
-    if (ms && json_is_null(ms)) ms = NULL;
-    if (p && ms) FAIL(400, "invalid_request", "give 'prompt' or 'messages', not both");
-    if (p) {
-        if (!json_is_string(p)) FAIL(400, "invalid_type", "'prompt' must be a string");
-        q.prompt = json_string_value(p);
-        q.prompt_len = json_string_length(p);
+    if (proto_step_req_decode(o, &pq, &err) != 0) {
+        reply_error(h, c, &err);
+        json_decref(o);
+        return;
     }
-    if (ms) {
-        if (!json_is_array(ms) || json_array_size(ms) == 0)
-            FAIL(400, "invalid_type", "'messages' must be a non-empty array of {role, content}");
-        size_t n = json_array_size(ms);
-        msgs = calloc(n, sizeof *msgs);
-        if (!msgs) FAIL(500, "internal", "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            json_t *mi = json_array_get(ms, i);
-            json_t *role = json_object_get(mi, "role"), *content = json_object_get(mi, "content");
-            if (!json_is_object(mi) || !json_is_string(role) || !json_is_string(content))
-                FAIL(400, "invalid_type", "messages[%zu] must be {\"role\": string, \"content\": string}", i);
-            if (strlen(json_string_value(content)) != json_string_length(content))
-                FAIL(400, "invalid_value", "messages[%zu].content contains a NUL character", i);
-            msgs[i].role = json_string_value(role);
-            msgs[i].content = json_string_value(content);
-        }
-        q.messages = msgs;
-        q.n_messages = (int)n;
+    wk_step_req q = step_req_of(&pq);
+    wk_step_res res = {0};
+    wk_err we = {0};
+    if (wk_step(h->e, &q, &res, &we) != 0) {
+        reply_engine_error(h, c, &we);
+    } else {
+        reply(h, c, step_res_json(pq.session, &res, q.n_cands));
+        observe_step(h, now_s() - t0);
     }
-    if (get_bool(o, "heal_prompt", &q.heal_prompt)) FAIL(400, "invalid_type", "'heal_prompt' must be a boolean");
-    v = json_object_get(o, "append_b64");
-    if (v && !json_is_null(v)) {
-        if (!json_is_string(v)) FAIL(400, "invalid_type", "'append_b64' must be a base64 string");
-        size_t n;
-        append = b64_decode(json_string_value(v), &n);
-        if (!append) FAIL(400, "invalid_base64", "'append_b64' is not valid base64");
-        q.append = append;
-        q.append_len = n;
-    }
-    v = json_object_get(o, "k");
-    if (v && !json_is_null(v)) {
-        if (!json_is_integer(v)) FAIL(400, "invalid_type", "'k' must be an integer");
-        json_int_t k = json_integer_value(v);
-        if (k < 0 || k > WK_MAX_K) FAIL(400, "invalid_value", "'k' must be in [0, %d]", WK_MAX_K);
-        q.k = (int)k;
-    }
-    v = json_object_get(o, "candidates_b64");
-    if (v && !json_is_null(v)) {
-        if (!json_is_array(v)) FAIL(400, "invalid_type", "'candidates_b64' must be an array of base64 strings");
-        size_t n = json_array_size(v);
-        if (n > WK_MAX_CANDIDATES) FAIL(400, "invalid_value", "at most %d candidates", WK_MAX_CANDIDATES);
-        cands = calloc(n ? n : 1, sizeof *cands);
-        clens = calloc(n ? n : 1, sizeof *clens);
-        if (!cands || !clens) FAIL(500, "internal", "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            json_t *ci = json_array_get(v, i);
-            if (!json_is_string(ci)) FAIL(400, "invalid_type", "candidates_b64[%zu] must be a string", i);
-            cands[i] = b64_decode(json_string_value(ci), &clens[i]);
-            if (!cands[i]) FAIL(400, "invalid_base64", "candidates_b64[%zu] is not valid base64", i);
-            n_cands++;
-        }
-        q.cands = (const unsigned char *const *)cands;
-        q.cand_lens = clens;
-        q.n_cands = n_cands;
-    }
-    wk_err err = {0};
-    if (wk_step(h->e, &q, &res, &err) != 0) FAIL((unsigned)err.status, err.code, "%s", err.message);
-    json_t *top = json_array();
-    for (int i = 0; i < res.n_top; i++) {
-        char *e = b64_encode(res.top[i].s, res.top[i].len);
-        json_array_append_new(top, json_pack("{s:s, s:o}", "s_b64", e ? e : "", "logq", num_or_null(res.top[i].logq)));
-        free(e);
-    }
-    json_t *ca = json_array();
-    for (int i = 0; i < n_cands; i++) json_array_append_new(ca, num_or_null(res.cand_logq[i]));
-    char *rb = b64_encode(res.residue, res.residue_len);
-    json_t *r = json_pack("{s:s, s:i, s:s, s:i, s:o, s:o, s:o}", "session", sid, "n_past", res.n_past,
-                          "residue_b64", rb ? rb : "", "decoded", res.decoded, "top", top,
-                          "candidates", ca, "end_logq", num_or_null(res.end_logq));
-    free(rb);
-    http_reply_json(c, 200, r);
-    observe_step(h, now_s() - t0);
-done:
     wk_step_res_free(&res);
-    for (int i = 0; i < n_cands; i++) free(cands[i]);
-    free(cands);
-    free(clens);
-    free(append);
-    free(msgs);
+    proto_step_req_release(&pq);
     json_decref(o);
+}
+
+/* The wire form of a score answer (NULL when out of memory). */
+static json_t *score_res_json(const wk_score_res *w) {
+    proto_score_tok *t = calloc((size_t)w->n + 1, sizeof *t);
+    if (!t) return NULL;
+    for (int i = 0; i < w->n; i++) {
+        const wk_score_tok *s = &w->toks[i];
+        t[i] = (proto_score_tok){s->id, s->start, s->end, s->logprob, s->entropy, s->top1};
+    }
+    proto_score_res r = {.tokens = t, .n_tokens = (size_t)w->n, .sum_logprob = w->sum_logprob,
+                         .n_ctx = w->n_ctx, .window_overlap = w->overlap, .decoded = w->decoded};
+    json_t *j = proto_score_res_encode(&r);
+    free(t);
+    return j;
 }
 
 static void do_score(wk_http *h, http_conn *c, const http_request *req) {
     json_t *o = http_json_body(c, req);
-    wk_score_res res = {0};
+    proto_score_req q;
+    proto_error err;
     if (!o) {
         count_error(h);
         return;
     }
-    json_t *t = json_object_get(o, "text");
-    if (!json_is_string(t)) FAIL(400, "invalid_type", "'text' must be a string");
-    int doc_start = 1;
-    if (get_bool(o, "doc_start", &doc_start)) FAIL(400, "invalid_type", "'doc_start' must be a boolean");
-    wk_err err = {0};
-    if (wk_score(h->e, json_string_value(t), json_string_length(t), doc_start, &res, &err) != 0)
-        FAIL((unsigned)err.status, err.code, "%s", err.message);
-    json_t *toks = json_array();
-    for (int i = 0; i < res.n; i++) {
-        wk_score_tok *s = &res.toks[i];
-        json_array_append_new(toks, json_pack("{s:i, s:I, s:I, s:o, s:o, s:o}", "id", s->id, "start",
-                                              (json_int_t)s->start, "end", (json_int_t)s->end, "logprob",
-                                              num_or_null(s->logprob), "entropy", num_or_null(s->entropy),
-                                              "top1", num_or_null(s->top1)));
+    if (proto_score_req_decode(o, &q, &err) != 0) {
+        reply_error(h, c, &err);
+        json_decref(o);
+        return;
     }
-    http_reply_json(c, 200, json_pack("{s:i, s:o, s:f, s:i, s:i, s:i}", "n_tokens", res.n, "tokens", toks,
-                                      "sum_logprob", res.sum_logprob, "n_ctx", res.n_ctx,
-                                      "window_overlap", res.overlap, "decoded", res.decoded));
-done:
+    wk_score_res res = {0};
+    wk_err we = {0};
+    if (wk_score(h->e, q.text, q.text_len, q.doc_start, &res, &we) != 0) reply_engine_error(h, c, &we);
+    else reply(h, c, score_res_json(&res));
     wk_score_res_free(&res);
     json_decref(o);
+}
+
+static void do_delete(wk_http *h, http_conn *c, const char *id) {
+    proto_error err;
+    if (!proto_session_id_ok(id)) {
+        proto_fail(&err, 400, "invalid_value", "bad session id");
+        reply_error(h, c, &err);
+    } else if (wk_session_delete(h->e, id) != 0) {
+        proto_fail(&err, 404, "session_not_found", "unknown session '%s'", id);
+        reply_error(h, c, &err);
+    } else {
+        reply(h, c, proto_deleted_encode());
+    }
 }
 
 static void do_metrics(wk_http *h, http_conn *c) {
@@ -386,43 +359,47 @@ static void do_metrics(wk_http *h, http_conn *c) {
     free(b);
 }
 
+/* The endpoint a path names (EP_OTHER: none). */
+static int endpoint_of(const char *p) {
+    static const struct { const char *path; int ep; } table[] = {
+        {PROTO_PATH_HEALTH, EP_HEALTH}, {PROTO_PATH_INFO, EP_INFO}, {PROTO_PATH_VOCAB, EP_VOCAB},
+        {PROTO_PATH_TOKENIZE, EP_TOKENIZE}, {PROTO_PATH_DETOKENIZE, EP_DETOKENIZE},
+        {PROTO_PATH_STEP, EP_STEP}, {PROTO_PATH_SCORE, EP_SCORE}, {PROTO_PATH_METRICS, EP_METRICS}};
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(p, table[i].path)) return table[i].ep;
+    return !strncmp(p, PROTO_PATH_SESSION, strlen(PROTO_PATH_SESSION)) ? EP_SESSION : EP_OTHER;
+}
+
+/* The one method an endpoint accepts. */
+static const char *method_of(int ep) {
+    switch (ep) {
+    case EP_TOKENIZE: case EP_DETOKENIZE: case EP_STEP: case EP_SCORE: return "POST";
+    case EP_SESSION: return "DELETE";
+    default: return "GET";
+    }
+}
+
 void wk_http_route(http_conn *c, const http_request *req, void *user) {
     wk_http *h = user;
     const char *p = req->path, *m = req->method;
-    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
-    int ep = !strcmp(p, "/health") ? EP_HEALTH
-           : !strcmp(p, "/v1/info") ? EP_INFO
-           : !strcmp(p, "/v1/vocab") ? EP_VOCAB
-           : !strcmp(p, "/v1/tokenize") ? EP_TOKENIZE
-           : !strcmp(p, "/v1/detokenize") ? EP_DETOKENIZE
-           : !strcmp(p, "/v1/step") ? EP_STEP
-           : !strcmp(p, "/v1/score") ? EP_SCORE
-           : !strncmp(p, "/v1/session/", 12) ? EP_SESSION
-           : !strcmp(p, "/metrics") ? EP_METRICS : EP_OTHER;
+    int ep = endpoint_of(p);
+    proto_error err;
     pthread_mutex_lock(&h->mu);
     h->requests[ep]++;
     pthread_mutex_unlock(&h->mu);
-    int want_get = ep == EP_HEALTH || ep == EP_INFO || ep == EP_VOCAB || ep == EP_METRICS;
-    int want_post = ep == EP_TOKENIZE || ep == EP_DETOKENIZE || ep == EP_STEP || ep == EP_SCORE;
     if (ep == EP_OTHER) {
-        count_error(h);
-        http_error(c, 404, "invalid_request_error", "not_found", "no such endpoint: %s %s", m, p);
+        proto_fail(&err, 404, "not_found", "no such endpoint: %s %s", m, p);
+        reply_error(h, c, &err);
         return;
     }
-    if ((want_get && !get) || (want_post && !post) || (ep == EP_SESSION && !del)) {
-        count_error(h);
-        http_add_header(c, "Allow", want_get ? "GET" : want_post ? "POST" : "DELETE");
-        http_error(c, 405, "invalid_request_error", "method_not_allowed", "%s is not allowed on %s", m, p);
+    if (strcmp(m, method_of(ep))) {
+        http_add_header(c, "Allow", method_of(ep));
+        proto_fail(&err, 405, "method_not_allowed", "%s is not allowed on %s", m, p);
+        reply_error(h, c, &err);
         return;
     }
     switch (ep) {
-    case EP_HEALTH: {
-        wk_stats st;
-        wk_engine_stats(h->e, &st);
-        http_reply_json(c, 200, json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "name", h->name,
-                                          "slots_in_use", st.sessions_in_use, "slots", wk_engine_slots(h->e)));
-        break;
-    }
+    case EP_HEALTH: do_health(h, c); break;
     case EP_INFO: do_info(h, c); break;
     case EP_VOCAB: do_vocab(h, c); break;
     case EP_TOKENIZE: do_tokenize(h, c, req); break;
@@ -430,19 +407,7 @@ void wk_http_route(http_conn *c, const http_request *req, void *user) {
     case EP_STEP: do_step(h, c, req); break;
     case EP_SCORE: do_score(h, c, req); break;
     case EP_METRICS: do_metrics(h, c); break;
-    case EP_SESSION: {
-        const char *id = p + 12;
-        if (!session_id_ok(id)) {
-            count_error(h);
-            http_error(c, 400, "invalid_request_error", "invalid_value", "bad session id");
-        } else if (wk_session_delete(h->e, id) != 0) {
-            count_error(h);
-            http_error(c, 404, "invalid_request_error", "session_not_found", "unknown session '%s'", id);
-        } else {
-            http_reply_json(c, 200, json_pack("{s:b}", "deleted", 1));
-        }
-        break;
-    }
+    case EP_SESSION: do_delete(h, c, p + strlen(PROTO_PATH_SESSION)); break;
     default: break;
     }
 }

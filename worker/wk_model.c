@@ -1,4 +1,25 @@
-/* worker/wk_model.c: see wk_model.h. */
+/* worker/wk_model.c: a GGUF model and its vocabulary as exact bytes
+ * (contract: wk_model.h).
+ *
+ * Why it is shaped so. Everything byte-level in consort rests on one table:
+ * each token id's exact bytes (llama_token_to_piece without stripping;
+ * byte-fallback tokens as their one byte; control, unknown and unused
+ * tokens empty). It is built once at load into m->va (vocab_align's sorted
+ * vocabulary), which /v1/vocab publishes and the engine's prefix masses
+ * search. The tokenizing functions exist because llama_tokenize alone does
+ * not give what the protocol needs: wk_tokenize_text() returns byte spans
+ * that tile the text (and refuses a tokenizer that normalizes the text),
+ * wk_tokenize_after() the canonical tokenization of a fragment after a
+ * given token. A SentencePiece vocabulary without byte fallback makes
+ * llama.cpp abort on a character it cannot represent, so the model keeps
+ * the single-character tokens (chars, byte_ok) to refuse such text first.
+ *
+ * State. A wk_model is immutable after wk_model_load(), so every function
+ * here may run on any thread without a lock.
+ *
+ * What may change: other vocabulary types (WPM, UGM) need only the byte
+ * rule above; a tokenizer that normalizes text stays refused by spans.
+ */
 #include "worker/wk_model.h"
 #include "common/log.h"
 

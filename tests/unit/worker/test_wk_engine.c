@@ -119,11 +119,11 @@ static int canon_after(int anchor, const char *x, int **out) {
 
 static int step(wk_engine *e, const char *sid, const char *prompt, const char *append, int k,
                 const char **cands, int nc, wk_step_res *res) {
-    size_t cl[64];
-    for (int i = 0; i < nc; i++) cl[i] = strlen(cands[i]);
+    proto_str cs[64];
+    for (int i = 0; i < nc; i++) cs[i] = (proto_str){(const unsigned char *)cands[i], strlen(cands[i])};
     wk_step_req q = {.session = sid, .prompt = prompt, .prompt_len = prompt ? strlen(prompt) : 0,
                      .append = (const unsigned char *)append, .append_len = append ? strlen(append) : 0,
-                     .k = k, .cands = (const unsigned char *const *)cands, .cand_lens = cl, .n_cands = nc};
+                     .k = k, .cands = cs, .n_cands = nc};
     wk_err err = {0};
     int r = wk_step(e, &q, res, &err);
     if (r) diag("step error %d %s: %s", err.status, err.code ? err.code : "", err.message);
