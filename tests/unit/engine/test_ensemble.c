@@ -1,5 +1,5 @@
 /* tests/unit/engine/test_ensemble.c: the engine end to end against in-process mock
- * members (tests/unit/engine/mock_member.h) that speak the member protocol with two
+ * members (tests/support/mock_member.c) that speak the member protocol with two
  * different vocabularies. Checks DESIGN.md's invariants on the engine side
  * (one member = its greedy text; the same model twice = that model; weights
  * (1,0) over different tokenizers = member 0; valid UTF-8, nothing lost or
@@ -9,10 +9,11 @@
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
 #include "tests/tap.h"
-#include "tests/unit/engine/mock_member.h"
+#include "tests/support/mock_member.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #define SCRIPT "Hello w\xC3\xB6rld, hello w\xC3\xB6rld. "
 
