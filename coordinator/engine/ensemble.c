@@ -536,7 +536,6 @@ static int decide_step(ensemble_gen *r) {
         }
         if (d.kind == DECIDE_MASSES) {
             fill_missing(r, d.need, d.only);
-            r->memo.masses_asked = 1;
             continue;
         }
         /* DECIDE_CATCH_UP: the others catch up (their lag in one append),

@@ -137,6 +137,7 @@ static decision min_ppl(const decide_in *in, decide_buf *b, decide_memo *memo, s
         }
         memo->have_props = 1;
         if (cross && !memo->masses_asked) {
+            memo->masses_asked = 1;
             decision d;
             memset(&d, 0, sizeof d);
             d.kind = DECIDE_MASSES;
@@ -182,6 +183,7 @@ static decision combine_all(const decide_in *in, decide_buf *b, decide_memo *mem
     if (!memo->masses_asked && masses_missing(in, need)) {
         if (greedy(in) && k != SSTRAT_PRODUCT && !in->no_round_skip) decided = greedy_decided(in, b);
         if (decided < 0) {
+            memo->masses_asked = 1;
             decision d;
             memset(&d, 0, sizeof d);
             d.kind = DECIDE_MASSES;

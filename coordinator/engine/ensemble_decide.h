@@ -65,7 +65,7 @@ typedef struct {
 
 typedef struct {
     int lead_unsure;           /* selective: the lead was below its threshold */
-    int masses_asked;          /* DECIDE_MASSES was answered this step */
+    int masses_asked;          /* DECIDE_MASSES was returned this step (asked at most once) */
     int have_props;            /* min_ppl: proposals drawn this step */
     int prop[MEMBERS_MAX];
     int *only;                 /* scratch for DECIDE_MASSES' `only` */

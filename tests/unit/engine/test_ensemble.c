@@ -164,6 +164,31 @@ int main(void) {
     is_str(res.text, gb, "solo:b greedy = member b's own greedy text");
     ensemble_result_free(&res);
 
+    /* the step API: one committed step per call; stopping early keeps the text so far */
+    {
+        q = base_req("solo:a", 12);
+        memset(&k, 0, sizeof k);
+        k.all_valid = 1;
+        ensemble_gen *g = ensemble_begin(e, &q, on_chunk, &k, &res);
+        ok(g != NULL, "ensemble_begin");
+        int steps = 0;
+        while (steps < 3 && ensemble_step(g)) steps++;
+        is_int(steps, 3, "three calls of ensemble_step, each going on");
+        is_int(ensemble_end(g), 0, "ensemble_end after stopping early: ok");
+        is_int(res.steps, 3, "three steps committed");
+        is_str(res.finish_reason, "stop", "finish stop (the caller stopped)");
+        diag("3 steps: \"%s\" (%zu bytes)", res.text, res.len);
+        size_t pl = res.len; /* (a lone lead byte at the end is flushed as U+FFFD) */
+        if (pl >= 3 && !memcmp(res.text + pl - 3, "\xEF\xBF\xBD", 3)) pl -= 3;
+        ok(pl > 0 && pl < strlen(ga) && !strncmp(ga, res.text, pl), "the text so far: a prefix of a's greedy text");
+        ensemble_result_free(&res);
+        q = base_req("solo:nobody", 4);
+        g = ensemble_begin(e, &q, on_chunk, &k, &res);
+        ok(g && ensemble_step(g) == 0, "a bad request: the first step already ends");
+        ok(ensemble_end(g) != 0 && res.status == 400 && strstr(res.error, "nobody"), "and ensemble_end reports 400");
+        ensemble_result_free(&res);
+    }
+
     /* invariant 3: weights (1,0) over different tokenizers = member 0 */
     q = base_req("mixture", 12);
     double w10[2] = {1, 0};
