@@ -27,7 +27,10 @@ typedef struct {
 } fixture;
 
 /* Two members, candidates "a" (member 0's proposal) and "b" (member 1's). */
+/* (frees what the previous setup of f made: f starts zeroed) */
 static void setup(fixture *f, const char *strategy) {
+    vcand_free(&f->cand);
+    decide_memo_free(&f->memo);
     memset(f, 0, sizeof *f);
     vcand_init(&f->cand);
     vcand_add(&f->cand, "a", 1, 0);
@@ -52,7 +55,7 @@ static decide_in input(fixture *f, double temperature, int no_skip) {
 static void lq_set(fixture *f, size_t m, size_t c, double q) { f->lq[m * LD + c] = log(q); }
 
 int main(void) {
-    fixture f;
+    static fixture f;
 
     /* mixture, greedy, without the bound: both members miss a mass */
     setup(&f, "mixture");
