@@ -12,33 +12,59 @@
 #include "sampler/registry.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* A member's scores (the protocol's struct) as the evaluation's tokens,
+ * checked: spans inside the text, every token scored, the sum consistent. */
+static int tokens_of_score(const proto_score_res *res, size_t text_len, ev_token **tok, size_t *n_tok,
+                           char *err, size_t errlen) {
+    ev_token *t = malloc((res->n_tokens ? res->n_tokens : 1) * sizeof *t);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    double sum = 0;
+    for (size_t i = 0; i < res->n_tokens; i++) {
+        const proto_score_tok *x = &res->tokens[i];
+        if (x->end < x->start || x->end > text_len || isnan(x->logprob)) {
+            snprintf(err, errlen, "%s token %zu: bad start/end/logprob", PROTO_PATH_SCORE, i);
+            free(t);
+            return -1;
+        }
+        t[i] = (ev_token){x->start, x->end, x->logprob, x->entropy, x->top1};
+        sum += x->logprob;
+    }
+    if (fabs(res->sum_logprob - sum) > 1e-6 * (fabs(sum) + 1)) {
+        snprintf(err, errlen, "%s: tokens sum to %.9g but the answer's sum is %.9g", PROTO_PATH_SCORE, sum,
+                 res->sum_logprob);
+        free(t);
+        return -1;
+    }
+    *tok = t;
+    *n_tok = res->n_tokens;
+    return 0;
+}
+
 static int ev_member_score(void *ud, const char *text, size_t len, ev_token **tok, size_t *n_tok,
                            char *err, size_t errlen) {
     ev_member_scorer *s = ud;
-    json_t *body = json_object();
-    json_object_set_new(body, "text", json_stringn(text, len));
-    json_object_set_new(body, "doc_start", json_true());
-    json_t *resp = NULL;
-    char e[300] = "";
-    int st = members_call(s->ms, s->i, "POST", "/v1/score", body, 3600, &resp, e, sizeof e);
-    json_decref(body);
-    if (st != 200) {
-        const char *msg = NULL;
-        if (resp) msg = json_string_value(json_object_get(json_object_get(resp, "error"), "message"));
-        if (st < 0)
-            snprintf(err, errlen, "%s", e);
-        else
-            snprintf(err, errlen, "POST /v1/score: HTTP %d%s%s", st, msg ? ": " : "", msg ? msg : "");
-        json_decref(resp);
+    *tok = NULL;
+    *n_tok = 0;
+    proto_score_req q = {text, len, 1};
+    members_score_answer a;
+    proto_error pe;
+    if (members_score(s->ms, s->i, &q, 3600, &a, &pe)) {
+        snprintf(err, errlen, "%s", pe.message);
         return -1;
     }
-    int rc = ev_parse_score(resp, len, tok, n_tok, s->n_ctx, s->overlap, err, errlen);
-    json_decref(resp);
+    int rc = tokens_of_score(&a.res, len, tok, n_tok, err, errlen);
+    if (!rc && s->n_ctx) *s->n_ctx = a.res.n_ctx;
+    if (!rc && s->overlap) *s->overlap = a.res.window_overlap;
+    members_score_release(&a);
     return rc;
 }
 
@@ -48,8 +74,8 @@ void ev_member_scorer_init(ev_scorer *sc, ev_member_scorer *ud, member_set *ms, 
     sc->score = ev_member_score;
     *ud = (ev_member_scorer){ms, i, &sc->n_ctx, &sc->window_overlap};
     sc->ud = ud;
-    json_t *ds = json_object_get(members_info(ms, i), "doc_start");
-    sc->doc_start = json_is_integer(ds) ? (int)json_integer_value(ds) : -1;
+    const proto_info *info = members_info(ms, i);
+    sc->doc_start = info ? info->doc_start : -1;
 }
 
 enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS };

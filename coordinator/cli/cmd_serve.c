@@ -40,14 +40,7 @@ static int be_up(void *ctx, size_t i) { return members_usable(((api_engine *)ctx
  * member that died since its last request "up". */
 static int be_check(void *ctx, size_t i) {
     member_set *ms = ((api_engine *)ctx)->ms;
-    if (!members_usable(ms, i)) return 0;
-    json_t *resp = NULL;
-    char err[256];
-    int st = members_call(ms, i, "GET", "/health", NULL, 2.0, &resp, err, sizeof err);
-    json_decref(resp);
-    if (st == 200) return 1;
-    if (st < 0) members_mark_down(ms, i, err);
-    return 0;
+    return members_usable(ms, i) && members_health(ms, i, 2.0);
 }
 
 /* ---- options -------------------------------------------------------------------- */
@@ -146,8 +139,8 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     cfg.max_parallel = o->parallel > 0 ? o->parallel : 0;
     if (o->parallel == 0) { /* default: what every member can hold at once */
         for (size_t i = 0; i < members_count(ms); i++) {
-            json_t *sl = json_object_get(members_info(ms, i), "slots");
-            int n = json_is_integer(sl) ? (int)json_integer_value(sl) : 0;
+            const proto_info *info = members_info(ms, i);
+            int n = info ? info->slots : 0;
             if (n > 0 && (cfg.max_parallel == 0 || n < cfg.max_parallel)) cfg.max_parallel = n;
         }
     }

@@ -1,28 +1,39 @@
-/* coordinator/engine/ensemble.c: see ensemble.h, docs/STRATEGIES.md, docs/PROTOCOL.md.
+/* coordinator/engine/ensemble.c: the generation loop (see ensemble.h).
  *
- * One request = one `run` (struct run below). Each step:
- *   1. round 1: one POST /v1/step per active member, all at once (curl multi),
- *      carrying the bytes committed last step (append_b64) and the previous
- *      step's candidates that extend them (candidates_b64);
- *   2. the candidate set = union of the members' top proposals + carried ones;
- *      each member's Q for them comes from its top list (it asks for more
- *      entries than it proposes) or from its candidate answers;
- *   3. round 2, only when the strategy needs a Q that some member has not
- *      given: a /v1/step with only candidates_b64 (no state change);
- *   4. strategy -> distribution over events -> sample -> commit.
+ * Shape. A request is an ensemble_gen (ensemble_internal.h) driven by
+ * ensemble_begin / ensemble_step / ensemble_end; ensemble_generate is the
+ * three-line loop over them. Each step:
+ *   1. round 1 (sent at the end of the previous step, or by begin for the
+ *      prompt): one step call per active member, all at once, carrying the
+ *      bytes committed since the member was last asked (its lag) and the
+ *      previous step's candidates that extend them;
+ *   2. the candidate set = union of the members' top proposals + the carried
+ *      ones; each member's mass for them comes from its top list or from its
+ *      candidate answers (lq, NAN where unknown);
+ *   3. the decision (ensemble_decide.c, pure) picks an event or names what
+ *      it still needs: missing masses (round 2: candidates only, no state
+ *      change) or, for selective, the lagging members' catch-up; this file
+ *      does that I/O and asks again;
+ *   4. commit: G grows by the chosen candidate, the safe part of G goes to
+ *      the caller (ensemble_output.c), the next round 1 is sent.
+ *
+ * State. The ensemble owns its configuration and a pool of rounds (a round
+ * keeps its keep-alive connections between requests); it is shared by every
+ * request and only the pool is locked. Each request owns its generation:
+ * one member session per active member (member.h), the candidate set and
+ * the matrices, the rng, G and the emitted text. Many requests run at once
+ * on one ensemble, each on its own thread, each with its own sessions.
+ *
+ * What may change: the strategies (sampler/ and ensemble_decide.c), a new
+ * kind of member (member.h; nothing here), the number of proposals per
+ * member. What must not: one committed candidate per step, G the same for
+ * every member, a member dropped for the rest of a request when it fails.
  */
-#include "coordinator/engine/ensemble.h"
+#include "coordinator/engine/ensemble_internal.h"
 
-#include "common/b64.h"
 #include "common/log.h"
-#include "common/sbuf.h"
-#include "common/utf8.h"
-#include "coordinator/engine/members.h"
-#include "sampler/sampler.h"
-#include "sampler/strategy.h"
-#include "vocab_align/candidates.h"
 
-#include <curl/curl.h>
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,18 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MULTI_POOL 16
 #define DEFAULT_K_PROP 8
-
-struct ensemble {
-    member_set *ms;
-    size_t nm;
-    ensemble_config cfg;    /* strategy filled in ("mixture" when none given) */
-    double weights[MEMBERS_MAX];
-    pthread_mutex_t mu;
-    CURLM *multi[MULTI_POOL];
-    int n_multi;
-};
 
 /* strncpy-like copy that always terminates (and keeps -Wformat-truncation quiet). */
 static void copy_str(char *dst, size_t cap, const char *src) {
@@ -50,13 +50,6 @@ static void copy_str(char *dst, size_t cap, const char *src) {
     if (n >= cap) n = cap - 1;
     memcpy(dst, src, n);
     dst[n] = 0;
-}
-
-static const char *find_bytes(const char *h, size_t hl, const char *n, size_t nl) {
-    if (nl == 0 || hl < nl) return NULL;
-    for (size_t i = 0; i + nl <= hl; i++)
-        if (h[i] == n[0] && !memcmp(h + i, n, nl)) return h + i;
-    return NULL;
 }
 
 static double now_s(void) {
@@ -71,23 +64,29 @@ static double cpu_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* ---- base64 into a byte buffer (common/sbuf.h) ------------------------- */
-
-static int sb_b64(sbuf *b, const void *s, size_t n) {
-    char *e = b64_encode(s, n);
-    if (!e) return -1;
-    int r = sb_str(b, e);
-    free(e);
-    return r;
-}
-
-
 /* ---- the ensemble ---------------------------------------------------------- */
 
 static int check_strategy(const member_set *ms, const char *strategy, sstrat *st, char *err, size_t errlen) {
     if (sstrat_parse(strategy, st, err, errlen)) return -1;
     if (st->kind == SSTRAT_SOLO && members_index(ms, st->solo) < 0) {
         snprintf(err, errlen, "strategy %s: no member named '%s'", strategy, st->solo);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_default_weights(ensemble *e, const double *w, char *err, size_t errlen) {
+    double s = 0;
+    for (size_t i = 0; i < e->nm; i++) {
+        e->weights[i] = w ? w[i] : 1.0;
+        if (!(e->weights[i] >= 0) || !isfinite(e->weights[i])) {
+            snprintf(err, errlen, "weights must be finite and non-negative");
+            return -1;
+        }
+        s += e->weights[i];
+    }
+    if (!(s > 0)) {
+        snprintf(err, errlen, "at least one weight must be positive");
         return -1;
     }
     return 0;
@@ -107,10 +106,9 @@ ensemble *ensemble_new(member_set *ms, const ensemble_config *cfg, char *err, si
         snprintf(err, errlen, "%zu weights for %zu members", cfg->n_weights, members_count(ms));
         return NULL;
     }
-    const char *default_strategy = cfg->strategy[0] ? cfg->strategy : "mixture";
-    const double *default_weights = cfg->n_weights ? cfg->weights : NULL;
+    const char *strategy = cfg->strategy[0] ? cfg->strategy : "mixture";
     sstrat st;
-    if (check_strategy(ms, default_strategy, &st, err, errlen)) return NULL;
+    if (check_strategy(ms, strategy, &st, err, errlen)) return NULL;
     ensemble *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, errlen, "out of memory");
@@ -119,19 +117,8 @@ ensemble *ensemble_new(member_set *ms, const ensemble_config *cfg, char *err, si
     e->ms = ms;
     e->nm = members_count(ms);
     e->cfg = *cfg;
-    copy_str(e->cfg.strategy, sizeof e->cfg.strategy, default_strategy);
-    double s = 0;
-    for (size_t i = 0; i < e->nm; i++) {
-        e->weights[i] = default_weights ? default_weights[i] : 1.0;
-        if (!(e->weights[i] >= 0) || !isfinite(e->weights[i])) {
-            snprintf(err, errlen, "weights must be finite and non-negative");
-            free(e);
-            return NULL;
-        }
-        s += e->weights[i];
-    }
-    if (!(s > 0)) {
-        snprintf(err, errlen, "at least one weight must be positive");
+    copy_str(e->cfg.strategy, sizeof e->cfg.strategy, strategy);
+    if (check_default_weights(e, cfg->n_weights ? cfg->weights : NULL, err, errlen)) {
         free(e);
         return NULL;
     }
@@ -141,7 +128,7 @@ ensemble *ensemble_new(member_set *ms, const ensemble_config *cfg, char *err, si
 
 void ensemble_free(ensemble *e) {
     if (!e) return;
-    for (int i = 0; i < e->n_multi; i++) curl_multi_cleanup(e->multi[i]);
+    for (int i = 0; i < e->n_rounds; i++) member_round_free(e->rounds[i]);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }
@@ -151,92 +138,28 @@ int ensemble_strategy_valid(const ensemble *e, const char *strategy, char *err, 
     return check_strategy(e->ms, strategy, &st, err, errlen);
 }
 
-static CURLM *multi_get(ensemble *e) {
-    CURLM *m = NULL;
+static member_round *round_get(ensemble *e) {
+    member_round *r = NULL;
     pthread_mutex_lock(&e->mu);
-    if (e->n_multi > 0) m = e->multi[--e->n_multi];
+    if (e->n_rounds > 0) r = e->rounds[--e->n_rounds];
     pthread_mutex_unlock(&e->mu);
-    return m ? m : curl_multi_init();
+    return r ? r : member_round_new();
 }
 
-static void multi_put(ensemble *e, CURLM *m) {
-    if (!m) return;
+static void round_put(ensemble *e, member_round *r) {
+    if (!r) return;
     pthread_mutex_lock(&e->mu);
-    if (e->n_multi < MULTI_POOL) {
-        e->multi[e->n_multi++] = m;
-        m = NULL;
+    if (e->n_rounds < ENSEMBLE_ROUND_POOL) {
+        e->rounds[e->n_rounds++] = r;
+        r = NULL;
     }
     pthread_mutex_unlock(&e->mu);
-    if (m) curl_multi_cleanup(m);
+    member_round_free(r);
 }
 
-/* ---- one request ----------------------------------------------------------- */
+/* ---- members within a request ------------------------------------------------ */
 
-typedef struct {
-    size_t idx;              /* index in the member set */
-    int active;              /* queried this request (weight > 0 and not failed) */
-    int failed;
-    char failure[160];
-    double w;                /* raw weight */
-    char session[64];
-    CURL *h;
-    struct curl_slist *hdr;
-    sbuf body, resp;
-    int pending;             /* in the current round */
-    int result;              /* CURLcode of the last call */
-    long status;
-    double rtt_sum;
-    int n_calls;
-    int prompt_tokens;
-    long decoded;
-    int steps_won;
-    size_t bytes_won;
-    /* last answer */
-    vcand_set top;           /* its top strings, in its order */
-    double *top_lq;
-    size_t top_cap;
-    double *cand_lq;         /* answers to the candidates_b64 of round 1 */
-    size_t cand_cap;
-    double end_lq;
-    int own_choice;          /* its greedy event over its own proposals */
-    vcand_set asked;         /* the candidates_b64 of its latest state-changing call */
-    int fresh;               /* answered for the current text this step */
-    sbuf lag;                /* committed bytes not yet sent to it */
-} mstate;
-
-typedef struct {
-    ensemble *e;
-    const ensemble_request *req;
-    member_set *ms;
-    CURLM *multi;
-    size_t nm;
-    mstate m[MEMBERS_MAX];
-    sstrat st;
-    size_t lead;
-    double threshold, step_timeout;
-    int k_prop, k_ask;
-    vcand_set cand, carry, next_carry, missing;
-    size_t mat_cap;          /* columns allocated in the matrices */
-    double *lq;              /* [m * mat_cap + c] */
-    double *ev;              /* [m * (mat_cap + 1) + e] */
-    double *own;             /* [m * (mat_cap + 1) + e] */
-    double *dist, *work;
-    double *mlo;             /* scratch of sstrat_greedy_bound, 4 * (mat_cap + 1) */
-    size_t *order;
-    double wn[MEMBERS_MAX];
-    srng rng;
-    sbuf g;                  /* committed bytes G */
-    size_t emitted;          /* bytes of G already emitted */
-    sbuf out;                /* emitted (sanitised) text */
-    double pending_lp;       /* log-prob of steps not yet emitted */
-    int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
-    int ctx_full;            /* a member's context is full: finish with "length" */
-    int stopped;             /* callback asked to stop */
-    char err[256];
-    int status;
-} run;
-
-static void fail_member(run *r, mstate *m, const char *why) {
+static void fail_member(ensemble_gen *r, mstate *m, const char *why) {
     if (m->failed) return;
     m->failed = 1;
     m->active = 0;
@@ -244,168 +167,27 @@ static void fail_member(run *r, mstate *m, const char *why) {
     log_warn("request: member '%s' dropped: %s", members_name(r->ms, m->idx), why);
 }
 
-static size_t n_active(const run *r) {
+static size_t n_active(const ensemble_gen *r) {
     size_t k = 0;
     for (size_t i = 0; i < r->nm; i++) k += r->m[i].active;
     return k;
 }
 
-static int setup_handle(run *r, mstate *m) {
-    m->h = members_handle_get(r->ms, m->idx);
-    if (!m->h) return -1;
-    char url[512];
-    snprintf(url, sizeof url, "%s/v1/step", members_url(r->ms, m->idx));
-    m->hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    m->hdr = curl_slist_append(m->hdr, "Expect:");
-    curl_easy_reset(m->h);
-    curl_easy_setopt(m->h, CURLOPT_URL, url);
-    curl_easy_setopt(m->h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(m->h, CURLOPT_HTTPHEADER, m->hdr);
-    curl_easy_setopt(m->h, CURLOPT_WRITEFUNCTION, sb_curl_write);
-    curl_easy_setopt(m->h, CURLOPT_WRITEDATA, &m->resp);
-    curl_easy_setopt(m->h, CURLOPT_TIMEOUT_MS, (long)(r->step_timeout * 1000));
-    curl_easy_setopt(m->h, CURLOPT_CONNECTTIMEOUT_MS, (long)(r->step_timeout * 1000));
-    curl_easy_setopt(m->h, CURLOPT_PRIVATE, m);
-    curl_easy_setopt(m->h, CURLOPT_POST, 1L);
-    return 0;
-}
-
-/* Sends every pending body at once; waits for all answers or the deadline. */
-static void run_round(run *r, int count) {
-    int n = 0;
-    for (size_t i = 0; i < r->nm; i++) {
-        mstate *m = &r->m[i];
-        if (!m->pending) continue;
-        m->resp.n = 0;
-        curl_easy_setopt(m->h, CURLOPT_POSTFIELDSIZE, (long)m->body.n);
-        curl_easy_setopt(m->h, CURLOPT_POSTFIELDS, m->body.p);
-        curl_multi_add_handle(r->multi, m->h);
-        n++;
+/* The strings of a candidate set as the protocol's byte strings (scratch
+ * owned by r, valid until the next call). */
+static const proto_str *as_strs(ensemble_gen *r, const vcand_set *cs) {
+    if (cs->n > r->strs_cap) {
+        size_t cap = cs->n < 64 ? 64 : cs->n;
+        proto_str *p = realloc(r->strs, cap * sizeof *p);
+        if (!p) return NULL;
+        r->strs = p;
+        r->strs_cap = cap;
     }
-    if (!n) return;
-    if (count) r->rounds++;
-    int running = 0;
-    do {
-        CURLMcode mc = curl_multi_perform(r->multi, &running);
-        if (mc != CURLM_OK) break;
-        if (running) curl_multi_poll(r->multi, NULL, 0, 100, NULL);
-    } while (running);
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(r->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE) continue;
-        mstate *m = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&m);
-        if (m) m->result = msg->data.result;
+    for (size_t j = 0; j < cs->n; j++) {
+        r->strs[j].p = (const unsigned char *)vcand_str(cs, j);
+        r->strs[j].n = cs->len[j];
     }
-    for (size_t i = 0; i < r->nm; i++) {
-        mstate *m = &r->m[i];
-        if (!m->pending) continue;
-        curl_multi_remove_handle(r->multi, m->h);
-        m->status = 0;
-        curl_easy_getinfo(m->h, CURLINFO_RESPONSE_CODE, &m->status);
-        if (count) {
-            double t = 0;
-            curl_easy_getinfo(m->h, CURLINFO_TOTAL_TIME, &t);
-            m->rtt_sum += t;
-            m->n_calls++;
-        }
-    }
-}
-
-/* Parses a /v1/step answer into m->top, m->top_lq, m->cand_lq, m->end_lq.
- * Returns 0, or -1 with why filled. ctx_full set for context_length_exceeded. */
-static int parse_answer(run *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why, size_t whylen) {
-    const char *name = members_name(r->ms, m->idx), *url = members_url(r->ms, m->idx);
-    if (m->result != CURLE_OK) {
-        snprintf(why, whylen, "member '%s' (%s): %s", name, url, curl_easy_strerror((CURLcode)m->result));
-        if (m->result != CURLE_OK) members_mark_down(r->ms, m->idx, why);
-        return -1;
-    }
-    json_t *j = json_loadb(m->resp.p ? m->resp.p : "", m->resp.n, 0, NULL);
-    if (m->status != 200) {
-        const char *msg = NULL, *code = NULL;
-        json_t *e = j ? json_object_get(j, "error") : NULL;
-        if (e) {
-            msg = json_string_value(json_object_get(e, "message"));
-            code = json_string_value(json_object_get(e, "code"));
-        }
-        if (code && !strcmp(code, "context_length_exceeded")) *ctx_full = 1;
-        snprintf(why, whylen, "member '%s' (%s): /v1/step: HTTP %ld%s%s", name, url, m->status,
-                 msg ? ": " : "", msg ? msg : "");
-        json_decref(j);
-        return -1;
-    }
-    if (!json_is_object(j)) {
-        snprintf(why, whylen, "member '%s' (%s): /v1/step: the answer is not JSON", name, url);
-        json_decref(j);
-        return -1;
-    }
-    if (first) {
-        json_t *np = json_object_get(j, "n_past");
-        m->prompt_tokens = json_is_integer(np) ? (int)json_integer_value(np) : 0;
-    }
-    json_t *dj = json_object_get(j, "decoded");
-    if (json_is_integer(dj)) m->decoded += (long)json_integer_value(dj);
-    json_t *el = json_object_get(j, "end_logq");
-    m->end_lq = json_is_number(el) ? json_number_value(el) : -INFINITY;
-    json_t *top = json_object_get(j, "top");
-    vcand_clear(&m->top);
-    size_t nt = json_array_size(top);
-    if (nt > m->top_cap) {
-        double *p = realloc(m->top_lq, nt * sizeof *p);
-        if (!p) goto oom;
-        m->top_lq = p;
-        m->top_cap = nt;
-    }
-    for (size_t i = 0; i < nt; i++) {
-        json_t *t = json_array_get(top, i);
-        const char *s = json_string_value(json_object_get(t, "s_b64"));
-        json_t *lq = json_object_get(t, "logq");
-        size_t len;
-        unsigned char *bytes = s ? b64_decode(s, &len) : NULL;
-        if (!bytes) {
-            snprintf(why, whylen, "member '%s' (%s): /v1/step: bad top entry %zu", name, url, i);
-            json_decref(j);
-            return -1;
-        }
-        size_t before = m->top.n;
-        int k = vcand_add(&m->top, bytes, len, -1);
-        free(bytes);
-        if (k >= 0 && m->top.n > before) m->top_lq[k] = json_is_number(lq) ? json_number_value(lq) : -INFINITY;
-    }
-    json_t *ca = json_object_get(j, "candidates");
-    if (n_asked > m->cand_cap) {
-        double *p = realloc(m->cand_lq, n_asked * sizeof *p);
-        if (!p) goto oom;
-        m->cand_lq = p;
-        m->cand_cap = n_asked;
-    }
-    if (n_asked && json_array_size(ca) != n_asked) {
-        snprintf(why, whylen, "member '%s' (%s): /v1/step: %zu candidate answers for %zu asked", name, url,
-                 json_array_size(ca), n_asked);
-        json_decref(j);
-        return -1;
-    }
-    for (size_t i = 0; i < n_asked; i++) {
-        json_t *v = json_array_get(ca, i);
-        m->cand_lq[i] = json_is_number(v) ? json_number_value(v) : -INFINITY;
-    }
-    json_decref(j);
-    return 0;
-oom:
-    snprintf(why, whylen, "out of memory");
-    json_decref(j);
-    return -1;
-}
-
-static int add_candidates_json(sbuf *b, const vcand_set *cs) {
-    if (sb_str(b, ",\"candidates_b64\":[")) return -1;
-    for (size_t i = 0; i < cs->n; i++) {
-        if (i && sb_str(b, ",")) return -1;
-        if (sb_str(b, "\"") || sb_b64(b, vcand_str(cs, i), cs->len[i]) || sb_str(b, "\"")) return -1;
-    }
-    return sb_str(b, "]");
+    return r->strs;
 }
 
 /* Copies a candidate set (the strings asked of a member). */
@@ -416,86 +198,132 @@ static int vcand_copy(vcand_set *dst, const vcand_set *src) {
     return 0;
 }
 
-/* The body that creates member m's session: the prompt (or messages) and,
- * when re-creating a session the worker evicted, every byte committed so
- * far as one append (the worker heals it like any other append), plus the
- * candidates `ask`. */
-static int creating_body(run *r, mstate *m, int with_g, const vcand_set *ask) {
-    json_t *o = json_object();
-    json_object_set_new(o, "session", json_string(m->session));
-    if (r->req->messages) json_object_set(o, "messages", (json_t *)r->req->messages);
-    else json_object_set_new(o, "prompt", json_string(r->req->prompt ? r->req->prompt : ""));
-    json_object_set_new(o, "k", json_integer(r->k_ask));
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!s) return -1;
-    m->body.n = 0;
-    int rc = sb_str(&m->body, s);
-    free(s);
-    if (rc) return -1;
-    m->body.n--; /* reopen the object: drop its closing brace */
-    if (with_g && r->g.n &&
-        (sb_str(&m->body, ",\"append_b64\":\"") || sb_b64(&m->body, r->g.p, r->g.n) || sb_str(&m->body, "\"")))
-        return -1;
-    if (ask && ask->n && add_candidates_json(&m->body, ask)) return -1;
-    if (sb_str(&m->body, "}")) return -1;
+/* Queues a state-changing step for member m: creating its session (the
+ * prompt or messages; with_g: re-creating an evicted one, all of G as one
+ * append, which the worker heals like any other), or continuing it (its
+ * lag). ask: the candidates to score (NULL: none). */
+static int queue_state_step(ensemble_gen *r, mstate *m, int create, int with_g, const vcand_set *ask) {
+    proto_step_req q;
+    memset(&q, 0, sizeof q);
+    q.session = m->s->id;
+    q.k = r->k_ask;
+    if (create) {
+        if (r->req->messages) {
+            q.messages = r->msgs;
+            q.n_messages = r->n_msgs;
+        } else {
+            q.prompt = r->req->prompt ? r->req->prompt : "";
+            q.prompt_len = strlen(q.prompt);
+        }
+        if (with_g) q.append = (proto_str){(const unsigned char *)r->g.p, r->g.n};
+    } else {
+        q.append = (proto_str){(const unsigned char *)m->lag.p, m->lag.n};
+    }
+    if (ask && ask->n) {
+        q.cands = as_strs(r, ask);
+        q.n_cands = ask->n;
+        if (!q.cands) return -1;
+    }
+    if (m->s->ops->step(m->s, &q, r->round)) return -1;
+    m->pending = 1;
     return ask ? vcand_copy(&m->asked, ask) : (vcand_clear(&m->asked), 0);
 }
 
-/* 404 session_not_found: the worker evicted this request's session (more
- * concurrent sessions than its --slots). */
-static int session_lost(const mstate *m) {
-    if (m->result != CURLE_OK || m->status != 404 || !m->resp.p) return 0;
-    json_t *j = json_loadb(m->resp.p, m->resp.n, 0, NULL);
-    const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
-    int lost = code && !strcmp(code, "session_not_found");
-    json_decref(j);
-    return lost;
+/* Runs the round; reads the step answer of every pending member into m->rc,
+ * m->res, m->perr. count: a round of the generation (stats). */
+static void run_steps(ensemble_gen *r, int count) {
+    int n = member_round_run(r->round);
+    if (count && n) r->rounds++;
+    for (size_t i = 0; i < r->nm; i++) {
+        mstate *m = &r->m[i];
+        if (!m->pending) continue;
+        m->rc = m->s->ops->step_result(m->s, &m->res, &m->perr);
+        m->unreachable = m->rc && m->perr.status == 0;
+        if (count) {
+            m->rtt_sum += m->s->last_seconds;
+            m->n_calls++;
+        }
+    }
 }
 
-/* A state-changing call per selected member: the first creates the session
- * (prompt or messages); later ones send the member's lag (every byte
- * committed since it was last asked) and `ask` as candidates_b64. A member
- * whose session was evicted gets it re-created once, from the prompt and
- * all of G. Returns 0, 1 when a member's context is full (finish with
- * "length"), -1 on error. */
-static int call_members(run *r, int first, const int *sel, const vcand_set *ask) {
+static int grow_doubles(double **p, size_t *cap, size_t n) {
+    if (n <= *cap) return 0;
+    double *q = realloc(*p, n * sizeof *q);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Member m's latest step answer into m->top, top_lq, cand_lq, end_lq.
+ * 0, or -1 with why (ctx_full set for a full context). */
+static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why, size_t whylen) {
+    (void)r;
+    if (m->rc) {
+        if (!strcmp(m->perr.code, "context_length_exceeded")) *ctx_full = 1;
+        copy_str(why, whylen, m->perr.message);
+        return -1;
+    }
+    const proto_step_res *a = m->res;
+    if (first) m->prompt_tokens = a->n_past;
+    m->decoded += a->decoded;
+    m->end_lq = a->end_logq;
+    vcand_clear(&m->top);
+    if (grow_doubles(&m->top_lq, &m->top_cap, a->n_top) || grow_doubles(&m->cand_lq, &m->cand_cap, n_asked)) {
+        copy_str(why, whylen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < a->n_top; i++) {
+        size_t before = m->top.n;
+        int k = vcand_add(&m->top, (const char *)a->top[i].s.p, a->top[i].s.n, -1);
+        if (k >= 0 && m->top.n > before) m->top_lq[k] = a->top[i].logq;
+    }
+    if (n_asked && a->n_cands != n_asked) {
+        snprintf(why, whylen, "member '%s' (%s): %s: %zu candidate answers for %zu asked", members_name(r->ms, m->idx),
+                 members_url(r->ms, m->idx), PROTO_PATH_STEP, a->n_cands, n_asked);
+        return -1;
+    }
+    for (size_t i = 0; i < n_asked; i++) m->cand_lq[i] = a->cand_logq[i];
+    return 0;
+}
+
+/* The worker evicted this request's session (more concurrent sessions than
+ * its slots). */
+static int session_lost(const mstate *m) {
+    return m->rc && m->perr.status == 404 && !strcmp(m->perr.code, "session_not_found");
+}
+
+/* Re-creates, once, the sessions that were evicted: prompt + all of G. */
+static int recreate_lost_sessions(ensemble_gen *r, const vcand_set *ask) {
+    int again = 0;
+    for (size_t i = 0; i < r->nm; i++) {
+        mstate *m = &r->m[i];
+        int lost = m->pending && session_lost(m);
+        m->pending = 0;
+        if (!lost) continue;
+        log_info("request: member '%s' lost its session (evicted): re-creating it", members_name(r->ms, m->idx));
+        if (queue_state_step(r, m, 1, 1, ask)) return -1;
+        r->sessions_recreated++;
+        again = 1;
+    }
+    if (again) run_steps(r, 1);
+    return 0;
+}
+
+/* A state-changing call per selected member: the first creates the session;
+ * later ones send the member's lag and `ask` as candidates. Returns 0, 1
+ * when a member's context is full (finish with "length"), -1 on error. */
+static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         m->pending = 0;
         if (!m->active || !sel[i]) continue;
-        m->body.n = 0;
-        if (first) {
-            if (creating_body(r, m, 0, NULL)) return -1;
-        } else {
-            char head[160];
-            snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d", m->session, r->k_ask);
-            if (sb_str(&m->body, head)) return -1;
-            if (m->lag.n && (sb_str(&m->body, ",\"append_b64\":\"") || sb_b64(&m->body, m->lag.p, m->lag.n) ||
-                             sb_str(&m->body, "\""))) return -1;
-            if (ask && ask->n && add_candidates_json(&m->body, ask)) return -1;
-            if (sb_str(&m->body, "}")) return -1;
-            if (ask ? vcand_copy(&m->asked, ask) : (vcand_clear(&m->asked), 0)) return -1;
-        }
+        if (queue_state_step(r, m, first, 0, first ? NULL : ask)) return -1;
         m->lag.n = 0;
-        m->pending = 1;
     }
-    run_round(r, 1);
+    run_steps(r, 1);
     if (!first) {
-        int again = 0;
-        for (size_t i = 0; i < r->nm; i++) {
-            mstate *m = &r->m[i];
-            int lost = m->pending && session_lost(m);
-            if (lost) {
-                log_info("request: member '%s' lost its session (evicted): re-creating it",
-                         members_name(r->ms, m->idx));
-                if (creating_body(r, m, 1, ask)) return -1;
-                r->sessions_recreated++;
-            }
-            m->pending = lost;
-            again |= lost;
-        }
-        if (again) run_round(r, 1);
+        if (recreate_lost_sessions(r, ask)) return -1;
         for (size_t i = 0; i < r->nm; i++) r->m[i].pending = r->m[i].active && sel[i];
     }
     int any_full = 0;
@@ -504,7 +332,7 @@ static int call_members(run *r, int first, const int *sel, const vcand_set *ask)
         if (!m->pending) continue;
         char why[256];
         int ctx_full = 0;
-        if (parse_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
+        if (absorb_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
             if (ctx_full && first) {
                 r->status = 400;
                 copy_str(r->err, sizeof r->err, why);
@@ -522,7 +350,7 @@ static int call_members(run *r, int first, const int *sel, const vcand_set *ask)
 
 /* Round 1 of a step. selective asks only its lead while the lead is alive:
  * the others lag behind and catch up (in one append) when consulted. */
-static int step_round1(run *r, int first) {
+static int step_round1(ensemble_gen *r, int first) {
     int sel[MEMBERS_MAX];
     int lead_only = !first && r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active;
     for (size_t i = 0; i < r->nm; i++) {
@@ -532,124 +360,99 @@ static int step_round1(run *r, int first) {
     return call_members(r, first, sel, &r->carry);
 }
 
-static int ensure_cols(run *r, size_t n) {
-    if (n <= r->mat_cap) return 0;
-    size_t cap = r->mat_cap ? r->mat_cap : 64;
-    while (cap < n) cap *= 2;
-    double *lq = realloc(r->lq, r->nm * cap * sizeof *lq);
-    if (!lq) return -1;
-    r->lq = lq;
-    double *ev = realloc(r->ev, r->nm * (cap + 1) * sizeof *ev);
-    if (!ev) return -1;
-    r->ev = ev;
-    double *own = realloc(r->own, r->nm * (cap + 1) * sizeof *own);
-    if (!own) return -1;
-    r->own = own;
-    double *d = realloc(r->dist, (cap + 1) * sizeof *d);
-    if (!d) return -1;
-    r->dist = d;
-    double *w = realloc(r->work, (cap + 1) * sizeof *w);
-    if (!w) return -1;
-    r->work = w;
-    size_t *o = realloc(r->order, (cap + 1) * sizeof *o);
-    if (!o) return -1;
-    r->order = o;
-    double *sc = realloc(r->mlo, 4 * (cap + 1) * sizeof *sc);
-    if (!sc) return -1;
-    r->mlo = sc;
-    r->mat_cap = cap;
-    return 0;
+/* 1 if member i's mass of candidate c is wanted in round 2. */
+static int wanted(const ensemble_gen *r, size_t i, size_t c, const int *only) {
+    return isnan(r->lq[i * r->mat_cap + c]) && (!only || only[c]);
 }
 
-/* Events of member m over the candidates it proposed itself (its own view). */
-static void own_events(run *r, size_t mi, double *out) {
-    const vcand_set *cs = &r->cand;
-    size_t n = cs->n;
-    const double *lq = r->lq + mi * r->mat_cap;
-    uint32_t bit = (uint32_t)1 << mi;
-    for (size_t c = 0; c < n; c++) out[c] = (cs->proposers[c] & bit) && !isnan(lq[c]) ? exp(lq[c]) : 0;
-    for (size_t c = 0; c < n; c++) {
-        if (!(cs->proposers[c] & bit) || isnan(lq[c])) continue;
-        int a = cs->parent[c];
-        while (a >= 0 && !(cs->proposers[a] & bit)) a = cs->parent[a];
-        if (a >= 0) out[a] -= exp(lq[c]);
-    }
-    for (size_t c = 0; c < n; c++)
-        if (!(out[c] > 1e-15)) out[c] = 0;
-    out[n] = exp(r->m[mi].end_lq);
-}
-
-/* Asks, in one concurrent round 2, each member in `need` for the candidates
- * whose Q it has not given; `only` (if non-NULL) restricts to those events. */
-static void fill_missing(run *r, const int *need, const int *only) {
+/* Round 2: asks each member in `need` for the candidates whose mass it has
+ * not given (only those with only[c], when given). No state change: the
+ * same k as round 1, since the worker absorbs (without healing) only the
+ * strings of its latest answer, so its own top entries must stay listed. */
+static void fill_missing(ensemble_gen *r, const int *need, const int *only) {
     size_t n = r->cand.n;
     int any = 0;
-    size_t *map[MEMBERS_MAX] = {0};
+    vcand_set ask;
+    vcand_init(&ask);
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         m->pending = 0;
         if (!m->active || !need[i]) continue;
-        double *lq = r->lq + i * r->mat_cap;
-        size_t k = 0;
+        vcand_clear(&ask);
         for (size_t c = 0; c < n; c++)
-            if (isnan(lq[c]) && (!only || only[c])) k++;
-        if (!k) continue;
-        map[i] = malloc(k * sizeof *map[i]);
-        if (!map[i]) continue;
-        m->body.n = 0;
-        char head[128];
-        /* the same k as round 1: the worker absorbs (without healing) only
-         * strings reported in its latest answer, so its own top entries must
-         * stay listed there */
-        snprintf(head, sizeof head, "{\"session\":\"%s\",\"k\":%d,\"candidates_b64\":[", m->session, r->k_ask);
-        sb_str(&m->body, head);
-        size_t j = 0;
-        for (size_t c = 0; c < n; c++) {
-            if (!isnan(lq[c]) || (only && !only[c])) continue;
-            if (j) sb_str(&m->body, ",");
-            sb_str(&m->body, "\"");
-            sb_b64(&m->body, vcand_str(&r->cand, c), r->cand.len[c]);
-            sb_str(&m->body, "\"");
-            map[i][j++] = c;
-        }
-        sb_str(&m->body, "]}");
+            if (wanted(r, i, c, only)) vcand_add(&ask, vcand_str(&r->cand, c), r->cand.len[c], -1);
+        if (!ask.n) continue;
+        proto_step_req q;
+        memset(&q, 0, sizeof q);
+        q.session = m->s->id;
+        q.k = r->k_ask;
+        q.cands = as_strs(r, &ask);
+        q.n_cands = ask.n;
+        if (!q.cands || m->s->ops->step(m->s, &q, r->round)) continue;
         m->pending = 1;
         any = 1;
     }
+    vcand_free(&ask);
     if (!any) return;
     r->second_rounds++;
-    run_round(r, 1);
+    run_steps(r, 1);
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!m->pending) {
-            free(map[i]);
+        if (!m->pending) continue;
+        size_t k = 0;
+        for (size_t c = 0; c < n; c++) k += wanted(r, i, c, only);
+        int ctx_full = 0;
+        char why[256];
+        /* (the answer's top and END are the same state's values again) */
+        if (absorb_answer(r, m, k, 0, &ctx_full, why, sizeof why)) {
+            fail_member(r, m, why);
             continue;
         }
         double *lq = r->lq + i * r->mat_cap;
-        size_t k = 0;
+        size_t j = 0;
         for (size_t c = 0; c < n; c++)
-            if (isnan(lq[c]) && (!only || only[c])) k++;
-        int ctx_full = 0;
-        char why[256];
-        /* parse_answer overwrites top/end with the same state's values */
-        if (parse_answer(r, m, k, 0, &ctx_full, why, sizeof why)) {
-            fail_member(r, m, why);
-        } else {
-            for (size_t j = 0; j < k; j++) lq[map[i][j]] = m->cand_lq[j];
-            vcand_clear(&m->asked); /* cand_lq now answers this round's list */
-        }
-        free(map[i]);
+            if (wanted(r, i, c, only)) lq[c] = m->cand_lq[j++];
+        vcand_clear(&m->asked); /* cand_lq now answers this round's list */
     }
 }
 
-/* Builds the candidate set and the Q matrix from the round-1 answers. */
-static int build_candidates(run *r) {
+static int ensure_cols(ensemble_gen *r, size_t n) {
+    if (n <= r->mat_cap) return 0;
+    size_t cap = r->mat_cap ? r->mat_cap : 64;
+    while (cap < n) cap *= 2;
+    decide_buf *b = &r->buf;
+    double *lq = realloc(r->lq, r->nm * cap * sizeof *lq);
+    if (!lq) return -1;
+    r->lq = lq;
+    double *ev = realloc(b->ev, r->nm * (cap + 1) * sizeof *ev);
+    if (!ev) return -1;
+    b->ev = ev;
+    double *own = realloc(b->own, r->nm * (cap + 1) * sizeof *own);
+    if (!own) return -1;
+    b->own = own;
+    double *d = realloc(b->dist, (cap + 1) * sizeof *d);
+    if (!d) return -1;
+    b->dist = d;
+    double *w = realloc(b->work, (cap + 1) * sizeof *w);
+    if (!w) return -1;
+    b->work = w;
+    size_t *o = realloc(b->order, (cap + 1) * sizeof *o);
+    if (!o) return -1;
+    b->order = o;
+    double *sc = realloc(b->mlo, 4 * (cap + 1) * sizeof *sc);
+    if (!sc) return -1;
+    b->mlo = sc;
+    r->mat_cap = cap;
+    return 0;
+}
+
+/* The candidate set and the mass matrix from the round-1 answers. */
+static int build_candidates(ensemble_gen *r) {
     vcand_clear(&r->cand);
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!m->active || !m->fresh) continue;
-        size_t kp = (size_t)r->k_prop;
-        for (size_t t = 0; t < m->top.n && t < kp; t++)
+        for (size_t t = 0; t < m->top.n && t < (size_t)r->k_prop; t++)
             if (vcand_add(&r->cand, vcand_str(&m->top, t), m->top.len[t], (int)i) < 0) return -1;
     }
     for (size_t j = 0; j < r->carry.n; j++)
@@ -674,18 +477,29 @@ static int build_candidates(run *r) {
     return 0;
 }
 
-static void weights_now(run *r) {
-    double w[MEMBERS_MAX];
-    int alive[MEMBERS_MAX];
+/* ---- the decision's I/O ------------------------------------------------------- */
+
+typedef struct {
+    int active[MEMBERS_MAX], fresh[MEMBERS_MAX];
+    double w[MEMBERS_MAX], end_lq[MEMBERS_MAX];
+} decide_facts;
+
+static decide_in decide_input(const ensemble_gen *r, decide_facts *f) {
     for (size_t i = 0; i < r->nm; i++) {
-        w[i] = r->m[i].w;
-        alive[i] = r->m[i].active;
+        f->active[i] = r->m[i].active;
+        f->fresh[i] = r->m[i].fresh;
+        f->w[i] = r->m[i].w;
+        f->end_lq[i] = r->m[i].end_lq;
     }
-    sstrat_norm_weights(r->nm, w, alive, r->wn);
+    decide_in in = {r->nm, &r->cand, r->lq, r->mat_cap, f->end_lq, f->active, f->fresh, f->w, &r->st,
+                    r->lead, r->threshold,
+                    {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k},
+                    r->e->cfg.no_round_skip};
+    return in;
 }
 
-static void debug_step(run *r, int pick) {
-    size_t n = r->cand.n, ne = n + 1;
+static void debug_step(ensemble_gen *r, int pick) {
+    size_t n = r->cand.n;
     for (size_t c = 0; c <= n; c++) {
         char line[512];
         int o = snprintf(line, sizeof line, "%s cand %zu \"", (int)c == pick ? "*" : " ", c);
@@ -696,257 +510,81 @@ static void debug_step(run *r, int pick) {
             }
         else
             o += snprintf(line + o, sizeof line - (size_t)o, "<END>");
-        o += snprintf(line + o, sizeof line - (size_t)o, "\" parent %d p %.4f |", c < n ? r->cand.parent[c] : -1, r->dist[c]);
+        o += snprintf(line + o, sizeof line - (size_t)o, "\" parent %d p %.4f |", c < n ? r->cand.parent[c] : -1,
+                      r->buf.dist[c]);
         for (size_t i = 0; i < r->nm && o < 480; i++)
             if (r->m[i].active)
-                o += snprintf(line + o, sizeof line - (size_t)o, " %s: q %.4f ev %.4f", members_name(r->ms, i),
-                              c < n ? exp(r->lq[i * r->mat_cap + c]) : exp(r->m[i].end_lq), r->ev[i * ne + c]);
+                o += snprintf(line + o, sizeof line - (size_t)o, " %s: q %.4f", members_name(r->ms, i),
+                              c < n ? exp(r->lq[i * r->mat_cap + c]) : exp(r->m[i].end_lq));
         log_debug("%s", line);
     }
 }
 
-/* Greedy mixture without a second round when the missing masses cannot
- * change the winner (sstrat_greedy_bound). */
-static int greedy_decided(run *r) {
-    double endq[MEMBERS_MAX];
-    for (size_t i = 0; i < r->nm; i++) endq[i] = r->m[i].active ? r->m[i].end_lq : -INFINITY;
-    double wn[MEMBERS_MAX];
-    for (size_t i = 0; i < r->nm; i++) wn[i] = r->m[i].active ? r->wn[i] : 0;
-    return sstrat_greedy_bound(r->nm, r->cand.n, r->cand.parent, r->lq, r->mat_cap, endq, wn, r->mlo);
-}
-
-/* Each member that answered this step: its events over its own proposals
- * (r->own) and its greedy choice among them. */
-static void own_choices(run *r) {
-    size_t ne = r->cand.n + 1, stride = r->mat_cap + 1;
-    for (size_t i = 0; i < r->nm; i++) {
-        r->m[i].own_choice = -1;
-        if (!r->m[i].active || !r->m[i].fresh) continue;
-        own_events(r, i, r->own + i * stride);
-        r->m[i].own_choice = ssample_argmax(r->own + i * stride, ne);
-    }
-}
-
-/* One step's decision. Returns the chosen event (n = END), -1 none. */
-static int decide(run *r) {
-    size_t n = r->cand.n, ne = n + 1, stride = r->mat_cap + 1;
-    const ssample_params sp = {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k};
-    int need[MEMBERS_MAX];
-    weights_now(r);
-    own_choices(r);
-    enum sstrat_kind k = r->st.kind;
-    if (k == SSTRAT_SELECTIVE && r->m[r->lead].active) {
-        if (sstrat_selective(1, ne, r->own + r->lead * stride, (double[]){1}, 0, r->threshold, r->dist)) {
-            return ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
+/* One step's choice: the decision, and the I/O it asks for, until it
+ * chooses. Returns the event (n = END), -1 for none. */
+static int decide_step(ensemble_gen *r) {
+    decide_memo_reset(&r->memo);
+    for (;;) {
+        decide_facts f;
+        decide_in in = decide_input(r, &f);
+        assert(ensemble_events_sane(&in));
+        decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
+        if (d.kind == DECIDE_CHOICE) {
+            r->skipped_rounds += d.skipped;
+            if (log_enabled(LOG_DEBUG) && d.choice >= 0) debug_step(r, d.choice);
+            return d.choice;
         }
-        /* the lead is unsure: the others catch up (their lag in one append)
-         * and answer for the current candidates, then everyone proposes */
-        int sel[MEMBERS_MAX], any = 0;
-        for (size_t i = 0; i < r->nm; i++) any |= sel[i] = r->m[i].active && !r->m[i].fresh;
-        if (any) {
-            r->catchups++;
-            if (call_members(r, 0, sel, &r->cand) != 0) return -1;
-            if (build_candidates(r)) return -1;
-            n = r->cand.n;
-            ne = n + 1;
-            stride = r->mat_cap + 1;
-            weights_now(r);
-            own_choices(r);
+        if (d.kind == DECIDE_MASSES) {
+            fill_missing(r, d.need, d.only);
+            continue;
         }
+        /* DECIDE_CATCH_UP: the others catch up (their lag in one append),
+         * answer for the current candidates, and propose */
+        r->catchups++;
+        if (call_members(r, 0, d.need, &r->cand) != 0) return -1;
+        if (build_candidates(r)) return -1;
     }
-    if (k == SSTRAT_MIN_PPL || k == SSTRAT_MIN_PPL_CROSS) {
-        int prop[MEMBERS_MAX];
-        double score[MEMBERS_MAX];
-        int only_buf[1024];
-        int *only = ne <= 1024 ? only_buf : calloc(ne, sizeof *only);
-        if (!only) return -1;
-        memset(only, 0, ne * sizeof *only);
-        memset(need, 0, sizeof need);
-        for (size_t i = 0; i < r->nm; i++) {
-            prop[i] = -1;
-            if (!r->m[i].active || !(r->wn[i] > 0)) continue;
-            prop[i] = ssample_pick(r->own + i * stride, ne, &sp, &r->rng, r->work, r->order);
-            if (prop[i] >= 0 && (size_t)prop[i] < n) only[prop[i]] = 1;
-            need[i] = 1;
-        }
-        if (k == SSTRAT_MIN_PPL_CROSS) {
-            fill_missing(r, need, only);
-            weights_now(r);
-        }
-        if (only != only_buf) free(only);
-        double endq[MEMBERS_MAX];
-        for (size_t i = 0; i < r->nm; i++) endq[i] = r->m[i].end_lq;
-        /* a proposal stays valid only while its proposer is alive */
-        for (size_t i = 0; i < r->nm; i++)
-            if (!r->m[i].active) prop[i] = -1;
-        int win = sstrat_min_ppl(r->nm, n, r->lq, r->mat_cap, endq, r->cand.len, prop, r->wn,
-                                 k == SSTRAT_MIN_PPL_CROSS, score);
-        /* reported distribution: the winner's proposer's own view */
-        for (size_t e = 0; e < ne; e++) r->dist[e] = 0;
-        for (size_t i = 0; i < r->nm; i++)
-            if (win >= 0 && prop[i] == win) {
-                const double *o = r->own + i * stride;
-                double s = 0;
-                for (size_t e = 0; e < ne; e++) s += o[e];
-                for (size_t e = 0; e < ne && s > 0; e++) r->dist[e] = o[e] / s;
-                break;
-            }
-        return win;
-    }
-    /* mixture, product, solo, selective below threshold: every Q needed */
-    for (size_t i = 0; i < r->nm; i++) need[i] = r->m[i].active && r->wn[i] > 0;
-    int decided = -1, missing = 0;
-    for (size_t i = 0; i < r->nm && !missing; i++)
-        for (size_t c = 0; need[i] && c < n && !missing; c++) missing = isnan(r->lq[i * r->mat_cap + c]);
-    if (missing && !(r->req->temperature > 1e-6) && k != SSTRAT_PRODUCT && !r->e->cfg.no_round_skip) decided = greedy_decided(r);
-    if (decided >= 0) r->skipped_rounds++;
-    else fill_missing(r, need, NULL);
-    weights_now(r);
-    if (n_active(r) == 0) return -1;
-    for (size_t i = 0; i < r->nm; i++)
-        if (r->m[i].active) sstrat_events(n, r->cand.parent, r->lq + i * r->mat_cap, r->m[i].end_lq, r->ev + i * ne);
-        else for (size_t e = 0; e < ne; e++) r->ev[i * ne + e] = 0;
-    if (k == SSTRAT_PRODUCT) sstrat_product(r->nm, ne, r->ev, r->wn, r->dist);
-    else sstrat_mixture(r->nm, ne, r->ev, r->wn, r->dist);
-    /* (after a skipped round the distribution counts missing masses as 0;
-     * it only serves the reported logprobs) */
-    int pick = decided >= 0 ? decided : ssample_pick(r->dist, ne, &sp, &r->rng, r->work, r->order);
-    if (log_enabled(LOG_DEBUG)) debug_step(r, pick);
-    return pick;
-}
-
-/* ---- output: stop sequences, UTF-8 hold-back ------------------------------- */
-
-static int emit(run *r, size_t upto, ensemble_on_chunk cb, void *ud, int chosen) {
-    if (upto <= r->emitted) return 0;
-    size_t len;
-    char *s = utf8_sanitize(r->g.p + r->emitted, upto - r->emitted, &len);
-    if (!s) return -1;
-    r->emitted = upto;
-    sb_add(&r->out, s, len);
-    ensemble_chunk ch;
-    memset(&ch, 0, sizeof ch);
-    ch.text = s;
-    ch.len = len;
-    ch.logprob = r->pending_lp;
-    r->pending_lp = 0;
-    if (r->req->logprobs > 0 && chosen >= 0) {
-        size_t ne = r->cand.n + 1;
-        int want = r->req->logprobs > ENSEMBLE_MAX_LOGPROBS ? ENSEMBLE_MAX_LOGPROBS : r->req->logprobs;
-        for (size_t e = 0; e < ne; e++) r->order[e] = e;
-        /* partial selection of the most probable events */
-        for (int t = 0; t < want && (size_t)t < ne; t++) {
-            size_t best = (size_t)t;
-            for (size_t e = (size_t)t + 1; e < ne; e++)
-                if (r->dist[r->order[e]] > r->dist[r->order[best]]) best = e;
-            size_t tmp = r->order[t];
-            r->order[t] = r->order[best];
-            r->order[best] = tmp;
-            size_t ev = r->order[t];
-            if (!(r->dist[ev] > 0)) break;
-            ch.top[t].text = ev < r->cand.n ? vcand_str(&r->cand, ev) : "";
-            ch.top[t].len = ev < r->cand.n ? r->cand.len[ev] : 0;
-            ch.top[t].logprob = log(r->dist[ev]);
-            ch.n_top = t + 1;
-        }
-    }
-    int stop = cb ? cb(ud, &ch) : 0;
-    free(s);
-    if (stop) r->stopped = 1;
-    return 0;
-}
-
-/* After a commit: emits what is safe. Returns 1 when a stop sequence ended
- * the text (G is cut there). */
-static int after_commit(run *r, ensemble_on_chunk cb, void *ud, int chosen) {
-    const ensemble_request *q = r->req;
-    size_t len = r->g.n, start = r->emitted;
-    size_t stop_at = (size_t)-1;
-    size_t hold = 0;
-    for (size_t i = 0; i < q->n_stop; i++) {
-        const char *s = q->stop[i];
-        size_t sl = s ? strlen(s) : 0;
-        if (!sl) continue;
-        if (len - start >= sl) {
-            const char *hit = find_bytes(r->g.p + start, len - start, s, sl);
-            if (hit && (size_t)(hit - r->g.p) < stop_at) stop_at = (size_t)(hit - r->g.p);
-        }
-        size_t kmax = sl - 1 < len - start ? sl - 1 : len - start;
-        for (size_t k = kmax; k > hold; k--)
-            if (!memcmp(r->g.p + len - k, s, k)) {
-                hold = k;
-                break;
-            }
-    }
-    if (stop_at != (size_t)-1) {
-        r->g.n = stop_at;
-        emit(r, stop_at, cb, ud, chosen);
-        return 1;
-    }
-    size_t upto = len - hold;
-    upto = start + utf8_complete_len(r->g.p + start, upto - start);
-    emit(r, upto, cb, ud, chosen);
-    return 0;
 }
 
 /* ---- auto weights ------------------------------------------------------------ */
 
-static void auto_weights(run *r) {
-    sbuf text = {0};
+/* The prompt's text as the members score it: the messages' contents, one
+ * per line, or the raw prompt. */
+static void prompt_text(const ensemble_gen *r, sbuf *text) {
     if (r->req->messages) {
-        size_t i;
-        json_t *msg;
-        json_array_foreach(r->req->messages, i, msg) {
-            const char *c = json_string_value(json_object_get(msg, "content"));
-            if (c) {
-                if (text.n) sb_str(&text, "\n");
-                sb_str(&text, c);
-            }
+        for (size_t i = 0; i < r->n_msgs; i++) {
+            if (text->n) sb_str(text, "\n");
+            sb_str(text, r->msgs[i].content);
         }
     } else if (r->req->prompt) {
-        sb_str(&text, r->req->prompt);
+        sb_str(text, r->req->prompt);
     }
+}
+
+static void auto_weights(ensemble_gen *r) {
+    sbuf text = {0};
+    prompt_text(r, &text);
     double nll[MEMBERS_MAX], w[MEMBERS_MAX];
     int okm[MEMBERS_MAX];
-    json_t *body = json_object();
-    json_object_set_new(body, "text", json_stringn(text.p ? text.p : "", text.n));
-    json_object_set_new(body, "doc_start", json_true());
-    char *payload = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    char url[512];
+    proto_score_req q = {text.p ? text.p : "", text.n, 1};
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        okm[i] = 0;
+        okm[i] = m->active && !text.n;
         nll[i] = INFINITY;
-        m->pending = 0;
-        if (!m->active || !payload) continue;
-        m->body.n = 0;
-        sb_str(&m->body, payload);
-        snprintf(url, sizeof url, "%s/v1/score", members_url(r->ms, m->idx));
-        curl_easy_setopt(m->h, CURLOPT_URL, url);
-        m->pending = 1;
+        m->pending = m->active && text.n && m->s->ops->score(m->s, &q, r->round) == 0;
     }
-    free(payload);
-    if (text.n) run_round(r, 0);
+    if (text.n) member_round_run(r->round);
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!m->pending) continue;
-        snprintf(url, sizeof url, "%s/v1/step", members_url(r->ms, m->idx));
-        curl_easy_setopt(m->h, CURLOPT_URL, url);
-        if (!text.n) {
-            okm[i] = 1;
-            continue;
-        }
-        json_t *j = m->result == CURLE_OK && m->status == 200 ? json_loadb(m->resp.p, m->resp.n, 0, NULL) : NULL;
-        json_t *sl = j ? json_object_get(j, "sum_logprob") : NULL;
-        if (json_is_number(sl)) {
-            nll[i] = -json_number_value(sl);
+        const proto_score_res *res;
+        proto_error err;
+        if (m->s->ops->score_result(m->s, &res, &err) == 0) {
+            nll[i] = -res->sum_logprob;
             okm[i] = 1;
         } else {
-            log_warn("auto weights: member '%s' (%s) gave no score (HTTP %ld); weight 0",
-                     members_name(r->ms, m->idx), members_url(r->ms, m->idx), m->status);
+            log_warn("auto weights: member '%s' gave no score (%s); weight 0", members_name(r->ms, m->idx), err.message);
         }
-        json_decref(j);
     }
     sstrat_auto_weights(r->nm, nll, (double)text.n, okm, w);
     for (size_t i = 0; i < r->nm; i++)
@@ -954,110 +592,63 @@ static void auto_weights(run *r) {
     free(text.p);
 }
 
-/* ---- sessions cleanup -------------------------------------------------------- */
-
-static void delete_sessions(run *r) {
-    char url[512];
-    for (size_t i = 0; i < r->nm; i++) {
-        mstate *m = &r->m[i];
-        m->pending = 0;
-        if (!m->h || !m->session[0] || (m->failed && m->result != CURLE_OK)) continue;
-        snprintf(url, sizeof url, "%s/v1/session/%s", members_url(r->ms, m->idx), m->session);
-        curl_easy_setopt(m->h, CURLOPT_URL, url);
-        curl_easy_setopt(m->h, CURLOPT_CUSTOMREQUEST, "DELETE");
-        curl_easy_setopt(m->h, CURLOPT_TIMEOUT_MS, 2000L);
-        m->body.n = 0;
-        sb_str(&m->body, "");
-        m->pending = 1;
-    }
-    run_round(r, 0);
-}
-
-/* ---- the request ------------------------------------------------------------- */
+/* ---- beginning a request ------------------------------------------------------ */
 
 static unsigned long session_counter;
 
-static int fail_req(ensemble_result *out, int status, const char *msg) {
-    out->status = status;
-    snprintf(out->error, sizeof out->error, "%s", msg);
-    out->finish_reason = "stop";
-    if (!out->text) out->text = calloc(1, 1);
-    return -1;
+/* Ends the generation with an error before (or instead of) its steps. */
+static void fail_gen(ensemble_gen *r, int status, const char *msg) {
+    r->out->status = status;
+    snprintf(r->out->error, sizeof r->out->error, "%s", msg);
+    r->finish = "stop";
+    r->done = 1;
 }
 
-int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chunk on_chunk, void *ud,
-                      ensemble_result *out) {
-    memset(out, 0, sizeof *out);
-    double t0 = now_s(), c0 = cpu_s();
+/* The request's messages as the protocol's structs (strings borrowed). */
+static int read_messages(ensemble_gen *r, char *err, size_t errlen) {
+    const json_t *ms = r->req->messages;
+    if (!json_is_array(ms)) {
+        snprintf(err, errlen, "messages must be an array");
+        return -1;
+    }
+    r->n_msgs = json_array_size(ms);
+    r->msgs = calloc(r->n_msgs ? r->n_msgs : 1, sizeof *r->msgs);
+    if (!r->msgs) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        json_t *mi = json_array_get(ms, i);
+        r->msgs[i].role = json_string_value(json_object_get(mi, "role"));
+        r->msgs[i].content = json_string_value(json_object_get(mi, "content"));
+        if (!r->msgs[i].role || !r->msgs[i].content) {
+            snprintf(err, errlen, "messages[%zu] must be {\"role\": string, \"content\": string}", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Checks the request; sets each member's weight and whether it is used.
+ * 0, or -1 with the generation failed (status 400). */
+static int check_request(ensemble_gen *r, int *used, int *want_auto) {
+    ensemble *e = r->e;
+    const ensemble_request *req = r->req;
     char err[256];
-    run *r = calloc(1, sizeof *r);
-    if (!r) return fail_req(out, 500, "out of memory");
-    r->e = e;
-    r->req = req;
-    r->ms = e->ms;
-    r->nm = e->nm;
-    const ensemble_config *opt = &e->cfg;
-    r->threshold = req->threshold > 0 ? req->threshold : opt->threshold > 0 ? opt->threshold : SSTRAT_DEFAULT_THRESHOLD;
-    r->step_timeout = opt->step_timeout > 0 ? opt->step_timeout : 30;
-    /* Proposals per member: greedy takes each member's own best token (so a
-     * lone member, or a model paired with itself, reproduces its greedy text
-     * exactly, see STRATEGIES.md); sampling takes several. A worker picks its
-     * top-k by token probability but lists them by prefix mass, so asking
-     * for more entries than we propose would hide which are its best: we ask
-     * for exactly k_prop (the price: more second rounds). */
-    int greedy = !(req->temperature > 1e-6);
-    r->k_prop = opt->member_k > 0 ? opt->member_k : greedy ? 1 : DEFAULT_K_PROP;
-    r->k_ask = r->k_prop;
-    vcand_init(&r->cand);
-    vcand_init(&r->carry);
-    vcand_init(&r->next_carry);
-    vcand_init(&r->missing);
-    int rc = -1;
-
-    out->members = calloc(r->nm, sizeof *out->members);
-    out->n_members = r->nm;
-    if (!out->members) {
-        fail_req(out, 500, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < r->nm; i++) {
-        snprintf(out->members[i].name, sizeof out->members[i].name, "%s", members_name(e->ms, i));
-        vcand_init(&r->m[i].top);
-        vcand_init(&r->m[i].asked);
-        r->m[i].idx = i;
-    }
-
-    /* validation */
     const char *strategy = req->strategy && *req->strategy ? req->strategy : e->cfg.strategy;
-    if (check_strategy(e->ms, strategy, &r->st, err, sizeof err)) {
-        fail_req(out, 400, err);
-        goto done;
-    }
-    if (req->max_tokens < 0) {
-        fail_req(out, 400, "max_tokens must be >= 0");
-        goto done;
-    }
-    if (!req->prompt && !req->messages) {
-        fail_req(out, 400, "a prompt or messages is required");
-        goto done;
-    }
-    if (req->messages && !json_is_array(req->messages)) {
-        fail_req(out, 400, "messages must be an array");
-        goto done;
-    }
-    if (!(req->temperature >= 0) || !isfinite(req->temperature)) {
-        fail_req(out, 400, "temperature must be >= 0");
-        goto done;
-    }
-    int used[MEMBERS_MAX] = {0};
+    if (check_strategy(e->ms, strategy, &r->st, err, sizeof err)) goto bad;
+    if (req->max_tokens < 0) return fail_gen(r, 400, "max_tokens must be >= 0"), -1;
+    if (!req->prompt && !req->messages) return fail_gen(r, 400, "a prompt or messages is required"), -1;
+    if (req->messages && read_messages(r, err, sizeof err)) goto bad;
+    if (!(req->temperature >= 0) || !isfinite(req->temperature))
+        return fail_gen(r, 400, "temperature must be >= 0"), -1;
     size_t n_used = 0;
     if (req->members && req->n_members) {
         for (size_t j = 0; j < req->n_members; j++) {
             int k = members_index(e->ms, req->members[j]);
             if (k < 0) {
                 snprintf(err, sizeof err, "unknown member '%s'", req->members[j]);
-                fail_req(out, 400, err);
-                goto done;
+                goto bad;
             }
             if (!used[k]) n_used++;
             used[k] = 1;
@@ -1068,182 +659,205 @@ int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chun
     }
     if (req->weights && req->n_weights != n_used) {
         snprintf(err, sizeof err, "%zu weights given for %zu members", req->n_weights, n_used);
-        fail_req(out, 400, err);
-        goto done;
+        goto bad;
     }
-    {
-        size_t j = 0;
-        double ws = 0;
-        for (size_t i = 0; i < r->nm; i++) {
-            mstate *m = &r->m[i];
-            if (!used[i]) continue;
-            m->w = req->weights ? req->weights[j++] : e->weights[i];
-            if (!(m->w >= 0) || !isfinite(m->w)) {
-                fail_req(out, 400, "weights must be finite and non-negative");
-                goto done;
-            }
-            ws += m->w;
-        }
-        if (!(ws > 0) && !(req->weights_auto || (e->cfg.weights_auto && !req->weights))) {
-            fail_req(out, 400, "at least one weight must be positive");
-            goto done;
-        }
+    size_t j = 0;
+    double ws = 0;
+    for (size_t i = 0; i < r->nm; i++) {
+        mstate *m = &r->m[i];
+        if (!used[i]) continue;
+        m->w = req->weights ? req->weights[j++] : e->weights[i];
+        if (!(m->w >= 0) || !isfinite(m->w)) return fail_gen(r, 400, "weights must be finite and non-negative"), -1;
+        ws += m->w;
     }
+    int auto_w = req->weights_auto || (e->cfg.weights_auto && !req->weights);
+    if (!(ws > 0) && !auto_w) return fail_gen(r, 400, "at least one weight must be positive"), -1;
     if (r->st.kind == SSTRAT_SOLO) {
         int k = members_index(e->ms, r->st.solo);
         if (!used[k]) {
             snprintf(err, sizeof err, "strategy solo:%s names a member not in this request", r->st.solo);
-            fail_req(out, 400, err);
-            goto done;
+            goto bad;
         }
         for (size_t i = 0; i < r->nm; i++) r->m[i].w = (int)i == k ? 1 : 0;
     }
-    int want_auto = r->st.kind != SSTRAT_SOLO && (req->weights_auto || (e->cfg.weights_auto && !req->weights));
-    if (want_auto)
+    *want_auto = r->st.kind != SSTRAT_SOLO && auto_w;
+    if (*want_auto)
         for (size_t i = 0; i < r->nm; i++) r->m[i].w = used[i] ? 1 : 0;
+    return 0;
+bad:
+    fail_gen(r, 400, err);
+    return -1;
+}
 
-    /* members taking part */
-    unsigned long sid = __atomic_fetch_add(&session_counter, 1, __ATOMIC_RELAXED);
+/* Opens a session on every member taking part. 0, or -1 (generation failed). */
+static int open_sessions(ensemble_gen *r, const int *used, unsigned long sid) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!used[i] || !(m->w > 0)) continue;
-        if (!members_usable(e->ms, i)) {
-            snprintf(m->failure, sizeof m->failure, "member '%s' (%s) is down", members_name(e->ms, i),
-                     members_url(e->ms, i));
+        if (!members_usable(r->ms, i)) {
+            snprintf(m->failure, sizeof m->failure, "member '%s' (%s) is down", members_name(r->ms, i),
+                     members_url(r->ms, i));
             m->failed = 1;
             continue;
         }
+        char id[PROTO_SESSION_MAX + 1];
+        snprintf(id, sizeof id, "cs-%d-%lu-%zu", (int)getpid(), sid, i);
+        m->s = member_open(r->ms, i, id, r->step_timeout);
+        if (!m->s) return fail_gen(r, 500, "out of memory"), -1;
         m->active = 1;
-        snprintf(m->session, sizeof m->session, "cs-%d-%lu-%zu", (int)getpid(), sid, i);
-        if (setup_handle(r, m)) {
-            fail_req(out, 500, "out of memory");
-            goto done;
-        }
     }
-    r->lead = 0;
     for (size_t i = 0; i < r->nm; i++)
         if (r->m[i].active) {
             r->lead = i;
             break;
         }
-    if (n_active(r) == 0) {
-        fail_req(out, 503, "no member is available");
-        goto done;
+    if (n_active(r) == 0) return fail_gen(r, 503, "no member is available"), -1;
+    return 0;
+}
+
+/* Settings of this request from the ensemble's configuration. Proposals per
+ * member: greedy takes each member's own best token (so a lone member, or a
+ * model paired with itself, reproduces its greedy text exactly, see
+ * STRATEGIES.md); sampling takes several. A worker picks its top-k by token
+ * probability but lists them by prefix mass, so asking for more entries
+ * than we propose would hide which are its best: we ask for exactly k_prop
+ * (the price: more second rounds). */
+static void settings(ensemble_gen *r) {
+    const ensemble_config *c = &r->e->cfg;
+    const ensemble_request *req = r->req;
+    r->threshold = req->threshold > 0 ? req->threshold : c->threshold > 0 ? c->threshold : SSTRAT_DEFAULT_THRESHOLD;
+    r->step_timeout = c->step_timeout > 0 ? c->step_timeout : 30;
+    int greedy = !(req->temperature > 1e-6);
+    r->k_prop = c->member_k > 0 ? c->member_k : greedy ? 1 : DEFAULT_K_PROP;
+    r->k_ask = r->k_prop;
+}
+
+ensemble_gen *ensemble_begin(ensemble *e, const ensemble_request *req, ensemble_on_chunk on_chunk, void *ud,
+                             ensemble_result *out) {
+    memset(out, 0, sizeof *out);
+    ensemble_gen *r = calloc(1, sizeof *r);
+    out->members = calloc(e->nm, sizeof *out->members);
+    if (!r || !out->members) {
+        free(r);
+        free(out->members);
+        out->members = NULL;
+        out->status = 500;
+        snprintf(out->error, sizeof out->error, "out of memory");
+        out->finish_reason = "stop";
+        out->text = calloc(1, 1);
+        return NULL;
     }
-    r->multi = multi_get(e);
-    if (!r->multi) {
-        fail_req(out, 500, "curl multi init failed");
-        goto done;
+    r->t0 = now_s();
+    r->c0 = cpu_s();
+    r->e = e;
+    r->req = req;
+    r->on_chunk = on_chunk;
+    r->ud = ud;
+    r->out = out;
+    r->ms = e->ms;
+    r->nm = e->nm;
+    r->finish = "length";
+    out->n_members = r->nm;
+    settings(r);
+    vcand_init(&r->cand);
+    vcand_init(&r->carry);
+    vcand_init(&r->next_carry);
+    for (size_t i = 0; i < r->nm; i++) {
+        snprintf(out->members[i].name, sizeof out->members[i].name, "%s", members_name(e->ms, i));
+        vcand_init(&r->m[i].top);
+        vcand_init(&r->m[i].asked);
+        r->m[i].idx = i;
     }
-    uint64_t seed = req->has_seed ? req->seed : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ sid * 0x9e3779b97f4a7c15ULL;
+    int used[MEMBERS_MAX] = {0}, want_auto = 0;
+    if (check_request(r, used, &want_auto)) return r;
+    unsigned long sid = __atomic_fetch_add(&session_counter, 1, __ATOMIC_RELAXED);
+    if (open_sessions(r, used, sid)) return r;
+    r->round = round_get(e);
+    if (!r->round) return fail_gen(r, 500, "cannot make a round of calls"), r;
+    uint64_t seed = req->has_seed ? req->seed
+                                  : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ sid * 0x9e3779b97f4a7c15ULL;
     srng_seed(&r->rng, seed);
     if (want_auto) auto_weights(r);
-
-    /* the steps */
-    const char *finish = "length";
     int st = step_round1(r, 1);
-    if (st < 0) {
-        fail_req(out, r->status ? r->status : 500, r->err[0] ? r->err : "request failed");
-        goto done;
-    }
-    int steps = 0;
-    while (1) {
-        if (n_active(r) == 0) break;
-        if (st == 1 || steps >= req->max_tokens) {
-            finish = "length";
-            break;
-        }
-        if (build_candidates(r)) {
-            fail_req(out, 500, "out of memory");
-            goto done;
-        }
-        int ch = decide(r);
-        if (n_active(r) == 0) break;
-        if (r->ctx_full) {
-            finish = "length";
-            break;
-        }
-        if (ch < 0 || (size_t)ch == r->cand.n) {
-            finish = "stop";
-            if (ch >= 0 && r->dist[ch] > 0) r->pending_lp += log(r->dist[ch]);
-            break;
-        }
-        const char *bytes = vcand_str(&r->cand, (size_t)ch);
-        size_t blen = r->cand.len[ch];
-        r->pending_lp += r->dist[ch] > 0 ? log(r->dist[ch]) : 0;
-        for (size_t i = 0; i < r->nm; i++) {
-            mstate *m = &r->m[i];
-            if (!m->active) continue;
-            if (m->own_choice == ch) m->steps_won++;
-            if (r->cand.proposers[ch] & ((uint32_t)1 << i)) m->bytes_won += blen;
-        }
-        if (sb_add(&r->g, bytes, blen)) {
-            fail_req(out, 500, "out of memory");
-            goto done;
-        }
-        steps++;
-        /* carry the candidates that extend the committed bytes */
-        vcand_clear(&r->next_carry);
-        vcand_carry(&r->cand, bytes, blen, &r->next_carry);
-        vcand_set tmp = r->carry;
-        r->carry = r->next_carry;
-        r->next_carry = tmp;
-        if (after_commit(r, on_chunk, ud, ch)) {
-            finish = "stop";
-            break;
-        }
-        if (r->stopped) {
-            finish = "stop";
-            break;
-        }
-        if (steps >= req->max_tokens) {
-            finish = "length";
-            break;
-        }
-        /* the committed bytes of this step, owed to every member */
-        for (size_t i = 0; i < r->nm; i++)
-            if (r->m[i].active && sb_add(&r->m[i].lag, bytes, blen)) {
-                fail_req(out, 500, "out of memory");
-                goto done;
-            }
-        st = step_round1(r, 0);
-        if (st < 0) {
-            fail_req(out, 500, r->err[0] ? r->err : "request failed");
-            goto done;
-        }
-    }
-    if (n_active(r) == 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "no member left");
-        for (size_t i = 0; i < r->nm; i++)
-            if (r->m[i].failed) {
-                snprintf(msg, sizeof msg, "no member left: %s", r->m[i].failure);
-                break;
-            }
-        fail_req(out, 503, msg);
-        /* what was generated so far stays in out->text below */
-    }
-    /* flush: everything committed (stop cut already applied) */
-    if (!r->stopped) emit(r, r->g.n, on_chunk, ud, -1);
-    out->finish_reason = finish;
-    out->steps = steps;
-    if (out->status == 0) rc = 0;
+    if (st < 0) fail_gen(r, r->status ? r->status : 500, r->err[0] ? r->err : "request failed");
+    return r;
+}
 
-done:
-    if (r->multi) {
-        delete_sessions(r);
-        multi_put(e, r->multi);
+/* ---- one step ------------------------------------------------------------------- */
+
+/* G grows by the chosen candidate; stats; the candidates that extend it are
+ * carried into the next step. */
+static int commit(ensemble_gen *r, int ch) {
+    const char *bytes = vcand_str(&r->cand, (size_t)ch);
+    size_t blen = r->cand.len[ch];
+    size_t before = r->g.n;
+    r->pending_lp += r->buf.dist[ch] > 0 ? log(r->buf.dist[ch]) : 0;
+    for (size_t i = 0; i < r->nm; i++) {
+        mstate *m = &r->m[i];
+        if (!m->active) continue;
+        if (r->buf.own_choice[i] == ch) m->steps_won++;
+        if (r->cand.proposers[ch] & ((uint32_t)1 << i)) m->bytes_won += blen;
     }
-    free(out->text);
-    out->text = malloc(r->out.n + 1);
-    if (out->text) {
-        if (r->out.n) memcpy(out->text, r->out.p, r->out.n);
-        out->text[r->out.n] = 0;
-        out->len = r->out.n;
+    if (sb_add(&r->g, bytes, blen)) return -1;
+    assert(r->g.n == before + blen && blen > 0);
+    (void)before;
+    r->steps++;
+    vcand_clear(&r->next_carry);
+    vcand_carry(&r->cand, bytes, blen, &r->next_carry);
+    vcand_set tmp = r->carry;
+    r->carry = r->next_carry;
+    r->next_carry = tmp;
+    return 0;
+}
+
+/* The committed bytes of this step, owed to every active member. */
+static int owe_step(ensemble_gen *r, size_t from) {
+    for (size_t i = 0; i < r->nm; i++)
+        if (r->m[i].active && sb_add(&r->m[i].lag, r->g.p + from, r->g.n - from)) return -1;
+    return 0;
+}
+
+static int finish(ensemble_gen *r, const char *reason) {
+    r->finish = reason;
+    r->done = 1;
+    return 0;
+}
+
+int ensemble_step(ensemble_gen *r) {
+    if (!r || r->done) return 0;
+    if (n_active(r) == 0) return finish(r, r->finish);
+    if (r->ctx_full || r->steps >= r->req->max_tokens) return finish(r, "length");
+    if (build_candidates(r)) return fail_gen(r, 500, "out of memory"), 0;
+    int ch = decide_step(r);
+    if (n_active(r) == 0) return finish(r, r->finish);
+    if (r->ctx_full) return finish(r, "length");
+    if (ch < 0 || (size_t)ch == r->cand.n) {
+        if (ch >= 0 && r->buf.dist[ch] > 0) r->pending_lp += log(r->buf.dist[ch]);
+        return finish(r, "stop");
     }
-    if (!out->finish_reason) out->finish_reason = "stop";
-    weights_now(r);
-    for (size_t i = 0; i < r->nm && out->members; i++) {
+    size_t from = r->g.n;
+    if (commit(r, ch)) return fail_gen(r, 500, "out of memory"), 0;
+    if (ensemble_after_commit(r, ch) || r->stopped) return finish(r, "stop");
+    if (r->steps >= r->req->max_tokens) return finish(r, "length");
+    if (owe_step(r, from)) return fail_gen(r, 500, "out of memory"), 0;
+    if (step_round1(r, 0) < 0) return fail_gen(r, 500, r->err[0] ? r->err : "request failed"), 0;
+    return 1;
+}
+
+/* ---- the end ---------------------------------------------------------------------- */
+
+static void delete_sessions(ensemble_gen *r) {
+    for (size_t i = 0; i < r->nm; i++) {
+        mstate *m = &r->m[i];
+        if (m->s && !(m->failed && m->unreachable)) member_close(m->s, r->round);
+    }
+    member_round_run(r->round);
+}
+
+static void fill_stats(ensemble_gen *r) {
+    ensemble_result *out = r->out;
+    double ws = 0;
+    for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         ensemble_member_stats *s = &out->members[i];
         s->failed = m->failed;
@@ -1255,48 +869,89 @@ done:
         s->prompt_tokens = m->prompt_tokens;
         s->decoded = m->decoded;
         if (m->prompt_tokens > out->prompt_tokens) out->prompt_tokens = m->prompt_tokens;
+        ws += s->weight;
     }
-    {
-        double ws = 0;
-        for (size_t i = 0; i < r->nm && out->members; i++) ws += out->members[i].weight;
-        for (size_t i = 0; i < r->nm && out->members && ws > 0; i++) out->members[i].weight /= ws;
-    }
+    for (size_t i = 0; i < r->nm && ws > 0; i++) out->members[i].weight /= ws;
     out->rounds = r->rounds;
     out->second_rounds = r->second_rounds;
     out->skipped_rounds = r->skipped_rounds;
     out->sessions_recreated = r->sessions_recreated;
-    out->seconds = now_s() - t0;
-    out->cpu_seconds = cpu_s() - c0;
+    out->steps = r->steps;
+}
+
+static void free_gen(ensemble_gen *r) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (m->h) {
-            curl_easy_setopt(m->h, CURLOPT_HTTPHEADER, NULL);
-            members_handle_put(e->ms, m->idx, m->h);
-        }
-        curl_slist_free_all(m->hdr);
-        free(m->body.p);
-        free(m->resp.p);
+        member_session_free(m->s);
         vcand_free(&m->top);
         vcand_free(&m->asked);
         free(m->lag.p);
         free(m->top_lq);
         free(m->cand_lq);
     }
+    round_put(r->e, r->round);
     vcand_free(&r->cand);
     vcand_free(&r->carry);
     vcand_free(&r->next_carry);
-    vcand_free(&r->missing);
+    decide_memo_free(&r->memo);
     free(r->lq);
-    free(r->ev);
-    free(r->own);
-    free(r->dist);
-    free(r->work);
-    free(r->order);
-    free(r->mlo);
+    free(r->buf.ev);
+    free(r->buf.own);
+    free(r->buf.dist);
+    free(r->buf.work);
+    free(r->buf.order);
+    free(r->buf.mlo);
+    free(r->msgs);
+    free(r->strs);
     free(r->g.p);
-    free(r->out.p);
+    free(r->out_text.p);
     free(r);
+}
+
+/* No member left: 503, naming the first failure; the text so far stays. */
+static void no_member_left(ensemble_gen *r) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "no member left");
+    for (size_t i = 0; i < r->nm; i++)
+        if (r->m[i].failed) {
+            snprintf(msg, sizeof msg, "no member left: %s", r->m[i].failure);
+            break;
+        }
+    r->out->status = 503;
+    snprintf(r->out->error, sizeof r->out->error, "%s", msg);
+}
+
+int ensemble_end(ensemble_gen *r) {
+    if (!r) return -1;
+    ensemble_result *out = r->out;
+    int failed_early = out->status != 0;
+    if (!failed_early) {
+        if (!r->done) r->finish = "stop"; /* the caller stopped early */
+        if (n_active(r) == 0) no_member_left(r);
+        if (!r->stopped) ensemble_emit(r, r->g.n, -1); /* everything committed (stop cut already applied) */
+    }
+    out->finish_reason = r->finish ? r->finish : "stop";
+    if (r->round) delete_sessions(r);
+    out->text = malloc(r->out_text.n + 1);
+    if (out->text) {
+        if (r->out_text.n) memcpy(out->text, r->out_text.p, r->out_text.n);
+        out->text[r->out_text.n] = 0;
+        out->len = r->out_text.n;
+    }
+    fill_stats(r);
+    if (failed_early) out->steps = 0;
+    out->seconds = now_s() - r->t0;
+    out->cpu_seconds = cpu_s() - r->c0;
+    int rc = out->status == 0 ? 0 : -1;
+    free_gen(r);
     return rc;
+}
+
+int ensemble_generate(ensemble *e, const ensemble_request *req, ensemble_on_chunk on_chunk, void *ud,
+                      ensemble_result *out) {
+    ensemble_gen *g = ensemble_begin(e, req, on_chunk, ud, out);
+    while (ensemble_step(g)) {}
+    return ensemble_end(g);
 }
 
 void ensemble_result_free(ensemble_result *res) {

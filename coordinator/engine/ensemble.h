@@ -2,13 +2,22 @@
  * OpenAI server (api*.c), `consort generate` and `consort ab` all drive.
  *
  * An ensemble is a set of members (remote or locally spawned consort-workers,
- * see members.h) with a default strategy and weights. ensemble_generate()
- * runs one request: it opens a session on every member, then loops over
- * steps. Each step asks all members concurrently (libcurl multi, keep-alive,
- * per-step deadline) for their top continuations and the prefix masses of the
- * known candidates (docs/PROTOCOL.md), combines them with the strategy
- * (sampler/), samples or takes the greedy choice, and commits the chosen
- * bytes to the shared text G. See docs/STRATEGIES.md for the formulas.
+ * see members.h; the engine talks to them through member.h) with a default
+ * configuration (ensemble_config). One request is a step loop:
+ *
+ *     ensemble_gen *g = ensemble_begin(e, &req, on_chunk, ud, &result);
+ *     while (ensemble_step(g)) {}
+ *     rc = ensemble_end(g);
+ *
+ * which is all ensemble_generate() does. ensemble_begin() validates the
+ * request, opens a session on every member and sends the prompt (the first
+ * round). Each ensemble_step() commits one candidate: the members' proposals
+ * and prefix masses form the candidate set, the strategy's decision
+ * (ensemble_decide.h, a pure function) picks an event or says which masses
+ * it still needs (a second round, asked concurrently), the chosen bytes join
+ * the shared text G, the safe part of G goes to the chunk callback, and the
+ * next round is sent. ensemble_end() deletes the sessions and fills the
+ * result. docs/STRATEGIES.md has the formulas.
  *
  * Contract:
  *  - Thread-safe: many requests may run at once on one ensemble, each with
@@ -122,6 +131,29 @@ typedef struct {
 ensemble *ensemble_new(member_set *members, const ensemble_config *cfg, char *err, size_t errlen);
 void ensemble_free(ensemble *e);
 
+/* One generation in progress (ensemble_internal.h). */
+typedef struct ensemble_gen ensemble_gen;
+
+/* Starts a request: out is cleared now and filled by ensemble_end(); req,
+ * on_chunk's ud and out must outlive the generation. Never fails: a bad
+ * request (or no member) yields a generation whose first ensemble_step()
+ * returns 0 and whose ensemble_end() reports the error (status 400, 503...).
+ * Returns NULL only when out of memory (out then says so, status 500). */
+ensemble_gen *ensemble_begin(ensemble *e, const ensemble_request *req,
+                             ensemble_on_chunk on_chunk, void *ud, ensemble_result *out);
+
+/* Commits one step (one candidate, or END). Returns 1 while the request
+ * goes on, 0 when it finished (END, a stop sequence, max_tokens, the
+ * callback asked to stop, an error). NULL: 0. */
+int ensemble_step(ensemble_gen *g);
+
+/* Finishes: flushes held-back text, deletes the member sessions, fills the
+ * result, frees g. Returns 0, or -1 when the request failed (out->status and
+ * out->error say why). Stopping early (before ensemble_step returned 0) is
+ * allowed: the text so far is the result, finish_reason "stop". */
+int ensemble_end(ensemble_gen *g);
+
+/* The three above as one blocking call. */
 int ensemble_generate(ensemble *e, const ensemble_request *req,
                       ensemble_on_chunk on_chunk, void *ud, ensemble_result *out);
 void ensemble_result_free(ensemble_result *r);

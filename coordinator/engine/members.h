@@ -23,18 +23,23 @@
  * Contract:
  *  - Errors are messages that name the member and its URL (or model path);
  *    functions return NULL / -1 and fill err.
- *  - members_call() is blocking, thread-safe, and reuses keep-alive curl
- *    handles (a small pool per member). The ensemble's step calls use the
- *    same pool through members_handle_get/put.
+ *  - Each member has a kind (member.h: its table of operations, chosen
+ *    from its SPEC; a consort-worker for every SPEC today) and a pool of
+ *    keep-alive curl handles (curl_pool.h) its calls reuse.
+ *  - members_score() is blocking and thread-safe (`consort ppl` and `ab`
+ *    score from several threads at once).
  *  - Health: a member marked down (members_mark_down, or a failed call) is
  *    probed again with exponential backoff (0.5 s doubling to 30 s) by
- *    members_usable(); when /health answers it is used again.
+ *    members_usable(); when its health check answers it is used again.
  *  - Member order is the order of --member options; weights follow it.
  */
 #ifndef CONSORT_MEMBERS_H
 #define CONSORT_MEMBERS_H
 
-#include <jansson.h>
+#include "coordinator/engine/curl_pool.h"
+#include "coordinator/engine/member.h"
+#include "protocol/proto.h"
+
 #include <stddef.h>
 
 typedef struct member_set member_set;
@@ -76,25 +81,31 @@ size_t members_count(const member_set *ms);
 const char *members_name(const member_set *ms, size_t i);
 const char *members_url(const member_set *ms, size_t i);      /* "http://host:port" */
 const char *members_model(const member_set *ms, size_t i);    /* spawned .gguf path, or NULL */
-const json_t *members_info(const member_set *ms, size_t i);   /* GET /v1/info answer (borrowed) */
+const proto_info *members_info(const member_set *ms, size_t i); /* its description, NULL before connecting */
 int members_index(const member_set *ms, const char *name);    /* -1 if unknown */
 
-/* Blocking JSON call: method "GET", "POST" or "DELETE", path like
- * "/v1/score", body NULL for none, timeout in seconds (0 = 60).
- * Returns the HTTP status (200..599) with *resp set to the parsed body
- * (caller frees; NULL if the body was not JSON), or -1 when no answer
- * arrived (connection refused, timeout: err says which, naming the member). */
-int members_call(member_set *ms, size_t i, const char *method, const char *path,
-                 const json_t *body, double timeout_s, json_t **resp,
-                 char *err, size_t errlen);
+/* Blocking score of text on member i (doc_start as the protocol says),
+ * deadline timeout_s (0 = 60). 0 with *res filled (the caller releases it
+ * with members_score_release), or -1 with err naming the member. */
+typedef struct {
+    proto_score_res res;
+    member_session *s_;
+} members_score_answer;
+int members_score(member_set *ms, size_t i, const proto_score_req *q, double timeout_s,
+                  members_score_answer *out, proto_error *err);
+void members_score_release(members_score_answer *a);
+
+/* 1 if member i answers its health check within timeout_s (no backoff:
+ * a direct probe; a failed probe marks it down). */
+int members_health(member_set *ms, size_t i, double timeout_s);
 
 /* Health with backoff: 1 if the member may be used now. */
 int members_usable(member_set *ms, size_t i);
 void members_mark_down(member_set *ms, size_t i, const char *why);
 
-/* Keep-alive curl easy handles (void * = CURL *) for the ensemble's
- * concurrent step calls: get one, use it, put it back. */
-void *members_handle_get(member_set *ms, size_t i);
-void members_handle_put(member_set *ms, size_t i, void *curl_handle);
+/* For the kinds of member (member.h): member i's operations and its
+ * keep-alive handle pool. */
+const member_ops *members_ops(const member_set *ms, size_t i);
+curl_pool *members_pool(member_set *ms, size_t i);
 
 #endif

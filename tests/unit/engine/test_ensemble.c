@@ -1,5 +1,5 @@
 /* tests/unit/engine/test_ensemble.c: the engine end to end against in-process mock
- * members (tests/unit/engine/mock_member.h) that speak the member protocol with two
+ * members (tests/support/mock_member.c) that speak the member protocol with two
  * different vocabularies. Checks docs/ARCHITECTURE.md's invariants on the engine side
  * (one member = its greedy text; the same model twice = that model; weights
  * (1,0) over different tokenizers = member 0; valid UTF-8, nothing lost or
@@ -9,10 +9,11 @@
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
 #include "tests/tap.h"
-#include "tests/unit/engine/mock_member.h"
+#include "tests/support/mock_member.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #define SCRIPT "Hello w\xC3\xB6rld, hello w\xC3\xB6rld. "
 
@@ -162,6 +163,31 @@ int main(void) {
     gen(e, &q, &res, &k);
     is_str(res.text, gb, "solo:b greedy = member b's own greedy text");
     ensemble_result_free(&res);
+
+    /* the step API: one committed step per call; stopping early keeps the text so far */
+    {
+        q = base_req("solo:a", 12);
+        memset(&k, 0, sizeof k);
+        k.all_valid = 1;
+        ensemble_gen *g = ensemble_begin(e, &q, on_chunk, &k, &res);
+        ok(g != NULL, "ensemble_begin");
+        int steps = 0;
+        while (steps < 3 && ensemble_step(g)) steps++;
+        is_int(steps, 3, "three calls of ensemble_step, each going on");
+        is_int(ensemble_end(g), 0, "ensemble_end after stopping early: ok");
+        is_int(res.steps, 3, "three steps committed");
+        is_str(res.finish_reason, "stop", "finish stop (the caller stopped)");
+        diag("3 steps: \"%s\" (%zu bytes)", res.text, res.len);
+        size_t pl = res.len; /* (a lone lead byte at the end is flushed as U+FFFD) */
+        if (pl >= 3 && !memcmp(res.text + pl - 3, "\xEF\xBF\xBD", 3)) pl -= 3;
+        ok(pl > 0 && pl < strlen(ga) && !strncmp(ga, res.text, pl), "the text so far: a prefix of a's greedy text");
+        ensemble_result_free(&res);
+        q = base_req("solo:nobody", 4);
+        g = ensemble_begin(e, &q, on_chunk, &k, &res);
+        ok(g && ensemble_step(g) == 0, "a bad request: the first step already ends");
+        ok(ensemble_end(g) != 0 && res.status == 400 && strstr(res.error, "nobody"), "and ensemble_end reports 400");
+        ensemble_result_free(&res);
+    }
 
     /* invariant 3: weights (1,0) over different tokenizers = member 0 */
     q = base_req("mixture", 12);
@@ -392,14 +418,14 @@ int main(void) {
     ok(gen(e, &q, &res, &k) == 0 && res.steps == 5, "chat messages request runs");
     ensemble_result_free(&res);
     json_decref(msgs);
-    json_t *body = json_pack("{s:s,s:b}", "text", "hello", "doc_start", 1), *resp = NULL;
-    is_int(members_call(ms, 1, "POST", "/v1/score", body, 5, &resp, err, sizeof err), 200, "members_call POST /v1/score");
-    is_near(json_number_value(json_object_get(resp, "sum_logprob")), -30, 1e-12, "members_call parsed the answer");
-    json_decref(resp);
-    json_decref(body);
-    is_int(members_call(ms, 1, "GET", "/nope", NULL, 5, &resp, err, sizeof err), 404, "members_call returns the HTTP status");
-    ok(strstr(err, "'b'") && strstr(err, "404"), "its error names the member");
-    json_decref(resp);
+    proto_score_req sq = {"hello", 5, 1};
+    members_score_answer sa;
+    proto_error pe;
+    is_int(members_score(ms, 1, &sq, 5, &sa, &pe), 0, "members_score (the score operation, what ppl/ab use)");
+    is_near(sa.res.sum_logprob, -30, 1e-12, "members_score decoded the answer");
+    members_score_release(&sa);
+    const proto_info *info = members_info(ms, 1);
+    ok(info && info->protocol == PROTO_VERSION, "members_info: the member's description, protocol checked");
     ensemble_free(e);
     members_free(ms);
 

@@ -37,8 +37,13 @@ int main(void) {
     ok(ms && !members_usable(ms, 0), "the member is not usable");
     is_int(members_index(ms, "down"), 0, "index by name");
     is_int(members_index(ms, "nope"), -1, "unknown name");
-    json_t *r = NULL;
-    ok(members_call(ms, 0, "GET", "/health", NULL, 1, &r, err, sizeof err) < 0 && !r, "call to a down member fails");
+    ok(!members_health(ms, 0, 1), "the health check of a down member fails");
+    ok(members_info(ms, 0) == NULL, "a member that never answered has no description");
+    proto_score_req q = {"hi", 2, 1};
+    members_score_answer a;
+    proto_error pe;
+    ok(members_score(ms, 0, &q, 1, &a, &pe) < 0 && pe.status == 0 && strstr(pe.message, "'down'"),
+       "scoring on a down member: no answer, the message names it");
     members_free(ms);
 
     /* A model path whose worker cannot be found or whose file is missing. */

@@ -1,66 +1,21 @@
-/* tests/unit/engine/mock_member.h: an in-process fake consort-worker for engine
- * tests, speaking the member protocol of docs/PROTOCOL.md (step with
- * healing and own-token absorption, prefix masses by the exact definition,
- * end_logq, candidates, score, info, health, session delete).
- *
- * Its "model": a fixed vocabulary of byte strings plus EOS, and a next-token
- * distribution that depends on pos = bytes of the committed tokens: tokens
- * that are a prefix of the script S (repeated) from pos get weight
- * 1 + bonus*len, others 1 (+ a small id-dependent epsilon so there are no
- * ties); EOS gets eos_w, or 1e4 once pos >= end_at. A greedy loop over this
- * distribution (mock_greedy) is the member's own greedy text.
- */
-#ifndef CONSORT_MOCK_MEMBER_H
-#define CONSORT_MOCK_MEMBER_H
+/* tests/support/mock_member.c: see mock_member.h. Requests are decoded and
+ * answers encoded by the protocol module, so the mock and the engine agree
+ * on the wire by construction and the field names live in protocol/ only. */
+#include "tests/support/mock_member.h"
 
-#include "common/b64.h"
+#include "protocol/proto.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <pthread.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define MOCK_MAXV 64
-#define MOCK_MAXS 64
-
-typedef struct {
-    char id[72];
-    int used;
-    char g[4096];
-    size_t glen;
-    int ctoks[2048];
-    size_t nc;
-    size_t clen;                 /* bytes of C */
-    int paths[256][2];           /* token paths reported last time (second -1 if one) */
-    size_t npaths;
-    int steps;
-} mock_session;
-
-typedef struct {
-    const char *name;
-    const char *vocab[MOCK_MAXV];
-    size_t vlen[MOCK_MAXV];
-    int nv;                      /* EOS is id nv */
-    const char *script;
-    double bonus, eos_w;
-    size_t end_at;               /* 0 = never */
-    double score_nll;            /* /v1/score answers -score_nll */
-    int fail_after;              /* step calls after this many answer 500 (0 = never) */
-    int delay_ms;                /* delay of each step answer */
-    struct MHD_Daemon *d;
-    int port;
-    pthread_mutex_t mu;
-    mock_session s[MOCK_MAXS];
-    int n_step_calls, n_deletes, n_cand_only;
-} mock_member;
-
-static void mock_set_vocab(mock_member *mk, const char *const *v) {
+void mock_set_vocab(mock_member *mk, const char *const *v) {
     mk->nv = 0;
     for (; *v; v++) {
         mk->vocab[mk->nv] = *v;
@@ -126,7 +81,7 @@ static int mock_exact(const mock_member *mk, const char *x, size_t xl) {
 }
 
 /* The member's own greedy text (what a direct greedy loop gives). */
-static size_t mock_greedy(const mock_member *mk, int steps, char *out, size_t cap) {
+size_t mock_greedy(const mock_member *mk, int steps, char *out, size_t cap) {
     size_t pos = 0;
     for (int s = 0; s < steps; s++) {
         int best = -1;
@@ -182,12 +137,22 @@ static int mock_cmp_q(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static json_t *mock_lq(double q) { return q > 0 ? json_real(log(q)) : json_null(); }
+static double mock_logq(double q) { return q > 0 ? log(q) : -INFINITY; }
 
-static json_t *mock_answer(mock_member *mk, mock_session *s, int k, json_t *cands) {
+/* The answer for session s: its top k continuations (by prefix mass), the
+ * masses of the asked candidates and of END. Strings point into s and
+ * `store`, which must outlive the encoding. */
+typedef struct {
+    mock_entry e[2 * MOCK_MAXV + 2];
+    proto_top top[2 * MOCK_MAXV + 2];
+    double cand[PROTO_MAX_CANDIDATES];
+} mock_store;
+
+static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *q, mock_store *st,
+                        proto_step_res *out) {
     const char *r = s->g + s->clen;
     size_t rl = s->glen - s->clen;
-    mock_entry e[2 * MOCK_MAXV + 2];
+    mock_entry *e = st->e;
     int ne = 0;
     double den = mock_M(mk, r, rl, s->clen);
     for (int t = 0; t < mk->nv; t++)
@@ -212,7 +177,7 @@ static json_t *mock_answer(mock_member *mk, mock_session *s, int k, json_t *cand
     qsort(e, (size_t)ne, sizeof e[0], mock_cmp_rank);
     /* dedupe by string, keep the first (most probable) */
     int m = 0;
-    for (int i = 0; i < ne && m < k; i++) {
+    for (int i = 0; i < ne && m < q->k; i++) {
         int dup = 0;
         for (int j = 0; j < m; j++)
             if (e[j].len == e[i].len && !memcmp(e[j].s, e[i].s, e[i].len)) dup = 1;
@@ -220,42 +185,29 @@ static json_t *mock_answer(mock_member *mk, mock_session *s, int k, json_t *cand
     }
     for (int i = 0; i < m; i++) e[i].q = mock_Q(mk, s, e[i].s, e[i].len);
     qsort(e, (size_t)m, sizeof e[0], mock_cmp_q);
-    json_t *o = json_object();
-    json_object_set_new(o, "session", json_string(s->id));
-    json_object_set_new(o, "n_past", json_integer((json_int_t)(3 + s->nc)));
-    char *rb = b64_encode(r, rl);
-    json_object_set_new(o, "residue_b64", json_string(rb));
-    free(rb);
-    json_t *top = json_array();
+    memset(out, 0, sizeof *out);
+    out->session = s->id;
+    out->n_past = (int)(3 + s->nc);
+    out->residue = (proto_str){(const unsigned char *)r, rl};
     s->npaths = 0;
     for (int i = 0; i < m; i++) {
-        json_t *t = json_object();
-        char *b = b64_encode(e[i].s, e[i].len);
-        json_object_set_new(t, "s_b64", json_string(b));
-        free(b);
-        json_object_set_new(t, "logq", mock_lq(e[i].q));
-        json_array_append_new(top, t);
+        st->top[i].s = (proto_str){(const unsigned char *)e[i].s, e[i].len};
+        st->top[i].logq = mock_logq(e[i].q);
         s->paths[s->npaths][0] = e[i].path[0];
         s->paths[s->npaths][1] = e[i].path[1];
         s->npaths++;
     }
-    json_object_set_new(o, "top", top);
-    json_t *ca = json_array();
-    size_t ci;
-    json_t *cv;
-    json_array_foreach(cands, ci, cv) {
-        size_t l;
-        unsigned char *b = b64_decode(json_string_value(cv), &l);
-        json_array_append_new(ca, mock_lq(b ? mock_Q(mk, s, (char *)b, l) : 0));
-        free(b);
-    }
-    json_object_set_new(o, "candidates", ca);
+    out->top = st->top;
+    out->n_top = (size_t)m;
+    for (size_t i = 0; i < q->n_cands; i++)
+        st->cand[i] = mock_logq(mock_Q(mk, s, (const char *)q->cands[i].p, q->cands[i].n));
+    out->cand_logq = st->cand;
+    out->n_cands = q->n_cands;
     double endq = 0;
     if (rl == 0) endq = mock_p(mk, mk->nv, s->clen);
     else if (tr >= 0) endq = mock_p(mk, tr, s->clen) * mock_p(mk, mk->nv, s->clen + rl) / den;
-    json_object_set_new(o, "end_logq", mock_lq(endq));
-    json_object_set_new(o, "decoded", json_integer(1));
-    return o;
+    out->end_logq = mock_logq(endq);
+    out->decoded = 1;
 }
 
 static void mock_append(mock_member *mk, mock_session *s, const char *a, size_t al) {
@@ -280,20 +232,125 @@ static void mock_append(mock_member *mk, mock_session *s, const char *a, size_t 
     mock_retokenize(mk, s);
 }
 
+/* ---- HTTP ------------------------------------------------------------------ */
+
 typedef struct { char *p; size_t n; } mock_body;
 
 static enum MHD_Result mock_send(struct MHD_Connection *c, int status, json_t *o) {
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+    size_t len = 0;
+    char *s = proto_dumps(o, &len);
+    if (!s) {
+        s = strdup("{}");
+        len = 2;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-static json_t *mock_err(const char *msg, const char *code) {
-    return json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type", "invalid_request_error", "code", code);
+static enum MHD_Result mock_fail(struct MHD_Connection *c, int status, const char *code, const char *msg) {
+    proto_error e;
+    proto_fail(&e, status, code, "%s", msg);
+    return mock_send(c, status, proto_error_encode(&e));
+}
+
+static enum MHD_Result mock_info(struct MHD_Connection *c, mock_member *mk) {
+    proto_info in;
+    memset(&in, 0, sizeof in);
+    in.name = mk->name;
+    in.model_path = "mock";
+    in.vocab_type = "mock";
+    in.vocab_size = mk->nv + 1;
+    in.bos = -1;
+    in.eos = mk->nv;
+    in.eot = -1;
+    in.add_bos = 1;
+    in.n_ctx = 4096;
+    in.slots = MOCK_MAXS;
+    in.protocol = PROTO_VERSION;
+    return mock_send(c, 200, proto_info_encode(&in));
+}
+
+static enum MHD_Result mock_delete(struct MHD_Connection *c, mock_member *mk, const char *id) {
+    pthread_mutex_lock(&mk->mu);
+    for (int i = 0; i < MOCK_MAXS; i++)
+        if (mk->s[i].used && !strcmp(mk->s[i].id, id)) mk->s[i].used = 0;
+    mk->n_deletes++;
+    pthread_mutex_unlock(&mk->mu);
+    return mock_send(c, 200, proto_deleted_encode());
+}
+
+/* One token over the whole text, of log-probability -score_nll. */
+static enum MHD_Result mock_score(struct MHD_Connection *c, mock_member *mk, const json_t *req) {
+    proto_score_req q;
+    proto_error err;
+    if (proto_score_req_decode(req, &q, &err)) return mock_send(c, err.status, proto_error_encode(&err));
+    proto_score_tok t = {0, 0, q.text_len, -mk->score_nll, NAN, NAN};
+    proto_score_res r;
+    memset(&r, 0, sizeof r);
+    r.tokens = &t;
+    r.n_tokens = 1;
+    r.sum_logprob = -mk->score_nll;
+    r.n_ctx = 4096;
+    return mock_send(c, 200, proto_score_res_encode(&r));
+}
+
+/* The session a step names: found, created by a prompt, or reset by one. */
+static mock_session *mock_session_for(mock_member *mk, const proto_step_req *q, int creating) {
+    mock_session *s = NULL;
+    for (int i = 0; i < MOCK_MAXS; i++)
+        if (mk->s[i].used && !strcmp(mk->s[i].id, q->session)) s = &mk->s[i];
+    if (!s && creating) {
+        for (int i = 0; i < MOCK_MAXS && !s; i++)
+            if (!mk->s[i].used) {
+                s = &mk->s[i];
+                memset(s, 0, sizeof *s);
+                s->used = 1;
+                snprintf(s->id, sizeof s->id, "%s", q->session);
+            }
+    } else if (s && creating) {
+        s->g[0] = 0;
+        s->glen = s->clen = s->nc = s->npaths = 0;
+    }
+    return s;
+}
+
+static enum MHD_Result mock_step(struct MHD_Connection *c, mock_member *mk, const json_t *req) {
+    proto_step_req q;
+    proto_error err;
+    if (proto_step_req_decode(req, &q, &err)) return mock_send(c, err.status, proto_error_encode(&err));
+    if (mk->delay_ms) usleep((useconds_t)mk->delay_ms * 1000);
+    pthread_mutex_lock(&mk->mu);
+    mk->n_step_calls++;
+    if (mk->fail_after && mk->n_step_calls > mk->fail_after) {
+        pthread_mutex_unlock(&mk->mu);
+        proto_step_req_release(&q);
+        return mock_fail(c, 500, "internal", "mock failure");
+    }
+    int creating = q.prompt || q.n_messages;
+    mock_session *s = mock_session_for(mk, &q, creating);
+    if (!s) {
+        pthread_mutex_unlock(&mk->mu);
+        proto_step_req_release(&q);
+        return mock_fail(c, 404, "session_not_found", "no such session");
+    }
+    if (q.append.n) mock_append(mk, s, (const char *)q.append.p, q.append.n);
+    if (!creating && !q.append.n && q.n_cands) mk->n_cand_only++;
+    mock_store *st = malloc(sizeof *st);
+    json_t *ans = NULL;
+    if (st) {
+        proto_step_res r;
+        mock_answer(mk, s, &q, st, &r);
+        ans = proto_step_res_encode(&r);
+    }
+    s->steps++;
+    pthread_mutex_unlock(&mk->mu);
+    free(st);
+    proto_step_req_release(&q);
+    if (!ans) return mock_fail(c, 500, "internal", "out of memory");
+    return mock_send(c, 200, ans);
 }
 
 static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -314,75 +371,20 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
         *upload_size = 0;
         return MHD_YES;
     }
-    if (!strcmp(url, "/health")) return mock_send(c, 200, json_pack("{s:s,s:s}", "status", "ok", "name", mk->name));
-    if (!strcmp(url, "/v1/info"))
-        return mock_send(c, 200, json_pack("{s:s,s:i,s:i,s:b}", "name", mk->name, "protocol", 1, "vocab_size", mk->nv + 1,
-                                           "add_bos", 1));
-    if (!strcmp(method, "DELETE") && !strncmp(url, "/v1/session/", 12)) {
-        pthread_mutex_lock(&mk->mu);
-        for (int i = 0; i < MOCK_MAXS; i++)
-            if (mk->s[i].used && !strcmp(mk->s[i].id, url + 12)) mk->s[i].used = 0;
-        mk->n_deletes++;
-        pthread_mutex_unlock(&mk->mu);
-        return mock_send(c, 200, json_pack("{s:b}", "deleted", 1));
+    if (!strcmp(url, PROTO_PATH_HEALTH)) {
+        proto_health h = {"ok", mk->name, 0, MOCK_MAXS};
+        return mock_send(c, 200, proto_health_encode(&h));
     }
+    if (!strcmp(url, PROTO_PATH_INFO)) return mock_info(c, mk);
+    size_t pl = strlen(PROTO_PATH_SESSION);
+    if (!strcmp(method, "DELETE") && !strncmp(url, PROTO_PATH_SESSION, pl)) return mock_delete(c, mk, url + pl);
     json_t *req = b->p ? json_loadb(b->p, b->n, 0, NULL) : NULL;
-    if (!strcmp(url, "/v1/score")) {
-        json_decref(req);
-        return mock_send(c, 200, json_pack("{s:f}", "sum_logprob", -mk->score_nll));
-    }
-    if (strcmp(url, "/v1/step") || !req) {
-        json_decref(req);
-        return mock_send(c, 404, mock_err("not found", "not_found"));
-    }
-    if (mk->delay_ms) usleep((useconds_t)mk->delay_ms * 1000);
-    pthread_mutex_lock(&mk->mu);
-    mk->n_step_calls++;
-    if (mk->fail_after && mk->n_step_calls > mk->fail_after) {
-        pthread_mutex_unlock(&mk->mu);
-        json_decref(req);
-        return mock_send(c, 500, mock_err("mock failure", "internal"));
-    }
-    const char *sid = json_string_value(json_object_get(req, "session"));
-    mock_session *s = NULL;
-    for (int i = 0; i < MOCK_MAXS && sid; i++)
-        if (mk->s[i].used && !strcmp(mk->s[i].id, sid)) s = &mk->s[i];
-    int creating = json_object_get(req, "prompt") || json_object_get(req, "messages");
-    if (!s && creating) {
-        for (int i = 0; i < MOCK_MAXS; i++)
-            if (!mk->s[i].used) {
-                s = &mk->s[i];
-                memset(s, 0, sizeof *s);
-                s->used = 1;
-                snprintf(s->id, sizeof s->id, "%s", sid);
-                break;
-            }
-    } else if (s && creating) {
-        memset(s->g, 0, 1);
-        s->glen = s->clen = s->nc = s->npaths = 0;
-    }
-    if (!s) {
-        pthread_mutex_unlock(&mk->mu);
-        json_decref(req);
-        return mock_send(c, 404, mock_err("no such session", "session_not_found"));
-    }
-    const char *ab = json_string_value(json_object_get(req, "append_b64"));
-    int has_append = ab && *ab;
-    if (ab && *ab) {
-        size_t al;
-        unsigned char *a = b64_decode(ab, &al);
-        if (a) mock_append(mk, s, (char *)a, al);
-        free(a);
-    }
-    json_t *cands = json_object_get(req, "candidates_b64");
-    if (!creating && !has_append && json_array_size(cands)) mk->n_cand_only++;
-    json_t *kj = json_object_get(req, "k");
-    int k = json_is_integer(kj) ? (int)json_integer_value(kj) : 20;
-    json_t *ans = mock_answer(mk, s, k, cands);
-    s->steps++;
-    pthread_mutex_unlock(&mk->mu);
+    enum MHD_Result ret;
+    if (req && !strcmp(url, PROTO_PATH_SCORE)) ret = mock_score(c, mk, req);
+    else if (req && !strcmp(url, PROTO_PATH_STEP)) ret = mock_step(c, mk, req);
+    else ret = mock_fail(c, 404, "not_found", "not found");
     json_decref(req);
-    return mock_send(c, 200, ans);
+    return ret;
 }
 
 static void mock_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t) {
@@ -395,29 +397,27 @@ static void mock_done(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     *con_cls = NULL;
 }
 
-static struct sockaddr_in mock_loopback;
-
-static int mock_start_port(mock_member *mk, int port) {
-    mock_loopback.sin_family = AF_INET;
-    mock_loopback.sin_port = htons((uint16_t)port);
-    mock_loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+int mock_start_port(mock_member *mk, int port) {
+    struct sockaddr_in loopback;
+    memset(&loopback, 0, sizeof loopback);
+    loopback.sin_family = AF_INET;
+    loopback.sin_port = htons((uint16_t)port);
+    loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     pthread_mutex_init(&mk->mu, NULL);
     mk->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
                              mock_handler, mk, MHD_OPTION_NOTIFY_COMPLETED, mock_done, mk,
                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&mock_loopback, MHD_OPTION_END);
+                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&loopback, MHD_OPTION_END);
     if (!mk->d) return -1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(mk->d, MHD_DAEMON_INFO_BIND_PORT);
     mk->port = di ? di->port : 0;
     return mk->port ? 0 : -1;
 }
 
-static int mock_start(mock_member *mk) { return mock_start_port(mk, 0); }
+int mock_start(mock_member *mk) { return mock_start_port(mk, 0); }
 
-static void mock_stop(mock_member *mk) {
+void mock_stop(mock_member *mk) {
     if (mk->d) MHD_stop_daemon(mk->d);
     mk->d = NULL;
     pthread_mutex_destroy(&mk->mu);
 }
-
-#endif

@@ -1,0 +1,112 @@
+/* coordinator/engine/ensemble_internal.h: the state of one generation,
+ * shared by the engine's files (ensemble.c: the loop and its I/O;
+ * ensemble_output.c: what reaches the caller). Not for other layers.
+ *
+ * Invariants (checked with assert where cheap):
+ *  - G (g) grows only by committed candidates, and is cut only by a stop
+ *    sequence; emitted <= g.n.
+ *  - Every active member has, after its latest state-changing call, the
+ *    text prompt + G minus its lag (the bytes committed since it was last
+ *    asked); a member with fresh = 1 answered for prompt + G this step.
+ *  - lq rows: member m's log prefix mass of candidate c, NAN when not known.
+ */
+#ifndef CONSORT_ENSEMBLE_INTERNAL_H
+#define CONSORT_ENSEMBLE_INTERNAL_H
+
+#include "common/sbuf.h"
+#include "coordinator/engine/ensemble.h"
+#include "coordinator/engine/ensemble_decide.h"
+#include "coordinator/engine/member.h"
+#include "coordinator/engine/members.h"
+
+#define ENSEMBLE_ROUND_POOL 16
+
+struct ensemble {
+    member_set *ms;
+    size_t nm;
+    ensemble_config cfg;      /* strategy filled in ("mixture" when none given) */
+    double weights[MEMBERS_MAX];
+    pthread_mutex_t mu;       /* guards the round pool */
+    member_round *rounds[ENSEMBLE_ROUND_POOL]; /* kept: they hold the keep-alive connections */
+    int n_rounds;
+};
+
+/* One member within one request. */
+typedef struct {
+    size_t idx;              /* index in the member set */
+    int active;              /* queried this request (weight > 0 and not failed) */
+    int failed;
+    int unreachable;         /* its latest call got no answer */
+    char failure[160];
+    double w;                /* raw weight */
+    member_session *s;
+    int pending;             /* has a call in the current round */
+    int rc;                  /* result of its latest call (0 ok) */
+    const proto_step_res *res;
+    proto_error perr;
+    double rtt_sum;
+    int n_calls;
+    int prompt_tokens;
+    long decoded;
+    int steps_won;
+    size_t bytes_won;
+    /* its latest answer */
+    vcand_set top;           /* its top strings, in its order */
+    double *top_lq;
+    size_t top_cap;
+    double *cand_lq;         /* answers to the candidates it was asked */
+    size_t cand_cap;
+    double end_lq;
+    vcand_set asked;         /* the candidates of its latest state-changing call */
+    int fresh;               /* answered for the current text this step */
+    sbuf lag;                /* committed bytes not yet sent to it */
+} mstate;
+
+struct ensemble_gen {
+    ensemble *e;
+    const ensemble_request *req;
+    ensemble_on_chunk on_chunk;
+    void *ud;
+    ensemble_result *out;
+    double t0, c0;
+    member_set *ms;
+    member_round *round;
+    size_t nm;
+    mstate m[MEMBERS_MAX];
+    proto_msg *msgs;         /* the request's messages, as the protocol's structs */
+    size_t n_msgs;
+    proto_str *strs;         /* scratch: candidates of one call */
+    size_t strs_cap;
+    sstrat st;
+    size_t lead;
+    double threshold, step_timeout;
+    int k_prop, k_ask;
+    vcand_set cand, carry, next_carry;
+    size_t mat_cap;          /* columns allocated in the matrices */
+    double *lq;              /* [m * mat_cap + c] */
+    decide_buf buf;
+    decide_memo memo;
+    int choice;              /* this step's chosen event */
+    srng rng;
+    sbuf g;                  /* committed bytes G */
+    size_t emitted;          /* bytes of G already emitted */
+    sbuf out_text;           /* emitted (sanitised) text */
+    double pending_lp;       /* log-prob of steps not yet emitted */
+    int steps;
+    int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
+    int ctx_full;            /* a member's context is full: finish with "length" */
+    int stopped;             /* callback asked to stop */
+    int done;                /* no more steps */
+    const char *finish;
+    char err[256];
+    int status;
+};
+
+/* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
+ * the step's logprobs. */
+int ensemble_emit(ensemble_gen *r, size_t upto, int chosen);
+/* After a commit: emits what is safe (stop sequences, UTF-8 hold-back).
+ * Returns 1 when a stop sequence ended the text (G is cut there). */
+int ensemble_after_commit(ensemble_gen *r, int chosen);
+
+#endif
