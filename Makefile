@@ -42,7 +42,9 @@ LDFLAGS_ALL = $(LDFLAGS_BASE) $(LDFLAGS)
 # (docs/ARCHITECTURE.md has the picture). A unit test lives in
 # tests/unit/LAYER/ and links only LAYER and what LAYER may use, so a call
 # into a layer above fails the link; scripts/check_layers.sh does the same for
-# #include lines and runs with every build.
+# #include lines, and scripts/check_protocol_names.sh fails the build when a
+# member-protocol field name is spelled outside protocol/ (both run with every
+# build).
 L_common      = common
 L_protocol    = protocol common
 L_vocab_align = vocab_align common
@@ -76,6 +78,7 @@ deps: build/config.mk
 
 check-layers:
 	@scripts/check_layers.sh
+	@scripts/check_protocol_names.sh
 
 $(BUILD)/obj/%.o: %.c build/config.mk
 	@mkdir -p $(dir $@)
