@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh [unit|integration|all]: run the test programs with prove (TAP).
 #
-# Unit tests are the programs built from tests/unit/test_*.c into
+# Unit tests are the programs built from tests/unit/LAYER/test_*.c into
 # $CONSORT_BUILD/tests/. Integration tests are the executable scripts
 # tests/integration/*.t; they find binaries through $CONSORT_BUILD.
 # With CONSORT_VALGRIND=1 every unit program runs under valgrind, and any
