@@ -12,7 +12,7 @@
 #     to-b 10.231.2.1/24  <--veth-->  eth0 10.231.2.2/24
 #
 # Namespace names carry the shell's pid, so runs do not collide, and
-# netns_cleanup (on EXIT, also after a failure) stops the processes started
+# netns_cleanup (on EXIT, also after a failure, also under set -e) stops the processes started
 # here (by pid) and deletes the namespaces. It sources lib_serve.sh for B,
 # ROOT, M1/M2, TMP, PIDS, wait_line, start_worker (loopback) and skip_all.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_serve.sh"
@@ -29,9 +29,9 @@ export CONSORT_TOKEN
 
 netns_cleanup() {
   local p ns
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  for ns in "${NETNS_MADE[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for ns in "${NETNS_MADE[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$TMP"
 }
 trap netns_cleanup EXIT
