@@ -390,7 +390,7 @@ static void run(relay *r) {
         for (int i = 0; i < MAX_PAIRINGS; i++) {
             polled[i] = r->p[i].used;
             if (polled[i]) pairing_events(r, &r->p[i], &pf[2 + 2 * i], now, &next_due);
-            else pf[2 + 2 * i].fd = pf[3 + 2 * i].fd = -1;
+            else pf[2 + 2 * i] = pf[3 + 2 * i] = (struct pollfd){.fd = -1};
         }
         struct timespec wait, *timeout = NULL;
         if (next_due != UINT64_MAX) {
