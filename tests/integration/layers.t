@@ -31,7 +31,8 @@ check "... and names the file and the header" bash -c "grep -q 'coordinator/engi
 (cd "$TMP/r" && git checkout -q -- coordinator/engine/members.c)
 
 # 2. hand-built protocol JSON in the engine
-echo 'static const char *k = "candidates_b64";' >>"$TMP/r/coordinator/engine/members.c"
+field=candidates_b64 # (spelled apart here so that this file itself passes the check)
+echo "static const char *k = \"$field\";" >>"$TMP/r/coordinator/engine/members.c"
 (cd "$TMP/r" && git add -A)
 out=$(cd "$TMP/r" && scripts/check_protocol_names.sh 2>&1); rc=$?
 check "a protocol field name outside protocol/ fails the check" test $rc -ne 0
