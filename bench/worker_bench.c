@@ -11,6 +11,7 @@
  * with k=1 that appends the previous top string (the worker decodes one
  * token, computes the full softmax and prefix masses, answers JSON).
  * Timing excludes the prompt on both sides. Best of --rounds for each. */
+#include "common/clock.h"
 #include "protocol/proto.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_model.h"
@@ -25,12 +26,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double direct(struct llama_model *model, int threads, const char *prompt, int n_tok, char *text, size_t cap) {
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
@@ -48,7 +43,7 @@ static double direct(struct llama_model *model, int threads, const char *prompt,
     llama_decode(ctx, llama_batch_get_one(toks, n));
     int nv = llama_vocab_n_tokens(vocab);
     size_t tl = 0;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     for (int i = 0; i < n_tok; i++) {
         const float *lg = llama_get_logits_ith(ctx, -1);
         int best = 0;
@@ -59,7 +54,7 @@ static double direct(struct llama_model *model, int threads, const char *prompt,
         if (k > 0 && tl + (size_t)k < cap) memcpy(text + tl, buf, (size_t)k), tl += (size_t)k;
         llama_decode(ctx, llama_batch_get_one(&best, 1));
     }
-    double dt = now_s() - t0;
+    double dt = clock_mono_s() - t0;
     text[tl] = 0;
     llama_free(ctx);
     return n_tok / dt;
@@ -87,7 +82,7 @@ static double engine(const char *path, int threads, const char *prompt, int n_to
     wk_step_res res;
     wk_err err;
     if (wk_step(we, &q, &res, &err)) return 0;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     for (int i = 0; i < n_tok; i++) {
         unsigned char s[256];
         size_t n = res.top[0].len < sizeof s ? res.top[0].len : sizeof s;
@@ -96,7 +91,7 @@ static double engine(const char *path, int threads, const char *prompt, int n_to
         q = (wk_step_req){.session = sid, .append = s, .append_len = n, .k = 1};
         if (wk_step(we, &q, &res, &err)) return 0;
     }
-    double dt = now_s() - t0;
+    double dt = clock_mono_s() - t0;
     wk_step_res_free(&res);
     return n_tok / dt;
 }
@@ -162,24 +157,24 @@ static double via_worker(const char *base, const char *prompt, int n_tok, int ro
     snprintf(url, sizeof url, "%s%s", base, PROTO_PATH_STEP);
     snprintf(sid, sizeof sid, "bench%d", round);
     json_t *r = post(h, url, step_body(sid, prompt, NULL, 0));
-    double t0 = now_s(), dt = -1;
+    double t0 = clock_mono_s(), dt = -1;
     for (int i = 0; i < n_tok && r; i++) {
         unsigned char s[256];
         size_t sn = first_top(r, s, sizeof s);
         if (!sn) break;
         json_decref(r);
         r = post(h, url, step_body(sid, NULL, s, sn));
-        if (i == n_tok - 1) dt = now_s() - t0;
+        if (i == n_tok - 1) dt = clock_mono_s() - t0;
     }
     /* The per-step cost without a decode: re-ask the same state (decoded 0). */
     if (r && round == 0) {
-        double t1 = now_s();
+        double t1 = clock_mono_s();
         int reps = 200;
         for (int i = 0; i < reps && r; i++) {
             json_decref(r);
             r = post(h, url, step_body(sid, NULL, NULL, 0));
         }
-        reask_ms = (now_s() - t1) * 1000 / reps;
+        reask_ms = (clock_mono_s() - t1) * 1000 / reps;
     }
     json_decref(r);
     text[0] = 0;

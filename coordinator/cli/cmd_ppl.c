@@ -186,7 +186,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         return 2;
     }
     size_t M = cli->n;
-    const char *names[MEMBERS_MAX];
+    const char *names[CONSORT_MAX_MEMBERS];
     for (size_t m = 0; m < M; m++) names[m] = cli->name[m];
     char def[2048] = "";
     if (!strategies) {
@@ -199,7 +199,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "consort ppl: %s\n", err);
         return 2;
     }
-    double w[MEMBERS_MAX];
+    double w[CONSORT_MAX_MEMBERS];
     for (size_t m = 0; m < M; m++) w[m] = cli->n_weights ? cli->weights[m] : 1.0;
     if (ev_weights_normalise(w, M)) {
         fprintf(stderr, "consort ppl: weights must be >= 0 and not all 0\n");
@@ -232,8 +232,8 @@ int ev_cmd_ppl(int argc, char **argv) {
         free(st);
         return 1;
     }
-    ev_scorer sc[MEMBERS_MAX];
-    ev_member_scorer ud[MEMBERS_MAX];
+    ev_scorer sc[CONSORT_MAX_MEMBERS];
+    ev_member_scorer ud[CONSORT_MAX_MEMBERS];
     for (size_t m = 0; m < M; m++) ev_member_scorer_init(&sc[m], &ud[m], ms, m);
     int rc = 0;
     if (dev) {

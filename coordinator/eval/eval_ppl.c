@@ -1,6 +1,8 @@
 /* coordinator/eval/eval_ppl.c: see eval_ppl.h. */
 #include "coordinator/eval/eval_ppl.h"
 
+#include "common/clock.h"
+#include "common/sbuf.h"
 #include "common/utf8.h"
 
 #include <errno.h>
@@ -41,31 +43,16 @@ static char *ev_read_file(const char *path, size_t *len, char *err, size_t errle
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap + 1);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf = nb;
-        }
-    }
-    int bad = ferror(f);
+    sbuf b = {0};
+    int bad = sb_read_file(&b, f); /* b.p is a string even for an empty file */
     fclose(f);
-    if (!buf || bad) {
-        free(buf);
+    if (bad) {
+        sb_free(&b);
         snprintf(err, errlen, "%s: read error", path);
         return NULL;
     }
-    buf[n] = 0;
-    *len = n;
-    return buf;
+    *len = b.n;
+    return b.p;
 }
 
 /* JSONL when every non-empty line is a JSON object with a string "text". */
@@ -194,19 +181,13 @@ static void *ev_score_thread(void *arg) {
     return NULL;
 }
 
-static double ev_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void ev_progress_draw(size_t done, size_t total, double t0) {
     int width = 30;
     int fill = total ? (int)((double)width * (double)done / (double)total) : width;
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
-    fprintf(stderr, "\rscoring [%s] %zu/%zu  %.1fs", bar, done, total, ev_now() - t0);
+    fprintf(stderr, "\rscoring [%s] %zu/%zu  %.1fs", bar, done, total, clock_mono_s() - t0);
     fflush(stderr);
 }
 
@@ -238,7 +219,7 @@ int ev_score_corpus(const ev_corpus *c, ev_scorer *sc, size_t M, int progress,
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     size_t done = 0;
     int stop = 0;
-    double t0 = ev_now();
+    double t0 = clock_mono_s();
     size_t started = 0;
     for (size_t m = 0; m < M; m++) {
         jobs[m] = (ev_score_job){c, &sc[m], m, scores + m * c->n, n_scores + m * c->n, 0, "", &mu, &cv,
@@ -261,13 +242,7 @@ int ev_score_corpus(const ev_corpus *c, ev_scorer *sc, size_t M, int progress,
             pthread_mutex_unlock(&mu);
             ev_progress_draw(d, total, t0);
             pthread_mutex_lock(&mu);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = clock_abs_after(0.2);
             if (done < total && !stop) pthread_cond_timedwait(&cv, &mu, &ts);
         }
         size_t d = done;
@@ -276,7 +251,7 @@ int ev_score_corpus(const ev_corpus *c, ev_scorer *sc, size_t M, int progress,
         fputc('\n', stderr);
     }
     for (size_t m = 0; m < started; m++) pthread_join(th[m], NULL);
-    if (seconds) *seconds = ev_now() - t0;
+    if (seconds) *seconds = clock_mono_s() - t0;
     int rc = 0;
     for (size_t m = 0; m < M; m++) {
         if (jobs[m].failed) {

@@ -253,6 +253,15 @@ static void test_basic_routes(void) {
     free(b.data);
 }
 
+/* prefix then 24 lowercase hex digits: the response id format. */
+static int id_shaped(const char *id, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (!id || strncmp(id, prefix, n) || strlen(id) != n + 24) return 0;
+    for (const char *p = id + n; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+    return 1;
+}
+
 static void test_completion(void) {
     long st;
     json_t *j = call_json("POST", "/v1/completions",
@@ -264,6 +273,12 @@ static void test_completion(void) {
            json_is_integer(json_object_get(j, "created")) && strcmp(jstr(j, "model"), "ens") == 0,
        "completion envelope");
     is_str(jstr(c, "text"), "Once upon a time", "completion text");
+    json_t *j2 = call_json("POST", "/v1/completions",
+                           "{\"model\":\"ens\",\"prompt\":\"Hi\",\"max_tokens\":1}", &st);
+    ok(id_shaped(jstr(j, "id"), "cmpl-") && id_shaped(jstr(j2, "id"), "cmpl-") &&
+           strcmp(jstr(j, "id"), jstr(j2, "id")) != 0,
+       "completion ids: cmpl- and 24 hex digits, a fresh one each request");
+    json_decref(j2);
     is_str(jstr(c, "finish_reason"), "length", "finish_reason length");
     json_t *lp = json_object_get(c, "logprobs");
     ok(json_array_size(json_object_get(lp, "tokens")) == 4 &&
