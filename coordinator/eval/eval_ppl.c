@@ -474,58 +474,21 @@ int ev_ppl_tune_weights(const ev_corpus *dev, ev_scorer *sc, size_t M, ev_unit_k
     return rc;
 }
 
-/* ---- the worker's /v1/score answer --------------------------------------- */
+/* ---- a member's scores, checked ---------------------------------------- */
 
-static double ev_num_or_nan(const json_t *o, const char *k) {
-    const json_t *v = json_object_get(o, k);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
-int ev_parse_score(const json_t *resp, size_t text_len, ev_token **tok_out, size_t *n_out,
-                   int *n_ctx, int *overlap, char *err, size_t errlen) {
-    *tok_out = NULL;
-    *n_out = 0;
-    const json_t *toks = json_object_get(resp, "tokens");
-    if (!json_is_array(toks)) {
-        snprintf(err, errlen, "/v1/score answer without a \"tokens\" array");
-        return -1;
-    }
-    size_t n = json_array_size(toks);
-    ev_token *t = malloc((n ? n : 1) * sizeof *t);
-    if (!t) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+int ev_tokens_check(const ev_token *t, size_t n, size_t text_len, double sum_logprob, char *err,
+                    size_t errlen) {
     double sum = 0;
     for (size_t i = 0; i < n; i++) {
-        const json_t *x = json_array_get(toks, i);
-        const json_t *s = json_object_get(x, "start"), *e = json_object_get(x, "end");
-        const json_t *lp = json_object_get(x, "logprob");
-        if (!json_is_integer(s) || !json_is_integer(e) || !json_is_number(lp) ||
-            json_integer_value(s) < 0 || json_integer_value(e) < json_integer_value(s) ||
-            (size_t)json_integer_value(e) > text_len) {
-            snprintf(err, errlen, "/v1/score token %zu: bad start/end/logprob", i);
-            free(t);
+        if (t[i].end < t[i].start || t[i].end > text_len || isnan(t[i].logprob)) {
+            snprintf(err, errlen, "token %zu: bad start/end/logprob", i);
             return -1;
         }
-        t[i].start = (size_t)json_integer_value(s);
-        t[i].end = (size_t)json_integer_value(e);
-        t[i].logprob = json_number_value(lp);
-        t[i].entropy = ev_num_or_nan(x, "entropy");
-        t[i].top1 = ev_num_or_nan(x, "top1");
         sum += t[i].logprob;
     }
-    const json_t *sl = json_object_get(resp, "sum_logprob");
-    if (json_is_number(sl) && fabs(json_number_value(sl) - sum) > 1e-6 * (fabs(sum) + 1)) {
-        snprintf(err, errlen, "/v1/score: tokens sum to %.9g but sum_logprob is %.9g", sum,
-                 json_number_value(sl));
-        free(t);
+    if (fabs(sum_logprob - sum) > 1e-6 * (fabs(sum) + 1)) {
+        snprintf(err, errlen, "tokens sum to %.9g but the answer's sum is %.9g", sum, sum_logprob);
         return -1;
     }
-    const json_t *nc = json_object_get(resp, "n_ctx"), *ov = json_object_get(resp, "window_overlap");
-    if (n_ctx && json_is_integer(nc)) *n_ctx = (int)json_integer_value(nc);
-    if (overlap && json_is_integer(ov)) *overlap = (int)json_integer_value(ov);
-    *tok_out = t;
-    *n_out = n;
     return 0;
 }
