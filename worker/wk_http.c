@@ -86,7 +86,7 @@ static void reply_engine_error(wk_http *h, http_conn *c, const wk_err *we) {
 static void reply(wk_http *h, http_conn *c, json_t *obj) {
     if (!obj) {
         proto_error err;
-        proto_fail(&err, 500, "internal", "out of memory");
+        proto_fail(&err, 500, PROTO_ERR_INTERNAL, "out of memory");
         reply_error(h, c, &err);
         return;
     }
@@ -158,7 +158,7 @@ static void do_tokenize(wk_http *h, http_conn *c, const http_request *req) {
     if (!q.add_special && !q.parse_special) n = wk_tokenize_text(h->m, q.text, q.text_len, &r.tokens, &r.spans);
     else n = wk_tokenize_raw(h->m, q.text, q.text_len, q.add_special, q.parse_special, &r.tokens);
     if (n < 0) {
-        proto_fail(&err, 400, "untokenizable", "the text cannot be tokenized with exact byte spans");
+        proto_fail(&err, 400, PROTO_ERR_UNTOKENIZABLE, "the text cannot be tokenized with exact byte spans");
         reply_error(h, c, &err);
     } else {
         r.n = (size_t)n;
@@ -305,10 +305,10 @@ static void do_score(wk_http *h, http_conn *c, const http_request *req) {
 static void do_delete(wk_http *h, http_conn *c, const char *id) {
     proto_error err;
     if (!proto_session_id_ok(id)) {
-        proto_fail(&err, 400, "invalid_value", "bad session id");
+        proto_fail(&err, 400, PROTO_ERR_INVALID_VALUE, "bad session id");
         reply_error(h, c, &err);
     } else if (wk_session_delete(h->e, id) != 0) {
-        proto_fail(&err, 404, "session_not_found", "unknown session '%s'", id);
+        proto_fail(&err, 404, PROTO_ERR_SESSION_NOT_FOUND, "unknown session '%s'", id);
         reply_error(h, c, &err);
     } else {
         reply(h, c, proto_deleted_encode());
@@ -341,7 +341,7 @@ static void do_metrics(wk_http *h, http_conn *c) {
     pthread_mutex_lock(&h->mu);
     int bad = write_metrics(h, &st, &b);
     pthread_mutex_unlock(&h->mu);
-    if (bad) http_error(c, 500, "server_error", "internal", "out of memory");
+    if (bad) http_error(c, 500, "server_error", PROTO_ERR_INTERNAL, "out of memory");
     else http_reply_text(c, 200, "text/plain; version=0.0.4", b.p, b.n);
     sb_free(&b);
 }
@@ -375,13 +375,13 @@ void wk_http_route(http_conn *c, const http_request *req, void *user) {
     h->requests[ep]++;
     pthread_mutex_unlock(&h->mu);
     if (ep == EP_OTHER) {
-        proto_fail(&err, 404, "not_found", "no such endpoint: %s %s", m, p);
+        proto_fail(&err, 404, PROTO_ERR_NOT_FOUND, "no such endpoint: %s %s", m, p);
         reply_error(h, c, &err);
         return;
     }
     if (strcmp(m, method_of(ep))) {
         http_add_header(c, "Allow", method_of(ep));
-        proto_fail(&err, 405, "method_not_allowed", "%s is not allowed on %s", m, p);
+        proto_fail(&err, 405, PROTO_ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", m, p);
         reply_error(h, c, &err);
         return;
     }

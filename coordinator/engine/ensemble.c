@@ -250,7 +250,7 @@ static int grow_doubles(double **p, size_t *cap, size_t n) {
 static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why, size_t whylen) {
     (void)r;
     if (m->rc) {
-        if (!strcmp(m->perr.code, "context_length_exceeded")) *ctx_full = 1;
+        if (!strcmp(m->perr.code, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED)) *ctx_full = 1;
         copy_str(why, whylen, m->perr.message);
         return -1;
     }
@@ -280,7 +280,7 @@ static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, 
 /* The worker evicted this request's session (more concurrent sessions than
  * its slots). */
 static int session_lost(const mstate *m) {
-    return m->rc && m->perr.status == 404 && !strcmp(m->perr.code, "session_not_found");
+    return m->rc && m->perr.status == 404 && !strcmp(m->perr.code, PROTO_ERR_SESSION_NOT_FOUND);
 }
 
 /* Re-creates, once, the sessions that were evicted: prompt + all of G. */

@@ -111,13 +111,13 @@ int members_usable(member_set *ms, size_t i) {
 int members_score(member_set *ms, size_t i, const proto_score_req *q, double timeout_s,
                   members_score_answer *out, proto_error *err) {
     memset(out, 0, sizeof *out);
-    if (i >= ms->n) return proto_fail(err, 500, "internal", "no member %zu", i);
+    if (i >= ms->n) return proto_fail(err, 500, PROTO_ERR_INTERNAL, "no member %zu", i);
     member_round *r = member_round_new();
     member_session *s = r ? member_open(ms, i, "score", timeout_s > 0 ? timeout_s : 60) : NULL;
     const proto_score_res *res = NULL;
     int rc = -1;
     if (!s || s->ops->score(s, q, r)) {
-        proto_fail(err, 500, "internal", "member '%s': out of memory", ms->m[i].name);
+        proto_fail(err, 500, PROTO_ERR_INTERNAL, "member '%s': out of memory", ms->m[i].name);
     } else {
         member_round_run(r);
         rc = s->ops->score_result(s, &res, err);
