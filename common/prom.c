@@ -64,6 +64,14 @@ int prom_sample_i(sbuf *b, const char *name, const prom_label *labels, size_t n_
     return prom_sample(b, name, labels, n_labels, s);
 }
 
+int prom_counter(sbuf *b, const char *name, const char *help, unsigned long long v) {
+    return prom_family(b, name, "counter", help) | prom_sample_u(b, name, NULL, 0, v);
+}
+
+int prom_gauge(sbuf *b, const char *name, const char *help, long long v) {
+    return prom_family(b, name, "gauge", help) | prom_sample_i(b, name, NULL, 0, v);
+}
+
 int prom_histogram(sbuf *b, const char *name, const char *help, const prom_hist *h) {
     int bad = prom_family(b, name, "histogram", help);
     unsigned long long cum = 0;

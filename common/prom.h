@@ -7,6 +7,8 @@
  *   prom_sample(b, "x", labels, 2, "7")         x{k="v",s="200"} 7
  *   prom_sample_u / prom_sample_i               the same with the value an
  *                                               unsigned / signed integer
+ *   prom_counter(b, "x", "Things.", 7)          the family lines, then x 7
+ *   prom_gauge(b, "x", "Level.", -1)            the same, of type gauge
  *   prom_histogram(b, "x", "Latency.", &h)      the family lines, then
  *     x_bucket{le="0.5"} N  (cumulative, one per bound, bounds printed %g)
  *     x_bucket{le="+Inf"} N
@@ -53,6 +55,8 @@ int prom_sample(sbuf *b, const char *name, const prom_label *labels, size_t n_la
 int prom_sample_u(sbuf *b, const char *name, const prom_label *labels, size_t n_labels,
                   unsigned long long v);
 int prom_sample_i(sbuf *b, const char *name, const prom_label *labels, size_t n_labels, long long v);
+int prom_counter(sbuf *b, const char *name, const char *help, unsigned long long v);
+int prom_gauge(sbuf *b, const char *name, const char *help, long long v);
 int prom_histogram(sbuf *b, const char *name, const char *help, const prom_hist *h);
 
 #endif

@@ -322,14 +322,11 @@ static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
         prom_label l[] = {{"endpoint", ep_names[i]}};
         bad |= prom_sample_u(b, "consort_worker_requests_total", l, 1, h->requests[i]);
     }
-    bad |= prom_family(b, "consort_worker_errors_total", "counter", "Requests answered with an error status.");
-    bad |= prom_sample_u(b, "consort_worker_errors_total", NULL, 0, h->errors);
-    bad |= prom_family(b, "consort_worker_tokens_decoded_total", "counter",
-                       "Token positions decoded by llama.cpp.");
-    bad |= prom_sample_u(b, "consort_worker_tokens_decoded_total", NULL, 0,
-                         (unsigned long long)st->tokens_decoded);
-    bad |= prom_family(b, "consort_worker_sessions_in_use", "gauge", "Sessions holding a slot.");
-    bad |= prom_sample_i(b, "consort_worker_sessions_in_use", NULL, 0, st->sessions_in_use);
+    bad |= prom_counter(b, "consort_worker_errors_total", "Requests answered with an error status.",
+                        h->errors);
+    bad |= prom_counter(b, "consort_worker_tokens_decoded_total", "Token positions decoded by llama.cpp.",
+                        (unsigned long long)st->tokens_decoded);
+    bad |= prom_gauge(b, "consort_worker_sessions_in_use", "Sessions holding a slot.", st->sessions_in_use);
     return bad | prom_histogram(b, "consort_worker_step_seconds", "Latency of successful /v1/step requests.",
                                 &h->step_hist);
 }

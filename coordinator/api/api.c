@@ -586,24 +586,18 @@ static int write_metrics(api_server *s, const int *up, sbuf *b) {
         prom_label l[] = {{"endpoint", s->rows[i].endpoint}, {"status", status}};
         bad |= prom_sample_u(b, "consort_requests_total", l, 2, s->rows[i].n);
     }
-    bad |= prom_family(b, "consort_requests_in_flight", "gauge", "Generation requests running now.");
-    bad |= prom_sample_i(b, "consort_requests_in_flight", NULL, 0, s->in_flight);
-    bad |= prom_family(b, "consort_requests_queued", "gauge",
-                       "Generation requests waiting for a turn (--parallel).");
-    bad |= prom_sample_i(b, "consort_requests_queued", NULL, 0, s->queued);
-    bad |= prom_family(b, "consort_parallel_limit", "gauge", "Generations allowed at once (0: no limit).");
-    bad |= prom_sample_i(b, "consort_parallel_limit", NULL, 0, s->max_parallel);
-    bad |= prom_family(b, "consort_steps_total", "counter", "Generation steps (committed candidates).");
-    bad |= prom_sample_u(b, "consort_steps_total", NULL, 0, s->steps);
-    bad |= prom_family(b, "consort_prompt_tokens_total", "counter",
-                       "Prompt tokens (max over members) of finished requests.");
-    bad |= prom_sample_u(b, "consort_prompt_tokens_total", NULL, 0, s->prompt_tokens);
-    bad |= prom_family(b, "consort_completion_tokens_total", "counter",
-                       "Completion tokens (steps) of finished requests.");
-    bad |= prom_sample_u(b, "consort_completion_tokens_total", NULL, 0, s->completion_tokens);
-    bad |= prom_family(b, "consort_stream_disconnects_total", "counter",
-                       "Streams whose client went away early.");
-    bad |= prom_sample_u(b, "consort_stream_disconnects_total", NULL, 0, s->disconnects);
+    bad |= prom_gauge(b, "consort_requests_in_flight", "Generation requests running now.", s->in_flight);
+    bad |= prom_gauge(b, "consort_requests_queued", "Generation requests waiting for a turn (--parallel).",
+                      s->queued);
+    bad |= prom_gauge(b, "consort_parallel_limit", "Generations allowed at once (0: no limit).",
+                      s->max_parallel);
+    bad |= prom_counter(b, "consort_steps_total", "Generation steps (committed candidates).", s->steps);
+    bad |= prom_counter(b, "consort_prompt_tokens_total", "Prompt tokens (max over members) of finished requests.",
+                        s->prompt_tokens);
+    bad |= prom_counter(b, "consort_completion_tokens_total", "Completion tokens (steps) of finished requests.",
+                        s->completion_tokens);
+    bad |= prom_counter(b, "consort_stream_disconnects_total", "Streams whose client went away early.",
+                        s->disconnects);
     bad |= prom_histogram(b, "consort_step_seconds",
                           "Time between the engine's text chunks (one chunk is normally one step).",
                           &s->step_hist);

@@ -1,5 +1,6 @@
 /* common/prom: the exact exposition text for a counter, a labelled gauge
- * (with a value that needs escaping) and a histogram; bucket placement. */
+ * (with a value that needs escaping), the shorthands and a histogram;
+ * bucket placement. */
 #include "common/prom.h"
 #include "tests/tap.h"
 
@@ -22,6 +23,13 @@ int main(void) {
            "g{member=\"a\\\"b\\\\c\\nd\",status=\"200\"} -3\n"
            "g{status=\"200\"} 1.5\n",
            "labelled gauge text, label value escaped");
+
+    b.n = 0;
+    bad = prom_counter(&b, "c_total", "Count.", 5) | prom_gauge(&b, "q", "Queue.", -2);
+    ok(!bad, "counter and gauge shorthands written");
+    is_str(b.p, "# HELP c_total Count.\n# TYPE c_total counter\nc_total 5\n"
+                "# HELP q Queue.\n# TYPE q gauge\nq -2\n",
+           "shorthands: family lines and one unlabelled sample");
 
     static const double bounds[] = {0.01, 0.5, 2};
     prom_hist h;
