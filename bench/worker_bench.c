@@ -12,6 +12,7 @@
  * token, computes the full softmax and prefix masses, answers JSON).
  * Timing excludes the prompt on both sides. Best of --rounds for each. */
 #include "common/clock.h"
+#include "common/sbuf.h"
 #include "protocol/proto.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_model.h"
@@ -96,33 +97,18 @@ static double engine(const char *path, int threads, const char *prompt, int n_to
     return n_tok / dt;
 }
 
-typedef struct {
-    char *d;
-    size_t n;
-} buf_t;
-static size_t on_data(char *p, size_t s, size_t n, void *u) {
-    buf_t *b = u;
-    char *d = realloc(b->d, b->n + s * n + 1);
-    if (!d) return 0;
-    b->d = d;
-    memcpy(d + b->n, p, s * n);
-    b->n += s * n;
-    d[b->n] = 0;
-    return s * n;
-}
-
 static json_t *post(CURL *h, const char *url, json_t *body) {
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    buf_t b = {0};
+    sbuf b = {0};
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, s);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sb_curl_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     CURLcode rc = curl_easy_perform(h);
     free(s);
-    json_t *o = rc == CURLE_OK && b.d ? json_loads(b.d, 0, NULL) : NULL;
-    free(b.d);
+    json_t *o = rc == CURLE_OK && b.p ? json_loads(b.p, 0, NULL) : NULL;
+    sb_free(&b);
     return o;
 }
 
