@@ -659,6 +659,7 @@ typedef struct wk_item {
     size_t xn;
     double m;         /* M(x | X) */
     double logq;
+    double path_p;    /* own proposals: P(this token path | X), before dividing by M(r); NAN otherwise */
 } wk_item;
 
 static int item_set(wk_item *it, const unsigned char *r, size_t rl, const unsigned char *s, size_t n) {
@@ -670,6 +671,7 @@ static int item_set(wk_item *it, const unsigned char *r, size_t rl, const unsign
     it->s = it->x + rl;
     it->len = n;
     it->m = NAN;
+    it->path_p = NAN;
     return 0;
 }
 
@@ -1018,6 +1020,7 @@ static int propose(wk_ctx *c, int k, wk_eval *ev) {
         wk_item *it = &ev->items[ev->n_items];
         if (item_set(it, c->r, c->rl, b + c->rl, bl - c->rl) != 0) goto oom;
         it->m = mass(e, s->p0, s->cum0, it->x, it->xn);
+        it->path_p = heap[i].p;
         remember(s, &heap[i].id, 1);
         ev->n_items++;
     }
@@ -1031,6 +1034,7 @@ static int propose(wk_ctx *c, int k, wk_eval *ev) {
             if (item_set(it, c->r, c->rl, b, bl) != 0) goto oom;
             it->m = mass_or_job(c, it->x, it->xn, &ev->jobs[ev->nj], 0);
             if (isnan(it->m)) ev->jobs[ev->nj++].out = ev->n_items;
+            it->path_p = (double)s->p0[c->t_r] * heap[i].p;
             int pth[2] = {c->t_r, heap[i].id};
             remember(s, pth, 2);
             ev->n_items++;
@@ -1086,6 +1090,14 @@ static double end_logq(const wk_ctx *c, double Mr) {
     return eog > 0 ? log(eog) : -INFINITY;
 }
 
+/* A proposal's `logp`: its own token path's probability given the residue,
+ * p(t | X) / M(r | X), or p(t_r | X) p(u | X + t_r) / M(r | X) for a path
+ * through the residue token. This is the event a member conditions on when
+ * its own proposal is committed (rule 1 absorbs it as exactly that path). */
+static double own_path_logp(const wk_item *it, double Mr) {
+    return it->path_p > 0 && Mr > 0 ? log(it->path_p / Mr) : -INFINITY;
+}
+
 /* Phase 6, answer: the k best proposals by logq, the candidates' logq in
  * the order asked, the residue, n_past and the end-of-text mass. */
 static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_res *res) {
@@ -1102,6 +1114,7 @@ static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_re
         memcpy(res->top[i].s, ev->items[i].s, ev->items[i].len);
         res->top[i].len = ev->items[i].len;
         res->top[i].logq = ev->items[i].logq;
+        res->top[i].logp = own_path_logp(&ev->items[i], ev->Mr);
         res->n_top++;
     }
     for (int i = 0; i < q->n_cands; i++) res->cand_logq[i] = ev->items[ev->n_top + i].logq;
