@@ -20,6 +20,7 @@
 BUILD ?= build
 SAN ?= 0
 CC ?= cc
+CXX ?= c++
 OPT ?= -O2
 
 -include build/config.mk
@@ -27,7 +28,7 @@ OPT ?= -O2
 CFLAGS_BASE = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
   -g $(OPT) -MMD -MP -I. $(LLAMA_CFLAGS) $(DEP_CFLAGS) \
   -DCONSORT_BACKEND_DIR='"$(LLAMA_BACKEND_DIR)"'
-LDFLAGS_BASE = $(LLAMA_LIBS) $(DEP_LIBS) -lm -lpthread \
+LDFLAGS_BASE = $(LLAMA_LIBS) $(DEP_LIBS) -lstdc++ -lm -lpthread \
   $(if $(LLAMA_RPATH),-Wl$(comma)-rpath$(comma)$(LLAMA_RPATH))
 comma := ,
 ifeq ($(SAN),1)
@@ -35,6 +36,9 @@ ifeq ($(SAN),1)
   LDFLAGS_BASE += -fsanitize=address,undefined
 endif
 CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
+# The one C++ file (worker/wk_llama_safe.cpp, a try/catch wall around
+# llama.cpp) builds with the C flags but its own language standard.
+CXXFLAGS_ALL = $(filter-out -std=c11,$(CFLAGS_BASE)) -std=c++17 $(CXXFLAGS)
 LDFLAGS_ALL = $(LDFLAGS_BASE) $(LDFLAGS)
 
 # ---- layers -----------------------------------------------------------------
@@ -54,7 +58,8 @@ L_api         = coordinator/api coordinator/engine protocol sampler vocab_align 
 L_cli         = coordinator/cli coordinator/api coordinator/eval coordinator/engine protocol sampler vocab_align common
 
 MAINS = worker/main.c coordinator/cli/main.c
-objs_of = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(MAINS),$(foreach d,$(1),$(wildcard $(d)/*.c))))
+objs_of = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(MAINS),$(foreach d,$(1),$(wildcard $(d)/*.c)))) \
+  $(patsubst %.cpp,$(BUILD)/obj/%.o,$(foreach d,$(1),$(wildcard $(d)/*.cpp)))
 # Test support code (the mock member) builds like a layer of its own.
 SUPPORT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
 
@@ -80,6 +85,10 @@ check-layers:
 $(BUILD)/obj/%.o: %.c build/config.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp build/config.mk
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/consort-worker: $(BUILD)/obj/worker/main.o $(call objs_of,$(L_worker))
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
