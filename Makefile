@@ -1,5 +1,6 @@
 # consort build. `make` builds build/consort-worker and build/consort;
-# `make test` runs every test: normal build, then ASan+UBSan, then valgrind.
+# `make test` runs every test: normal build, then ASan+UBSan, then valgrind,
+# then each libFuzzer harness for a bounded time (`make fuzz`).
 #
 # Layout (docs/ARCHITECTURE.md):
 #   common/       small shared helpers (logging, buffers, base64, HTTP glue)
@@ -33,6 +34,12 @@ LDFLAGS_BASE = $(LLAMA_LIBS) $(DEP_LIBS) -lstdc++ -lm -lpthread \
 comma := ,
 ifeq ($(SAN),1)
   CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS_BASE += -fsanitize=address,undefined
+endif
+# FUZZ=1 (make fuzz sets it, with clang): the project's objects get the
+# fuzzer's coverage hooks; only the harnesses link libFuzzer's main.
+ifeq ($(FUZZ),1)
+  CFLAGS_BASE += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS_BASE += -fsanitize=address,undefined
 endif
 CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
@@ -70,8 +77,13 @@ TOOL_BIN = $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
 BINS = $(BUILD)/consort-worker $(BUILD)/consort
 
+# libFuzzer harnesses, tests/fuzz/fuzz_NAME.c, each with the layer it links.
+FUZZ_HARNESSES = openai:api proto:protocol tokenize:worker utf8_b64:common
+FUZZ_BIN = $(foreach h,$(FUZZ_HARNESSES),$(BUILD)/fuzz/fuzz_$(word 1,$(subst :, ,$(h))))
+FUZZ_SECONDS ?= 15
+
 .SECONDARY:
-.PHONY: all run deps tests test test-normal test-san test-valgrind bench clean distclean check-layers
+.PHONY: all run deps tests test test-normal test-san test-valgrind test-fuzz fuzz fuzz-bins bench clean distclean check-layers
 all: check-layers $(BINS)
 
 build/config.mk: scripts/deps.sh
@@ -120,13 +132,30 @@ $(BUILD)/tools/%: $(BUILD)/obj/tools/%.o $(call objs_of,$(L_common))
 
 tests: all $(TEST_BIN) $(TOOL_BIN)
 
+# A harness links libFuzzer's main (clang++: libllama and the shim are C++).
+define fuzz_rule
+$(BUILD)/fuzz/fuzz_$(1): $(BUILD)/obj/tests/fuzz/fuzz_$(1).o $(call objs_of,$(L_$(2)))
+	@mkdir -p $$(dir $$@)
+	$$(CXX) -fsanitize=fuzzer $$^ -o $$@ $$(LDFLAGS_ALL)
+endef
+$(foreach h,$(FUZZ_HARNESSES),$(eval $(call fuzz_rule,$(word 1,$(subst :, ,$(h))),$(word 2,$(subst :, ,$(h))))))
+
+fuzz-bins: check-layers $(FUZZ_BIN)
+
+# Build every harness into build-fuzz/ with clang, then run each for
+# FUZZ_SECONDS over its committed seeds (tests/fuzz/corpus/NAME/); any crash,
+# leak or broken property fails (docs/FUZZING.md).
+fuzz: build/config.mk
+	$(MAKE) BUILD=build-fuzz FUZZ=1 CC=clang CXX=clang++ OPT=-O1 fuzz-bins
+	CONSORT_BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) prove --comments --exec '' tests/fuzz/run.sh
+
 # The README's main job: a local ensemble of the project's models, queried
 # through the OpenAI-compatible API (examples/quickstart.sh).
 run: all
 	examples/quickstart.sh $(MODELS)
 
 # The test command of the README. Each stage prints prove's summary.
-test: test-normal test-san test-valgrind
+test: test-normal test-san test-valgrind test-fuzz
 
 # The normal stage also scores the whole held-out set with every committed
 # model (test_models against models/README.md; about a minute on 2 cores).
@@ -140,6 +169,8 @@ test-san:
 test-valgrind: tests
 	CONSORT_BUILD=$(BUILD) CONSORT_VALGRIND=1 tests/run.sh unit
 
+test-fuzz: fuzz
+
 # Every benchmark, each printing side-by-side ratios (bench/RESULTS.md).
 bench: tests
 	bench/run.sh
@@ -147,7 +178,7 @@ bench: tests
 	bench/ppl_bench.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 distclean: clean
 	rm -rf .deps
