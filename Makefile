@@ -147,7 +147,7 @@ fuzz-bins: check-layers $(FUZZ_BIN)
 # leak or broken property fails (docs/FUZZING.md).
 fuzz: build/config.mk
 	$(MAKE) BUILD=build-fuzz FUZZ=1 CC=clang CXX=clang++ OPT=-O1 fuzz-bins
-	CONSORT_BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) prove --comments --exec '' tests/fuzz/run.sh
+	CONSORT_BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) prove -v --exec '' tests/fuzz/run.sh
 
 # The README's main job: a local ensemble of the project's models, queried
 # through the OpenAI-compatible API (examples/quickstart.sh).

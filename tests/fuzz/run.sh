@@ -2,7 +2,8 @@
 # tests/fuzz/run.sh: run every libFuzzer harness built into
 # $CONSORT_BUILD/fuzz/ (make fuzz builds them into build-fuzz/) for
 # FUZZ_SECONDS each, over its committed seeds in tests/fuzz/corpus/NAME/
-# (read only) plus a working corpus in $CONSORT_BUILD/fuzz-corpus/NAME/ that
+# (read only; tests/fuzz/NAME.dict is its dictionary of tokens when there is
+# one) plus a working corpus in $CONSORT_BUILD/fuzz-corpus/NAME/ that
 # grows from run to run. TAP: one check per harness, which fails on any
 # crash, sanitizer report, leak, timeout or broken property; the input that
 # did it is left in $CONSORT_BUILD/fuzz-artifacts/NAME/ and named here.
@@ -19,10 +20,11 @@ for bin in "$B"/fuzz/fuzz_*; do
   work=$B/fuzz-corpus/$name
   art=$B/fuzz-artifacts/$name
   log=$B/fuzz-logs/$name.log
+  dict=(); [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")
   mkdir -p "$work" "$art" "${log%/*}"
   n=$((n+1))
   "$bin" -max_total_time="$S" -timeout=20 -rss_limit_mb=4096 -max_len=8192 -print_final_stats=1 \
-    -artifact_prefix="$art/" "$work" "$seeds" >"$log" 2>&1
+    "${dict[@]}" -artifact_prefix="$art/" "$work" "$seeds" >"$log" 2>&1
   r=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
