@@ -505,6 +505,42 @@ static int best_exact(const wk_engine *e, const float *p, const unsigned char *x
     return best;
 }
 
+static size_t token_len(const wk_engine *e, int t) {
+    size_t bl;
+    va_token_bytes(e->m->va, t, &bl);
+    return bl;
+}
+
+/* A healing session allows as its next token only tokens whose bytes start
+ * with the residue r (or the residue token t_r itself). The canonical
+ * tokenization of x = r + s can begin with a token shorter than r (it splits
+ * r differently); teacher forcing along it would count a path the session
+ * does not allow, and its mass, divided by M(r), could exceed 1 (seen: a
+ * GPT-2 member's listed masses summing to 10.9). Such an x follows t_r, then
+ * the canonical tokenization of s after t_r. Replaces *canon; returns its
+ * new length, 0 when no allowed path exists (zero mass), -1 out of memory. */
+static int path_through_residue(wk_ctx *c, const unsigned char *x, size_t n, int **canon) {
+    free(*canon);
+    *canon = NULL;
+    if (c->t_r < 0 || n <= c->rl) return 0;
+    int *rest = NULL;
+    int k2 = wk_tokenize_after(c->e->m, c->t_r, x + c->rl, n - c->rl, &rest);
+    if (k2 <= 0) {
+        free(rest);
+        return 0;
+    }
+    int *path = malloc(((size_t)k2 + 1) * sizeof *path);
+    if (!path) {
+        free(rest);
+        return -1;
+    }
+    path[0] = c->t_r;
+    memcpy(path + 1, rest, (size_t)k2 * sizeof *rest);
+    free(rest);
+    *canon = path;
+    return k2 + 1;
+}
+
 /* M(x | X) for x = r + s when it needs no decode; else fills a job and
  * returns NAN. Returns -1.0 on an internal error. */
 static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *job, int remember_it) {
@@ -519,6 +555,8 @@ static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *j
     }
     int *canon = NULL;
     int k = wk_tokenize_after(e->m, s->n_tok ? s->tok[s->n_tok - 1] : -1, x, n, &canon);
+    if (k > 0 && c->rl > 0 && token_len(e, canon[0]) < c->rl)
+        k = path_through_residue(c, x, n, &canon);
     if (k <= 0) {
         free(canon);
         return 0.0; /* no token covers some byte: zero mass */

@@ -521,6 +521,34 @@ static void debug_step(ensemble_gen *r, int pick) {
     }
 }
 
+/* A member's masses for disjoint events must not sum above 1. They can, by
+ * rounding (float32 softmaxes over tens of thousands of tokens, f16 KV
+ * caches, teacher-forced candidates decoded in different batches: seen at
+ * temperature 1 after some thousand steps) or because a member answers
+ * nonsense; neither may stop the request. Such a member's known masses (its
+ * candidates, own paths and END) are scaled down together by the excess, so
+ * their ratios stay as the member gave them. Excess beyond rounding is
+ * logged once per request. */
+static void bound_masses(ensemble_gen *r, decide_in *in) {
+    for (size_t i = 0; i < r->nm; i++) {
+        if (!in->active[i] || !in->fresh[i]) continue;
+        double s = ensemble_member_listed_mass(in, i);
+        if (!(s > 1)) continue;
+        double shift = isfinite(s) ? log(s) : 0;
+        double *lq = r->lq + i * r->mat_cap, *lp = r->lp ? r->lp + i * r->mat_cap : NULL;
+        for (size_t c = 0; c < r->cand.n; c++) {
+            if (!isnan(lq[c])) lq[c] = isfinite(s) ? lq[c] - shift : -INFINITY;
+            if (lp && !isnan(lp[c])) lp[c] = isfinite(s) ? lp[c] - shift : -INFINITY;
+        }
+        r->m[i].end_lq = isfinite(s) ? r->m[i].end_lq - shift : -INFINITY;
+        if (s > 1 + 1e-3 && !r->m[i].warned_mass) {
+            r->m[i].warned_mass = 1;
+            log_warn("request: member '%s' gave masses summing to %.6g > 1; scaled down",
+                     members_name(r->ms, i), s);
+        }
+    }
+}
+
 /* One step's choice: the decision, and the I/O it asks for, until it
  * chooses. Returns the event (n = END), -1 for none. */
 static int decide_step(ensemble_gen *r) {
@@ -528,6 +556,8 @@ static int decide_step(ensemble_gen *r) {
     for (;;) {
         decide_facts f;
         decide_in in = decide_input(r, &f);
+        bound_masses(r, &in);
+        in = decide_input(r, &f); /* end_lq is copied into f: take the bounded one */
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {

@@ -62,6 +62,7 @@ typedef struct {
     double end_lq;
     vcand_set asked;         /* the candidates of its latest state-changing call */
     int fresh;               /* answered for the current text this step */
+    int warned_mass;         /* logged once: its masses summed above 1 (bound_masses) */
     sbuf lag;                /* committed bytes not yet sent to it */
 } mstate;
 

@@ -192,7 +192,7 @@ static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *
     s->npaths = 0;
     for (int i = 0; i < m; i++) {
         st->top[i].s = (proto_str){(const unsigned char *)e[i].s, e[i].len};
-        st->top[i].logq = mock_logq(e[i].q);
+        st->top[i].logq = mock_logq(e[i].q) + mk->inflate_logq;
         st->top[i].logp = mock_logq(e[i].rank); /* its own token path given r */
         s->paths[s->npaths][0] = e[i].path[0];
         s->paths[s->npaths][1] = e[i].path[1];
@@ -201,13 +201,13 @@ static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *
     out->top = st->top;
     out->n_top = (size_t)m;
     for (size_t i = 0; i < q->n_cands; i++)
-        st->cand[i] = mock_logq(mock_Q(mk, s, (const char *)q->cands[i].p, q->cands[i].n));
+        st->cand[i] = mock_logq(mock_Q(mk, s, (const char *)q->cands[i].p, q->cands[i].n)) + mk->inflate_logq;
     out->cand_logq = st->cand;
     out->n_cands = q->n_cands;
     double endq = 0;
     if (rl == 0) endq = mock_p(mk, mk->nv, s->clen);
     else if (tr >= 0) endq = mock_p(mk, tr, s->clen) * mock_p(mk, mk->nv, s->clen + rl) / den;
-    out->end_logq = mock_logq(endq);
+    out->end_logq = mock_logq(endq) + mk->inflate_logq;
     out->decoded = 1;
 }
 

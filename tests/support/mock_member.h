@@ -49,6 +49,7 @@ typedef struct {
     double score_nll;            /* /v1/score answers -score_nll (one token over the whole text) */
     int fail_after;              /* step calls after this many answer 500 (0 = never) */
     int delay_ms;                /* delay of each step answer */
+    double inflate_logq;         /* added to every logq it answers: a member whose masses sum above 1 */
     struct MHD_Daemon *d;
     int port;
     pthread_mutex_t mu;

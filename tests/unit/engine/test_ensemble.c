@@ -449,6 +449,30 @@ int main(void) {
     members_free(ms);
     mock_stop(&E);
 
+    /* a member whose masses sum above 1 (rounding, or a member that lies) is
+     * scaled down, not trusted and not fatal: the events invariant is
+     * asserted before every decision, so an unbounded member would abort */
+    mock_member F;
+    init_mock(&F, "f", vocab_b, 12);
+    F.inflate_logq = log(5.0);
+    ok(mock_start(&F) == 0, "a member that reports every mass five times too large");
+    ms = open_set("a", &A, "f", &F, 5);
+    e = new_ensemble(ms, "mixture", 0);
+    for (int seed = 1; seed <= 3; seed++) {
+        q = base_req("mixture", 12);
+        q.temperature = 1.0;
+        q.has_seed = 1;
+        q.seed = (uint64_t)seed;
+        int rc = gen(e, &q, &res, &k);
+        diag("seed %d: %d steps", seed, res.steps);
+        ok(rc == 0 && res.steps > 0 && k.all_valid, "sampled with an over-reporting member: the request completes");
+        ok(!res.members[1].failed, "and the member is kept, its masses bounded");
+        ensemble_result_free(&res);
+    }
+    ensemble_free(e);
+    members_free(ms);
+    mock_stop(&F);
+
     mock_stop(&A);
     mock_stop(&A2);
     mock_stop(&B);
