@@ -297,6 +297,12 @@ static int wk_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
         snprintf(err, errlen, "member '%s' (%s): GET %s: %s", name, url, PROTO_PATH_INFO, e2);
         return -1;
     }
+    if (st == 401) {
+        snprintf(err, errlen, "member '%s' (%s): GET %s: 401, the worker wants a token: give its shared secret "
+                 "in $CONSORT_TOKEN or --token-file", name, url, PROTO_PATH_INFO);
+        json_decref(r);
+        return -1;
+    }
     if (st != 200 || !json_is_object(r)) {
         snprintf(err, errlen, "member '%s' (%s): GET %s: %s (is it a consort-worker?)", name, url, PROTO_PATH_INFO,
                  st != 200 ? "HTTP error" : "not a JSON object");
