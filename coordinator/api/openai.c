@@ -771,10 +771,13 @@ json_t *oai_ensemble_json(const ensemble_result *r, const char *strategy) {
         }
     }
     if (!members) return NULL;
-    return json_pack("{s:o, s:f, s:i, s:o, s:i}", "strategy",
-                     strategy && strategy[0] ? json_string(strategy) : json_null(), "seconds",
-                     isfinite(r->seconds) ? r->seconds : 0.0, "steps", r->steps, "members",
-                     members, "failures", failures);
+    json_t *o = json_pack("{s:o, s:f, s:i, s:o, s:i}", "strategy",
+                          strategy && strategy[0] ? json_string(strategy) : json_null(), "seconds",
+                          isfinite(r->seconds) ? r->seconds : 0.0, "steps", r->steps, "members",
+                          members, "failures", failures);
+    /* only when it happened: answers without it keep their old shape */
+    if (o && r->deadline_exceeded) json_object_set_new(o, "deadline_exceeded", json_true());
+    return o;
 }
 
 static const char *object_name(oai_endpoint ep, int chunk) {

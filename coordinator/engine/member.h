@@ -30,7 +30,8 @@
  *  - Results: 0 with the answer decoded (the session owns it), or -1 with
  *    err filled: status 0 when no answer arrived (refused, timeout; the
  *    member is then marked down), else the member's HTTP status and error
- *    code. Messages name the member and its URL.
+ *    code. Messages name the member by name only (they may reach
+ *    clients); URLs and transport details go to the log.
  *  - Sessions are used by one thread at a time; the operations themselves
  *    are thread-safe (many requests run at once on one member set).
  */
@@ -74,7 +75,9 @@ struct member_session {
     member_set *ms;
     size_t idx;                        /* the member's index in the set */
     char id[PROTO_SESSION_MAX + 1];    /* the session id sent to the member */
-    double timeout_s;                  /* deadline of each call */
+    double timeout_s;                  /* deadline of each call (seconds) */
+    double deadline;                   /* the request's end (clock_mono_s), 0 = none: calls
+                                          are cut to what is left of it */
     double last_seconds;               /* round-trip time of the latest call */
     void *impl;                        /* the kind's state */
 };

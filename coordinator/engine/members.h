@@ -32,6 +32,14 @@
  *    probed again with exponential backoff (0.5 s doubling to 30 s) by
  *    members_usable(); when its health check answers it is used again.
  *  - Member order is the order of --member options; weights follow it.
+ *  - Access: every call carries cfg->token as "Authorization: Bearer".
+ *    Spawned workers get it through their environment; without one they
+ *    get a random 128-bit token generated here (so their loopback ports
+ *    are protected too). https:// members are checked against cfg->tls_ca.
+ *  - Supervision (cfg->supervise): a thread reaps spawned workers that
+ *    died, logs why (exit status or signal), marks the member down and
+ *    restarts the worker on the same port with backoff (1 s doubling to
+ *    30 s); once it answers its health check the member is up again.
  */
 #ifndef CONSORT_MEMBERS_H
 #define CONSORT_MEMBERS_H
@@ -58,6 +66,10 @@ typedef struct {
     int ctx;                           /* context size of spawned workers, 0 = worker default */
     double start_timeout;              /* seconds a spawned worker may take to start, 0 = 120 */
     int tolerate_down;                 /* open even if some members do not answer */
+    const char *token;                 /* shared secret sent to every member (Bearer); NULL = none,
+                                          and spawned workers then get a random one of their own */
+    const char *tls_ca;                /* CA file checking https:// members; NULL = system CAs */
+    int supervise;                     /* restart spawned workers that die (serve, run) */
 } members_config;
 
 /* 1 if s[0..n) is a valid member name: 1..63 bytes of [A-Za-z0-9_.-]. */
@@ -98,6 +110,9 @@ void members_score_release(members_score_answer *a);
 /* 1 if member i answers its health check within timeout_s (no backoff:
  * a direct probe; a failed probe marks it down). */
 int members_health(member_set *ms, size_t i, double timeout_s);
+
+/* Supervision counters: restarts of member i's worker so far. */
+int members_restarts(member_set *ms, size_t i);
 
 /* Health with backoff: 1 if the member may be used now. */
 int members_usable(member_set *ms, size_t i);
