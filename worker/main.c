@@ -46,7 +46,7 @@ static const opt_spec worker_opts[] = {
     {"insecure", NULL, OPT_FLAG, O_INSECURE, NULL, "allow a non-loopback --host without a token"},
     {"metrics-public", NULL, OPT_FLAG, O_METRICS_PUBLIC, NULL, "serve /metrics without the token"},
     {"conn-limit", NULL, OPT_VALUE, O_CONN_LIMIT, "N", "connections in total (default 256)"},
-    {"per-ip-limit", NULL, OPT_VALUE, O_PER_IP_LIMIT, "N", "connections per client address (default 32)"},
+    {"per-ip-limit", NULL, OPT_VALUE, O_PER_IP_LIMIT, "N", "connections per client address (default max(32, 2 * parallel + 8))"},
     {"idle-timeout", NULL, OPT_VALUE, O_IDLE_TIMEOUT, "S", "seconds an idle connection stays open (default 75)"},
     {"read-timeout", NULL, OPT_VALUE, O_READ_TIMEOUT, "S", "seconds to send a request's headers and body (default 60)"},
     {"tls-cert", NULL, OPT_VALUE, O_TLS_CERT, "FILE", "PEM certificate: serve HTTPS (with --tls-key)"},
@@ -248,6 +248,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     wk_http *h = wk_http_create(m, e, name);
+    /* The coordinator opens about one connection per concurrent session
+     * (plus its idle pool), all from one address: never below that. */
+    if (!a.per_ip_limit) a.per_ip_limit = 2 * a.slots + 8 > 32 ? 2 * a.slots + 8 : 32;
     static const char *const open_health[] = {PROTO_PATH_HEALTH, NULL};
     static const char *const open_health_metrics[] = {PROTO_PATH_HEALTH, PROTO_PATH_METRICS, NULL};
     http_server_opts so = {.host = host, .port = a.port, .max_body = (size_t)a.max_body,
