@@ -156,7 +156,9 @@ static int past_deadline(const ensemble_gen *r) {
 
 static void fail_member(ensemble_gen *r, mstate *m, const char *why) {
     if (m->failed) return;
-    if (past_deadline(r)) r->deadline_hit = 1; /* not the member's fault: the request ends */
+    /* not the member's fault: the request ends (the member kind says so when
+     * the call's time was the request's; the clock check covers the rest) */
+    if (past_deadline(r) || (m->rc && !strcmp(m->perr.code, PROTO_ERR_DEADLINE_EXCEEDED))) r->deadline_hit = 1;
     m->failed = 1;
     m->active = 0;
     copy_str(m->failure, sizeof m->failure, why);

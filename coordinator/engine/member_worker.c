@@ -42,6 +42,7 @@ typedef struct {
     size_t body_len;
     sbuf resp;
     int code;                /* CURLcode of the latest call */
+    int cut_by_request;      /* its time was cut to what was left of the request's deadline */
     const char *path;        /* of the latest call, for messages */
     json_t *answer;          /* the latest answer (decoded structs borrow from it) */
     proto_step_res step;     /* decoded answers (own what the codec allocated) */
@@ -115,12 +116,16 @@ static void *wk_open(member_session *s) {
 }
 
 /* Seconds this call may take: the step deadline, cut to what is left of
- * the request's deadline (at least 1 ms: the call then fails at once). */
-static double call_budget(const member_session *s) {
+ * the request's deadline (at least 1 ms: the call then fails at once).
+ * *cut says whether the request's deadline was the shorter: a timeout is
+ * then the request's, not the member's (curl may fire a little before our
+ * clock reaches the deadline, so this is decided here, not afterwards). */
+static double call_budget(const member_session *s, int *cut) {
     double t = s->timeout_s;
+    *cut = 0;
     if (s->deadline > 0) {
         double left = s->deadline - clock_mono_s();
-        if (left < t) t = left;
+        if (left < t) t = left, *cut = 1;
     }
     return t > 0.001 ? t : 0.001;
 }
@@ -134,7 +139,7 @@ static int queue_call(member_session *s, member_round *r, const char *method, co
     w->resp.n = 0;
     w->path = path;
     w->code = CURLE_OK;
-    long ms = (long)(call_budget(s) * 1000);
+    long ms = (long)(call_budget(s, &w->cut_by_request) * 1000);
     if (ms < 1) ms = 1;
     curl_pool *pool = members_pool(s->ms, s->idx);
     curl_slist_free_all(w->hdr);
@@ -167,15 +172,18 @@ static int answer_json(member_session *s, proto_error *err) {
     s->last_seconds = t;
     if (w->code != CURLE_OK) {
         memset(err, 0, sizeof *err);
-        if (w->code == CURLE_OPERATION_TIMEDOUT && s->deadline > 0 && clock_mono_s() >= s->deadline)
+        int requests_own = w->code == CURLE_OPERATION_TIMEDOUT && w->cut_by_request;
+        if (requests_own) {
             snprintf(err->message, sizeof err->message, "did not answer before the request's deadline");
+            snprintf(err->code, sizeof err->code, "%s", PROTO_ERR_DEADLINE_EXCEEDED);
+        }
         else
             snprintf(err->message, sizeof err->message, "%s", no_answer_reason(w->code));
         name_error(s, err);
         char why[400];
         snprintf(why, sizeof why, "%s %s: %s", w->path, no_answer_reason(w->code),
                  curl_easy_strerror((CURLcode)w->code));
-        if (!(s->deadline > 0 && clock_mono_s() >= s->deadline)) /* the request's deadline is not the member's fault */
+        if (!requests_own) /* the request's deadline is not the member's fault */
             members_mark_down(s->ms, s->idx, why);
         return -1;
     }
@@ -187,6 +195,10 @@ static int answer_json(member_session *s, proto_error *err) {
             memset(err, 0, sizeof *err);
             err->status = (int)status;
         }
+        /* the worker's own deadline_exceeded is the request's only when the
+         * header we sent carried what was left of the request's deadline;
+         * else the member was too slow for the step deadline */
+        if (!strcmp(err->code, PROTO_ERR_DEADLINE_EXCEEDED) && !w->cut_by_request) err->code[0] = 0;
         char msg[sizeof err->message];
         memcpy(msg, err->message, sizeof msg);
         set_message(err, "%s: HTTP %ld%s%s", w->path, status, msg[0] ? ": " : "", msg);
