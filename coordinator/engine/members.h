@@ -46,6 +46,7 @@ typedef struct member_set member_set;
 
 #define MEMBERS_MAX 16
 #define MEMBERS_NAME_MAX 64
+#define MEMBERS_DEFAULT_NPROBS 512
 
 /* How to open a member set: the members (name and SPEC each, in weight
  * order) and how to start the ones that are .gguf files. The command line
@@ -58,6 +59,7 @@ typedef struct {
     int ctx;                           /* context size of spawned workers, 0 = worker default */
     double start_timeout;              /* seconds a spawned worker may take to start, 0 = 120 */
     int tolerate_down;                 /* open even if some members do not answer */
+    int nprobs;                        /* top-n list of llama-server members, 0 = MEMBERS_DEFAULT_NPROBS */
 } members_config;
 
 /* 1 if s[0..n) is a valid member name: 1..63 bytes of [A-Za-z0-9_.-]. */
@@ -78,6 +80,8 @@ int members_connect(member_set *ms, const members_config *cfg, char *err, size_t
 void members_free(member_set *ms);
 
 size_t members_count(const member_set *ms);
+/* The top-n list length asked of members that report one (llama-server). */
+int members_nprobs(const member_set *ms);
 const char *members_name(const member_set *ms, size_t i);
 const char *members_url(const member_set *ms, size_t i);      /* "http://host:port" */
 const char *members_model(const member_set *ms, size_t i);    /* spawned .gguf path, or NULL */
