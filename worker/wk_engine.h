@@ -36,6 +36,9 @@ typedef struct wk_engine_opts {
     int n_threads; /* 0 = number of CPUs */
     int slots;     /* 0 = 4 */
     int n_batch;   /* 0 = 256 */
+    int flash_attn;/* 0 = llama.cpp's default (auto), 1 = on, 2 = off */
+    int type_k;    /* KV cache types: 0 = llama.cpp's default (f16), else a ggml_type + 1 */
+    int type_v;
 } wk_engine_opts;
 
 typedef struct wk_err {
