@@ -832,20 +832,32 @@ static int ll_step_result(member_session *s, const proto_step_res **res, proto_e
 
 /* ---- scoring ---------------------------------------------------------------------- */
 
-/* Raw log-probability of token `next` after ctx[0..n): one forced step. */
-static int forced_logprob(member_session *s, const int *ctx, size_t n, int next, double *lp, double *top1,
+#define LL_SCORE_NPROBS 64 /* the list an entropy is estimated from when scoring */
+
+/* Raw log-probability of token `next` after ctx[0..n): one forced step.
+ * The entropy and top-1 come from the top LL_SCORE_NPROBS of the list (the
+ * entropy is over the listed tokens: an estimate). */
+static int forced_logprob(member_session *s, const int *ctx, size_t n, int next, proto_score_tok *t,
                           proto_error *err) {
     json_t *prompt = json_array();
     for (size_t j = 0; j < n; j++) json_array_append_new(prompt, json_integer(ctx[j]));
-    json_t *q = json_pack("{s:o, s:i, s:i, s:b, s:f, s:[[i,f]], s:[s]}", "prompt", prompt, "n_predict", 1, "n_probs", 1,
-                          "cache_prompt", 1, "temperature", 0.0, "logit_bias", next, 1000.0, "samplers", "temperature");
+    json_t *q = json_pack("{s:o, s:i, s:i, s:b, s:f, s:[[i,f]], s:[s]}", "prompt", prompt, "n_predict", 1, "n_probs",
+                          LL_SCORE_NPROBS, "cache_prompt", 1, "temperature", 0.0, "logit_bias", next, 1000.0,
+                          "samplers", "temperature");
     json_t *a;
     if (!q) return proto_fail(err, 500, "internal", "out of memory");
     if (ll_call(s->ms, s->idx, "/completion", q, s->timeout_s, &a, err)) return -1;
     json_t *p = json_array_get(json_object_get(a, "completion_probabilities"), 0);
     int got = (int)json_integer_value(json_object_get(p, "id"));
-    *lp = json_number_value(json_object_get(p, "logprob"));
-    *top1 = exp(json_number_value(json_object_get(json_array_get(json_object_get(p, "top_logprobs"), 0), "logprob")));
+    t->logprob = json_number_value(json_object_get(p, "logprob"));
+    json_t *top = json_object_get(p, "top_logprobs");
+    double h = 0;
+    for (size_t j = 0; j < json_array_size(top); j++) {
+        double lp = json_number_value(json_object_get(json_array_get(top, j), "logprob"));
+        h -= exp(lp) * lp;
+    }
+    t->entropy = h;
+    t->top1 = exp(json_number_value(json_object_get(json_array_get(top, 0), "logprob")));
     json_decref(a);
     if (got != next) {
         name_fail(s, err, 502, "member_error", "/completion did not take the forced token %d (got %d)", next, got);
@@ -854,47 +866,51 @@ static int forced_logprob(member_session *s, const int *ctx, size_t n, int next,
     return 0;
 }
 
+/* Scores text as a worker does (docs/PROTOCOL.md, /v1/score): the same
+ * rolling windows of n_ctx tokens overlapping by n_ctx / 2, each token
+ * predicted from the window's tokens before it. */
 static int ll_score_run(member_session *s, const proto_score_req *q, proto_error *err) {
     ll_session *w = s->impl;
     int *ids;
     size_t *ends;
-    int k = ll_tokenize(s, q->text, q->text_len, 0, 0, &ids, &ends, NULL, err);
-    if (k < 0) return -1;
+    int n = ll_tokenize(s, q->text, q->text_len, 0, 0, &ids, &ends, NULL, err);
+    if (n < 0) return -1;
     const proto_info *info = members_info(s->ms, s->idx);
-    int *ctx = malloc((size_t)(k + 1) * sizeof *ctx);
-    w->score_toks = calloc((size_t)k + 1, sizeof *w->score_toks);
-    if (!ctx || !w->score_toks) {
-        free(ids), free(ends), free(ctx);
+    int off = q->doc_start && info && info->doc_start >= 0 ? 1 : 0;
+    int N = n + off;
+    int *all = malloc((size_t)(N + 1) * sizeof *all);
+    w->score_toks = calloc((size_t)n + 1, sizeof *w->score_toks);
+    if (!all || !w->score_toks) {
+        free(ids), free(ends), free(all);
         return proto_fail(err, 500, "internal", "out of memory");
     }
-    size_t nctx = 0;
-    if (q->doc_start && info && info->doc_start >= 0) ctx[nctx++] = info->doc_start;
-    size_t win = info && info->n_ctx > 1 ? (size_t)info->n_ctx - 1 : 4096;
-    double sum = 0;
-    int rc = 0;
-    for (int j = 0; !rc && j < k; j++) {
-        proto_score_tok *t = &w->score_toks[j];
-        t->id = ids[j];
-        t->start = j ? ends[j - 1] : 0;
-        t->end = ends[j];
-        t->logprob = t->entropy = t->top1 = NAN;
-        if (nctx) {
-            size_t from = nctx > win ? nctx - win / 2 : 0; /* a rolling window: half the context */
-            rc = forced_logprob(s, ctx + from, nctx - from, ids[j], &t->logprob, &t->top1, err);
-            if (!rc) sum += t->logprob;
-        }
-        ctx[nctx++] = ids[j];
+    if (off) all[0] = info->doc_start;
+    for (int j = 0; j < n; j++) {
+        all[j + off] = ids[j];
+        w->score_toks[j] = (proto_score_tok){ids[j], j ? ends[j - 1] : 0, ends[j], NAN, NAN, NAN};
     }
     free(ids);
     free(ends);
-    free(ctx);
+    int W = info && info->n_ctx > 1 ? info->n_ctx : 4096, ov = W / 2, rc = 0;
+    double sum = 0;
+    for (int next = 1, ws = 0; !rc && next < N;) {
+        int we = ws + W < N ? ws + W : N;
+        for (int t = next; !rc && t < we; t++) {
+            proto_score_tok *st = &w->score_toks[t - off];
+            rc = forced_logprob(s, all + ws, (size_t)(t - ws), all[t], st, err);
+            if (!rc) sum += st->logprob;
+        }
+        next = we;
+        ws = we - ov;
+    }
+    free(all);
     if (rc) return -1;
     w->score.tokens = w->score_toks;
-    w->score.n_tokens = (size_t)k;
+    w->score.n_tokens = (size_t)n;
     w->score.sum_logprob = sum;
-    w->score.n_ctx = info ? info->n_ctx : 0;
-    w->score.window_overlap = info ? info->n_ctx / 2 : 0;
-    w->score.decoded = k;
+    w->score.n_ctx = W;
+    w->score.window_overlap = ov;
+    w->score.decoded = N;
     return 0;
 }
 
