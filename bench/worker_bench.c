@@ -11,6 +11,8 @@
  * with k=1 that appends the previous top string (the worker decodes one
  * token, computes the full softmax and prefix masses, answers JSON).
  * Timing excludes the prompt on both sides. Best of --rounds for each. */
+#include "common/clock.h"
+#include "common/sbuf.h"
 #include "protocol/proto.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_model.h"
@@ -25,12 +27,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double direct(struct llama_model *model, int threads, const char *prompt, int n_tok, char *text, size_t cap) {
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
@@ -48,7 +44,7 @@ static double direct(struct llama_model *model, int threads, const char *prompt,
     llama_decode(ctx, llama_batch_get_one(toks, n));
     int nv = llama_vocab_n_tokens(vocab);
     size_t tl = 0;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     for (int i = 0; i < n_tok; i++) {
         const float *lg = llama_get_logits_ith(ctx, -1);
         int best = 0;
@@ -59,7 +55,7 @@ static double direct(struct llama_model *model, int threads, const char *prompt,
         if (k > 0 && tl + (size_t)k < cap) memcpy(text + tl, buf, (size_t)k), tl += (size_t)k;
         llama_decode(ctx, llama_batch_get_one(&best, 1));
     }
-    double dt = now_s() - t0;
+    double dt = clock_mono_s() - t0;
     text[tl] = 0;
     llama_free(ctx);
     return n_tok / dt;
@@ -87,7 +83,7 @@ static double engine(const char *path, int threads, const char *prompt, int n_to
     wk_step_res res;
     wk_err err;
     if (wk_step(we, &q, &res, &err)) return 0;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     for (int i = 0; i < n_tok; i++) {
         unsigned char s[256];
         size_t n = res.top[0].len < sizeof s ? res.top[0].len : sizeof s;
@@ -96,38 +92,23 @@ static double engine(const char *path, int threads, const char *prompt, int n_to
         q = (wk_step_req){.session = sid, .append = s, .append_len = n, .k = 1};
         if (wk_step(we, &q, &res, &err)) return 0;
     }
-    double dt = now_s() - t0;
+    double dt = clock_mono_s() - t0;
     wk_step_res_free(&res);
     return n_tok / dt;
-}
-
-typedef struct {
-    char *d;
-    size_t n;
-} buf_t;
-static size_t on_data(char *p, size_t s, size_t n, void *u) {
-    buf_t *b = u;
-    char *d = realloc(b->d, b->n + s * n + 1);
-    if (!d) return 0;
-    b->d = d;
-    memcpy(d + b->n, p, s * n);
-    b->n += s * n;
-    d[b->n] = 0;
-    return s * n;
 }
 
 static json_t *post(CURL *h, const char *url, json_t *body) {
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    buf_t b = {0};
+    sbuf b = {0};
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, s);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sb_curl_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     CURLcode rc = curl_easy_perform(h);
     free(s);
-    json_t *o = rc == CURLE_OK && b.d ? json_loads(b.d, 0, NULL) : NULL;
-    free(b.d);
+    json_t *o = rc == CURLE_OK && b.p ? json_loads(b.p, 0, NULL) : NULL;
+    sb_free(&b);
     return o;
 }
 
@@ -162,24 +143,24 @@ static double via_worker(const char *base, const char *prompt, int n_tok, int ro
     snprintf(url, sizeof url, "%s%s", base, PROTO_PATH_STEP);
     snprintf(sid, sizeof sid, "bench%d", round);
     json_t *r = post(h, url, step_body(sid, prompt, NULL, 0));
-    double t0 = now_s(), dt = -1;
+    double t0 = clock_mono_s(), dt = -1;
     for (int i = 0; i < n_tok && r; i++) {
         unsigned char s[256];
         size_t sn = first_top(r, s, sizeof s);
         if (!sn) break;
         json_decref(r);
         r = post(h, url, step_body(sid, NULL, s, sn));
-        if (i == n_tok - 1) dt = now_s() - t0;
+        if (i == n_tok - 1) dt = clock_mono_s() - t0;
     }
     /* The per-step cost without a decode: re-ask the same state (decoded 0). */
     if (r && round == 0) {
-        double t1 = now_s();
+        double t1 = clock_mono_s();
         int reps = 200;
         for (int i = 0; i < reps && r; i++) {
             json_decref(r);
             r = post(h, url, step_body(sid, NULL, NULL, 0));
         }
-        reask_ms = (now_s() - t1) * 1000 / reps;
+        reask_ms = (clock_mono_s() - t1) * 1000 / reps;
     }
     json_decref(r);
     text[0] = 0;

@@ -67,7 +67,7 @@ static int field_fail(proto_error *err, const char *code, const char *param, con
     return -1;
 }
 
-static int oom(proto_error *err) { return proto_fail(err, 500, "internal", "out of memory"); }
+static int oom(proto_error *err) { return proto_fail(err, 500, PROTO_ERR_INTERNAL, "out of memory"); }
 
 /* ---- owned allocations of a decoded struct ------------------------------- */
 
@@ -157,7 +157,7 @@ static const json_t *field(const json_t *o, const char *k) {
 static int get_bool(const json_t *o, const char *k, int *out, proto_error *err) {
     const json_t *v = field(o, k);
     if (!v) return 0;
-    if (!json_is_boolean(v)) return field_fail(err, "invalid_type", k, "'%s' must be a boolean", k);
+    if (!json_is_boolean(v)) return field_fail(err, PROTO_ERR_INVALID_TYPE, k, "'%s' must be a boolean", k);
     *out = json_is_true(v);
     return 0;
 }
@@ -167,7 +167,7 @@ static int get_str(const json_t *o, const char *k, int required, const char **ou
     const json_t *v = field(o, k);
     if (!v && !required) return 0;
     if (!v || !json_is_string(v))
-        return field_fail(err, "invalid_type", k, required ? "'%s' (a string) is required" : "'%s' must be a string", k);
+        return field_fail(err, PROTO_ERR_INVALID_TYPE, k, required ? "'%s' (a string) is required" : "'%s' must be a string", k);
     *out = json_string_value(v);
     if (len) *len = json_string_length(v);
     return 0;
@@ -175,9 +175,9 @@ static int get_str(const json_t *o, const char *k, int required, const char **ou
 
 static int int_in(const json_t *v, const char *what, long long lo, long long hi, int *out,
                   proto_error *err) {
-    if (!json_is_integer(v)) return field_fail(err, "invalid_type", what, "'%s' must be an integer", what);
+    if (!json_is_integer(v)) return field_fail(err, PROTO_ERR_INVALID_TYPE, what, "'%s' must be an integer", what);
     json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) return field_fail(err, "invalid_value", what, "'%s' must be in [%lld, %lld]", what, lo, hi);
+    if (x < lo || x > hi) return field_fail(err, PROTO_ERR_INVALID_VALUE, what, "'%s' must be in [%lld, %lld]", what, lo, hi);
     *out = (int)x;
     return 0;
 }
@@ -186,7 +186,7 @@ static int get_int(const json_t *o, const char *k, int required, long long lo, l
                    proto_error *err) {
     const json_t *v = field(o, k);
     if (!v && !required) return 0;
-    if (!v) return field_fail(err, "invalid_type", k, "'%s' (an integer) is required", k);
+    if (!v) return field_fail(err, PROTO_ERR_INVALID_TYPE, k, "'%s' (an integer) is required", k);
     return int_in(v, k, lo, hi, out, err);
 }
 
@@ -202,7 +202,7 @@ static int num_in(const json_t *v, const char *what, double null_value, double *
         *out = null_value;
         return 0;
     }
-    if (!json_is_number(v)) return field_fail(err, "invalid_type", what, "'%s' must be a number or null", what);
+    if (!json_is_number(v)) return field_fail(err, PROTO_ERR_INVALID_TYPE, what, "'%s' must be a number or null", what);
     *out = json_number_value(v);
     return 0;
 }
@@ -210,19 +210,19 @@ static int num_in(const json_t *v, const char *what, double null_value, double *
 static int get_num(const json_t *o, const char *k, int required, double null_value, double *out,
                    proto_error *err) {
     const json_t *v = json_object_get(o, k);
-    if (!v && required) return field_fail(err, "invalid_type", k, "'%s' (a number or null) is required", k);
+    if (!v && required) return field_fail(err, PROTO_ERR_INVALID_TYPE, k, "'%s' (a number or null) is required", k);
     return num_in(v, k, null_value, out, err);
 }
 
 /* Decodes the base64 string v into *out (kept in *own). */
 static int b64_in(const json_t *v, const char *what, void **own, proto_str *out, proto_error *err) {
-    if (!json_is_string(v)) return field_fail(err, "invalid_type", what, "'%s' must be a base64 string", what);
+    if (!json_is_string(v)) return field_fail(err, PROTO_ERR_INVALID_TYPE, what, "'%s' must be a base64 string", what);
     const char *t = json_string_value(v);
     size_t n = 0;
     if (strlen(t) != json_string_length(v)) /* an embedded NUL */
-        return field_fail(err, "invalid_base64", what, "'%s' is not valid base64", what);
+        return field_fail(err, PROTO_ERR_INVALID_BASE64, what, "'%s' is not valid base64", what);
     unsigned char *b = b64_decode(t, &n);
-    if (!b) return field_fail(err, "invalid_base64", what, "'%s' is not valid base64", what);
+    if (!b) return field_fail(err, PROTO_ERR_INVALID_BASE64, what, "'%s' is not valid base64", what);
     if (own_keep(own, b) != 0) return oom(err);
     *out = (proto_str){b, n};
     return 0;
@@ -232,7 +232,7 @@ static int get_b64(const json_t *o, const char *k, int required, void **own, pro
                    proto_error *err) {
     const json_t *v = field(o, k);
     if (!v && !required) return 0;
-    if (!v) return field_fail(err, "invalid_type", k, "'%s' (a base64 string) is required", k);
+    if (!v) return field_fail(err, PROTO_ERR_INVALID_TYPE, k, "'%s' (a base64 string) is required", k);
     return b64_in(v, k, own, out, err);
 }
 
@@ -242,7 +242,7 @@ static const json_t *get_array(const json_t *o, const char *k, int required, siz
     *n = 0;
     if (!v && !required) return NULL;
     if (!v || !json_is_array(v)) {
-        field_fail(err, "invalid_type", k, "'%s' must be an array", k);
+        field_fail(err, PROTO_ERR_INVALID_TYPE, k, "'%s' must be an array", k);
         return NULL;
     }
     *n = json_array_size(v);
@@ -251,7 +251,7 @@ static const json_t *get_array(const json_t *o, const char *k, int required, siz
 
 static int not_object(const json_t *o, proto_error *err) {
     if (json_is_object(o)) return 0;
-    return proto_fail(err, 400, "invalid_json", "the body must be a JSON object");
+    return proto_fail(err, 400, PROTO_ERR_INVALID_JSON, "the body must be a JSON object");
 }
 
 static void zero_err(proto_error *err) {
@@ -281,7 +281,7 @@ int proto_error_decode(const json_t *o, int status, proto_error *err) {
     zero_err(err);
     const json_t *e = json_is_object(o) ? json_object_get(o, "error") : NULL;
     if (!json_is_object(e))
-        return proto_fail(err, status, "invalid_response", "the answer (status %d) is not an error object", status);
+        return proto_fail(err, status, PROTO_ERR_INVALID_RESPONSE, "the answer (status %d) is not an error object", status);
     const json_t *m = json_object_get(e, "message"), *c = json_object_get(e, "code"),
                  *p = json_object_get(e, "param");
     err->status = status;
@@ -376,7 +376,7 @@ int proto_info_decode(const json_t *o, proto_info *in, proto_error *err) {
     if (not_object(o, err)) return -1;
     const json_t *p = json_object_get(o, "protocol");
     if (!json_is_integer(p) || json_integer_value(p) != PROTO_VERSION) {
-        proto_fail(err, 409, "protocol_mismatch", "incompatible member: protocol %s (this build speaks %d)",
+        proto_fail(err, 409, PROTO_ERR_PROTOCOL_MISMATCH, "incompatible member: protocol %s (this build speaks %d)",
                    json_is_integer(p) ? "other than this one" : "missing", PROTO_VERSION);
         return -1;
     }
@@ -422,7 +422,7 @@ static int vocab_entries(const json_t *ta, const json_t *ka, proto_vocab *v, pro
         if (b64_in(json_array_get(ta, (size_t)i), what, &v->own_, &v->tokens[i], err)) return -1;
         const json_t *k = json_array_get(ka, (size_t)i);
         v->kinds[i] = json_is_string(k) ? known_kind(json_string_value(k)) : NULL;
-        if (!v->kinds[i]) return field_fail(err, "invalid_value", "kinds", "kinds[%d] is not a token kind", i);
+        if (!v->kinds[i]) return field_fail(err, PROTO_ERR_INVALID_VALUE, "kinds", "kinds[%d] is not a token kind", i);
     }
     return 0;
 }
@@ -436,7 +436,7 @@ int proto_vocab_decode(const json_t *o, proto_vocab *v, proto_error *err) {
         !(ta = get_array(o, "tokens_b64", 1, &nt, err)) || !(ka = get_array(o, "kinds", 1, &nk, err)))
         goto fail;
     if (nt != (size_t)v->vocab_size || nk != (size_t)v->vocab_size) {
-        field_fail(err, "invalid_value", "vocab_size", "'tokens_b64' and 'kinds' must have vocab_size (%d) entries",
+        field_fail(err, PROTO_ERR_INVALID_VALUE, "vocab_size", "'tokens_b64' and 'kinds' must have vocab_size (%d) entries",
                    v->vocab_size);
         goto fail;
     }
@@ -505,7 +505,7 @@ static int span_in(const json_t *v, size_t i, size_t *se, proto_error *err) {
     const json_t *a = json_array_get(v, 0), *b = json_array_get(v, 1);
     if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(a) || !json_is_integer(b) ||
         json_integer_value(a) < 0 || json_integer_value(b) < json_integer_value(a))
-        return field_fail(err, "invalid_value", "spans", "spans[%zu] must be [start, end] with 0 <= start <= end", i);
+        return field_fail(err, PROTO_ERR_INVALID_VALUE, "spans", "spans[%zu] must be [start, end] with 0 <= start <= end", i);
     se[0] = (size_t)json_integer_value(a);
     se[1] = (size_t)json_integer_value(b);
     return 0;
@@ -520,7 +520,7 @@ int proto_tokenize_res_decode(const json_t *o, proto_tokenize_res *r, proto_erro
     sa = get_array(o, "spans", 0, &ns, err);
     if (!sa && json_object_get(o, "spans") && !json_is_null(json_object_get(o, "spans"))) goto fail;
     if (sa && ns != n) {
-        field_fail(err, "invalid_value", "spans", "'spans' must have one entry per token");
+        field_fail(err, PROTO_ERR_INVALID_VALUE, "spans", "'spans' must have one entry per token");
         goto fail;
     }
     r->tokens = calloc(n ? n : 1, sizeof *r->tokens);
@@ -570,7 +570,7 @@ int proto_detokenize_req_decode(const json_t *o, int vocab_size, proto_detokeniz
     const json_t *ta = NULL;
     if (not_object(o, err)) goto fail;
     if (!(ta = get_array(o, "tokens", 1, &n, err))) {
-        field_fail(err, "invalid_type", "tokens", "'tokens' must be an array of token ids");
+        field_fail(err, PROTO_ERR_INVALID_TYPE, "tokens", "'tokens' must be an array of token ids");
         goto fail;
     }
     int *t = own_alloc(&q->own_, n, sizeof *t);
@@ -582,7 +582,7 @@ int proto_detokenize_req_decode(const json_t *o, int vocab_size, proto_detokeniz
     for (size_t i = 0; i < n; i++) {
         const json_t *v = json_array_get(ta, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > hi) {
-            field_fail(err, "invalid_value", "tokens", "tokens[%zu] is not a token id in [0, %lld)", i, hi + 1);
+            field_fail(err, PROTO_ERR_INVALID_VALUE, "tokens", "tokens[%zu] is not a token id in [0, %lld)", i, hi + 1);
             goto fail;
         }
         t[i] = (int)json_integer_value(v);
@@ -664,10 +664,10 @@ json_t *proto_step_req_encode(const proto_step_req *q) {
 
 static int step_session(const json_t *o, proto_step_req *q, proto_error *err) {
     const json_t *v = field(o, "session");
-    if (!json_is_string(v)) return field_fail(err, "invalid_type", "session", "'session' (a string) is required");
+    if (!json_is_string(v)) return field_fail(err, PROTO_ERR_INVALID_TYPE, "session", "'session' (a string) is required");
     q->session = json_string_value(v);
     if (!proto_session_id_ok(q->session) || strlen(q->session) != json_string_length(v))
-        return field_fail(err, "invalid_value", "session", "'session' must be 1-%d characters of [A-Za-z0-9_.:-]",
+        return field_fail(err, PROTO_ERR_INVALID_VALUE, "session", "'session' must be 1-%d characters of [A-Za-z0-9_.:-]",
                           PROTO_SESSION_MAX);
     return 0;
 }
@@ -675,18 +675,18 @@ static int step_session(const json_t *o, proto_step_req *q, proto_error *err) {
 static int step_messages(const json_t *ms, proto_step_req *q, proto_error *err) {
     size_t n = json_is_array(ms) ? json_array_size(ms) : 0;
     if (n == 0)
-        return field_fail(err, "invalid_type", "messages", "'messages' must be a non-empty array of {role, content}");
+        return field_fail(err, PROTO_ERR_INVALID_TYPE, "messages", "'messages' must be a non-empty array of {role, content}");
     proto_msg *m = own_alloc(&q->own_, n, sizeof *m);
     if (!m) return oom(err);
     for (size_t i = 0; i < n; i++) {
         const json_t *mi = json_array_get(ms, i);
         const json_t *role = json_object_get(mi, "role"), *content = json_object_get(mi, "content");
         if (!json_is_object(mi) || !json_is_string(role) || !json_is_string(content))
-            return field_fail(err, "invalid_type", "messages",
+            return field_fail(err, PROTO_ERR_INVALID_TYPE, "messages",
                               "messages[%zu] must be {\"role\": string, \"content\": string}", i);
         if (strlen(json_string_value(content)) != json_string_length(content) ||
             strlen(json_string_value(role)) != json_string_length(role))
-            return field_fail(err, "invalid_value", "messages", "messages[%zu] contains a NUL character", i);
+            return field_fail(err, PROTO_ERR_INVALID_VALUE, "messages", "messages[%zu] contains a NUL character", i);
         m[i] = (proto_msg){json_string_value(role), json_string_value(content)};
     }
     q->messages = m;
@@ -696,7 +696,7 @@ static int step_messages(const json_t *ms, proto_step_req *q, proto_error *err) 
 
 static int step_prompt(const json_t *o, proto_step_req *q, proto_error *err) {
     const json_t *p = field(o, "prompt"), *ms = field(o, "messages");
-    if (p && ms) return field_fail(err, "invalid_request", "prompt", "give 'prompt' or 'messages', not both");
+    if (p && ms) return field_fail(err, PROTO_ERR_INVALID_REQUEST, "prompt", "give 'prompt' or 'messages', not both");
     if (p && get_str(o, "prompt", 0, &q->prompt, &q->prompt_len, err)) return -1;
     if (ms && step_messages(ms, q, err)) return -1;
     return 0;
@@ -706,10 +706,10 @@ static int step_candidates(const json_t *o, proto_step_req *q, proto_error *err)
     const json_t *v = field(o, "candidates_b64");
     if (!v) return 0;
     if (!json_is_array(v))
-        return field_fail(err, "invalid_type", "candidates_b64", "'candidates_b64' must be an array of base64 strings");
+        return field_fail(err, PROTO_ERR_INVALID_TYPE, "candidates_b64", "'candidates_b64' must be an array of base64 strings");
     size_t n = json_array_size(v);
     if (n > PROTO_MAX_CANDIDATES)
-        return field_fail(err, "invalid_value", "candidates_b64", "at most %d candidates", PROTO_MAX_CANDIDATES);
+        return field_fail(err, PROTO_ERR_INVALID_VALUE, "candidates_b64", "at most %d candidates", PROTO_MAX_CANDIDATES);
     proto_str *c = own_alloc(&q->own_, n, sizeof *c);
     if (!c) return oom(err);
     for (size_t i = 0; i < n; i++) {
@@ -776,7 +776,7 @@ static int step_top(const json_t *ta, size_t n, proto_step_res *r, proto_error *
     if (!t) return oom(err);
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(ta, i);
-        if (!json_is_object(e)) return field_fail(err, "invalid_type", "top", "top[%zu] must be an object", i);
+        if (!json_is_object(e)) return field_fail(err, PROTO_ERR_INVALID_TYPE, "top", "top[%zu] must be an object", i);
         if (get_b64(e, "s_b64", 1, &r->own_, &t[i].s, err) || get_num(e, "logq", 1, -INFINITY, &t[i].logq, err))
             return -1;
     }
@@ -869,7 +869,7 @@ json_t *proto_score_res_encode(const proto_score_res *r) {
 }
 
 static int score_tok(const json_t *x, size_t i, proto_score_tok *t, proto_error *err) {
-    if (!json_is_object(x)) return field_fail(err, "invalid_type", "tokens", "tokens[%zu] must be an object", i);
+    if (!json_is_object(x)) return field_fail(err, PROTO_ERR_INVALID_TYPE, "tokens", "tokens[%zu] must be an object", i);
     int s = 0, e = 0;
     if (get_int(x, "id", 1, 0, INT_MAX, &t->id, err) || get_int(x, "start", 1, 0, INT_MAX, &s, err) ||
         get_int(x, "end", 1, s, INT_MAX, &e, err) || get_num(x, "logprob", 0, NAN, &t->logprob, err) ||
@@ -893,7 +893,7 @@ int proto_score_res_decode(const json_t *o, proto_score_res *r, proto_error *err
         get_int(o, "decoded", 0, 0, INT_MAX, &r->decoded, err))
         goto fail;
     if (isnan(r->sum_logprob)) {
-        field_fail(err, "invalid_type", "sum_logprob", "'sum_logprob' must be a number");
+        field_fail(err, PROTO_ERR_INVALID_TYPE, "sum_logprob", "'sum_logprob' must be a number");
         goto fail;
     }
     if (!(t = own_alloc(&r->own_, n, sizeof *t))) {

@@ -64,6 +64,28 @@ typedef struct {
     size_t n;
 } proto_str;
 
+/* The error codes of docs/PROTOCOL.md, the "code" of an error answer. The
+ * coordinator branches on some of them (a session the member forgot is
+ * re-created; a full context ends the generation), so both sides spell
+ * them through these names. */
+#define PROTO_ERR_INVALID_JSON "invalid_json"       /* 400: the body is not JSON */
+#define PROTO_ERR_INVALID_TYPE "invalid_type"       /* 400: a field of the wrong type */
+#define PROTO_ERR_INVALID_VALUE "invalid_value"     /* 400: a value out of range */
+#define PROTO_ERR_INVALID_REQUEST "invalid_request" /* 400: fields that do not fit together */
+#define PROTO_ERR_INVALID_BASE64 "invalid_base64"   /* 400 */
+#define PROTO_ERR_BODY_TOO_LARGE "body_too_large"   /* 413 */
+#define PROTO_ERR_NOT_FOUND "not_found"             /* 404: no such endpoint */
+#define PROTO_ERR_METHOD_NOT_ALLOWED "method_not_allowed"           /* 405 */
+#define PROTO_ERR_SESSION_NOT_FOUND "session_not_found"             /* 404 */
+#define PROTO_ERR_CONTEXT_LENGTH_EXCEEDED "context_length_exceeded" /* 400 */
+#define PROTO_ERR_UNTOKENIZABLE "untokenizable"     /* 400 */
+#define PROTO_ERR_INVALID_PROMPT "invalid_prompt"   /* 400 */
+#define PROTO_ERR_DECODE_FAILED "decode_failed"     /* 500: llama_decode failed */
+#define PROTO_ERR_INTERNAL "internal"               /* 500 */
+/* Set by the client side of the codec, never sent by a worker: */
+#define PROTO_ERR_PROTOCOL_MISMATCH "protocol_mismatch" /* 409: another protocol version */
+#define PROTO_ERR_INVALID_RESPONSE "invalid_response"   /* an answer that is not the protocol's */
+
 /* An error answer: {"error": {"message", "type", "code", "param"}}.
  * `type` follows the status: invalid_request_error below 500, else
  * server_error. code may be "" (written as null); param is written only when
@@ -108,7 +130,7 @@ typedef struct {
     int protocol; /* PROTO_VERSION of the worker */
 } proto_info;
 json_t *proto_info_encode(const proto_info *in);
-/* Also checks protocol == PROTO_VERSION (409 "protocol_mismatch" otherwise). */
+/* Also checks protocol == PROTO_VERSION (409 PROTO_ERR_PROTOCOL_MISMATCH otherwise). */
 int proto_info_decode(const json_t *o, proto_info *in, proto_error *err);
 
 /* ---- GET /v1/vocab -------------------------------------------------------- */

@@ -3,35 +3,6 @@
 
 #include <math.h>
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-void srng_seed(srng *r, uint64_t seed) {
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t srng_next(srng *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-double srng_uniform(srng *r) { return (double)(srng_next(r) >> 11) * 0x1.0p-53; }
-
 static inline double clean(double v) { return (v > 0 && isfinite(v)) ? v : 0; }
 
 int ssample_argmax(const double *p, size_t n) {
@@ -61,7 +32,7 @@ static void sort_desc(const double *p, size_t n, size_t *order) {
     }
 }
 
-int ssample_pick(const double *p, size_t n, const ssample_params *sp, srng *rng,
+int ssample_pick(const double *p, size_t n, const ssample_params *sp, rng_state *rng,
                  double *work, size_t *order) {
     int am = ssample_argmax(p, n);
     if (am < 0) return -1;
@@ -97,7 +68,7 @@ int ssample_pick(const double *p, size_t n, const ssample_params *sp, srng *rng,
         work[i] = exp((log(clean(p[order[i]])) - lmax) * inv_t);
         z += work[i];
     }
-    double u = srng_uniform(rng) * z, acc = 0;
+    double u = rng_uniform(rng) * z, acc = 0;
     for (size_t i = 0; i < keep; i++) {
         acc += work[i];
         if (u < acc) return (int)order[i];

@@ -1,6 +1,6 @@
 /* sampler/sampler.h: sampling from the ensemble's final distribution over
- * events, with a small seeded PRNG of our own (xoshiro256**, seeded through
- * splitmix64) so the same seed gives the same output on every platform.
+ * events. Draws come from common/rng's seeded xoshiro256** (rng_state), so
+ * the same seed gives the same output on every platform.
  *
  * Order of operations (llama.cpp's default chain order): the filters top-k,
  * top-p and min-p are applied to the renormalised distribution, then the
@@ -19,14 +19,10 @@
 #ifndef CONSORT_SAMPLER_H
 #define CONSORT_SAMPLER_H
 
+#include "common/rng.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-typedef struct { uint64_t s[4]; } srng;
-
-void srng_seed(srng *r, uint64_t seed);
-uint64_t srng_next(srng *r);
-double srng_uniform(srng *r); /* [0, 1), 53 random bits */
 
 typedef struct {
     double temperature;
@@ -36,7 +32,7 @@ typedef struct {
 } ssample_params;
 
 int ssample_argmax(const double *p, size_t n);
-int ssample_pick(const double *p, size_t n, const ssample_params *sp, srng *rng,
+int ssample_pick(const double *p, size_t n, const ssample_params *sp, rng_state *rng,
                  double *work, size_t *order);
 
 #endif

@@ -1,6 +1,8 @@
 /* vocab_align/candidates.c: see candidates.h. */
 #include "vocab_align/candidates.h"
 
+#include "common/limits.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +69,7 @@ int vcand_add(vcand_set *cs, const void *s, size_t len, int member) {
         memcpy(cs->bytes + cs->bytes_len, s, len);
         cs->bytes_len += len;
     }
-    if (member >= 0 && member < 32) cs->proposers[i] |= (uint32_t)1 << member;
+    if (member >= 0 && member < CONSORT_MAX_MEMBERS) cs->proposers[i] |= (uint32_t)1 << member;
     return i;
 }
 

@@ -30,7 +30,8 @@ void vcand_init(vcand_set *cs);
 void vcand_free(vcand_set *cs);
 void vcand_clear(vcand_set *cs);
 
-/* Index of the string, added if new; proposer bit set when member >= 0.
+/* Index of the string, added if new; proposer bit set when 0 <= member <
+ * CONSORT_MAX_MEMBERS (common/limits.h; the mask has 32 bits).
  * -1 for an empty string or out of memory. */
 int vcand_add(vcand_set *cs, const void *s, size_t len, int member);
 int vcand_find(const vcand_set *cs, const void *s, size_t len);

@@ -14,10 +14,13 @@
  * the engine are borrowed; the engine has its own lock.
  *
  * What may change: new endpoints (a case in wk_http_route plus a codec
- * pair in protocol/), new metrics (a counter here, a line in do_metrics).
+ * pair in protocol/), new metrics (a counter here, a line in write_metrics).
  */
 #include "worker/wk_http.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/prom.h"
+#include "common/sbuf.h"
 #include "protocol/proto.h"
 
 #include <math.h>
@@ -25,13 +28,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 enum { EP_HEALTH, EP_INFO, EP_VOCAB, EP_TOKENIZE, EP_DETOKENIZE, EP_STEP, EP_SCORE, EP_SESSION,
        EP_METRICS, EP_OTHER, EP_N };
 static const char *ep_names[EP_N] = {"health", "info", "vocab", "tokenize", "detokenize",
                                      "step", "score", "session", "metrics", "other"};
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define NB (int)(sizeof buckets / sizeof buckets[0])
+static const double step_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 struct wk_http {
     wk_model *m;
@@ -41,8 +42,7 @@ struct wk_http {
     size_t vocab_len;
     pthread_mutex_t mu; /* metrics and vocab_json */
     unsigned long long requests[EP_N], errors;
-    unsigned long long step_bucket[NB + 1], step_count;
-    double step_sum;
+    prom_hist step_hist; /* latency of successful /v1/step requests */
 };
 
 wk_http *wk_http_create(wk_model *m, wk_engine *e, const char *name) {
@@ -52,6 +52,7 @@ wk_http *wk_http_create(wk_model *m, wk_engine *e, const char *name) {
     h->e = e;
     h->name = strdup(name ? name : "worker");
     pthread_mutex_init(&h->mu, NULL);
+    prom_hist_init(&h->step_hist, step_bounds, sizeof step_bounds / sizeof *step_bounds);
     return h;
 }
 
@@ -61,12 +62,6 @@ void wk_http_free(wk_http *h) {
     free(h->vocab_json);
     pthread_mutex_destroy(&h->mu);
     free(h);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void count_error(wk_http *h) {
@@ -91,7 +86,7 @@ static void reply_engine_error(wk_http *h, http_conn *c, const wk_err *we) {
 static void reply(wk_http *h, http_conn *c, json_t *obj) {
     if (!obj) {
         proto_error err;
-        proto_fail(&err, 500, "internal", "out of memory");
+        proto_fail(&err, 500, PROTO_ERR_INTERNAL, "out of memory");
         reply_error(h, c, &err);
         return;
     }
@@ -163,7 +158,7 @@ static void do_tokenize(wk_http *h, http_conn *c, const http_request *req) {
     if (!q.add_special && !q.parse_special) n = wk_tokenize_text(h->m, q.text, q.text_len, &r.tokens, &r.spans);
     else n = wk_tokenize_raw(h->m, q.text, q.text_len, q.add_special, q.parse_special, &r.tokens);
     if (n < 0) {
-        proto_fail(&err, 400, "untokenizable", "the text cannot be tokenized with exact byte spans");
+        proto_fail(&err, 400, PROTO_ERR_UNTOKENIZABLE, "the text cannot be tokenized with exact byte spans");
         reply_error(h, c, &err);
     } else {
         r.n = (size_t)n;
@@ -218,11 +213,7 @@ static void do_detokenize(wk_http *h, http_conn *c, const http_request *req) {
 
 static void observe_step(wk_http *h, double secs) {
     pthread_mutex_lock(&h->mu);
-    int i = 0;
-    while (i < NB && secs > buckets[i]) i++;
-    h->step_bucket[i]++;
-    h->step_count++;
-    h->step_sum += secs;
+    prom_hist_observe(&h->step_hist, secs);
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -248,7 +239,7 @@ static json_t *step_res_json(const char *session, const wk_step_res *w, int n_ca
 }
 
 static void do_step(wk_http *h, http_conn *c, const http_request *req) {
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     json_t *o = http_json_body(c, req);
     proto_step_req pq;
     proto_error err;
@@ -268,7 +259,7 @@ static void do_step(wk_http *h, http_conn *c, const http_request *req) {
         reply_engine_error(h, c, &we);
     } else {
         reply(h, c, step_res_json(pq.session, &res, q.n_cands));
-        observe_step(h, now_s() - t0);
+        observe_step(h, clock_mono_s() - t0);
     }
     wk_step_res_free(&res);
     proto_step_req_release(&pq);
@@ -314,49 +305,42 @@ static void do_score(wk_http *h, http_conn *c, const http_request *req) {
 static void do_delete(wk_http *h, http_conn *c, const char *id) {
     proto_error err;
     if (!proto_session_id_ok(id)) {
-        proto_fail(&err, 400, "invalid_value", "bad session id");
+        proto_fail(&err, 400, PROTO_ERR_INVALID_VALUE, "bad session id");
         reply_error(h, c, &err);
     } else if (wk_session_delete(h->e, id) != 0) {
-        proto_fail(&err, 404, "session_not_found", "unknown session '%s'", id);
+        proto_fail(&err, 404, PROTO_ERR_SESSION_NOT_FOUND, "unknown session '%s'", id);
         reply_error(h, c, &err);
     } else {
         reply(h, c, proto_deleted_encode());
     }
 }
 
+/* The /metrics page into b (under h->mu); 0, or -1 when out of memory. */
+static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
+    int bad = prom_family(b, "consort_worker_requests_total", "counter", "HTTP requests by endpoint.");
+    for (int i = 0; i < EP_N; i++) {
+        prom_label l[] = {{"endpoint", ep_names[i]}};
+        bad |= prom_sample_u(b, "consort_worker_requests_total", l, 1, h->requests[i]);
+    }
+    bad |= prom_counter(b, "consort_worker_errors_total", "Requests answered with an error status.",
+                        h->errors);
+    bad |= prom_counter(b, "consort_worker_tokens_decoded_total", "Token positions decoded by llama.cpp.",
+                        (unsigned long long)st->tokens_decoded);
+    bad |= prom_gauge(b, "consort_worker_sessions_in_use", "Sessions holding a slot.", st->sessions_in_use);
+    return bad | prom_histogram(b, "consort_worker_step_seconds", "Latency of successful /v1/step requests.",
+                                &h->step_hist);
+}
+
 static void do_metrics(wk_http *h, http_conn *c) {
     wk_stats st;
     wk_engine_stats(h->e, &st);
-    size_t cap = 8192, n = 0;
-    char *b = malloc(cap);
-    if (!b) {
-        http_error(c, 500, "server_error", "internal", "out of memory");
-        return;
-    }
-#define OUT(...) do { int k_ = snprintf(b + n, cap - n, __VA_ARGS__); if (k_ > 0) n += (size_t)k_; if (n >= cap) n = cap - 1; } while (0)
+    sbuf b = {0};
     pthread_mutex_lock(&h->mu);
-    OUT("# HELP consort_worker_requests_total HTTP requests by endpoint.\n# TYPE consort_worker_requests_total counter\n");
-    for (int i = 0; i < EP_N; i++)
-        OUT("consort_worker_requests_total{endpoint=\"%s\"} %llu\n", ep_names[i], h->requests[i]);
-    OUT("# HELP consort_worker_errors_total Requests answered with an error status.\n# TYPE consort_worker_errors_total counter\n");
-    OUT("consort_worker_errors_total %llu\n", h->errors);
-    OUT("# HELP consort_worker_tokens_decoded_total Token positions decoded by llama.cpp.\n# TYPE consort_worker_tokens_decoded_total counter\n");
-    OUT("consort_worker_tokens_decoded_total %llu\n", (unsigned long long)st.tokens_decoded);
-    OUT("# HELP consort_worker_sessions_in_use Sessions holding a slot.\n# TYPE consort_worker_sessions_in_use gauge\n");
-    OUT("consort_worker_sessions_in_use %d\n", st.sessions_in_use);
-    OUT("# HELP consort_worker_step_seconds Latency of successful /v1/step requests.\n# TYPE consort_worker_step_seconds histogram\n");
-    unsigned long long acc = 0;
-    for (int i = 0; i < NB; i++) {
-        acc += h->step_bucket[i];
-        OUT("consort_worker_step_seconds_bucket{le=\"%g\"} %llu\n", buckets[i], acc);
-    }
-    acc += h->step_bucket[NB];
-    OUT("consort_worker_step_seconds_bucket{le=\"+Inf\"} %llu\n", acc);
-    OUT("consort_worker_step_seconds_sum %.6f\nconsort_worker_step_seconds_count %llu\n", h->step_sum, h->step_count);
+    int bad = write_metrics(h, &st, &b);
     pthread_mutex_unlock(&h->mu);
-#undef OUT
-    http_reply_text(c, 200, "text/plain; version=0.0.4", b, n);
-    free(b);
+    if (bad) http_error(c, 500, "server_error", PROTO_ERR_INTERNAL, "out of memory");
+    else http_reply_text(c, 200, "text/plain; version=0.0.4", b.p, b.n);
+    sb_free(&b);
 }
 
 /* The endpoint a path names (EP_OTHER: none). */
@@ -388,13 +372,13 @@ void wk_http_route(http_conn *c, const http_request *req, void *user) {
     h->requests[ep]++;
     pthread_mutex_unlock(&h->mu);
     if (ep == EP_OTHER) {
-        proto_fail(&err, 404, "not_found", "no such endpoint: %s %s", m, p);
+        proto_fail(&err, 404, PROTO_ERR_NOT_FOUND, "no such endpoint: %s %s", m, p);
         reply_error(h, c, &err);
         return;
     }
     if (strcmp(m, method_of(ep))) {
         http_add_header(c, "Allow", method_of(ep));
-        proto_fail(&err, 405, "method_not_allowed", "%s is not allowed on %s", m, p);
+        proto_fail(&err, 405, PROTO_ERR_METHOD_NOT_ALLOWED, "%s is not allowed on %s", m, p);
         reply_error(h, c, &err);
         return;
     }

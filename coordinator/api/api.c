@@ -1,13 +1,17 @@
 /* coordinator/api/api.c: the OpenAI-compatible HTTP server. See api.h. */
 #include "coordinator/api/api.h"
 
+#include "common/clock.h"
 #include "common/http_server.h"
+#include "common/limits.h"
 #include "common/log.h"
+#include "common/prom.h"
+#include "common/rng.h"
+#include "common/sbuf.h"
 #include "coordinator/api/openai.h"
 #include "sampler/registry.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +20,8 @@
 #include <time.h>
 
 #define API_MAX_ROWS 64
-#define API_MAX_MEMBERS 64
 
 static const double api_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define API_N_BUCKETS (sizeof api_buckets / sizeof *api_buckets)
 
 struct api_server {
     http_server *http;
@@ -28,20 +30,17 @@ struct api_server {
     char model_id[128];
     char strategy[128];
     char *api_key;
-    const char *names[API_MAX_MEMBERS];
+    const char *names[CONSORT_MAX_MEMBERS];
     size_t n_names;
     long long started;
     int stopping; /* atomic (__atomic builtins): read without mu by generations */
 
     pthread_mutex_t mu; /* guards everything below */
-    uint64_t rng;
     struct { char endpoint[40]; int status; unsigned long long n; } rows[API_MAX_ROWS];
     size_t n_rows;
     unsigned long long steps, prompt_tokens, completion_tokens, disconnects;
-    unsigned long long member_failures[API_MAX_MEMBERS];
-    unsigned long long bucket[API_N_BUCKETS + 1]; /* last: +Inf */
-    double step_sum;
-    unsigned long long step_count;
+    unsigned long long member_failures[CONSORT_MAX_MEMBERS];
+    prom_hist step_hist; /* seconds between text chunks */
     long in_flight;
     /* admission: tickets served in order, at most max_parallel running */
     int max_parallel;
@@ -54,25 +53,19 @@ struct api_server {
 
 static int is_stopping(api_server *s) { return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+/* When the OS random source fails (it should not): unique, not secret. */
+static void fallback_id_bytes(unsigned char *r, size_t n) {
+    static unsigned long long calls; /* atomic */
+    uint64_t x = (uint64_t)(clock_mono_s() * 1e9) ^ ((uint64_t)__atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED) << 40);
+    for (size_t i = 0; i < n; i++) r[i] = (unsigned char)rng_splitmix64(&x);
 }
 
-static void make_id(api_server *s, const char *prefix, char *out, size_t n) {
-    pthread_mutex_lock(&s->mu);
-    uint64_t v[2];
-    for (int k = 0; k < 2; k++) { /* xorshift64* */
-        s->rng ^= s->rng >> 12;
-        s->rng ^= s->rng << 25;
-        s->rng ^= s->rng >> 27;
-        v[k] = s->rng * 2685821657736338717ULL;
-    }
-    uint64_t a = v[0], b = v[1];
-    pthread_mutex_unlock(&s->mu);
-    snprintf(out, n, "%s%016llx%08llx", prefix, (unsigned long long)a,
-             (unsigned long long)(b >> 32));
+/* prefix + 24 hex digits from the OS random source (not guessable). */
+static void make_id(const char *prefix, char *out, size_t n) {
+    unsigned char r[12];
+    if (rng_os_bytes(r, sizeof r) != 0) fallback_id_bytes(r, sizeof r);
+    size_t k = (size_t)snprintf(out, n, "%s", prefix);
+    for (size_t i = 0; i < sizeof r && k + 2 < n; i++, k += 2) snprintf(out + k, n - k, "%02x", r[i]);
 }
 
 static void count_request(api_server *s, const char *endpoint, int status) {
@@ -92,11 +85,7 @@ static void count_request(api_server *s, const char *endpoint, int status) {
 
 static void observe_step(api_server *s, double seconds) {
     pthread_mutex_lock(&s->mu);
-    size_t b = 0;
-    while (b < API_N_BUCKETS && seconds > api_buckets[b]) b++;
-    s->bucket[b]++;
-    s->step_sum += seconds;
-    s->step_count++;
+    prom_hist_observe(&s->step_hist, seconds);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -224,7 +213,7 @@ static const char *job_strategy(const api_job *j) {
 }
 
 static void job_step_timer(api_job *j) {
-    double t = now_s();
+    double t = clock_mono_s();
     observe_step(j->s, t - j->t_last);
     j->t_last = t;
 }
@@ -314,7 +303,7 @@ static void *gen_main(void *ud) {
     api_job *j = ud;
     api_server *s = j->s;
     in_flight(s, +1);
-    j->t_last = now_s();
+    j->t_last = clock_mono_s();
     s->be.generate(s->be.ctx, &j->rq.req, on_chunk_stream, j, &j->r);
     release(s);
     j->have_result = 1;
@@ -464,7 +453,7 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
         reply_error(s, c, endpoint, &e);
         return;
     }
-    make_id(s, ep == OAI_CHAT ? "chatcmpl-" : "cmpl-", j->id, sizeof j->id);
+    make_id(ep == OAI_CHAT ? "chatcmpl-" : "cmpl-", j->id, sizeof j->id);
     j->created = (long long)time(NULL);
     oai_logprobs_init(&j->lp, ep, j->rq.top_logprobs, j->rq.prompt_chars);
     log_info("%s %s: %s, max_tokens %d, temperature %g, strategy %s", endpoint, j->id,
@@ -482,7 +471,7 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
         return;
     }
     in_flight(s, +1);
-    j->t_last = now_s();
+    j->t_last = clock_mono_s();
     s->be.generate(s->be.ctx, &j->rq.req, on_chunk_plain, j, &j->r);
     release(s);
     j->have_result = 1;
@@ -602,84 +591,60 @@ static void handle_health(api_server *s, http_conn *c) {
     count_request(s, "/health", st);
 }
 
-typedef struct { char *buf; size_t len, cap; int oom; } api_buf;
-
-static void bprintf(api_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bprintf(api_buf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) { b->oom = 1; return; }
-        if ((size_t)n < b->cap - b->len) { b->len += (size_t)n; return; }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *nb = realloc(b->buf, cap);
-        if (!nb) { b->oom = 1; return; }
-        b->buf = nb;
-        b->cap = cap;
+/* The /metrics page into b (under s->mu); 0, or -1 when out of memory. */
+static int write_metrics(api_server *s, const int *up, sbuf *b) {
+    char status[16];
+    int bad = prom_family(b, "consort_requests_total", "counter",
+                          "HTTP requests answered, by endpoint and status.");
+    for (size_t i = 0; i < s->n_rows; i++) {
+        snprintf(status, sizeof status, "%d", s->rows[i].status);
+        prom_label l[] = {{"endpoint", s->rows[i].endpoint}, {"status", status}};
+        bad |= prom_sample_u(b, "consort_requests_total", l, 2, s->rows[i].n);
     }
+    bad |= prom_gauge(b, "consort_requests_in_flight", "Generation requests running now.", s->in_flight);
+    bad |= prom_gauge(b, "consort_requests_queued", "Generation requests waiting for a turn (--parallel).",
+                      s->queued);
+    bad |= prom_gauge(b, "consort_parallel_limit", "Generations allowed at once (0: no limit).",
+                      s->max_parallel);
+    bad |= prom_counter(b, "consort_steps_total", "Generation steps (committed candidates).", s->steps);
+    bad |= prom_counter(b, "consort_prompt_tokens_total", "Prompt tokens (max over members) of finished requests.",
+                        s->prompt_tokens);
+    bad |= prom_counter(b, "consort_completion_tokens_total", "Completion tokens (steps) of finished requests.",
+                        s->completion_tokens);
+    bad |= prom_counter(b, "consort_stream_disconnects_total", "Streams whose client went away early.",
+                        s->disconnects);
+    bad |= prom_histogram(b, "consort_step_seconds",
+                          "Time between the engine's text chunks (one chunk is normally one step).",
+                          &s->step_hist);
+    bad |= prom_family(b, "consort_member_up", "gauge", "Whether a member is usable now (1) or down (0).");
+    for (size_t i = 0; i < s->n_names; i++) {
+        prom_label l[] = {{"member", s->names[i]}};
+        bad |= prom_sample_i(b, "consort_member_up", l, 1, up[i]);
+    }
+    bad |= prom_family(b, "consort_member_failures_total", "counter",
+                       "Requests during which a member was dropped.");
+    for (size_t i = 0; i < s->n_names; i++) {
+        prom_label l[] = {{"member", s->names[i]}};
+        bad |= prom_sample_u(b, "consort_member_failures_total", l, 1, s->member_failures[i]);
+    }
+    return bad;
 }
 
 static void handle_metrics(api_server *s, http_conn *c) {
-    int up[API_MAX_MEMBERS];
+    int up[CONSORT_MAX_MEMBERS];
     for (size_t i = 0; i < s->n_names; i++) up[i] = member_up(s, i);
-    api_buf b = {malloc(4096), 0, 4096, 0};
-    if (!b.buf) b.oom = 1;
+    sbuf b = {0};
     pthread_mutex_lock(&s->mu);
-    bprintf(&b, "# HELP consort_requests_total HTTP requests answered, by endpoint and status.\n"
-                "# TYPE consort_requests_total counter\n");
-    for (size_t i = 0; i < s->n_rows; i++)
-        bprintf(&b, "consort_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
-                s->rows[i].endpoint, s->rows[i].status, s->rows[i].n);
-    bprintf(&b, "# HELP consort_requests_in_flight Generation requests running now.\n"
-                "# TYPE consort_requests_in_flight gauge\nconsort_requests_in_flight %ld\n",
-            s->in_flight);
-    bprintf(&b, "# HELP consort_requests_queued Generation requests waiting for a turn (--parallel).\n"
-                "# TYPE consort_requests_queued gauge\nconsort_requests_queued %ld\n", s->queued);
-    bprintf(&b, "# HELP consort_parallel_limit Generations allowed at once (0: no limit).\n"
-                "# TYPE consort_parallel_limit gauge\nconsort_parallel_limit %d\n", s->max_parallel);
-    bprintf(&b, "# HELP consort_steps_total Generation steps (committed candidates).\n"
-                "# TYPE consort_steps_total counter\nconsort_steps_total %llu\n", s->steps);
-    bprintf(&b, "# HELP consort_prompt_tokens_total Prompt tokens (max over members) of finished requests.\n"
-                "# TYPE consort_prompt_tokens_total counter\nconsort_prompt_tokens_total %llu\n",
-            s->prompt_tokens);
-    bprintf(&b, "# HELP consort_completion_tokens_total Completion tokens (steps) of finished requests.\n"
-                "# TYPE consort_completion_tokens_total counter\nconsort_completion_tokens_total %llu\n",
-            s->completion_tokens);
-    bprintf(&b, "# HELP consort_stream_disconnects_total Streams whose client went away early.\n"
-                "# TYPE consort_stream_disconnects_total counter\nconsort_stream_disconnects_total %llu\n",
-            s->disconnects);
-    bprintf(&b, "# HELP consort_step_seconds Time between the engine's text chunks (one chunk is "
-                "normally one step).\n# TYPE consort_step_seconds histogram\n");
-    unsigned long long cum = 0;
-    for (size_t i = 0; i < API_N_BUCKETS; i++) {
-        cum += s->bucket[i];
-        bprintf(&b, "consort_step_seconds_bucket{le=\"%g\"} %llu\n", api_buckets[i], cum);
-    }
-    cum += s->bucket[API_N_BUCKETS];
-    bprintf(&b, "consort_step_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
-    bprintf(&b, "consort_step_seconds_sum %.6f\nconsort_step_seconds_count %llu\n", s->step_sum,
-            s->step_count);
-    bprintf(&b, "# HELP consort_member_up Whether a member is usable now (1) or down (0).\n"
-                "# TYPE consort_member_up gauge\n");
-    for (size_t i = 0; i < s->n_names; i++)
-        bprintf(&b, "consort_member_up{member=\"%s\"} %d\n", s->names[i], up[i]);
-    bprintf(&b, "# HELP consort_member_failures_total Requests during which a member was dropped.\n"
-                "# TYPE consort_member_failures_total counter\n");
-    for (size_t i = 0; i < s->n_names; i++)
-        bprintf(&b, "consort_member_failures_total{member=\"%s\"} %llu\n", s->names[i],
-                s->member_failures[i]);
+    int bad = write_metrics(s, up, &b);
     pthread_mutex_unlock(&s->mu);
-    if (b.oom) {
-        free(b.buf);
+    if (bad) {
+        sb_free(&b);
         http_error(c, 500, "server_error", NULL, "out of memory");
         count_request(s, "/metrics", 500);
         return;
     }
-    http_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf, b.len);
-    free(b.buf);
+    http_reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.n);
+    sb_free(&b);
     count_request(s, "/metrics", 200);
 }
 
@@ -765,12 +730,13 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     s->be = *be;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->turn, NULL);
+    prom_hist_init(&s->step_hist, api_buckets, sizeof api_buckets / sizeof *api_buckets);
     s->max_parallel = cfg->max_parallel > 0 ? cfg->max_parallel : 0;
     snprintf(s->model_id, sizeof s->model_id, "%s",
              cfg->model_id && cfg->model_id[0] ? cfg->model_id : "consort");
     snprintf(s->strategy, sizeof s->strategy, "%s", cfg->strategy ? cfg->strategy : "");
     s->n_names = be->n_members ? be->n_members(be->ctx) : 0;
-    if (s->n_names > API_MAX_MEMBERS) s->n_names = API_MAX_MEMBERS;
+    if (s->n_names > CONSORT_MAX_MEMBERS) s->n_names = CONSORT_MAX_MEMBERS;
     for (size_t i = 0; i < s->n_names; i++) {
         const char *n = be->member_name ? be->member_name(be->ctx, i) : NULL;
         s->names[i] = n ? n : "?";
@@ -788,10 +754,6 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     s->ocfg.default_max_tokens = cfg->default_max_tokens;
     s->ocfg.max_tokens_limit = cfg->max_tokens_limit;
     s->started = (long long)time(NULL);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    s->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)(uintptr_t)s << 7) ^
-             0x9E3779B97F4A7C15ULL;
     http_server_opts o = {0};
     o.host = cfg->host ? cfg->host : "127.0.0.1";
     o.port = cfg->port;

@@ -194,9 +194,9 @@ static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request 
         if (!json_is_array(v) || json_array_size(v) == 0)
             return oai_fail(err, 400, "ensemble.members", "invalid_type",
                             "'ensemble.members' must be a non-empty array of member names.");
-        if (json_array_size(v) > OAI_MAX_MEMBERS)
+        if (json_array_size(v) > CONSORT_MAX_MEMBERS)
             return oai_fail(err, 400, "ensemble.members", "invalid_value",
-                            "'ensemble.members' has more than %d names.", OAI_MAX_MEMBERS);
+                            "'ensemble.members' has more than %d names.", CONSORT_MAX_MEMBERS);
         for (size_t i = 0; i < json_array_size(v); i++) {
             json_t *s = json_array_get(v, i);
             if (!json_is_string(s))
@@ -235,7 +235,7 @@ static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request 
         } else if (json_is_array(v)) {
             size_t n = json_array_size(v);
             size_t want = q->members ? q->n_members : (cfg->member_names ? cfg->n_members : n);
-            if (n == 0 || n > OAI_MAX_MEMBERS || n != want)
+            if (n == 0 || n > CONSORT_MAX_MEMBERS || n != want)
                 return oai_fail(err, 400, "ensemble.weights", "invalid_value",
                                 "'ensemble.weights' has %zu values for %zu members.", n, want);
             double sum = 0;

@@ -30,13 +30,13 @@
 #ifndef CONSORT_OPENAI_H
 #define CONSORT_OPENAI_H
 
+#include "common/limits.h"
 #include "coordinator/engine/ensemble.h"
 
 #include <jansson.h>
 #include <stddef.h>
 
 #define OAI_MAX_STOP 4
-#define OAI_MAX_MEMBERS 32
 #define OAI_MAX_TOP_LOGPROBS 20
 
 typedef enum { OAI_COMPLETIONS = 0, OAI_CHAT = 1 } oai_endpoint;
@@ -71,8 +71,8 @@ typedef struct {
     json_t *body_;
     json_t *messages_;
     const char *stop_[OAI_MAX_STOP];
-    double weights_[OAI_MAX_MEMBERS];
-    const char *members_[OAI_MAX_MEMBERS];
+    double weights_[CONSORT_MAX_MEMBERS];
+    const char *members_[CONSORT_MAX_MEMBERS];
 } oai_request;
 
 int oai_parse_request(oai_endpoint ep, const char *body, size_t len,

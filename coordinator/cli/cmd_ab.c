@@ -334,9 +334,9 @@ int ev_cmd_ab(int argc, char **argv) {
             ev_corpus_add(&c, t, o->status ? 0 : pl + o->len); /* failed outputs: nothing to score */
             free(t);
         }
-        ev_scorer sc[MEMBERS_MAX + 1];
-        ev_member_scorer ud[MEMBERS_MAX + 1];
-        ev_tolerant tol[MEMBERS_MAX + 1];
+        ev_scorer sc[CONSORT_MAX_MEMBERS + 1];
+        ev_member_scorer ud[CONSORT_MAX_MEMBERS + 1];
+        ev_tolerant tol[CONSORT_MAX_MEMBERS + 1];
         for (size_t k = 0; k < K; k++) {
             ev_member_scorer_init(&tol[k].inner, &ud[k], k < M ? ms : js, k < M ? k : 0);
             tol[k].warned = 0;

@@ -2,6 +2,7 @@
  * engine (ensemble.h), text on stdout as it is produced, or one JSON object
  * with the text and the statistics (--json). */
 #include "coordinator/cli/commands.h"
+#include "common/sbuf.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/cli/member_opts.h"
 #include "sampler/registry.h"
@@ -92,26 +93,14 @@ static char *read_file(const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *p = malloc(cap);
-    while (p) {
-        size_t r = fread(p + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
-        if (n + 1 == cap) {
-            char *q = realloc(p, cap *= 2);
-            if (!q) {
-                free(p);
-                p = NULL;
-            } else {
-                p = q;
-            }
-        }
-    }
+    sbuf b = {0};
+    int bad = sb_read_file(&b, f); /* b.p is a string even for an empty file */
     if (f != stdin) fclose(f);
-    if (!p) snprintf(err, errlen, "out of memory");
-    else p[n] = 0;
-    return p;
+    if (bad) {
+        sb_free(&b);
+        snprintf(err, errlen, "cannot read %s", path);
+    }
+    return b.p;
 }
 
 typedef struct {

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 /* A member's scores (the protocol's struct) as the evaluation's tokens,
- * checked: spans inside the text, every token scored, the sum consistent. */
+ * checked by ev_tokens_check (spans inside the text, the sum consistent). */
 static int tokens_of_score(const proto_score_res *res, size_t text_len, ev_token **tok, size_t *n_tok,
                            char *err, size_t errlen) {
     ev_token *t = malloc((res->n_tokens ? res->n_tokens : 1) * sizeof *t);
@@ -27,20 +27,13 @@ static int tokens_of_score(const proto_score_res *res, size_t text_len, ev_token
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    double sum = 0;
     for (size_t i = 0; i < res->n_tokens; i++) {
         const proto_score_tok *x = &res->tokens[i];
-        if (x->end < x->start || x->end > text_len || isnan(x->logprob)) {
-            snprintf(err, errlen, "%s token %zu: bad start/end/logprob", PROTO_PATH_SCORE, i);
-            free(t);
-            return -1;
-        }
         t[i] = (ev_token){x->start, x->end, x->logprob, x->entropy, x->top1};
-        sum += x->logprob;
     }
-    if (fabs(res->sum_logprob - sum) > 1e-6 * (fabs(sum) + 1)) {
-        snprintf(err, errlen, "%s: tokens sum to %.9g but the answer's sum is %.9g", PROTO_PATH_SCORE, sum,
-                 res->sum_logprob);
+    char why[200];
+    if (ev_tokens_check(t, res->n_tokens, text_len, res->sum_logprob, why, sizeof why)) {
+        snprintf(err, errlen, "%s: %s", PROTO_PATH_SCORE, why);
         free(t);
         return -1;
     }
@@ -186,7 +179,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         return 2;
     }
     size_t M = cli->n;
-    const char *names[MEMBERS_MAX];
+    const char *names[CONSORT_MAX_MEMBERS];
     for (size_t m = 0; m < M; m++) names[m] = cli->name[m];
     char def[2048] = "";
     if (!strategies) {
@@ -199,7 +192,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "consort ppl: %s\n", err);
         return 2;
     }
-    double w[MEMBERS_MAX];
+    double w[CONSORT_MAX_MEMBERS];
     for (size_t m = 0; m < M; m++) w[m] = cli->n_weights ? cli->weights[m] : 1.0;
     if (ev_weights_normalise(w, M)) {
         fprintf(stderr, "consort ppl: weights must be >= 0 and not all 0\n");
@@ -232,8 +225,8 @@ int ev_cmd_ppl(int argc, char **argv) {
         free(st);
         return 1;
     }
-    ev_scorer sc[MEMBERS_MAX];
-    ev_member_scorer ud[MEMBERS_MAX];
+    ev_scorer sc[CONSORT_MAX_MEMBERS];
+    ev_member_scorer ud[CONSORT_MAX_MEMBERS];
     for (size_t m = 0; m < M; m++) ev_member_scorer_init(&sc[m], &ud[m], ms, m);
     int rc = 0;
     if (dev) {

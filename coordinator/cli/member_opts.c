@@ -35,9 +35,9 @@ static int parse_weights(members_cli *cli, const char *v, char *err, size_t errl
         cli->n_weights = 0;
         return 0;
     }
-    double w[MEMBERS_MAX], sum = 0;
+    double w[CONSORT_MAX_MEMBERS], sum = 0;
     size_t n = 0;
-    if (opt_double_list("--weights", v, 0, 1e6, w, MEMBERS_MAX, &n, err, errlen)) {
+    if (opt_double_list("--weights", v, 0, 1e6, w, CONSORT_MAX_MEMBERS, &n, err, errlen)) {
         size_t k = strlen(err);
         snprintf(err + k, errlen - k, ", or 'auto'");
         return -1;
@@ -59,8 +59,8 @@ int members_cli_add(members_cli *cli, const char *v, char *err, size_t errlen) {
         snprintf(err, errlen, "--member '%s': expected NAME=SPEC (NAME of [A-Za-z0-9_.-], SPEC a URL or .gguf path)", v);
         return -1;
     }
-    if (cli->n >= MEMBERS_MAX) {
-        snprintf(err, errlen, "too many members (at most %d)", MEMBERS_MAX);
+    if (cli->n >= CONSORT_MAX_MEMBERS) {
+        snprintf(err, errlen, "too many members (at most %d)", CONSORT_MAX_MEMBERS);
         return -1;
     }
     size_t nl = (size_t)(eq - v);

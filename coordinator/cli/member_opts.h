@@ -34,6 +34,7 @@
 #ifndef CONSORT_MEMBER_OPTS_H
 #define CONSORT_MEMBER_OPTS_H
 
+#include "common/limits.h"
 #include "common/opt.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
@@ -42,10 +43,10 @@
 
 typedef struct {
     size_t n;                          /* number of --member options */
-    char name[MEMBERS_MAX][MEMBERS_NAME_MAX];
-    char spec[MEMBERS_MAX][512];       /* URL or .gguf path */
+    char name[CONSORT_MAX_MEMBERS][MEMBERS_NAME_MAX];
+    char spec[CONSORT_MAX_MEMBERS][512];       /* URL or .gguf path */
     char strategy[64];                 /* --strategy, "" = mixture */
-    double weights[MEMBERS_MAX];       /* --weights a,b,... */
+    double weights[CONSORT_MAX_MEMBERS];       /* --weights a,b,... */
     size_t n_weights;                  /* 0 = not given (equal weights) */
     int weights_auto;                  /* --weights auto */
     double threshold;                  /* --threshold (selective), 0 = default */

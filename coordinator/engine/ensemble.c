@@ -31,6 +31,7 @@
  */
 #include "coordinator/engine/ensemble_internal.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <assert.h>
@@ -52,17 +53,6 @@ static void copy_str(char *dst, size_t cap, const char *src) {
     dst[n] = 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- the ensemble ---------------------------------------------------------- */
 
@@ -260,7 +250,7 @@ static int grow_doubles(double **p, size_t *cap, size_t n) {
 static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why, size_t whylen) {
     (void)r;
     if (m->rc) {
-        if (!strcmp(m->perr.code, "context_length_exceeded")) *ctx_full = 1;
+        if (!strcmp(m->perr.code, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED)) *ctx_full = 1;
         copy_str(why, whylen, m->perr.message);
         return -1;
     }
@@ -290,7 +280,7 @@ static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, 
 /* The worker evicted this request's session (more concurrent sessions than
  * its slots). */
 static int session_lost(const mstate *m) {
-    return m->rc && m->perr.status == 404 && !strcmp(m->perr.code, "session_not_found");
+    return m->rc && m->perr.status == 404 && !strcmp(m->perr.code, PROTO_ERR_SESSION_NOT_FOUND);
 }
 
 /* Re-creates, once, the sessions that were evicted: prompt + all of G. */
@@ -351,7 +341,7 @@ static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_
 /* Round 1 of a step. selective asks only its lead while the lead is alive:
  * the others lag behind and catch up (in one append) when consulted. */
 static int step_round1(ensemble_gen *r, int first) {
-    int sel[MEMBERS_MAX];
+    int sel[CONSORT_MAX_MEMBERS];
     int lead_only = !first && r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active;
     for (size_t i = 0; i < r->nm; i++) {
         r->m[i].fresh = 0;
@@ -480,8 +470,8 @@ static int build_candidates(ensemble_gen *r) {
 /* ---- the decision's I/O ------------------------------------------------------- */
 
 typedef struct {
-    int active[MEMBERS_MAX], fresh[MEMBERS_MAX];
-    double w[MEMBERS_MAX], end_lq[MEMBERS_MAX];
+    int active[CONSORT_MAX_MEMBERS], fresh[CONSORT_MAX_MEMBERS];
+    double w[CONSORT_MAX_MEMBERS], end_lq[CONSORT_MAX_MEMBERS];
 } decide_facts;
 
 static decide_in decide_input(const ensemble_gen *r, decide_facts *f) {
@@ -564,8 +554,8 @@ static void prompt_text(const ensemble_gen *r, sbuf *text) {
 static void auto_weights(ensemble_gen *r) {
     sbuf text = {0};
     prompt_text(r, &text);
-    double nll[MEMBERS_MAX], w[MEMBERS_MAX];
-    int okm[MEMBERS_MAX];
+    double nll[CONSORT_MAX_MEMBERS], w[CONSORT_MAX_MEMBERS];
+    int okm[CONSORT_MAX_MEMBERS];
     proto_score_req q = {text.p ? text.p : "", text.n, 1};
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
@@ -747,8 +737,8 @@ ensemble_gen *ensemble_begin(ensemble *e, const ensemble_request *req, ensemble_
         out->text = calloc(1, 1);
         return NULL;
     }
-    r->t0 = now_s();
-    r->c0 = cpu_s();
+    r->t0 = clock_mono_s();
+    r->c0 = clock_thread_cpu_s();
     r->e = e;
     r->req = req;
     r->on_chunk = on_chunk;
@@ -768,7 +758,7 @@ ensemble_gen *ensemble_begin(ensemble *e, const ensemble_request *req, ensemble_
         vcand_init(&r->m[i].asked);
         r->m[i].idx = i;
     }
-    int used[MEMBERS_MAX] = {0}, want_auto = 0;
+    int used[CONSORT_MAX_MEMBERS] = {0}, want_auto = 0;
     if (check_request(r, used, &want_auto)) return r;
     unsigned long sid = __atomic_fetch_add(&session_counter, 1, __ATOMIC_RELAXED);
     if (open_sessions(r, used, sid)) return r;
@@ -776,7 +766,7 @@ ensemble_gen *ensemble_begin(ensemble *e, const ensemble_request *req, ensemble_
     if (!r->round) return fail_gen(r, 500, "cannot make a round of calls"), r;
     uint64_t seed = req->has_seed ? req->seed
                                   : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ sid * 0x9e3779b97f4a7c15ULL;
-    srng_seed(&r->rng, seed);
+    rng_seed(&r->rng, seed);
     if (want_auto) auto_weights(r);
     int st = step_round1(r, 1);
     if (st < 0) fail_gen(r, r->status ? r->status : 500, r->err[0] ? r->err : "request failed");
@@ -941,8 +931,8 @@ int ensemble_end(ensemble_gen *r) {
     }
     fill_stats(r);
     if (failed_early) out->steps = 0;
-    out->seconds = now_s() - r->t0;
-    out->cpu_seconds = cpu_s() - r->c0;
+    out->seconds = clock_mono_s() - r->t0;
+    out->cpu_seconds = clock_thread_cpu_s() - r->c0;
     int rc = out->status == 0 ? 0 : -1;
     free_gen(r);
     return rc;

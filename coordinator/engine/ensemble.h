@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limits.h"
 #include "coordinator/engine/members.h"
 
 typedef struct ensemble ensemble;
@@ -51,7 +52,7 @@ typedef struct ensemble ensemble;
  * override strategy, weights and threshold). Zero means "the default". */
 typedef struct {
     char strategy[64];         /* default strategy; "" = mixture */
-    double weights[MEMBERS_MAX];/* default weights, one per member */
+    double weights[CONSORT_MAX_MEMBERS];/* default weights, one per member */
     size_t n_weights;          /* 0 = equal weights */
     int weights_auto;          /* 1: weights from prompt perplexity */
     double threshold;          /* selective: lead confidence threshold, 0 = SSTRAT_DEFAULT_THRESHOLD */

@@ -87,7 +87,7 @@ static int greedy(const decide_in *in) { return !(in->sp.temperature > 1e-6); }
 /* Greedy mixture: the winner is certain without the missing masses
  * (sstrat_greedy_bound), or -1. */
 static int greedy_decided(const decide_in *in, decide_buf *b) {
-    double endq[MEMBERS_MAX], wn[MEMBERS_MAX];
+    double endq[CONSORT_MAX_MEMBERS], wn[CONSORT_MAX_MEMBERS];
     for (size_t i = 0; i < in->nm; i++) {
         endq[i] = alive(in, i) ? in->end_lq[i] : -INFINITY;
         wn[i] = alive(in, i) ? b->wn[i] : 0;
@@ -96,7 +96,7 @@ static int greedy_decided(const decide_in *in, decide_buf *b) {
 }
 
 /* selective: the lead alone when it is sure; else the others catch up. */
-static int selective_lead(const decide_in *in, decide_buf *b, decide_memo *memo, srng *rng, decision *d) {
+static int selective_lead(const decide_in *in, decide_buf *b, decide_memo *memo, rng_state *rng, decision *d) {
     size_t ne = in->cand->n + 1, stride = in->ld + 1;
     if (!memo->lead_unsure) {
         if (sstrat_selective(1, ne, b->own + in->lead * stride, (double[]){1}, 0, in->threshold, b->dist)) {
@@ -123,7 +123,7 @@ static int ensure_only(decide_memo *memo, size_t ne) {
 
 /* min_ppl / min_ppl_cross: each member proposes (sampled from its own view,
  * once per step); the proposal with the best per-byte score wins. */
-static decision min_ppl(const decide_in *in, decide_buf *b, decide_memo *memo, srng *rng) {
+static decision min_ppl(const decide_in *in, decide_buf *b, decide_memo *memo, rng_state *rng) {
     size_t n = in->cand->n, ne = n + 1, stride = in->ld + 1;
     int cross = in->st->kind == SSTRAT_MIN_PPL_CROSS;
     if (!memo->have_props) {
@@ -146,8 +146,8 @@ static decision min_ppl(const decide_in *in, decide_buf *b, decide_memo *memo, s
             return d;
         }
     }
-    int prop[MEMBERS_MAX];
-    double score[MEMBERS_MAX];
+    int prop[CONSORT_MAX_MEMBERS];
+    double score[CONSORT_MAX_MEMBERS];
     /* a proposal stays valid only while its proposer is alive */
     for (size_t i = 0; i < in->nm; i++) prop[i] = alive(in, i) ? memo->prop[i] : -1;
     int win = sstrat_min_ppl(in->nm, n, in->lq, in->ld, in->end_lq, in->cand->len, prop, b->wn, cross, score);
@@ -174,10 +174,10 @@ static int masses_missing(const decide_in *in, const int *need) {
 
 /* mixture, product, solo, selective below its threshold: every mass of every
  * member with weight, unless the greedy bound already knows the winner. */
-static decision combine_all(const decide_in *in, decide_buf *b, decide_memo *memo, srng *rng) {
+static decision combine_all(const decide_in *in, decide_buf *b, decide_memo *memo, rng_state *rng) {
     size_t n = in->cand->n, ne = n + 1;
     enum sstrat_kind k = in->st->kind;
-    int need[MEMBERS_MAX];
+    int need[CONSORT_MAX_MEMBERS];
     for (size_t i = 0; i < in->nm; i++) need[i] = alive(in, i) && b->wn[i] > 0;
     int decided = -1;
     if (!memo->masses_asked && masses_missing(in, need)) {
@@ -203,7 +203,7 @@ static decision combine_all(const decide_in *in, decide_buf *b, decide_memo *mem
     return chosen(ssample_pick(b->dist, ne, &in->sp, rng, b->work, b->order), 0);
 }
 
-decision ensemble_decide(const decide_in *in, decide_buf *b, decide_memo *memo, srng *rng) {
+decision ensemble_decide(const decide_in *in, decide_buf *b, decide_memo *memo, rng_state *rng) {
     weights_now(in, b);
     own_choices(in, b);
     enum sstrat_kind k = in->st->kind;

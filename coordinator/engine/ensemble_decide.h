@@ -31,6 +31,7 @@
 #ifndef CONSORT_ENSEMBLE_DECIDE_H
 #define CONSORT_ENSEMBLE_DECIDE_H
 
+#include "common/limits.h"
 #include "coordinator/engine/members.h"
 #include "sampler/sampler.h"
 #include "sampler/strategy.h"
@@ -59,15 +60,15 @@ typedef struct {
 typedef struct {
     double *ev, *own, *dist, *work, *mlo;
     size_t *order;
-    double wn[MEMBERS_MAX];    /* normalised weights of the members alive */
-    int own_choice[MEMBERS_MAX];/* each fresh member's greedy event over its own proposals, else -1 */
+    double wn[CONSORT_MAX_MEMBERS];    /* normalised weights of the members alive */
+    int own_choice[CONSORT_MAX_MEMBERS];/* each fresh member's greedy event over its own proposals, else -1 */
 } decide_buf;
 
 typedef struct {
     int lead_unsure;           /* selective: the lead was below its threshold */
     int masses_asked;          /* DECIDE_MASSES was returned this step (asked at most once) */
     int have_props;            /* min_ppl: proposals drawn this step */
-    int prop[MEMBERS_MAX];
+    int prop[CONSORT_MAX_MEMBERS];
     int *only;                 /* scratch for DECIDE_MASSES' `only` */
     size_t only_cap;
 } decide_memo;
@@ -78,14 +79,14 @@ typedef struct {
     decide_kind kind;
     int choice;                /* CHOICE: the event (cand->n = END); -1: none possible */
     int skipped;               /* CHOICE: the greedy bound made the missing masses unnecessary */
-    int need[MEMBERS_MAX];     /* MASSES / CATCH_UP: the members to ask */
+    int need[CONSORT_MAX_MEMBERS];     /* MASSES / CATCH_UP: the members to ask */
     const int *only;           /* MASSES: NULL = all unknown, else candidates c with only[c] */
 } decision;
 
 void decide_memo_reset(decide_memo *m);  /* start of a step (keeps the scratch) */
 void decide_memo_free(decide_memo *m);
 
-decision ensemble_decide(const decide_in *in, decide_buf *b, decide_memo *memo, srng *rng);
+decision ensemble_decide(const decide_in *in, decide_buf *b, decide_memo *memo, rng_state *rng);
 
 /* Invariant check, for assert(): for each active member that answered this
  * step, the disjoint events it gave masses for (its outermost known

@@ -13,6 +13,7 @@
 #ifndef CONSORT_ENSEMBLE_INTERNAL_H
 #define CONSORT_ENSEMBLE_INTERNAL_H
 
+#include "common/limits.h"
 #include "common/sbuf.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/ensemble_decide.h"
@@ -25,7 +26,7 @@ struct ensemble {
     member_set *ms;
     size_t nm;
     ensemble_config cfg;      /* strategy filled in ("mixture" when none given) */
-    double weights[MEMBERS_MAX];
+    double weights[CONSORT_MAX_MEMBERS];
     pthread_mutex_t mu;       /* guards the round pool */
     member_round *rounds[ENSEMBLE_ROUND_POOL]; /* kept: they hold the keep-alive connections */
     int n_rounds;
@@ -72,7 +73,7 @@ struct ensemble_gen {
     member_set *ms;
     member_round *round;
     size_t nm;
-    mstate m[MEMBERS_MAX];
+    mstate m[CONSORT_MAX_MEMBERS];
     proto_msg *msgs;         /* the request's messages, as the protocol's structs */
     size_t n_msgs;
     proto_str *strs;         /* scratch: candidates of one call */
@@ -87,7 +88,7 @@ struct ensemble_gen {
     decide_buf buf;
     decide_memo memo;
     int choice;              /* this step's chosen event */
-    srng rng;
+    rng_state rng;
     sbuf g;                  /* committed bytes G */
     size_t emitted;          /* bytes of G already emitted */
     sbuf out_text;           /* emitted (sanitised) text */

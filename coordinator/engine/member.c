@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUND_MAX (2 * MEMBERS_MAX)
+#define ROUND_MAX (2 * CONSORT_MAX_MEMBERS)
 
 struct member_round {
     CURLM *multi;

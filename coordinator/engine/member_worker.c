@@ -147,7 +147,7 @@ static int answer_json(member_session *s, proto_error *err) {
         return -1;
     }
     if (!json_is_object(w->answer)) {
-        proto_fail(err, 502, "invalid_json", "%s: the answer is not JSON", w->path);
+        proto_fail(err, 502, PROTO_ERR_INVALID_JSON, "%s: the answer is not JSON", w->path);
         name_error(s, err);
         return -1;
     }

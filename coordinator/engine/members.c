@@ -15,6 +15,7 @@
  */
 #include "coordinator/engine/members.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/engine/spawn.h"
 
@@ -45,7 +46,7 @@ typedef struct {
 } member;
 
 struct member_set {
-    member m[MEMBERS_MAX];
+    member m[CONSORT_MAX_MEMBERS];
     size_t n;
     int nprobs;             /* top-n list length asked of llama-server members */
 };
@@ -69,7 +70,7 @@ void members_mark_down(member_set *ms, size_t i, const char *why) {
     if (!m->down) {
         m->down = 1;
         m->backoff = 0.5;
-        m->next_probe = spawn_now() + m->backoff;
+        m->next_probe = clock_mono_s() + m->backoff;
         log_warn("member '%s' (%s) is down: %s", m->name, m->url, why ? why : "");
     }
     snprintf(m->why, sizeof m->why, "%s", why ? why : "");
@@ -88,8 +89,8 @@ int members_usable(member_set *ms, size_t i) {
     member *m = &ms->m[i];
     pthread_mutex_lock(&m->mu);
     int down = m->down;
-    int due = down && spawn_now() >= m->next_probe;
-    if (due) m->next_probe = spawn_now() + 3600; /* one prober at a time */
+    int due = down && clock_mono_s() >= m->next_probe;
+    if (due) m->next_probe = clock_mono_s() + 3600; /* one prober at a time */
     pthread_mutex_unlock(&m->mu);
     if (!down) return 1;
     if (!due) return 0;
@@ -100,7 +101,7 @@ int members_usable(member_set *ms, size_t i) {
         log_info("member '%s' (%s) is back", m->name, m->url);
     } else {
         m->backoff = m->backoff * 2 > 30 ? 30 : m->backoff * 2;
-        m->next_probe = spawn_now() + m->backoff;
+        m->next_probe = clock_mono_s() + m->backoff;
     }
     pthread_mutex_unlock(&m->mu);
     return up;
@@ -111,13 +112,13 @@ int members_usable(member_set *ms, size_t i) {
 int members_score(member_set *ms, size_t i, const proto_score_req *q, double timeout_s,
                   members_score_answer *out, proto_error *err) {
     memset(out, 0, sizeof *out);
-    if (i >= ms->n) return proto_fail(err, 500, "internal", "no member %zu", i);
+    if (i >= ms->n) return proto_fail(err, 500, PROTO_ERR_INTERNAL, "no member %zu", i);
     member_round *r = member_round_new();
     member_session *s = r ? member_open(ms, i, "score", timeout_s > 0 ? timeout_s : 60) : NULL;
     const proto_score_res *res = NULL;
     int rc = -1;
     if (!s || s->ops->score(s, q, r)) {
-        proto_fail(err, 500, "internal", "member '%s': out of memory", ms->m[i].name);
+        proto_fail(err, 500, PROTO_ERR_INTERNAL, "member '%s': out of memory", ms->m[i].name);
     } else {
         member_round_run(r);
         rc = s->ops->score_result(s, &res, err);
@@ -142,7 +143,7 @@ void members_score_release(members_score_answer *a) {
 member_set *members_new(void) {
     member_set *ms = calloc(1, sizeof *ms);
     if (!ms) return NULL;
-    for (size_t i = 0; i < MEMBERS_MAX; i++) {
+    for (size_t i = 0; i < CONSORT_MAX_MEMBERS; i++) {
         pthread_mutex_init(&ms->m[i].mu, NULL);
         curl_pool_init(&ms->m[i].pool);
         ms->m[i].worker = (spawned_worker)SPAWNED_WORKER_INIT;
@@ -162,8 +163,8 @@ static const member_ops *kind_of(const char **spec) {
 }
 
 int members_add(member_set *ms, const char *name, const char *spec, char *err, size_t errlen) {
-    if (ms->n >= MEMBERS_MAX) {
-        snprintf(err, errlen, "too many members (at most %d)", MEMBERS_MAX);
+    if (ms->n >= CONSORT_MAX_MEMBERS) {
+        snprintf(err, errlen, "too many members (at most %d)", CONSORT_MAX_MEMBERS);
         return -1;
     }
     if (!members_name_ok(name, strlen(name))) {
@@ -224,14 +225,14 @@ static int spawn_local(member_set *ms, const members_config *opts, char *err, si
         }
         if (spawn_start(&m->worker, worker, m->model, m->name, threads, opts->ctx, err, errlen)) return -1;
     }
-    double deadline = spawn_now() + (opts->start_timeout > 0 ? opts->start_timeout : 120);
+    double deadline = clock_mono_s() + (opts->start_timeout > 0 ? opts->start_timeout : 120);
     for (size_t i = 0; i < ms->n; i++) {
         member *m = &ms->m[i];
         if (!m->model || m->worker.has_drain) continue;
         if (spawn_await_listening(&m->worker, m->name, m->model, deadline, m->url, sizeof m->url, err, errlen))
             return -1;
         while (!m->ops->health(ms, i, 1.0)) {
-            if (spawn_now() > deadline) {
+            if (clock_mono_s() > deadline) {
                 snprintf(err, errlen, "member '%s' (%s): the health check did not answer in time", m->name, m->url);
                 return -1;
             }
@@ -285,7 +286,7 @@ fail:
 
 void members_free(member_set *ms) {
     if (!ms) return;
-    for (size_t i = 0; i < MEMBERS_MAX; i++) {
+    for (size_t i = 0; i < CONSORT_MAX_MEMBERS; i++) {
         member *m = &ms->m[i];
         spawn_stop(&m->worker, m->name);
         curl_pool_free(&m->pool);

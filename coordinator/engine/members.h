@@ -36,6 +36,7 @@
 #ifndef CONSORT_MEMBERS_H
 #define CONSORT_MEMBERS_H
 
+#include "common/limits.h"
 #include "coordinator/engine/curl_pool.h"
 #include "coordinator/engine/member.h"
 #include "protocol/proto.h"
@@ -44,7 +45,6 @@
 
 typedef struct member_set member_set;
 
-#define MEMBERS_MAX 16
 #define MEMBERS_NAME_MAX 64
 #define MEMBERS_DEFAULT_NPROBS 512
 
@@ -53,8 +53,8 @@ typedef struct member_set member_set;
  * fills it (coordinator/cli/member_opts.h); tests fill it directly. */
 typedef struct {
     size_t n;
-    char name[MEMBERS_MAX][MEMBERS_NAME_MAX];
-    char spec[MEMBERS_MAX][512];       /* URL or .gguf path */
+    char name[CONSORT_MAX_MEMBERS][MEMBERS_NAME_MAX];
+    char spec[CONSORT_MAX_MEMBERS][512];       /* URL or .gguf path */
     int threads;                       /* threads of each spawned worker, 0 = CPUs / local members */
     int ctx;                           /* context size of spawned workers, 0 = worker default */
     double start_timeout;              /* seconds a spawned worker may take to start, 0 = 120 */

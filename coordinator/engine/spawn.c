@@ -1,6 +1,7 @@
 /* coordinator/engine/spawn.c: see spawn.h. */
 #include "coordinator/engine/spawn.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -17,12 +18,6 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
-
-double spawn_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int spawn_find_worker(char *out, size_t outlen) {
     const char *env = getenv("CONSORT_WORKER");
@@ -62,9 +57,9 @@ void spawn_stop(spawned_worker *w, const char *name) {
     if (w->pid > 0) {
         kill(w->pid, SIGTERM);
         int status;
-        double deadline = spawn_now() + 5.0;
+        double deadline = clock_mono_s() + 5.0;
         pid_t r;
-        while ((r = waitpid(w->pid, &status, WNOHANG)) == 0 && spawn_now() < deadline) {
+        while ((r = waitpid(w->pid, &status, WNOHANG)) == 0 && clock_mono_s() < deadline) {
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
@@ -179,7 +174,7 @@ int spawn_await_listening(spawned_worker *w, const char *name, const char *model
     char line[1024];
     size_t n = 0;
     for (;;) {
-        double left = deadline - spawn_now();
+        double left = deadline - clock_mono_s();
         if (left <= 0) {
             snprintf(err, errlen, "member '%s' (model %s): the worker did not start listening in time", name, model);
             return -1;

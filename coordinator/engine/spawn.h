@@ -35,15 +35,12 @@ int spawn_find_worker(char *out, size_t outlen);
 int spawn_start(spawned_worker *w, const char *worker, const char *model, const char *name,
                 int threads, int ctx, char *err, size_t errlen);
 
-/* Waits (until the monotonic `deadline`, see spawn_now) for the listening
+/* Waits (until the monotonic `deadline`, see common/clock.h) for the listening
  * line; url gets "http://host:port". 0, or -1 with err. */
 int spawn_await_listening(spawned_worker *w, const char *name, const char *model, double deadline,
                           char *url, size_t urllen, char *err, size_t errlen);
 
 /* Stops and reaps the worker, joins the drain thread. Safe when not running. */
 void spawn_stop(spawned_worker *w, const char *name);
-
-/* Monotonic seconds. */
-double spawn_now(void);
 
 #endif

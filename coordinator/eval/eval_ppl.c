@@ -1,6 +1,8 @@
 /* coordinator/eval/eval_ppl.c: see eval_ppl.h. */
 #include "coordinator/eval/eval_ppl.h"
 
+#include "common/clock.h"
+#include "common/sbuf.h"
 #include "common/utf8.h"
 
 #include <errno.h>
@@ -41,31 +43,16 @@ static char *ev_read_file(const char *path, size_t *len, char *err, size_t errle
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        cap *= 2;
-        char *nb = realloc(buf, cap + 1);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf = nb;
-        }
-    }
-    int bad = ferror(f);
+    sbuf b = {0};
+    int bad = sb_read_file(&b, f); /* b.p is a string even for an empty file */
     fclose(f);
-    if (!buf || bad) {
-        free(buf);
+    if (bad) {
+        sb_free(&b);
         snprintf(err, errlen, "%s: read error", path);
         return NULL;
     }
-    buf[n] = 0;
-    *len = n;
-    return buf;
+    *len = b.n;
+    return b.p;
 }
 
 /* JSONL when every non-empty line is a JSON object with a string "text". */
@@ -194,19 +181,13 @@ static void *ev_score_thread(void *arg) {
     return NULL;
 }
 
-static double ev_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void ev_progress_draw(size_t done, size_t total, double t0) {
     int width = 30;
     int fill = total ? (int)((double)width * (double)done / (double)total) : width;
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
-    fprintf(stderr, "\rscoring [%s] %zu/%zu  %.1fs", bar, done, total, ev_now() - t0);
+    fprintf(stderr, "\rscoring [%s] %zu/%zu  %.1fs", bar, done, total, clock_mono_s() - t0);
     fflush(stderr);
 }
 
@@ -238,7 +219,7 @@ int ev_score_corpus(const ev_corpus *c, ev_scorer *sc, size_t M, int progress,
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     size_t done = 0;
     int stop = 0;
-    double t0 = ev_now();
+    double t0 = clock_mono_s();
     size_t started = 0;
     for (size_t m = 0; m < M; m++) {
         jobs[m] = (ev_score_job){c, &sc[m], m, scores + m * c->n, n_scores + m * c->n, 0, "", &mu, &cv,
@@ -261,13 +242,7 @@ int ev_score_corpus(const ev_corpus *c, ev_scorer *sc, size_t M, int progress,
             pthread_mutex_unlock(&mu);
             ev_progress_draw(d, total, t0);
             pthread_mutex_lock(&mu);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = clock_abs_after(0.2);
             if (done < total && !stop) pthread_cond_timedwait(&cv, &mu, &ts);
         }
         size_t d = done;
@@ -276,7 +251,7 @@ int ev_score_corpus(const ev_corpus *c, ev_scorer *sc, size_t M, int progress,
         fputc('\n', stderr);
     }
     for (size_t m = 0; m < started; m++) pthread_join(th[m], NULL);
-    if (seconds) *seconds = ev_now() - t0;
+    if (seconds) *seconds = clock_mono_s() - t0;
     int rc = 0;
     for (size_t m = 0; m < M; m++) {
         if (jobs[m].failed) {
@@ -499,58 +474,21 @@ int ev_ppl_tune_weights(const ev_corpus *dev, ev_scorer *sc, size_t M, ev_unit_k
     return rc;
 }
 
-/* ---- the worker's /v1/score answer --------------------------------------- */
+/* ---- a member's scores, checked ---------------------------------------- */
 
-static double ev_num_or_nan(const json_t *o, const char *k) {
-    const json_t *v = json_object_get(o, k);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
-int ev_parse_score(const json_t *resp, size_t text_len, ev_token **tok_out, size_t *n_out,
-                   int *n_ctx, int *overlap, char *err, size_t errlen) {
-    *tok_out = NULL;
-    *n_out = 0;
-    const json_t *toks = json_object_get(resp, "tokens");
-    if (!json_is_array(toks)) {
-        snprintf(err, errlen, "/v1/score answer without a \"tokens\" array");
-        return -1;
-    }
-    size_t n = json_array_size(toks);
-    ev_token *t = malloc((n ? n : 1) * sizeof *t);
-    if (!t) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+int ev_tokens_check(const ev_token *t, size_t n, size_t text_len, double sum_logprob, char *err,
+                    size_t errlen) {
     double sum = 0;
     for (size_t i = 0; i < n; i++) {
-        const json_t *x = json_array_get(toks, i);
-        const json_t *s = json_object_get(x, "start"), *e = json_object_get(x, "end");
-        const json_t *lp = json_object_get(x, "logprob");
-        if (!json_is_integer(s) || !json_is_integer(e) || !json_is_number(lp) ||
-            json_integer_value(s) < 0 || json_integer_value(e) < json_integer_value(s) ||
-            (size_t)json_integer_value(e) > text_len) {
-            snprintf(err, errlen, "/v1/score token %zu: bad start/end/logprob", i);
-            free(t);
+        if (t[i].end < t[i].start || t[i].end > text_len || isnan(t[i].logprob)) {
+            snprintf(err, errlen, "token %zu: bad start/end/logprob", i);
             return -1;
         }
-        t[i].start = (size_t)json_integer_value(s);
-        t[i].end = (size_t)json_integer_value(e);
-        t[i].logprob = json_number_value(lp);
-        t[i].entropy = ev_num_or_nan(x, "entropy");
-        t[i].top1 = ev_num_or_nan(x, "top1");
         sum += t[i].logprob;
     }
-    const json_t *sl = json_object_get(resp, "sum_logprob");
-    if (json_is_number(sl) && fabs(json_number_value(sl) - sum) > 1e-6 * (fabs(sum) + 1)) {
-        snprintf(err, errlen, "/v1/score: tokens sum to %.9g but sum_logprob is %.9g", sum,
-                 json_number_value(sl));
-        free(t);
+    if (fabs(sum_logprob - sum) > 1e-6 * (fabs(sum) + 1)) {
+        snprintf(err, errlen, "tokens sum to %.9g but the answer's sum is %.9g", sum, sum_logprob);
         return -1;
     }
-    const json_t *nc = json_object_get(resp, "n_ctx"), *ov = json_object_get(resp, "window_overlap");
-    if (n_ctx && json_is_integer(nc)) *n_ctx = (int)json_integer_value(nc);
-    if (overlap && json_is_integer(ov)) *overlap = (int)json_integer_value(ov);
-    *tok_out = t;
-    *n_out = n;
     return 0;
 }

@@ -27,7 +27,6 @@
 #include "coordinator/eval/eval_strategies.h"
 #include "coordinator/eval/eval_units.h"
 
-#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -129,11 +128,11 @@ int ev_ppl_tune_weights(const ev_corpus *dev, ev_scorer *scorers, size_t n_membe
 
 void ev_ppl_result_free(ev_ppl_result *r);
 
-/* The answer of POST /v1/score (docs/PROTOCOL.md) as tokens; "n_ctx" and
- * "window_overlap" go to *n_ctx / *overlap when present (else left as is).
- * The tokens' logprobs must sum to "sum_logprob" (1e-6 relative) when given.
- * Returns 0, or -1 with a message. */
-int ev_parse_score(const json_t *resp, size_t text_len, ev_token **tok, size_t *n_tok,
-                   int *n_ctx, int *overlap, char *err, size_t errlen);
+/* Checks a member's scores of a text of text_len bytes: every span lies
+ * inside the text (start <= end <= text_len), every logprob is a number,
+ * and the logprobs sum to sum_logprob (1e-6 relative), the total the member
+ * reported. Returns 0, or -1 with a message naming the first fault. */
+int ev_tokens_check(const ev_token *t, size_t n, size_t text_len, double sum_logprob, char *err,
+                    size_t errlen);
 
 #endif

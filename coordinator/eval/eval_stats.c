@@ -1,6 +1,8 @@
 /* coordinator/eval/eval_stats.c: see eval_stats.h. */
 #include "coordinator/eval/eval_stats.h"
 
+#include "common/rng.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +33,6 @@ double ev_percentile(double *v, size_t n, double pct) {
     return v[lo] + f * (v[lo + 1] - v[lo]);
 }
 
-uint64_t ev_rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 int ev_bootstrap(const double *nll, const double *bytes, size_t S, size_t D, size_t ref,
                  unsigned R, uint64_t seed, double (*ci)[2], double (*diff_ci)[2]) {
     if (!S) return 0;
@@ -64,7 +59,7 @@ int ev_bootstrap(const double *nll, const double *bytes, size_t S, size_t D, siz
          * (at most a bounded number of times; all-empty corpora stay NaN) */
         for (int tries = 0; tries < 64 && !(b > 0); tries++) {
             memset(cnt, 0, D * sizeof *cnt);
-            for (size_t i = 0; i < D; i++) cnt[ev_rng_next(&st) % D]++;
+            for (size_t i = 0; i < D; i++) cnt[rng_splitmix64(&st) % D]++;
             b = 0;
             for (size_t d = 0; d < D; d++) b += (double)cnt[d] * bytes[d];
         }

@@ -14,8 +14,8 @@
  * recomputes every strategy's corpus bits per byte and its difference from
  * the reference row (the best single member on the full sample). The 95%
  * interval is the 2.5th and 97.5th percentile of the R values (linear
- * interpolation between order statistics). The generator is splitmix64
- * seeded by `seed`, so a run is reproducible.
+ * interpolation between order statistics). The draws are the splitmix64
+ * stream of common/rng.h started at `seed`, so a run is reproducible.
  */
 #ifndef CONSORT_EVAL_STATS_H
 #define CONSORT_EVAL_STATS_H
@@ -31,8 +31,6 @@ void ev_metrics_compute(double nll, double bytes, double words, double tokens, e
 
 /* Percentile (0..100) of the non-NaN values of v[0..n) (v is reordered). */
 double ev_percentile(double *v, size_t n, double pct);
-
-uint64_t ev_rng_next(uint64_t *state);
 
 /* nll[s * n_docs + d]: strategy s's NLL (nats) on document d; bytes[d].
  * ci[s][0..1] receives the interval of strategy s's bits per byte;

@@ -327,14 +327,14 @@ static enum MHD_Result mock_step(struct MHD_Connection *c, mock_member *mk, cons
     if (mk->fail_after && mk->n_step_calls > mk->fail_after) {
         pthread_mutex_unlock(&mk->mu);
         proto_step_req_release(&q);
-        return mock_fail(c, 500, "internal", "mock failure");
+        return mock_fail(c, 500, PROTO_ERR_INTERNAL, "mock failure");
     }
     int creating = q.prompt || q.n_messages;
     mock_session *s = mock_session_for(mk, &q, creating);
     if (!s) {
         pthread_mutex_unlock(&mk->mu);
         proto_step_req_release(&q);
-        return mock_fail(c, 404, "session_not_found", "no such session");
+        return mock_fail(c, 404, PROTO_ERR_SESSION_NOT_FOUND, "no such session");
     }
     if (q.append.n) mock_append(mk, s, (const char *)q.append.p, q.append.n);
     if (!creating && !q.append.n && q.n_cands) mk->n_cand_only++;
@@ -349,7 +349,7 @@ static enum MHD_Result mock_step(struct MHD_Connection *c, mock_member *mk, cons
     pthread_mutex_unlock(&mk->mu);
     free(st);
     proto_step_req_release(&q);
-    if (!ans) return mock_fail(c, 500, "internal", "out of memory");
+    if (!ans) return mock_fail(c, 500, PROTO_ERR_INTERNAL, "out of memory");
     return mock_send(c, 200, ans);
 }
 
@@ -382,7 +382,7 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
     enum MHD_Result ret;
     if (req && !strcmp(url, PROTO_PATH_SCORE)) ret = mock_score(c, mk, req);
     else if (req && !strcmp(url, PROTO_PATH_STEP)) ret = mock_step(c, mk, req);
-    else ret = mock_fail(c, 404, "not_found", "not found");
+    else ret = mock_fail(c, 404, PROTO_ERR_NOT_FOUND, "not found");
     json_decref(req);
     return ret;
 }

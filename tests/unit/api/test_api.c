@@ -253,6 +253,15 @@ static void test_basic_routes(void) {
     free(b.data);
 }
 
+/* prefix then 24 lowercase hex digits: the response id format. */
+static int id_shaped(const char *id, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (!id || strncmp(id, prefix, n) || strlen(id) != n + 24) return 0;
+    for (const char *p = id + n; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+    return 1;
+}
+
 static void test_completion(void) {
     long st;
     json_t *j = call_json("POST", "/v1/completions",
@@ -264,6 +273,12 @@ static void test_completion(void) {
            json_is_integer(json_object_get(j, "created")) && strcmp(jstr(j, "model"), "ens") == 0,
        "completion envelope");
     is_str(jstr(c, "text"), "Once upon a time", "completion text");
+    json_t *j2 = call_json("POST", "/v1/completions",
+                           "{\"model\":\"ens\",\"prompt\":\"Hi\",\"max_tokens\":1}", &st);
+    ok(id_shaped(jstr(j, "id"), "cmpl-") && id_shaped(jstr(j2, "id"), "cmpl-") &&
+           strcmp(jstr(j, "id"), jstr(j2, "id")) != 0,
+       "completion ids: cmpl- and 24 hex digits, a fresh one each request");
+    json_decref(j2);
     is_str(jstr(c, "finish_reason"), "length", "finish_reason length");
     json_t *lp = json_object_get(c, "logprobs");
     ok(json_array_size(json_object_get(lp, "tokens")) == 4 &&
@@ -495,6 +510,42 @@ static void test_metrics(void) {
        "step histogram and step counter");
     ok(strstr(m, "consort_member_failures_total{member=\"b\"} 2") != NULL, "member failures counted");
     ok(strstr(m, "consort_stream_disconnects_total 1") != NULL, "disconnect counted");
+    /* the families in their order, with their help texts (docs/API.md) */
+    static const char *const families[] = {
+        "# HELP consort_requests_total HTTP requests answered, by endpoint and status.\n"
+        "# TYPE consort_requests_total counter\n",
+        "# HELP consort_requests_in_flight Generation requests running now.\n"
+        "# TYPE consort_requests_in_flight gauge\nconsort_requests_in_flight 0\n",
+        "# HELP consort_requests_queued Generation requests waiting for a turn (--parallel).\n"
+        "# TYPE consort_requests_queued gauge\nconsort_requests_queued 0\n",
+        "# HELP consort_parallel_limit Generations allowed at once (0: no limit).\n"
+        "# TYPE consort_parallel_limit gauge\nconsort_parallel_limit ",
+        "# HELP consort_steps_total Generation steps (committed candidates).\n# TYPE consort_steps_total counter\n",
+        "# HELP consort_prompt_tokens_total Prompt tokens (max over members) of finished requests.\n"
+        "# TYPE consort_prompt_tokens_total counter\n",
+        "# HELP consort_completion_tokens_total Completion tokens (steps) of finished requests.\n"
+        "# TYPE consort_completion_tokens_total counter\n",
+        "# HELP consort_stream_disconnects_total Streams whose client went away early.\n"
+        "# TYPE consort_stream_disconnects_total counter\nconsort_stream_disconnects_total 1\n",
+        "# HELP consort_step_seconds Time between the engine's text chunks (one chunk is normally one step).\n"
+        "# TYPE consort_step_seconds histogram\nconsort_step_seconds_bucket{le=\"0.005\"} ",
+        "# HELP consort_member_up Whether a member is usable now (1) or down (0).\n"
+        "# TYPE consort_member_up gauge\nconsort_member_up{member=\"a\"} 1\nconsort_member_up{member=\"b\"} 1\n",
+        "# HELP consort_member_failures_total Requests during which a member was dropped.\n"
+        "# TYPE consort_member_failures_total counter\nconsort_member_failures_total{member=\"a\"} ",
+    };
+    const char *at = m;
+    int in_order = 1;
+    for (size_t i = 0; i < sizeof families / sizeof *families && in_order; i++) {
+        const char *f = strstr(at, families[i]);
+        if (!f) diag("missing or out of order: %.60s", families[i]);
+        in_order = f != NULL;
+        if (f) at = f + strlen(families[i]);
+    }
+    ok(in_order, "every family's HELP and TYPE lines, in order");
+    ok(strstr(m, "consort_step_seconds_bucket{le=\"10\"} ") && strstr(m, "\nconsort_step_seconds_sum ") &&
+           strstr(m, "\nconsort_step_seconds_count "),
+       "histogram buckets up to 10 s, sum and count");
     free(b.data);
 }
 

@@ -185,6 +185,23 @@ static void test_completions_rejects(void) {
             "ensemble.members", "member twice");
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"weights\":[1]}}",
             "ensemble.weights", "weights count");
+    {
+        /* one member more than common/limits.h allows: a clear 400 */
+        char body[512] = "{\"prompt\":\"x\",\"ensemble\":{\"members\":[";
+        for (int i = 0; i <= CONSORT_MAX_MEMBERS; i++) strcat(body, i ? ",\"a\"" : "\"a\"");
+        strcat(body, "]}}");
+        oai_request rq;
+        oai_error err;
+        char want[64];
+        snprintf(want, sizeof want, "more than %d names", CONSORT_MAX_MEMBERS);
+        ok(parse(OAI_COMPLETIONS, body, &rq, &err) == -1 && err.status == 400 &&
+               !strcmp(err.param, "ensemble.members") && strstr(err.message, want),
+           "more members than CONSORT_MAX_MEMBERS: 400 naming the limit");
+        strcpy(body, "{\"prompt\":\"x\",\"ensemble\":{\"weights\":[");
+        for (int i = 0; i <= CONSORT_MAX_MEMBERS; i++) strcat(body, i ? ",1" : "1");
+        strcat(body, "]}}");
+        rejects(OAI_COMPLETIONS, body, "ensemble.weights", "more weights than CONSORT_MAX_MEMBERS");
+    }
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"weights\":[1,-1]}}",
             "ensemble.weights", "negative weight");
     rejects(OAI_COMPLETIONS, "{\"prompt\":\"x\",\"ensemble\":{\"weights\":[0,0]}}",

@@ -1,5 +1,5 @@
 /* common/sbuf: appends, NUL termination, embedded NULs, reuse, the curl
- * write callback. */
+ * write callback, formatted appends, reading a whole file. */
 #include "common/sbuf.h"
 #include "tests/tap.h"
 
@@ -18,5 +18,39 @@ int main(void) {
     is_str(b.p, "again12345678", "curl callback appended");
     sb_free(&b);
     ok(b.p == NULL && b.n == 0 && b.cap == 0, "free leaves it empty");
+
+    ok(sb_printf(&b, "%d-%s", 42, "x") == 0 && sb_printf(&b, "|%.3f", 0.5) == 0, "printf appends");
+    is_str(b.p, "42-x|0.500", "printf text");
+    b.n = 0;
+    ok(sb_printf(&b, "%s", "") == 0 && b.n == 0 && b.p[0] == 0, "printf of nothing");
+    char line[3000];
+    memset(line, 'y', sizeof line - 1);
+    line[sizeof line - 1] = 0;
+    ok(sb_printf(&b, "<%s>", line) == 0 && b.n == sizeof line + 1 && b.p[0] == '<' &&
+       b.p[b.n - 1] == '>' && b.p[b.n] == 0, "printf grows the buffer");
+    sb_free(&b);
+
+    FILE *f = tmpfile();
+    for (int i = 0; i < 3000; i++) fprintf(f, "line %d\n", i);
+    fputc(0, f);
+    fputs("tail", f);
+    long size = ftell(f);
+    rewind(f);
+    sb_str(&b, "head:");
+    ok(sb_read_file(&b, f) == 0, "read a file");
+    ok(b.n == (size_t)size + 5 && !strncmp(b.p, "head:line 0\n", 12) &&
+       !memcmp(b.p + b.n - 5, "\0tail", 5) && b.p[b.n] == 0, "appended every byte, NUL included");
+    ok(sb_read_file(&b, f) == 0 && b.n == (size_t)size + 5, "at its end: nothing more");
+    fclose(f);
+    sb_free(&b);
+    f = tmpfile();
+    ok(sb_read_file(&b, f) == 0 && b.p && b.n == 0 && b.p[0] == 0, "an empty file gives an empty string");
+    fclose(f);
+    sb_free(&b);
+    f = fopen("/dev/null", "w"); /* reading a write-only stream fails */
+    sb_str(&b, "kept");
+    ok(f && sb_read_file(&b, f) == -1 && b.n == 4 && !strcmp(b.p, "kept"), "a read error keeps the contents");
+    if (f) fclose(f);
+    sb_free(&b);
     return tap_done();
 }

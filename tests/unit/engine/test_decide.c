@@ -23,7 +23,7 @@ typedef struct {
     double ev[2 * (LD + 1)], own[2 * (LD + 1)], dist[LD + 1], work[LD + 1], mlo[4 * (LD + 1)];
     size_t order[LD + 1];
     decide_memo memo;
-    srng rng;
+    rng_state rng;
 } fixture;
 
 /* Two members, candidates "a" (member 0's proposal) and "b" (member 1's). */
@@ -43,7 +43,7 @@ static void setup(fixture *f, const char *strategy) {
     char err[128];
     sstrat_parse(strategy, &f->st, err, sizeof err);
     f->b = (decide_buf){f->ev, f->own, f->dist, f->work, f->mlo, f->order, {0}, {0}};
-    srng_seed(&f->rng, 7);
+    rng_seed(&f->rng, 7);
 }
 
 static decide_in input(fixture *f, double temperature, int no_skip) {
@@ -130,7 +130,7 @@ int main(void) {
     decide_memo_reset(&f.memo);
     d = ensemble_decide(&in, &f.b, &f.memo, &f.rng);
     ok(d.kind == DECIDE_MASSES && d.only && f.memo.have_props, "min_ppl_cross: asks the cross masses of the proposals");
-    srng before = f.rng;
+    rng_state before = f.rng;
     int p0 = f.memo.prop[0], p1 = f.memo.prop[1];
     lq_set(&f, 0, 1, 0.3);
     lq_set(&f, 1, 0, 0.4);

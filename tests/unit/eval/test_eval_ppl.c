@@ -221,24 +221,22 @@ static void test_run(void) {
     ev_corpus_free(&c);
 }
 
-static void test_parse(void) {
-    char err[256];
-    json_error_t je;
-    json_t *j = json_loads("{\"n_tokens\":2,\"tokens\":[{\"id\":5,\"start\":0,\"end\":3,\"logprob\":-1.5,"
-                           "\"entropy\":2.0,\"top1\":0.3},{\"id\":9,\"start\":3,\"end\":7,\"logprob\":-0.5,"
-                           "\"entropy\":1.0,\"top1\":0.6}],\"sum_logprob\":-2.0,\"n_ctx\":128,\"window_overlap\":64}",
-                           0, &je);
-    ev_token *t;
-    size_t n;
-    int nctx = 0, ov = 0;
-    ok(ev_parse_score(j, 7, &t, &n, &nctx, &ov, err, sizeof err) == 0, "parse /v1/score");
-    ok(n == 2 && t[1].start == 3 && t[1].end == 7 && t[0].logprob == -1.5 && t[1].top1 == 0.6, "tokens");
-    ok(nctx == 128 && ov == 64, "window info");
-    free(t);
-    ok(ev_parse_score(j, 5, &t, &n, NULL, NULL, err, sizeof err) != 0, "span past the text is an error");
-    json_object_set_new(j, "sum_logprob", json_real(-3.0));
-    ok(ev_parse_score(j, 7, &t, &n, NULL, NULL, err, sizeof err) != 0, "inconsistent sum is an error");
-    json_decref(j);
+static void test_tokens_check(void) {
+    char err[256] = "";
+    ev_token t[2] = {{0, 3, -1.5, 2.0, 0.3}, {3, 7, -0.5, 1.0, 0.6}};
+    ok(ev_tokens_check(t, 2, 7, -2.0, err, sizeof err) == 0, "scores that tile the text and sum up pass");
+    ok(ev_tokens_check(t, 2, 7, -2.0 + 1e-9, err, sizeof err) == 0, "the sum within 1e-6 relative");
+    ok(ev_tokens_check(t, 2, 5, -2.0, err, sizeof err) != 0 && strstr(err, "token 1"),
+       "a span past the text is an error naming the token");
+    ok(ev_tokens_check(t, 2, 7, -3.0, err, sizeof err) != 0 && strstr(err, "sum"),
+       "an inconsistent sum is an error");
+    t[0].end = 0;
+    t[0].start = 2;
+    ok(ev_tokens_check(t, 2, 7, -2.0, err, sizeof err) != 0 && strstr(err, "token 0"),
+       "an end before its start is an error");
+    t[0] = (ev_token){0, 3, NAN, 2.0, 0.3};
+    ok(ev_tokens_check(t, 2, 7, -2.0, err, sizeof err) != 0, "a NaN logprob is an error");
+    ok(ev_tokens_check(t, 0, 0, 0, err, sizeof err) == 0, "no tokens, sum 0: fine");
 }
 
 static void test_svg(void) {
@@ -257,7 +255,7 @@ static void test_svg(void) {
 int main(void) {
     test_corpus();
     test_run();
-    test_parse();
+    test_tokens_check();
     test_svg();
     return tap_done();
 }

@@ -407,7 +407,30 @@ static void test_errors(void) {
     ok(proto_dumps(NULL, &n) == NULL && n == 0, "proto_dumps(NULL) is NULL with length 0");
 }
 
+/* Every code a worker sends is spelled as docs/WORKER.md lists it (the
+ * tests run from the repository's root). */
+static void test_error_codes_documented(void) {
+    static const char *const sent[] = {
+        PROTO_ERR_INVALID_JSON, PROTO_ERR_INVALID_TYPE, PROTO_ERR_INVALID_VALUE, PROTO_ERR_INVALID_REQUEST,
+        PROTO_ERR_INVALID_BASE64, PROTO_ERR_BODY_TOO_LARGE, PROTO_ERR_NOT_FOUND, PROTO_ERR_METHOD_NOT_ALLOWED,
+        PROTO_ERR_SESSION_NOT_FOUND, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED, PROTO_ERR_UNTOKENIZABLE,
+        PROTO_ERR_INVALID_PROMPT, PROTO_ERR_DECODE_FAILED, PROTO_ERR_INTERNAL};
+    FILE *f = fopen("docs/WORKER.md", "rb");
+    char doc[1 << 16];
+    size_t n = f ? fread(doc, 1, sizeof doc - 1, f) : 0;
+    if (f) fclose(f);
+    doc[n] = 0;
+    ok(n > 0, "docs/WORKER.md read");
+    for (size_t i = 0; i < sizeof sent / sizeof *sent; i++) {
+        char quoted[64], what[96];
+        snprintf(quoted, sizeof quoted, "`%s`", sent[i]);
+        snprintf(what, sizeof what, "error code %s is documented", sent[i]);
+        ok(strstr(doc, quoted) != NULL, what);
+    }
+}
+
 int main(void) {
+    test_error_codes_documented();
     test_health_info();
     test_vocab();
     test_tokenize();

@@ -4,8 +4,8 @@
 #include "tests/tap.h"
 
 static void freq(const double *p, size_t n, const ssample_params *sp, uint64_t seed, int draws, double *f) {
-    srng r;
-    srng_seed(&r, seed);
+    rng_state r;
+    rng_seed(&r, seed);
     double work[16];
     size_t order[16];
     for (size_t i = 0; i < n; i++) f[i] = 0;
@@ -16,17 +16,17 @@ static void freq(const double *p, size_t n, const ssample_params *sp, uint64_t s
 }
 
 int main(void) {
-    srng a, b;
-    srng_seed(&a, 42);
-    srng_seed(&b, 42);
+    rng_state a, b;
+    rng_seed(&a, 42);
+    rng_seed(&b, 42);
     int same = 1;
-    for (int i = 0; i < 1000; i++) same &= srng_next(&a) == srng_next(&b);
+    for (int i = 0; i < 1000; i++) same &= rng_next(&a) == rng_next(&b);
     ok(same, "same seed, same sequence");
-    srng_seed(&b, 43);
-    ok(srng_next(&a) != srng_next(&b), "different seeds differ");
+    rng_seed(&b, 43);
+    ok(rng_next(&a) != rng_next(&b), "different seeds differ");
     double u = 0, mn = 1, mx = 0;
     for (int i = 0; i < 10000; i++) {
-        double x = srng_uniform(&a);
+        double x = rng_uniform(&a);
         u += x;
         if (x < mn) mn = x;
         if (x > mx) mx = x;
@@ -39,7 +39,7 @@ int main(void) {
     double zero[3] = {0, 0, 0};
     is_int(ssample_argmax(zero, 3), -1, "no mass, no choice");
     ssample_params g = {0, 1, 0, 0};
-    srng_seed(&a, 1);
+    rng_seed(&a, 1);
     double work[16];
     size_t order[16];
     int all = 1;

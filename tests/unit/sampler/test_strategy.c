@@ -12,31 +12,31 @@
 static void check_greedy_bound(void) {
     static const char *tok[14] = {"a", "b", "aa", "ab", "ba", "bb", "aaa", "aab", "aba", "abb",
                                   "baa", "bab", "bba", "bbb"};
-    srng rng;
-    srng_seed(&rng, 2024);
+    rng_state rng;
+    rng_seed(&rng, 2024);
     int decided = 0, wrong = 0, trials = 20000;
     for (int t = 0; t < trials; t++) {
-        size_t nm = 1 + srng_next(&rng) % 3;
+        size_t nm = 1 + rng_next(&rng) % 3;
         double p[3][15], endl[3], wn[3], wsum = 0;
         for (size_t m = 0; m < nm; m++) {
             double z = 0;
-            int peak = (int)(srng_next(&rng) % 15);
+            int peak = (int)(rng_next(&rng) % 15);
             for (int i = 0; i < 15; i++) {
-                double u = srng_uniform(&rng);
+                double u = rng_uniform(&rng);
                 p[m][i] = u * u * u * (i == peak ? 30 : 1);
                 z += p[m][i];
             }
             for (int i = 0; i < 15; i++) p[m][i] /= z;
             endl[m] = log(p[m][14]);
-            wn[m] = 0.2 + srng_uniform(&rng);
+            wn[m] = 0.2 + rng_uniform(&rng);
             wsum += wn[m];
         }
         for (size_t m = 0; m < nm; m++) wn[m] /= wsum;
         vcand_set cs;
         vcand_init(&cs);
-        size_t want = 2 + srng_next(&rng) % 6;
+        size_t want = 2 + rng_next(&rng) % 6;
         while (cs.n < want) {
-            const char *s = tok[srng_next(&rng) % 14];
+            const char *s = tok[rng_next(&rng) % 14];
             vcand_add(&cs, s, strlen(s), 0);
         }
         vcand_link(&cs);
@@ -48,7 +48,7 @@ static void check_greedy_bound(void) {
                 for (int i = 0; i < 14; i++)
                     if (strlen(tok[i]) >= cs.len[c] && !memcmp(tok[i], vcand_str(&cs, c), cs.len[c])) q += p[m][i];
                 lq[m * 8 + c] = log(q);
-                hidden[m * 8 + c] = srng_uniform(&rng) < 0.3 ? NAN : log(q);
+                hidden[m * 8 + c] = rng_uniform(&rng) < 0.3 ? NAN : log(q);
             }
         for (size_t m = 0; m < nm; m++) sstrat_events(n, cs.parent, lq + m * 8, endl[m], ev + m * ne);
         sstrat_mixture(nm, ne, ev, wn, mix);
