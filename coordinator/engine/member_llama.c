@@ -43,6 +43,7 @@
  */
 #include "coordinator/engine/member.h"
 
+#include "common/clock.h"
 #include "common/sbuf.h"
 #include "common/utf8.h"
 #include "coordinator/engine/curl_pool.h"
@@ -56,7 +57,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define LL_PATH_MAX 8        /* teacher-forced tokens per candidate */
 #define LL_DIST_CACHE 64     /* next-token lists kept per state */
@@ -123,12 +123,6 @@ typedef struct {
 } ll_session;
 
 /* ---- small helpers ----------------------------------------------------------- */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void name_fail(member_session *s, proto_error *err, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -795,10 +789,10 @@ static int req_copy(ll_req *d, const proto_step_req *q) {
 static void *step_thread(void *arg) {
     member_session *s = arg;
     ll_session *w = s->impl;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     memset(&w->err, 0, sizeof w->err);
     w->rc = do_step(s, &w->err);
-    s->last_seconds = now_s() - t0;
+    s->last_seconds = clock_mono_s() - t0;
     return NULL;
 }
 
@@ -917,10 +911,10 @@ static int ll_score_run(member_session *s, const proto_score_req *q, proto_error
 static int ll_score(member_session *s, const proto_score_req *q, member_round *r) {
     (void)r;
     ll_session *w = s->impl;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     memset(&w->err, 0, sizeof w->err);
     w->rc = ll_score_run(s, q, &w->err); /* blocking: ppl scores from its own threads */
-    s->last_seconds = now_s() - t0;
+    s->last_seconds = clock_mono_s() - t0;
     return 0;
 }
 
