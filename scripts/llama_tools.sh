@@ -28,7 +28,7 @@ die() { printf 'llama_tools: error: %s\n' "$*" >&2; exit 1; }
 FLAGS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_RPC=ON -DLLAMA_CURL=OFF \
 -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
 -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF"
-TARGETS="llama-server rpc-server"
+TARGETS="llama-server ggml-rpc-server"   # rpc-server's CMake target; installed as bin/rpc-server
 
 need_tools() {
   command -v git >/dev/null || die "git is missing (apt-get install git)"
@@ -65,7 +65,9 @@ build_into() { # bundle root
   # shellcheck disable=SC2086
   cmake --build "$root/build" --target $TARGETS -j "${LLAMA_TOOLS_JOBS:-2}" >&2
   mkdir -p "$root/bin.tmp"
-  for t in $TARGETS; do cp "$root/build/bin/$t" "$root/bin.tmp/$t"; done
+  cp "$root/build/bin/llama-server" "$root/bin.tmp/llama-server"
+  cp "$root/build/bin/ggml-rpc-server" "$root/bin.tmp/rpc-server" 2>/dev/null ||
+    cp "$root/build/bin/rpc-server" "$root/bin.tmp/rpc-server"
   mv "$root/bin.tmp" "$root/bin"
   rm -rf "$root/build"   # the two programs are static in llama/ggml: keep only them and the source
 }
