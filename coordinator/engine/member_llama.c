@@ -53,7 +53,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -563,27 +562,42 @@ static int append_text(member_session *s, const unsigned char *a, size_t n, prot
 
 /* ---- the answer ----------------------------------------------------------------- */
 
-static int add_top(ll_session *w, size_t *n, const unsigned char *str, size_t len, double lq) {
+/* One proposal while the answer is built: its string (an offset into
+ * w->strs), Q, the token path that spells it, and its rank for ties. */
+typedef struct {
+    size_t off, n;
+    double lq;
+    int path[2];
+    size_t n_path, rank;
+} ll_entry;
+
+static int add_entry(ll_session *w, ll_entry **e, size_t *n, size_t *cap, const unsigned char *str, size_t len,
+                     double lq, const int *path, size_t n_path) {
     for (size_t j = 0; j < *n; j++)
-        if (w->tops[j].s.n == len && !memcmp(w->strs.p + (size_t)w->tops[j].s.p, str, len)) return 0;
-    if (*n == w->cap_tops) {
-        size_t c = w->cap_tops ? w->cap_tops * 2 : 64;
-        proto_top *p = realloc(w->tops, c * sizeof *p);
+        if ((*e)[j].n == len && !memcmp(w->strs.p + (*e)[j].off, str, len)) return 0; /* first path wins */
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        ll_entry *p = realloc(*e, c * sizeof *p);
         if (!p) return -1;
-        w->tops = p;
-        w->cap_tops = c;
+        *e = p;
+        *cap = c;
     }
-    size_t off = w->strs.n;
+    ll_entry *x = &(*e)[*n];
+    x->off = w->strs.n;
+    x->n = len;
+    x->lq = lq;
+    memcpy(x->path, path, n_path * sizeof *path);
+    x->n_path = n_path;
+    x->rank = *n;
     if (sb_add(&w->strs, str, len)) return -1;
-    w->tops[*n].s = (proto_str){(const unsigned char *)(uintptr_t)off, len}; /* offset until the end */
-    w->tops[*n].logq = lq;
     (*n)++;
     return 0;
 }
 
-static int cmp_top(const void *a, const void *b) {
-    double x = ((const proto_top *)a)->logq, y = ((const proto_top *)b)->logq;
-    return x > y ? -1 : x < y;
+static int cmp_entry(const void *a, const void *b) {
+    const ll_entry *x = a, *y = b;
+    if (x->lq != y->lq) return x->lq > y->lq ? -1 : 1;
+    return x->rank < y->rank ? -1 : x->rank > y->rank;
 }
 
 /* The string x = r + s's mass relative to M(r): the listed mass at X of the
@@ -599,37 +613,55 @@ static double listed_logq(const ll_session *w, const ll_dist *d0, const ll_dist 
     return m > 0 && m_r > 0 ? log(m / m_r) : -INFINITY;
 }
 
-/* The proposals: tokens extending r at X, and tokens after the residue
- * token; sorted by logq, cut to k. */
+/* The proposals, as docs/PROTOCOL.md says: the k most probable tokens
+ * strictly extending r (the lists are in probability order), and the k
+ * most probable tokens after the residue token; each with its Q; sorted by
+ * Q, the first k returned (and remembered for absorption). */
 static int build_top(member_session *s, const ll_dist *d0, const ll_dist *d1, double m_r, proto_error *err) {
     ll_session *w = s->impl;
     const unsigned char *r = (const unsigned char *)w->H.p + w->H.n - w->r_n;
-    size_t n = 0;
+    size_t k = (size_t)w->req.k, n = 0, cap = 0, taken = 0;
+    ll_entry *e = NULL;
     int rc = 0;
-    for (size_t j = 0; !rc && j < d0->n; j++) {
+    for (size_t j = 0; !rc && taken < k && j < d0->n; j++) {
         const ll_tok *t = &d0->e[j];
         if (t->n <= w->r_n || memcmp(t->b, r, w->r_n)) continue;
-        int path[1] = {t->id};
-        rc = add_top(w, &n, t->b + w->r_n, t->n - w->r_n, listed_logq(w, d0, d1, t->b, t->n, m_r)) ||
-             props_add(w, t->b + w->r_n, t->n - w->r_n, path, 1);
+        taken++;
+        rc = add_entry(w, &e, &n, &cap, t->b + w->r_n, t->n - w->r_n, listed_logq(w, d0, d1, t->b, t->n, m_r),
+                       &t->id, 1);
     }
-    for (size_t j = 0; !rc && d1 && j < d1->n; j++) {
+    taken = 0;
+    for (size_t j = 0; !rc && d1 && taken < k && j < d1->n; j++) {
         const ll_tok *u = &d1->e[j];
         if (!u->n) continue;
+        taken++;
         unsigned char *x = malloc(w->r_n + u->n);
-        if (!x) return proto_fail(err, 500, "internal", "out of memory");
+        if (!x) {
+            rc = -1;
+            break;
+        }
         memcpy(x, r, w->r_n);
         memcpy(x + w->r_n, u->b, u->n);
         int path[2] = {w->t_r, u->id};
-        rc = add_top(w, &n, u->b, u->n, listed_logq(w, d0, d1, x, w->r_n + u->n, m_r)) ||
-             props_add(w, u->b, u->n, path, 2);
+        rc = add_entry(w, &e, &n, &cap, u->b, u->n, listed_logq(w, d0, d1, x, w->r_n + u->n, m_r), path, 2);
         free(x);
     }
+    if (!rc && n) qsort(e, n, sizeof *e, cmp_entry);
+    if (n > k) n = k;
+    if (!rc && n > w->cap_tops) {
+        proto_top *p = realloc(w->tops, n * sizeof *p);
+        if (p) w->tops = p, w->cap_tops = n;
+        else rc = -1;
+    }
+    for (size_t j = 0; !rc && j < n; j++) {
+        w->tops[j].s = (proto_str){(const unsigned char *)w->strs.p + e[j].off, e[j].n};
+        w->tops[j].logq = e[j].lq;
+        rc = props_add(w, w->tops[j].s.p, e[j].n, e[j].path, e[j].n_path);
+    }
+    free(e);
     if (rc) return proto_fail(err, 500, "internal", "out of memory");
-    for (size_t j = 0; j < n; j++) w->tops[j].s.p = (const unsigned char *)w->strs.p + (size_t)w->tops[j].s.p;
-    qsort(w->tops, n, sizeof *w->tops, cmp_top);
     w->res.top = w->tops;
-    w->res.n_top = n < (size_t)w->req.k ? n : (size_t)w->req.k;
+    w->res.n_top = n;
     return 0;
 }
 
