@@ -10,12 +10,16 @@
 #   - greedy text over STEPS steps (default 200) from each of PROMPTS, as a
 #     one-member ensemble of each: identical texts, and the common prefix;
 #   - speed: steps/s of those generations (the coordinator's wall time).
+# And in a mixture across tokenizers: MODEL as a worker with MODEL2 (default
+# models/b.gguf) once as a worker and once as a llama-server member, greedy
+# text over STEPS steps (where the lists' lower bounds can change a choice).
 # NPROBS (default 512) is the llama-server member's list length.
 # Prints markdown rows for bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CONSORT_BUILD:-build}
 MODEL=${1:-models/a.gguf}
+MODEL2=${MODEL2:-models/b.gguf}
 FILE=${FILE:-data/brown-heldout.jsonl}
 SUBSET=${SUBSET:-10x2000}
 STEPS=${STEPS:-200}
@@ -38,6 +42,18 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 WURL=$(grep -o 'http://[0-9.:]*' "$TMP/w.out" | head -1)
+port2=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$LLAMA_BIN/llama-server" -m "$MODEL2" --host 127.0.0.1 --port "$port2" -t 1 -c 256 -np 1 --no-webui \
+  >"$TMP/ls2.out" 2>&1 &
+PIDS+=("$!")
+LURL2=http://127.0.0.1:$port2
+"$B/consort-worker" --model "$MODEL2" --port 0 --threads 1 --parallel 1 >"$TMP/w2.out" 2>"$TMP/w2.err" &
+PIDS+=("$!")
+for _ in $(seq 600); do
+  curl -s "$LURL2/health" | grep -q '"ok"' && grep -q 'http://' "$TMP/w2.out" && break
+  sleep 0.1
+done
+WURL2=$(grep -o 'http://[0-9.:]*' "$TMP/w2.out" | head -1)
 
 if [ "$SUBSET" = all ]; then cp "$FILE" "$TMP/text.jsonl"; else
   python3 -c "
@@ -58,10 +74,10 @@ print(f"| held-out bits/byte ({d['bytes']} bytes, {d['documents']} docs) | {w['b
 print(f"| scoring wall time, both members in one run | {d['seconds']:.1f} s (together) | | |")
 PY
 
-gen() { # URLSPEC PROMPT: prints the text; the wall seconds go to $TMP/secs
+gen() { # URLSPEC PROMPT [URLSPEC2]: prints the text; the wall seconds go to $TMP/secs
   local t0 t1
   t0=$(date +%s.%N)
-  "$B/consort" generate --member m="$1" --member-nprobs "$NPROBS" -p "$2" -n "$STEPS" >"$TMP/gen"
+  "$B/consort" generate --member m="$1" ${3:+--member m2="$3"} --member-nprobs "$NPROBS" -p "$2" -n "$STEPS" >"$TMP/gen"
   t1=$(date +%s.%N)
   echo "$t1 - $t0" | bc -l >"$TMP/secs"
   cat "$TMP/gen"
@@ -81,3 +97,16 @@ done
 echo "| greedy texts identical | | | $same of $total |"
 printf '| speed, one-member greedy generation | %.1f steps/s | %.1f steps/s | %.2fx |\n' \
   "$(echo "$total * $STEPS / $wsec" | bc -l)" "$(echo "$total * $STEPS / $lsec" | bc -l)" "$(echo "$wsec / $lsec" | bc -l)"
+
+same=0 total=0
+for prompt in "The old man said that" "In the morning the committee" "She opened the door and"; do
+  wt=$(gen "$WURL" "$prompt" "$WURL2")
+  lt=$(gen "$WURL" "$prompt" "llama+$LURL2")
+  common=$(python3 -c "import sys; a,b=sys.argv[1].encode(),sys.argv[2].encode(); n=0
+while n<min(len(a),len(b)) and a[n]==b[n]: n+=1
+print(n, len(a), len(b))" "$wt" "$lt")
+  set -- $common
+  total=$((total + 1)); [ "$wt" = "$lt" ] && same=$((same + 1))
+  echo "| mixture A(worker)+B, greedy $STEPS steps, \"$prompt\": B as worker / as llama-server | $2 bytes | $3 bytes | $1 bytes in common |"
+done
+echo "| mixture greedy texts identical | | | $same of $total |"
