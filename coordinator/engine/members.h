@@ -24,7 +24,8 @@
  *  - Errors are messages that name the member and its URL (or model path);
  *    functions return NULL / -1 and fill err.
  *  - Each member has a kind (member.h: its table of operations, chosen
- *    from its SPEC; a consort-worker for every SPEC today) and a pool of
+ *    from its SPEC: llama+URL is a llama-server, docs/MEMBERS.md; any other
+ *    SPEC a consort-worker) and a pool of
  *    keep-alive curl handles (curl_pool.h) its calls reuse.
  *  - members_score() is blocking and thread-safe (`consort ppl` and `ab`
  *    score from several threads at once).
