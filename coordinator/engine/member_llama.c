@@ -448,6 +448,11 @@ static int prefix_mass(member_session *s, int *path, size_t n_path, const unsign
     return 0;
 }
 
+/* r: the last r_n bytes of H ("" when there are none). */
+static const unsigned char *residue_of(const ll_session *w) {
+    return w->H.p ? (const unsigned char *)w->H.p + w->H.n - w->r_n : (const unsigned char *)"";
+}
+
 /* ---- the session's state ------------------------------------------------------ */
 
 static void props_clear(ll_session *w) {
@@ -619,13 +624,13 @@ static double listed_logq(const ll_session *w, const ll_dist *d0, const ll_dist 
  * Q, the first k returned (and remembered for absorption). */
 static int build_top(member_session *s, const ll_dist *d0, const ll_dist *d1, double m_r, proto_error *err) {
     ll_session *w = s->impl;
-    const unsigned char *r = (const unsigned char *)w->H.p + w->H.n - w->r_n;
+    const unsigned char *r = residue_of(w);
     size_t k = (size_t)w->req.k, n = 0, cap = 0, taken = 0;
     ll_entry *e = NULL;
     int rc = 0;
     for (size_t j = 0; !rc && taken < k && j < d0->n; j++) {
         const ll_tok *t = &d0->e[j];
-        if (t->n <= w->r_n || memcmp(t->b, r, w->r_n)) continue;
+        if (t->n <= w->r_n || (w->r_n && memcmp(t->b, r, w->r_n))) continue;
         taken++;
         rc = add_entry(w, &e, &n, &cap, t->b + w->r_n, t->n - w->r_n, listed_logq(w, d0, d1, t->b, t->n, m_r),
                        &t->id, 1);
@@ -640,7 +645,7 @@ static int build_top(member_session *s, const ll_dist *d0, const ll_dist *d1, do
             rc = -1;
             break;
         }
-        memcpy(x, r, w->r_n);
+        if (w->r_n) memcpy(x, r, w->r_n);
         memcpy(x + w->r_n, u->b, u->n);
         int path[2] = {w->t_r, u->id};
         rc = add_entry(w, &e, &n, &cap, u->b, u->n, listed_logq(w, d0, d1, x, w->r_n + u->n, m_r), path, 2);
@@ -674,7 +679,7 @@ static int candidate_logq(member_session *s, const ll_dist *d0, const ll_dist *d
     }
     unsigned char *x = malloc(w->r_n + cn);
     if (!x) return proto_fail(err, 500, "internal", "out of memory");
-    memcpy(x, w->H.p + w->H.n - w->r_n, w->r_n);
+    if (w->r_n) memcpy(x, residue_of(w), w->r_n);
     memcpy(x + w->r_n, c, cn);
     size_t xn = w->r_n + cn;
     *out = listed_logq(w, d0, d1, x, xn, m_r);
@@ -734,7 +739,7 @@ static int do_step(member_session *s, proto_error *err) {
         if (!d1) return -1;
         d0 = dist_at(s, empty, 0, err); /* (the cache may have moved) */
     }
-    const unsigned char *r = (const unsigned char *)w->H.p + w->H.n - w->r_n;
+    const unsigned char *r = residue_of(w);
     int any;
     double m_r = w->r_n ? mass_starting(d0, r, w->r_n, &any) : 1;
     w->strs.n = 0;
