@@ -42,6 +42,7 @@
  * and more scratch sequences when candidate sets grow.
  */
 #include "worker/wk_engine.h"
+#include "worker/wk_llama_safe.h"
 #include "common/log.h"
 
 #include <assert.h>
@@ -314,7 +315,8 @@ static void batch_add(struct llama_batch *b, int tok, int pos, int seq, int logi
 static int decode(wk_engine *e) {
     int n = e->batch.n_tokens;
     if (n == 0) return 0;
-    int r = llama_decode(e->ctx, e->batch);
+    int32_t r;
+    if (wk_safe_decode(e->ctx, e->batch, &r) != 0) r = -1;
     if (r != 0) {
         log_error("llama_decode failed (%d) on %d tokens", r, n);
         return -1;
@@ -432,14 +434,15 @@ char *wk_render_chat(const wk_model *m, const wk_msg *msgs, int n, size_t *len, 
             total += strlen(msgs[i].role) + strlen(msgs[i].content) + 64;
         }
         char *buf = malloc(total * 2);
-        int r = buf ? llama_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf,
-                                                (int32_t)(total * 2))
-                    : -1;
+        int32_t r = -1;
+        if (!buf || wk_safe_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf,
+                                                (int32_t)(total * 2), &r) != 0)
+            r = -1;
         if (r > (int)(total * 2)) {
             char *b2 = realloc(buf, (size_t)r + 1);
             if (b2) {
                 buf = b2;
-                r = llama_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf, r + 1);
+                if (wk_safe_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf, r + 1, &r) != 0) r = -1;
             } else {
                 r = -1;
             }
