@@ -8,7 +8,8 @@
 #   - the worker's deployment flags (named like llama.cpp's): bad values are
 #     usage errors naming the flag; --n-gpu-layers 0 --flash-attn on
 #     --cache-type-k q8_0 --cache-type-v q8_0 --no-mmap --mlock load and
-#     generate, and with f16 caches the greedy text is the default one.
+#     generate, and with the defaults named explicitly the greedy text is
+#     the default one.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/integration/lib_serve.sh
@@ -63,8 +64,9 @@ base=$(gen)
 check "worker with default flags: a text" test -n "$base"
 q8=$(gen --n-gpu-layers 0 --flash-attn on --cache-type-k q8_0 --cache-type-v q8_0 --no-mmap --mlock)
 check "worker with -ngl 0 -fa on q8_0 caches --no-mmap --mlock: a text" test -n "$q8"
-f16=$(gen -ngl all -fa off -ctk f16 -ctv f16)
-check "worker with f16 caches named explicitly: the default text" test "$f16" = "$base"
+f16=$(gen -ngl all -fa auto -ctk f16 -ctv f16)
+check "worker with the defaults named explicitly (-ngl all -fa auto f16 caches): the default text" test "$f16" = "$base"
+[ "$f16" = "$base" ] || printf '#   got:  %q\n#   want: %q\n' "$f16" "$base"
 
 echo "1..$n"
 [ $failed -eq 0 ]

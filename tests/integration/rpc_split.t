@@ -73,6 +73,7 @@ for url in "$SPLIT" "$WHOLE"; do
 done
 check "ensemble with the split member: a text" test -n "${texts[0]}"
 check "ensemble text, split member = unsplit member" test "${texts[0]}" = "${texts[1]}"
+[ "${texts[0]}" = "${texts[1]}" ] || printf '#   split:   %q\n#   unsplit: %q\n' "${texts[0]}" "${texts[1]}"
 if start_consort solo serve --port 0 --member lb=llama+$SPLIT; then
   got=$(consort_text "$SERVER_URL" "$prompt" 24)
   stop_consort
