@@ -14,6 +14,8 @@
 #include "worker/wk_http.h"
 #include "worker/wk_model.h"
 
+#include <llama.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
@@ -27,7 +29,8 @@
 
 enum { O_MODEL = 1, O_HOST, O_PORT, O_CTX, O_THREADS, O_PARALLEL, O_NAME, O_MAX_BODY, O_TOKEN_FILE,
        O_INSECURE, O_METRICS_PUBLIC, O_CONN_LIMIT, O_PER_IP_LIMIT, O_IDLE_TIMEOUT, O_READ_TIMEOUT, O_TLS_CERT,
-       O_TLS_KEY, O_MAX_CAND_BYTES, O_MAX_FORCED, O_MAX_SCORE_TOKENS };
+       O_TLS_KEY, O_MAX_CAND_BYTES, O_MAX_FORCED, O_MAX_SCORE_TOKENS,
+       O_NGL, O_FA, O_CTK, O_CTV, O_MLOCK, O_NO_MMAP };
 
 /* Named like llama.cpp's own tools where the meaning is the same; --ctx and
  * --slots are the worker's earlier spellings, still accepted. */
@@ -54,6 +57,12 @@ static const opt_spec worker_opts[] = {
     {"max-candidate-bytes", NULL, OPT_VALUE, O_MAX_CAND_BYTES, "N", "budget: candidate bytes per step (default 16384)"},
     {"max-forced", NULL, OPT_VALUE, O_MAX_FORCED, "N", "budget: teacher-forced positions per step (default 512)"},
     {"max-score-tokens", NULL, OPT_VALUE, O_MAX_SCORE_TOKENS, "N", "budget: tokens per /v1/score (default 32768)"},
+    {"n-gpu-layers", "ngl", OPT_VALUE, O_NGL, "N", "layers to offload to the GPU: a number, or all (default: llama.cpp's)"},
+    {"flash-attn", "fa", OPT_VALUE, O_FA, "on|off|auto", "flash attention (default auto)"},
+    {"cache-type-k", "ctk", OPT_VALUE, O_CTK, "TYPE", "KV cache type of K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1 (default f16)"},
+    {"cache-type-v", "ctv", OPT_VALUE, O_CTV, "TYPE", "KV cache type of V, the same types (default f16; quantized V needs flash attention)"},
+    {"mlock", NULL, OPT_FLAG, O_MLOCK, NULL, "lock the model in RAM (no swapping out)"},
+    {"no-mmap", NULL, OPT_FLAG, O_NO_MMAP, NULL, "read the model into memory instead of mapping the file"},
     OPT_HELP_SPEC,
     OPT_VERSION_SPEC,
     OPT_SPEC_END};
@@ -79,7 +88,46 @@ typedef struct {
     int insecure, metrics_public;
     int conn_limit, per_ip_limit, idle_timeout, read_timeout;
     int max_cand_bytes, max_forced, max_score_tokens;
+    wk_model_opts model;   /* --n-gpu-layers, --mlock, --no-mmap */
+    int flash_attn;        /* wk_engine_opts' encoding */
+    int type_k, type_v;
 } worker_args;
+
+/* A KV cache type by llama.cpp's name: the ggml_type + 1 (wk_engine_opts). */
+static int cache_type(const char *opt, const char *v, int *out, char *err, size_t errlen) {
+    static const struct { const char *name; enum ggml_type t; } types[] = {
+        {"f32", GGML_TYPE_F32},   {"f16", GGML_TYPE_F16},   {"bf16", GGML_TYPE_BF16},
+        {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
+        {"iq4_nl", GGML_TYPE_IQ4_NL}, {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(v, types[i].name)) {
+            *out = (int)types[i].t + 1;
+            return 0;
+        }
+    snprintf(err, errlen, "%s '%s': expected one of f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1", opt, v);
+    return -1;
+}
+
+static int flash_attn(const char *v, int *out, char *err, size_t errlen) {
+    if (!strcmp(v, "auto")) *out = 0;
+    else if (!strcmp(v, "on")) *out = 1;
+    else if (!strcmp(v, "off")) *out = 2;
+    else {
+        snprintf(err, errlen, "--flash-attn '%s': expected on, off or auto", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int gpu_layers(const char *v, wk_model_opts *mo, char *err, size_t errlen) {
+    mo->set_gpu_layers = 1;
+    if (!strcmp(v, "all")) {
+        mo->n_gpu_layers = -1;
+        return 0;
+    }
+    return opt_int("--n-gpu-layers", v, -1, 100000, &mo->n_gpu_layers, err, errlen);
+}
 
 /* One option into a: 0, or -1 with err. */
 static int set_option(worker_args *a, int id, const char *v, char *err, size_t errlen) {
@@ -106,6 +154,12 @@ static int set_option(worker_args *a, int id, const char *v, char *err, size_t e
     case O_MAX_FORCED: return opt_int("--max-forced", v, 1, 1 << 24, &a->max_forced, err, errlen);
     case O_MAX_SCORE_TOKENS:
         return opt_int("--max-score-tokens", v, 1, 1 << 28, &a->max_score_tokens, err, errlen);
+    case O_NGL: return gpu_layers(v, &a->model, err, errlen);
+    case O_FA: return flash_attn(v, &a->flash_attn, err, errlen);
+    case O_CTK: return cache_type("--cache-type-k", v, &a->type_k, err, errlen);
+    case O_CTV: return cache_type("--cache-type-v", v, &a->type_v, err, errlen);
+    case O_MLOCK: a->model.mlock = 1; return 0;
+    case O_NO_MMAP: a->model.no_mmap = 1; return 0;
     }
     snprintf(err, errlen, "option %d is not handled (a bug)", id);
     return -1;
@@ -231,7 +285,7 @@ int main(int argc, char **argv) {
 
     wk_backend_init();
     char err[512];
-    wk_model *m = wk_model_load(model_path, 0, err, sizeof err);
+    wk_model *m = wk_model_load_opts(model_path, 0, &a.model, err, sizeof err);
     if (!m) {
         fprintf(stderr, "consort-worker: %s\n", err);
         wk_backend_free();
@@ -239,7 +293,8 @@ int main(int argc, char **argv) {
     }
     wk_engine_opts eo = {.n_ctx = a.ctx, .n_threads = a.threads, .slots = a.slots,
                          .max_cand_bytes = a.max_cand_bytes, .max_forced = a.max_forced,
-                         .max_score_tokens = a.max_score_tokens};
+                         .max_score_tokens = a.max_score_tokens,
+                         .flash_attn = a.flash_attn, .type_k = a.type_k, .type_v = a.type_v};
     wk_engine *e = wk_engine_create(m, &eo, err, sizeof err);
     if (!e) {
         fprintf(stderr, "consort-worker: %s\n", err);

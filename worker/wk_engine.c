@@ -252,6 +252,9 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     cp.n_threads_batch = op.n_threads;
     cp.kv_unified = true;
     cp.no_perf = true;
+    if (op.flash_attn) cp.flash_attn_type = op.flash_attn == 1 ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (op.type_k) cp.type_k = (enum ggml_type)(op.type_k - 1);
+    if (op.type_v) cp.type_v = (enum ggml_type)(op.type_v - 1);
     e->ctx = llama_init_from_model(m->model, cp);
     if (!e->ctx) {
         snprintf(err, err_size, "llama.cpp could not create a context (n_ctx %u, %d sequences)",

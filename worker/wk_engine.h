@@ -56,6 +56,9 @@ typedef struct wk_engine_opts {
     int max_cand_bytes;   /* bytes of all candidates of one step; 0 = WK_DEFAULT_MAX_CAND_BYTES */
     int max_forced;       /* teacher-forced positions of one step; 0 = WK_DEFAULT_MAX_FORCED */
     int max_score_tokens; /* tokens of one /v1/score text; 0 = WK_DEFAULT_MAX_SCORE_TOKENS */
+    int flash_attn;/* 0 = llama.cpp's default (auto), 1 = on, 2 = off */
+    int type_k;    /* KV cache types: 0 = llama.cpp's default (f16), else a ggml_type + 1 */
+    int type_v;
 } wk_engine_opts;
 
 #define WK_DEFAULT_MAX_CAND_BYTES 16384

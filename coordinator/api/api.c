@@ -657,6 +657,21 @@ static json_t *model_obj(api_server *s, const char *id, const char *kind) {
                      (json_int_t)s->started, "owned_by", "consort", "consort_kind", kind);
 }
 
+/* A member's model object: its kind, model and whether its masses are
+ * exact (a llama-server member's come from a top-n list: approximate). */
+static json_t *member_obj(api_server *s, size_t i) {
+    json_t *m = model_obj(s, s->names[i], "member");
+    const char *kind = "consort-worker", *model = "";
+    int exact = 1;
+    if (s->be.member_describe) s->be.member_describe(s->be.ctx, i, &kind, &model, &exact);
+    if (m) {
+        json_object_set_new(m, "member_kind", json_string(kind ? kind : ""));
+        json_object_set_new(m, "member_model", json_string(model ? model : ""));
+        json_object_set_new(m, "exact", json_boolean(exact));
+    }
+    return m;
+}
+
 /* The generation strategies of the registry, "solo:NAME" with its placeholder. */
 static json_t *strategies_json(void) {
     json_t *a = json_array();
@@ -682,7 +697,7 @@ static void handle_models(api_server *s, http_conn *c, const char *path) {
         }
         json_array_append_new(data, ens);
         for (size_t i = 0; i < s->n_names; i++) {
-            json_t *m = model_obj(s, s->names[i], "member");
+            json_t *m = member_obj(s, i);
             if (m) json_object_set_new(m, "up", json_boolean(member_up(s, i)));
             json_array_append_new(data, m);
         }
@@ -698,7 +713,7 @@ static void handle_models(api_server *s, http_conn *c, const char *path) {
     }
     for (size_t i = 0; i < s->n_names; i++)
         if (strcmp(id, s->names[i]) == 0) {
-            http_reply_json(c, 200, model_obj(s, id, "member"));
+            http_reply_json(c, 200, member_obj(s, i));
             count_request(s, "/v1/models", 200);
             return;
         }

@@ -63,6 +63,10 @@ typedef struct api_backend {
     int (*member_up)(void *ctx, size_t i); /* 1 if usable now (last known state) */
     /* optional: asks the member now (GET /health); 1 up. Used by GET /health. */
     int (*member_check)(void *ctx, size_t i);
+    /* optional: member i's kind ("consort-worker", "llama-server"), model
+     * (path or name, "" unknown) and whether its masses are exact; for
+     * GET /v1/models. */
+    void (*member_describe)(void *ctx, size_t i, const char **kind, const char **model, int *exact);
 } api_backend;
 
 typedef struct {

@@ -765,6 +765,7 @@ json_t *oai_ensemble_json(const ensemble_result *r, const char *strategy) {
             isfinite(m->mean_step_ms) ? m->mean_step_ms : 0.0, "prompt_tokens", m->prompt_tokens,
             "failed", m->failed != 0, "failure",
             m->failed && m->failure[0] ? json_string(m->failure) : json_null());
+        if (o && m->approximate) json_object_set_new(o, "approximate", json_true());
         if (!o || json_array_append_new(members, o)) {
             json_decref(members);
             return NULL;

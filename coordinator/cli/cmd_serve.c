@@ -38,6 +38,15 @@ static const char *be_name(void *ctx, size_t i) { return members_name(((api_engi
 static int be_up(void *ctx, size_t i) { return members_usable(((api_engine *)ctx)->ms, i); }
 /* An active check for GET /health: the last known state alone would call a
  * member that died since its last request "up". */
+static void be_describe(void *ctx, size_t i, const char **kind, const char **model, int *exact) {
+    member_set *ms = ((api_engine *)ctx)->ms;
+    const member_ops *ops = members_ops(ms, i);
+    const proto_info *info = members_info(ms, i);
+    *kind = ops ? ops->kind : "";
+    *model = members_model(ms, i) ? members_model(ms, i) : info && info->model_path ? info->model_path : "";
+    *exact = ops ? ops->exact : 1;
+}
+
 static int be_check(void *ctx, size_t i) {
     member_set *ms = ((api_engine *)ctx)->ms;
     return members_usable(ms, i) && members_health(ms, i, 2.0);
@@ -185,7 +194,7 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
         return 1;
     }
     api_engine eng = {e, ms};
-    api_backend be = {&eng, be_generate, be_free, be_strategy_valid, be_n, be_name, be_up, be_check};
+    api_backend be = {&eng, be_generate, be_free, be_strategy_valid, be_n, be_name, be_up, be_check, be_describe};
     api_config cfg = {0};
     cfg.host = o->host ? o->host : "127.0.0.1";
     cfg.port = o->port;

@@ -10,8 +10,9 @@
 /* ids 100..199: a command's own options use smaller ids, the server's 200.. */
 const opt_spec members_cli_opts[] = {
     {"member", NULL, OPT_VALUE, MO_MEMBER, "NAME=SPEC",
-     "a member: SPEC is http://host:port of a running consort-worker, or a .gguf file to run "
-     "locally (repeat for each member; order sets weight order)"},
+     "a member: SPEC is http://host:port of a running consort-worker, llama+http://host:port of a "
+     "running llama.cpp llama-server, or a .gguf file to run locally (repeat for each member; "
+     "order sets weight order)"},
     {"strategy", NULL, OPT_VALUE, MO_STRATEGY, "S",
      "the strategy (default mixture; the strategies are listed below)"},
     {"weights", NULL, OPT_VALUE, MO_WEIGHTS, "W", "comma-separated weights (one per member) or auto"},
@@ -23,6 +24,8 @@ const opt_spec members_cli_opts[] = {
     {"step-timeout", NULL, OPT_VALUE, MO_STEP_TIMEOUT, "SEC", "per-step deadline for member answers (30)"},
     {"start-timeout", NULL, OPT_VALUE, MO_START_TIMEOUT, "SEC", "how long a spawned worker may take to start (120)"},
     {"member-k", NULL, OPT_VALUE, MO_MEMBER_K, "K", "proposals of each member per step (1 greedy, 8 sampling)"},
+    {"member-nprobs", NULL, OPT_VALUE, MO_MEMBER_NPROBS, "N",
+     "top-n list asked of llama-server members per position (512; more is closer to exact, slower)"},
     {"tolerate-down", NULL, OPT_FLAG, MO_TOLERATE_DOWN, NULL, "start even if some members do not answer"},
     {"no-round-skip", NULL, OPT_FLAG, MO_NO_ROUND_SKIP, NULL,
      "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
@@ -141,6 +144,7 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
     case MO_STEP_TIMEOUT: rc = opt_seconds("--step-timeout", v, 1e-3, 86400, &cli->step_timeout, err, errlen); break;
     case MO_START_TIMEOUT: rc = opt_seconds("--start-timeout", v, 1e-3, 86400, &cli->start_timeout, err, errlen); break;
     case MO_MEMBER_K: rc = opt_int("--member-k", v, 1, 256, &cli->top_k_members, err, errlen); break;
+    case MO_MEMBER_NPROBS: rc = opt_int("--member-nprobs", v, 1, 1 << 20, &cli->nprobs, err, errlen); break;
     case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
     case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
     case MO_POOL_EXPONENTS:
@@ -183,6 +187,7 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         mc->tolerate_down = cli->tolerate_down;
         mc->token = cli->token[0] ? cli->token : getenv("CONSORT_TOKEN");
         mc->tls_ca = cli->tls_ca[0] ? cli->tls_ca : NULL;
+        mc->nprobs = cli->nprobs;
     }
     if (ec) {
         memset(ec, 0, sizeof *ec);

@@ -56,6 +56,7 @@ typedef struct {
     double start_timeout;              /* --start-timeout SECONDS for spawned workers, 0 = 120 */
     int top_k_members;                 /* --member-k: proposals per member and step, 0 = 1 greedy / 8 sampling */
     int tolerate_down;                 /* --tolerate-down: open even if some members are down */
+    int nprobs;                        /* --member-nprobs: top-n of llama-server members, 0 = default */
     int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* --pool-exponents a,b,... */
     size_t n_pool_exponents;           /* 0 = not given (1/M each) */
@@ -79,7 +80,8 @@ enum {
     MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
     MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP,
     MO_POOL_EXPONENTS,
-    MO_TOKEN_FILE, MO_TLS_CA
+    MO_TOKEN_FILE, MO_TLS_CA,
+    MO_MEMBER_NPROBS
 };
 extern const opt_spec members_cli_opts[];
 

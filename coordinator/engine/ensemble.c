@@ -941,6 +941,7 @@ static void fill_stats(ensemble_gen *r) {
         s->weight = m->w;
         s->prompt_tokens = m->prompt_tokens;
         s->decoded = m->decoded;
+        s->approximate = !members_ops(r->ms, m->idx)->exact;
         if (m->prompt_tokens > out->prompt_tokens) out->prompt_tokens = m->prompt_tokens;
         ws += s->weight;
     }

@@ -122,6 +122,7 @@ typedef struct {
     double weight;             /* weight used (after auto/renormalisation) */
     int prompt_tokens;         /* this member's prompt length in its own tokens */
     long decoded;              /* token positions the member decoded (its "decoded" answers, prompt included) */
+    int approximate;           /* its masses are lower bounds from a top-n list (member_ops.exact == 0) */
 } ensemble_member_stats;
 
 typedef struct {

@@ -334,5 +334,5 @@ static int wk_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
 
 const member_ops member_worker_ops = {
     "consort-worker", wk_connect, wk_health, wk_open, wk_step, wk_score,
-    wk_step_result, wk_score_result, wk_close, wk_free,
+    wk_step_result, wk_score_result, wk_close, wk_free, 1,
 };

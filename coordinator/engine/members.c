@@ -69,6 +69,7 @@ struct member_set {
     pthread_mutex_t sup_mu;
     pthread_cond_t sup_cv;
     int sup_stop;
+    int nprobs;             /* top-n list length asked of llama-server members */
 };
 
 int members_name_ok(const char *s, size_t n) {
@@ -284,10 +285,14 @@ member_set *members_new(void) {
     return ms;
 }
 
-/* The kind of member behind a SPEC: every SPEC is a consort-worker today
- * (an URL, or a .gguf file run as one). A new kind is chosen here. */
-static const member_ops *kind_of(const char *spec) {
-    (void)spec;
+/* The kind of member behind a SPEC, and the SPEC without its kind prefix:
+ * llama+URL is a llama-server; any other URL or .gguf file a consort-worker.
+ * A new kind is chosen here. */
+static const member_ops *kind_of(const char **spec) {
+    if (!strncmp(*spec, "llama+", 6)) {
+        *spec += 6;
+        return &member_llama_ops;
+    }
     return &member_worker_ops;
 }
 
@@ -307,7 +312,11 @@ int members_add(member_set *ms, const char *name, const char *spec, char *err, s
     member *m = &ms->m[ms->n];
     snprintf(m->name, sizeof m->name, "%s", name);
     snprintf(m->spec, sizeof m->spec, "%s", spec);
-    m->ops = kind_of(spec);
+    m->ops = kind_of(&spec);
+    if (m->ops != &member_worker_ops && strncmp(spec, "http://", 7) && strncmp(spec, "https://", 8)) {
+        snprintf(err, errlen, "member '%s': a %s member needs an http:// URL", name, m->ops->kind);
+        return -1;
+    }
     if (!strncmp(spec, "http://", 7) || !strncmp(spec, "https://", 8)) {
         size_t l = strlen(spec);
         while (l > 0 && spec[l - 1] == '/') l--;
@@ -405,6 +414,7 @@ int members_connect(member_set *ms, const members_config *opts, char *err, size_
             return -1;
         }
     }
+    ms->nprobs = opts->nprobs > 0 ? opts->nprobs : MEMBERS_DEFAULT_NPROBS;
     if (spawn_local(ms, opts, err, errlen)) return -1;
     for (size_t i = 0; i < ms->n; i++) {
         member *m = &ms->m[i];
@@ -461,6 +471,7 @@ void members_free(member_set *ms) {
 }
 
 size_t members_count(const member_set *ms) { return ms->n; }
+int members_nprobs(const member_set *ms) { return ms->nprobs > 0 ? ms->nprobs : MEMBERS_DEFAULT_NPROBS; }
 const char *members_name(const member_set *ms, size_t i) { return i < ms->n ? ms->m[i].name : NULL; }
 const char *members_url(const member_set *ms, size_t i) { return i < ms->n ? ms->m[i].url : NULL; }
 const char *members_model(const member_set *ms, size_t i) { return i < ms->n ? ms->m[i].model : NULL; }

@@ -24,7 +24,8 @@
  *  - Errors are messages that name the member and its URL (or model path);
  *    functions return NULL / -1 and fill err.
  *  - Each member has a kind (member.h: its table of operations, chosen
- *    from its SPEC; a consort-worker for every SPEC today) and a pool of
+ *    from its SPEC: llama+URL is a llama-server, docs/MEMBERS.md; any other
+ *    SPEC a consort-worker) and a pool of
  *    keep-alive curl handles (curl_pool.h) its calls reuse.
  *  - members_score() is blocking and thread-safe (`consort ppl` and `ab`
  *    score from several threads at once).
@@ -54,6 +55,7 @@
 typedef struct member_set member_set;
 
 #define MEMBERS_NAME_MAX 64
+#define MEMBERS_DEFAULT_NPROBS 512
 
 /* How to open a member set: the members (name and SPEC each, in weight
  * order) and how to start the ones that are .gguf files. The command line
@@ -70,6 +72,7 @@ typedef struct {
                                           and spawned workers then get a random one of their own */
     const char *tls_ca;                /* CA file checking https:// members; NULL = system CAs */
     int supervise;                     /* restart spawned workers that die (serve, run) */
+    int nprobs;                        /* top-n list of llama-server members, 0 = MEMBERS_DEFAULT_NPROBS */
 } members_config;
 
 /* 1 if s[0..n) is a valid member name: 1..63 bytes of [A-Za-z0-9_.-]. */
@@ -90,6 +93,8 @@ int members_connect(member_set *ms, const members_config *cfg, char *err, size_t
 void members_free(member_set *ms);
 
 size_t members_count(const member_set *ms);
+/* The top-n list length asked of members that report one (llama-server). */
+int members_nprobs(const member_set *ms);
 const char *members_name(const member_set *ms, size_t i);
 const char *members_url(const member_set *ms, size_t i);      /* "http://host:port" */
 const char *members_model(const member_set *ms, size_t i);    /* spawned .gguf path, or NULL */

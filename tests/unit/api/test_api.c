@@ -132,6 +132,13 @@ static int fake_strategy_valid(void *ctx, const char *s, char *err, size_t n) {
 
 static size_t fake_n(void *ctx) { (void)ctx; return 2; }
 static const char *fake_name(void *ctx, size_t i) { (void)ctx; return i ? "b" : "a"; }
+/* member b is a llama-server member (approximate), a a worker */
+static void fake_describe(void *ctx, size_t i, const char **kind, const char **model, int *exact) {
+    (void)ctx;
+    *kind = i ? "llama-server" : "consort-worker";
+    *model = i ? "/m/b.gguf" : "/m/a.gguf";
+    *exact = !i;
+}
 static int fake_up(void *ctx, size_t i) {
     fake *f = ctx;
     pthread_mutex_lock(&f->mu);
@@ -262,11 +269,20 @@ static void test_basic_routes(void) {
            strcmp(jstr(json_array_get(data, 0), "id"), "ens") == 0 &&
            strcmp(jstr(json_array_get(data, 0), "object"), "model") == 0 &&
            strcmp(jstr(json_array_get(data, 2), "id"), "b") == 0, "models: the ensemble, then members");
+    json_t *ma = json_array_get(data, 1), *mb = json_array_get(data, 2);
+    ok(!strcmp(jstr(ma, "member_kind"), "consort-worker") && !strcmp(jstr(ma, "member_model"), "/m/a.gguf") &&
+           json_is_true(json_object_get(ma, "exact")) && !strcmp(jstr(mb, "member_kind"), "llama-server") &&
+           !strcmp(jstr(mb, "member_model"), "/m/b.gguf") && json_is_false(json_object_get(mb, "exact")),
+       "models: each member's kind, model and exactness");
     json_t *strats = json_object_get(json_array_get(data, 0), "strategies");
     ok(json_array_size(strats) == 7 && strcmp(json_string_value(json_array_get(strats, 0)), "mixture") == 0 &&
            strcmp(json_string_value(json_array_get(strats, 2)), "solo:NAME") == 0 &&
            strcmp(json_string_value(json_array_get(strats, 6)), "pool") == 0,
        "models: the ensemble lists the registry's generation strategies");
+    json_decref(j);
+    j = call_json("GET", "/v1/models/b", NULL, &st);
+    ok(st == 200 && strcmp(jstr(j, "id"), "b") == 0 && json_is_false(json_object_get(j, "exact")),
+       "GET /v1/models/b: an approximate member");
     json_decref(j);
     j = call_json("GET", "/v1/models/a", NULL, &st);
     ok(st == 200 && strcmp(jstr(j, "id"), "a") == 0, "GET /v1/models/a");
@@ -874,7 +890,7 @@ int main(void) {
     pthread_mutex_init(&F.mu, NULL);
     fake_set(1, 1, 0, -1, -1);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    api_backend be = {&F, fake_generate, fake_free, fake_strategy_valid, fake_n, fake_name, fake_up, NULL};
+    api_backend be = {&F, fake_generate, fake_free, fake_strategy_valid, fake_n, fake_name, fake_up, NULL, fake_describe};
     api_config cfg = {0};
     cfg.model_id = "ens";
     char err[256];
