@@ -443,6 +443,16 @@ static oa_member *load_member_tokenizer(member_set *ms, size_t i, char *err, siz
     return m;
 }
 
+/* The server's context size as its model entry says: max_model_len (vLLM),
+ * meta.n_ctx (llama-server); 0 when unknown (then no context check before a
+ * call, and `ppl` scores in windows of 4096 tokens). */
+static int context_of(const json_t *model) {
+    const json_t *v = json_object_get(model, "max_model_len");
+    if (!json_is_integer(v)) v = json_object_get(json_object_get(model, "meta"), "n_ctx");
+    json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+    return n > 0 && n < (1 << 30) ? (int)n : 0;
+}
+
 static int oa_connect(member_set *ms, size_t i, double timeout_s, proto_info *info, json_t **keep, char *err,
                       size_t errlen) {
     *keep = NULL;
@@ -457,8 +467,10 @@ static int oa_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
         snprintf(err, errlen, "%s (is it an OpenAI-compatible server? the URL ends in /v1)", e.message);
         return -1;
     }
-    const char *id = json_string_value(json_object_get(json_array_get(json_object_get(models, "data"), 0), "id"));
+    const json_t *d0 = json_array_get(json_object_get(models, "data"), 0);
+    const char *id = json_string_value(json_object_get(d0, "id"));
     snprintf(m->model, sizeof m->model, "%s", id ? id : "");
+    int n_ctx = context_of(d0);
     json_decref(models);
     if (find_capabilities(ms, i, timeout_s, m, err, errlen)) return -1;
     memset(info, 0, sizeof *info);
@@ -471,6 +483,7 @@ static int oa_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
     info->doc_start = info->bos >= 0 ? info->bos : info->eos;
     info->has_chat_template = 1; /* rendered locally (ChatML when the tokenizer has no template) */
     info->slots = 1;
+    info->n_ctx = n_ctx;
     json_t *kp = json_pack("{s:s, s:s, s:s}", "name", members_name(ms, i), "model", m->model, "vocab",
                            tokenizer_format(m->tok));
     if (!kp) {
