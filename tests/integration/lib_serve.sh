@@ -2,6 +2,7 @@
 # tests (openai_sdk.t, serve_run.t): skip rules, starting workers and servers
 # on ephemeral ports, waiting for their "listening on" lines, and cleanup of
 # exactly the processes started here (by pid).
+. "$(dirname "${BASH_SOURCE[0]}")/lib_tap.sh"
 B=${CONSORT_BUILD:-build}
 ROOT=${CONSORT_ROOT:-$PWD}
 # The project's own models (SentencePiece and GPT-2 BPE vocabularies). The
