@@ -26,7 +26,7 @@ log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
 # ---- Debian packages ------------------------------------------------------
-debian_pkgs="clang cmake g++ iproute2 libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libsentencepiece-dev pkg-config"
+debian_pkgs="clang cmake curl g++ iproute2 jq libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libsentencepiece-dev openssl pkg-config valgrind"
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=""
   for p in $debian_pkgs; do
