@@ -6,8 +6,15 @@
  *    n_batch cells and slots + 1 + WK_SCRATCH sequences: one per session
  *    slot, one for scoring, and scratch sequences for teacher forcing. Every
  *    session may hold up to n_ctx positions.
- *  - Every call is serialized by one mutex (one decode at a time); the
- *    functions are thread-safe.
+ *  - Every function is thread-safe. Calls on different sessions (and one
+ *    score) run at the same time: their decodes are gathered by a scheduler
+ *    into shared llama_decode calls (continuous batching, round-robin between
+ *    callers), and everything else a step computes (softmax, top-k, prefix
+ *    masses) runs on the caller's thread outside the decode lock. Two calls
+ *    on the same session run one after the other; so do two scores.
+ *  - Batching changes no answer beyond the rounding the unified KV cache
+ *    already allows (an f16 cache, kernels whose tiling depends on the
+ *    cells in use): a caller alone gets exactly the unbatched decodes.
  *  - wk_step() decodes only the tokens not already in the session's KV cache
  *    (plus the residue token when healing, plus teacher-forced candidate
  *    tokens in scratch sequences), and answers a repeated state from the
@@ -26,6 +33,7 @@
 #include "worker/wk_model.h"
 
 #define WK_SCRATCH 16
+#define WK_BATCH_WAIT_US 2000
 #define WK_MAX_K PROTO_MAX_K
 #define WK_MAX_CANDIDATES PROTO_MAX_CANDIDATES
 
@@ -35,7 +43,9 @@ typedef struct wk_engine_opts {
     int n_ctx;     /* per session; 0 = min(n_ctx_train, 4096) */
     int n_threads; /* 0 = number of CPUs */
     int slots;     /* 0 = 4 */
-    int n_batch;   /* 0 = 256 */
+    int n_batch;   /* 0 = 256: tokens per llama_decode, shared by the callers batched together */
+    int batch_wait_us; /* how long a decode may wait for callers expected to join it:
+                          0 = the default (WK_BATCH_WAIT_US, capped by the recent decode time), < 0 = never */
 } wk_engine_opts;
 
 typedef struct wk_err {
@@ -111,6 +121,8 @@ char *wk_render_chat(const wk_model *m, const wk_msg *msgs, int n, size_t *len, 
 
 typedef struct wk_stats {
     uint64_t tokens_decoded;
+    uint64_t decodes;        /* llama_decode calls */
+    uint64_t shared_decodes; /* of those, the ones carrying the work of more than one caller */
     int sessions_in_use;
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);
