@@ -29,17 +29,42 @@
  *    answer. Planning aside is what lets every failing request leave the
  *    session as it was.
  *
- * State and locking. The engine owns the llama_context, the session table
- * (slots, LRU by a logical clock), the batch, a scratch probability row and
- * the end-of-generation ids. One mutex `mu` guards all of it: every public
- * call that touches the context or a session holds it for its whole
- * duration (one decode at a time; llama.cpp contexts are not re-entrant).
- * Tokenizing a prompt happens before taking the lock.
+ * State and locking: a decode scheduler (continuous batching).
+ *  - Several HTTP threads call in at once. Everything a step computes that
+ *    is not a decode (planning, tokenizing, softmax, top-k, prefix masses,
+ *    rule-1 paths) runs on the caller's own thread, holding only its
+ *    session (`busy`, claimed under `mu`). Decodes are described as a work
+ *    (tokens, positions, sequences, which rows are wanted, a row callback)
+ *    and queued; whichever waiting thread finds no leader becomes the
+ *    leader, gathers one batch from the queue, decodes it under `dmu`,
+ *    hands each wanted row to its owner's callback (copied, or reduced to
+ *    a log-probability) and wakes the owners. So N sessions stepping at once
+ *    share about one llama_decode per step, and their softmaxes run in
+ *    parallel while the next batch decodes.
+ *  - What a batch may hold (gather): small works (a step's new tokens, the
+ *    residue token, short teacher-forced paths; at most WK_SHARED_TOKENS)
+ *    share a batch of at most WK_SHARED_TOKENS tokens; a large work (a
+ *    prompt, a scoring window) is decoded alone in the n_batch chunks it
+ *    always used. llama.cpp's CPU kernels compute each row of a batch under
+ *    64 tokens exactly as alone (checked bit for bit on the project's
+ *    models), so batching changes nobody's numbers; what remains is the
+ *    unified cache's own rounding (cells of one session in another order).
+ *    Fairness: the queue's head picks the kind; a large work with tokens
+ *    left goes to the tail after each chunk; a leader lingers (at most
+ *    batch_wait_s, never longer than a recent decode) for callers expected
+ *    to join: sessions inside a call or that finished one within 50 ms.
+ *  - Locks: `mu` guards the session table's bookkeeping, the queue, the
+ *    scratch-sequence pool, the score slot and the counters; `dmu` guards
+ *    the llama_context (decodes, KV-cache operations, the batch). No thread
+ *    ever holds both. One call per session at a time (a second waits), one
+ *    score at a time (the scoring sequence), WK_SCRATCH scratch sequences
+ *    shared by all sessions (taken per group of teacher-forced jobs).
  *
- * What may change: batching several sessions' decodes into one
- * llama_decode (the phases are the seams: sync_kv and run_jobs would queue
- * instead of decoding), context shifting instead of context_length_exceeded,
- * and more scratch sequences when candidate sets grow.
+ * What may change: larger shared batches on backends whose kernels do not
+ * depend on the batch size, context shifting instead of
+ * context_length_exceeded, more scratch sequences when candidate sets grow,
+ * a KV budget for scratch cells (today cells beyond n_ctx * (slots + 1) +
+ * n_batch make a decode fail cleanly with decode_failed).
  */
 #include "worker/wk_engine.h"
 #include "common/clock.h"
@@ -58,6 +83,7 @@
 
 #define WK_MAX_PATH 64  /* tokens of one remembered path / teacher-forced prefix */
 #define WK_DIRECT_SUM 512 /* ranges up to this size are summed directly */
+#define WK_SHARED_TOKENS 32 /* the most tokens of a batch shared by several callers (gather) */
 
 typedef struct wk_path {
     int n;
@@ -425,25 +451,42 @@ static void linger(wk_engine *e) {
         if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0) break;
 }
 
-/* Fills e->batch from the queue, round-robin: first at most n_batch / n_queued
- * tokens of each queued work in queue order (no caller waits behind a long
- * prompt for more than one batch), then whatever room is left, again in
- * queue order. Records which work each batch row belongs to. */
+/* Fills e->batch from the queue. Two kinds of batch, so that batching
+ * changes no caller's numbers:
+ *  - small works (at most WK_SHARED_TOKENS tokens: a step's new token or
+ *    two, a residue token, short teacher-forced paths) share a batch of at
+ *    most WK_SHARED_TOKENS tokens, taken whole in queue order. llama.cpp's
+ *    CPU kernels compute each row of so small a batch exactly as they would
+ *    alone (checked bit for bit on the project's models; their matrix
+ *    kernels change tiling only from 64 rows up);
+ *  - a large work (a prompt, a scoring window) is decoded alone, n_batch
+ *    tokens at a time: exactly the chunks it would get with no one else
+ *    around.
+ * Fairness: the queue's head decides the kind; a large work that keeps
+ * tokens goes to the tail after its chunk (settle), so small works wait for
+ * at most one chunk of n_batch tokens, and several large works take turns.
+ * Records which work each batch row belongs to. */
 static int gather(wk_engine *e) {
     e->batch.n_tokens = 0;
-    int cap = e->n_queued ? e->n_batch / e->n_queued : e->n_batch;
-    if (cap < 1) cap = 1;
-    for (int pass = 0; pass < 2; pass++)
-        for (wk_work *w = e->q_head; w && e->batch.n_tokens < e->n_batch; w = w->qnext) {
-            int room = e->n_batch - e->batch.n_tokens, left = w->n - w->next;
-            int take = pass == 0 && cap < left ? cap : left;
-            if (take > room) take = room;
-            for (int k = 0; k < take; k++, w->next++) {
-                e->brow[e->batch.n_tokens] = (wk_brow){w, w->next};
-                batch_add(&e->batch, w->tok[w->next], w->pos[w->next], w->seq[w->next], w->want[w->next]);
-            }
-            if (take) w->in_batch = 1;
+    wk_work *h = e->q_head;
+    if (!h) return 0;
+    if (h->n > WK_SHARED_TOKENS) {
+        int take = h->n - h->next < e->n_batch ? h->n - h->next : e->n_batch;
+        for (int k = 0; k < take; k++, h->next++) {
+            e->brow[k] = (wk_brow){h, h->next};
+            batch_add(&e->batch, h->tok[h->next], h->pos[h->next], h->seq[h->next], h->want[h->next]);
         }
+        h->in_batch = 1;
+        return take;
+    }
+    for (wk_work *w = h; w; w = w->qnext) {
+        if (w->n > WK_SHARED_TOKENS || e->batch.n_tokens + w->n > WK_SHARED_TOKENS) continue;
+        for (; w->next < w->n; w->next++) {
+            e->brow[e->batch.n_tokens] = (wk_brow){w, w->next};
+            batch_add(&e->batch, w->tok[w->next], w->pos[w->next], w->seq[w->next], w->want[w->next]);
+        }
+        w->in_batch = 1;
+    }
     return e->batch.n_tokens;
 }
 
@@ -480,7 +523,7 @@ static int settle(wk_engine *e, int ok) {
  * queueing work (and computing their answers) while it runs. */
 static void lead_one_batch(wk_engine *e) {
     e->leader = 1;
-    linger(e);
+    if (e->q_head && e->q_head->n <= WK_SHARED_TOKENS) linger(e);
     int n = gather(e);
     pthread_mutex_unlock(&e->mu);
 
