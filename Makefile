@@ -1,5 +1,6 @@
 # consort build. `make` builds build/consort-worker and build/consort;
-# `make test` runs every test: normal build, then ASan+UBSan, then valgrind.
+# `make test` runs every test: normal build, then ASan+UBSan, then valgrind,
+# then each libFuzzer harness for a bounded time (`make fuzz`).
 #
 # Layout (docs/ARCHITECTURE.md):
 #   common/       small shared helpers (logging, buffers, base64, HTTP glue)
@@ -20,6 +21,7 @@
 BUILD ?= build
 SAN ?= 0
 CC ?= cc
+CXX ?= c++
 OPT ?= -O2
 
 -include build/config.mk
@@ -27,14 +29,23 @@ OPT ?= -O2
 CFLAGS_BASE = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror \
   -g $(OPT) -MMD -MP -I. $(LLAMA_CFLAGS) $(DEP_CFLAGS) \
   -DCONSORT_BACKEND_DIR='"$(LLAMA_BACKEND_DIR)"'
-LDFLAGS_BASE = $(LLAMA_LIBS) $(DEP_LIBS) -lm -lpthread \
+LDFLAGS_BASE = $(LLAMA_LIBS) $(DEP_LIBS) -lstdc++ -lm -lpthread \
   $(if $(LLAMA_RPATH),-Wl$(comma)-rpath$(comma)$(LLAMA_RPATH))
 comma := ,
 ifeq ($(SAN),1)
   CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS_BASE += -fsanitize=address,undefined
 endif
+# FUZZ=1 (make fuzz sets it, with clang): the project's objects get the
+# fuzzer's coverage hooks; only the harnesses link libFuzzer's main.
+ifeq ($(FUZZ),1)
+  CFLAGS_BASE += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS_BASE += -fsanitize=address,undefined
+endif
 CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
+# The one C++ file (worker/wk_llama_safe.cpp, a try/catch wall around
+# llama.cpp) builds with the C flags but its own language standard.
+CXXFLAGS_ALL = $(filter-out -std=c11,$(CFLAGS_BASE)) -std=c++17 $(CXXFLAGS)
 LDFLAGS_ALL = $(LDFLAGS_BASE) $(LDFLAGS)
 
 # ---- layers -----------------------------------------------------------------
@@ -56,7 +67,8 @@ L_api         = coordinator/api coordinator/engine protocol sampler vocab_align 
 L_cli         = coordinator/cli coordinator/api coordinator/eval coordinator/engine protocol sampler vocab_align common
 
 MAINS = worker/main.c coordinator/cli/main.c
-objs_of = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(MAINS),$(foreach d,$(1),$(wildcard $(d)/*.c))))
+objs_of = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(MAINS),$(foreach d,$(1),$(wildcard $(d)/*.c)))) \
+  $(patsubst %.cpp,$(BUILD)/obj/%.o,$(foreach d,$(1),$(wildcard $(d)/*.cpp)))
 # Test support code (the mock member) builds like a layer of its own.
 SUPPORT_OBJ = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
 
@@ -67,8 +79,13 @@ TOOL_BIN = $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 
 BINS = $(BUILD)/consort-worker $(BUILD)/consort
 
+# libFuzzer harnesses, tests/fuzz/fuzz_NAME.c, each with the layer it links.
+FUZZ_HARNESSES = openai:api proto:protocol tokenize:worker utf8_b64:common
+FUZZ_BIN = $(foreach h,$(FUZZ_HARNESSES),$(BUILD)/fuzz/fuzz_$(word 1,$(subst :, ,$(h))))
+FUZZ_SECONDS ?= 15
+
 .SECONDARY:
-.PHONY: all run deps tests test test-normal test-san test-valgrind bench clean distclean check-layers
+.PHONY: all run deps tests test test-normal test-san test-valgrind test-fuzz fuzz fuzz-bins bench clean distclean check-layers
 all: check-layers $(BINS)
 
 build/config.mk: scripts/deps.sh
@@ -83,6 +100,10 @@ check-layers:
 $(BUILD)/obj/%.o: %.c build/config.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp build/config.mk
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/consort-worker: $(BUILD)/obj/worker/main.o $(call objs_of,$(L_worker))
 	$(CC) $^ -o $@ $(LDFLAGS_ALL)
@@ -114,13 +135,30 @@ $(BUILD)/tools/%: $(BUILD)/obj/tools/%.o $(call objs_of,$(L_common))
 
 tests: all $(TEST_BIN) $(TOOL_BIN)
 
+# A harness links libFuzzer's main (clang++: libllama and the shim are C++).
+define fuzz_rule
+$(BUILD)/fuzz/fuzz_$(1): $(BUILD)/obj/tests/fuzz/fuzz_$(1).o $(call objs_of,$(L_$(2)))
+	@mkdir -p $$(dir $$@)
+	$$(CXX) -fsanitize=fuzzer $$^ -o $$@ $$(LDFLAGS_ALL)
+endef
+$(foreach h,$(FUZZ_HARNESSES),$(eval $(call fuzz_rule,$(word 1,$(subst :, ,$(h))),$(word 2,$(subst :, ,$(h))))))
+
+fuzz-bins: check-layers $(FUZZ_BIN)
+
+# Build every harness into build-fuzz/ with clang, then run each for
+# FUZZ_SECONDS over its committed seeds (tests/fuzz/corpus/NAME/); any crash,
+# leak or broken property fails (docs/FUZZING.md).
+fuzz: build/config.mk
+	$(MAKE) BUILD=build-fuzz FUZZ=1 CC=clang CXX=clang++ OPT=-O1 fuzz-bins
+	CONSORT_BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) prove -v --exec '' tests/fuzz/run.sh
+
 # The README's main job: a local ensemble of the project's models, queried
 # through the OpenAI-compatible API (examples/quickstart.sh).
 run: all
 	examples/quickstart.sh $(MODELS)
 
 # The test command of the README. Each stage prints prove's summary.
-test: test-normal test-san test-valgrind
+test: test-normal test-san test-valgrind test-fuzz
 
 # The normal stage also scores the whole held-out set with every committed
 # model (test_models against models/README.md; about a minute on 2 cores).
@@ -134,6 +172,8 @@ test-san:
 test-valgrind: tests
 	CONSORT_BUILD=$(BUILD) CONSORT_VALGRIND=1 tests/run.sh unit
 
+test-fuzz: fuzz
+
 # Every benchmark, each printing side-by-side ratios (bench/RESULTS.md).
 bench: tests
 	bench/run.sh
@@ -141,7 +181,7 @@ bench: tests
 	bench/ppl_bench.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 distclean: clean
 	rm -rf .deps

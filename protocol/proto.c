@@ -752,7 +752,8 @@ json_t *proto_step_res_encode(const proto_step_res *r) {
     int bad = !o || !top || !ca;
     for (size_t i = 0; !bad && i < r->n_top; i++) {
         json_t *t = json_object();
-        int tb = !t || put(t, "s_b64", b64_json(r->top[i].s)) || put(t, "logq", num_or_null(r->top[i].logq));
+        int tb = !t || put(t, "s_b64", b64_json(r->top[i].s)) || put(t, "logq", num_or_null(r->top[i].logq)) ||
+                 (!isnan(r->top[i].logp) && put(t, "logp", num_or_null(r->top[i].logp)));
         bad |= tb || json_array_append_new(top, t) != 0;
         if (tb) json_decref(t);
     }
@@ -777,7 +778,9 @@ static int step_top(const json_t *ta, size_t n, proto_step_res *r, proto_error *
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(ta, i);
         if (!json_is_object(e)) return field_fail(err, PROTO_ERR_INVALID_TYPE, "top", "top[%zu] must be an object", i);
-        if (get_b64(e, "s_b64", 1, &r->own_, &t[i].s, err) || get_num(e, "logq", 1, -INFINITY, &t[i].logq, err))
+        t[i].logp = NAN; /* absent: an older worker */
+        if (get_b64(e, "s_b64", 1, &r->own_, &t[i].s, err) || get_num(e, "logq", 1, -INFINITY, &t[i].logq, err) ||
+            (json_object_get(e, "logp") && get_num(e, "logp", 0, -INFINITY, &t[i].logp, err)))
             return -1;
     }
     r->top = t;

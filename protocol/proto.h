@@ -202,6 +202,9 @@ typedef struct {
 typedef struct {
     proto_str s;           /* "s_b64" */
     double logq;           /* -INFINITY = null */
+    double logp;           /* "logp": log P(this entry's own token path | residue);
+                            * -INFINITY = null; NAN = absent (an older worker):
+                            * never encoded, decoded from a missing field */
 } proto_top;
 
 typedef struct {

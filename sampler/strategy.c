@@ -1,6 +1,7 @@
 /* sampler/strategy.c: see strategy.h and docs/STRATEGIES.md. */
 #include "sampler/strategy.h"
 #include "sampler/registry.h"
+#include "common/limits.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,12 +30,40 @@ const char *sstrat_name(enum sstrat_kind k) {
 static inline double q_of(double lq) { return isnan(lq) ? 0 : exp(lq); }
 
 void sstrat_events(size_t n, const int *parent, const double *logq, double end_logq, double *ev) {
-    for (size_t c = 0; c < n; c++) ev[c] = q_of(logq[c]);
-    for (size_t c = 0; c < n; c++)
-        if (parent[c] >= 0) ev[parent[c]] -= q_of(logq[c]);
+    sstrat_events_own(n, parent, logq, NULL, end_logq, ev);
+}
+
+/* 1 if c is an own-path event: c and every listed extension of it have a logp. */
+static int own_path(size_t n, const int *parent, const double *logp, size_t c) {
+    if (!logp || isnan(logp[c])) return 0;
+    for (size_t d = 0; d < n; d++) {
+        if (!isnan(logp[d])) continue;
+        for (int a = parent[d]; a >= 0; a = parent[a])
+            if ((size_t)a == c) return 0;
+    }
+    return 1;
+}
+
+void sstrat_events_own(size_t n, const int *parent, const double *logq, const double *logp, double end_logq,
+                       double *ev) {
+    for (size_t c = 0; c < n; c++) {
+        if (own_path(n, parent, logp, c)) {
+            ev[c] = q_of(logp[c]); /* exactly the path's probability: own children are other paths */
+            continue;
+        }
+        ev[c] = q_of(logq[c]);
+        for (size_t d = 0; d < n; d++)
+            if (parent[d] == (int)c) ev[c] -= q_of(logq[d]); /* a child's whole prefix class */
+    }
     for (size_t c = 0; c < n; c++)
         if (!(ev[c] > 1e-15)) ev[c] = 0; /* clip (rounding, teacher-forcing approximations) */
     ev[n] = q_of(end_logq);
+}
+
+double sstrat_rest(size_t ne, const double *out) {
+    double s = 0;
+    for (size_t e = 0; e < ne; e++) s += out[e];
+    return s < 1 ? 1 - s : 0;
 }
 
 size_t sstrat_norm_weights(size_t nm, const double *w, const int *alive, double *wn) {
@@ -49,14 +78,6 @@ size_t sstrat_norm_weights(size_t nm, const double *w, const int *alive, double 
     return k;
 }
 
-static double normalise(size_t ne, double *out) {
-    double s = 0;
-    for (size_t e = 0; e < ne; e++) s += out[e];
-    if (s > 0)
-        for (size_t e = 0; e < ne; e++) out[e] /= s;
-    return s;
-}
-
 double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, double *out) {
     for (size_t e = 0; e < ne; e++) out[e] = 0;
     for (size_t m = 0; m < nm; m++) {
@@ -64,27 +85,67 @@ double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, 
         const double *row = ev + m * ne;
         for (size_t e = 0; e < ne; e++) out[e] += wn[m] * row[e];
     }
-    return normalise(ne, out);
+    double s = 0;
+    for (size_t e = 0; e < ne; e++) s += out[e];
+    return s;
+}
+
+/* 1 - the member's listed mass, clipped at 0: its REST. */
+static double member_rest(const double *row, size_t ne) { return sstrat_rest(ne, row); }
+
+/* log prod_m v_m^x_m over members with x_m > 0 (-INFINITY if a v is 0). */
+static double log_pool_at(size_t nm, size_t ne, const double *ev, size_t e, const double *x, int rest) {
+    double l = 0;
+    for (size_t m = 0; m < nm && l > -INFINITY; m++) {
+        if (!(x[m] > 0)) continue;
+        double v = rest ? member_rest(ev + m * ne, ne) : ev[m * ne + e];
+        l = v > 0 ? l + x[m] * log(v) : -INFINITY;
+    }
+    return l;
 }
 
 int sstrat_product(size_t nm, size_t ne, const double *ev, const double *wn, double *out) {
-    double lmax = -INFINITY;
+    double lrest = log_pool_at(nm, ne, ev, 0, wn, 1), lmax = lrest;
     for (size_t e = 0; e < ne; e++) {
-        double l = 0;
-        for (size_t m = 0; m < nm && l > -INFINITY; m++) {
-            if (!(wn[m] > 0)) continue;
-            double v = ev[m * ne + e];
-            l = v > 0 ? l + wn[m] * log(v) : -INFINITY;
-        }
-        out[e] = l;
-        if (l > lmax) lmax = l;
+        out[e] = log_pool_at(nm, ne, ev, e, wn, 0);
+        if (out[e] > lmax) lmax = out[e];
     }
     if (lmax == -INFINITY) {
         sstrat_mixture(nm, ne, ev, wn, out);
         return 1;
     }
-    for (size_t e = 0; e < ne; e++) out[e] = out[e] > -INFINITY ? exp(out[e] - lmax) : 0;
-    normalise(ne, out);
+    double z = lrest > -INFINITY ? exp(lrest - lmax) : 0;
+    for (size_t e = 0; e < ne; e++) {
+        out[e] = out[e] > -INFINITY ? exp(out[e] - lmax) : 0;
+        z += out[e];
+    }
+    for (size_t e = 0; e < ne; e++) out[e] /= z;
+    return 0;
+}
+
+int sstrat_pool(size_t nm, size_t ne, const double *ev, const double *wn, const double *alpha, double *out) {
+    double a[CONSORT_MAX_MEMBERS], mix_listed = 0;
+    size_t k = 0;
+    if (nm > CONSORT_MAX_MEMBERS) nm = CONSORT_MAX_MEMBERS;
+    for (size_t m = 0; m < nm; m++) k += wn[m] > 0;
+    for (size_t m = 0; m < nm; m++) a[m] = !(wn[m] > 0) ? 0 : alpha ? alpha[m] : 1.0 / (double)k;
+    double lmax = -INFINITY;
+    for (size_t e = 0; e < ne; e++) {
+        out[e] = log_pool_at(nm, ne, ev, e, a, 0);
+        if (out[e] > lmax) lmax = out[e];
+    }
+    if (lmax == -INFINITY) {
+        sstrat_mixture(nm, ne, ev, wn, out);
+        return 1;
+    }
+    double g = 0;
+    for (size_t e = 0; e < ne; e++) {
+        out[e] = out[e] > -INFINITY ? exp(out[e] - lmax) : 0;
+        g += out[e];
+    }
+    for (size_t m = 0; m < nm; m++)
+        for (size_t e = 0; wn[m] > 0 && e < ne; e++) mix_listed += wn[m] * ev[m * ne + e];
+    for (size_t e = 0; e < ne; e++) out[e] *= mix_listed / g;
     return 0;
 }
 
@@ -98,7 +159,7 @@ int sstrat_selective(size_t nm, size_t ne, const double *ev, const double *wn, s
             if (row[e] > mx) mx = row[e];
         }
         if (s > 0 && mx >= threshold) {
-            for (size_t e = 0; e < ne; e++) out[e] = row[e] / s;
+            for (size_t e = 0; e < ne; e++) out[e] = row[e];
             return 1;
         }
     }
@@ -160,8 +221,8 @@ void sstrat_auto_weights(size_t nm, const double *nll, double nbytes, const int 
         for (size_t m = 0; m < nm; m++) w[m] /= s;
 }
 
-int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, size_t ld,
-                        const double *end_logq, const double *wn, double *scratch) {
+int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *logq, const double *logp,
+                        size_t ld, const double *end_logq, const double *wn, double *scratch) {
     size_t ne = n + 1;
     double *mlo = scratch, *mhi = scratch + ne, *blo = scratch + 2 * ne, *bhi = scratch + 3 * ne;
     for (size_t e = 0; e < ne; e++) mlo[e] = mhi[e] = 0;
@@ -182,6 +243,9 @@ int sstrat_greedy_bound(size_t nm, size_t n, const int *parent, const double *lo
                 if (!isnan(bhi[p])) bhi[p] -= exp(lq[c]);
             }
         }
+        const double *lp = logp ? logp + m * ld : NULL;
+        for (size_t c = 0; c < n; c++)
+            if (own_path(n, parent, lp, c)) blo[c] = bhi[c] = exp(lp[c]); /* exact, known from round 1 */
         double endm = isnan(end_logq[m]) ? 0 : exp(end_logq[m]);
         double sum_lo = endm;
         for (size_t c = 0; c < n; c++) {

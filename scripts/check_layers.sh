@@ -26,7 +26,7 @@ bad=0
 for dir in common protocol vocab_align sampler worker coordinator/engine coordinator/eval coordinator/api coordinator/cli; do
   [ -d "$dir" ] || continue
   ok="$dir $(allowed_for "$dir")"
-  for f in "$dir"/*.c "$dir"/*.h; do
+  for f in "$dir"/*.c "$dir"/*.cpp "$dir"/*.h; do
     [ -e "$f" ] || continue
     while IFS= read -r inc; do
       hdir=$(dirname "$inc")

@@ -8,7 +8,7 @@
 # format shares, such as doc_start or window_overlap, are left out.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-names='append_b64|candidates_b64|residue_b64|s_b64|text_b64|tokens_b64|end_logq|logq|heal_prompt|n_past|space_prefix|strip_space_prefix|has_chat_template|n_ctx_train|slots_in_use|vocab_type|add_special|parse_special'
+names='logp|append_b64|candidates_b64|residue_b64|s_b64|text_b64|tokens_b64|end_logq|logq|heal_prompt|n_past|space_prefix|strip_space_prefix|has_chat_template|n_ctx_train|slots_in_use|vocab_type|add_special|parse_special'
 hits=$(git grep -nE "\"($names)\"" -- '*.c' '*.h' '*.sh' '*.t' '*.mjs' '*.py' \
   ':!protocol/' ':!tests/unit/protocol/' ':!tests/integration/worker.t' 2>/dev/null || true)
 if [ -n "$hits" ]; then

@@ -67,6 +67,7 @@
  * n_batch make a decode fail cleanly with decode_failed).
  */
 #include "worker/wk_engine.h"
+#include "worker/wk_llama_safe.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -529,8 +530,9 @@ static void lead_one_batch(wk_engine *e) {
 
     pthread_mutex_lock(&e->dmu);
     double t0 = clock_mono_s();
-    int r = n ? llama_decode(e->ctx, e->batch) : 0;
-    if (r != 0) log_error("llama_decode failed (%d) on %d tokens", r, n);
+    int32_t r = 0;
+    if (n && wk_safe_decode(e->ctx, e->batch, &r) != 0) r = -1; /* a C++ exception, contained */
+    if (r != 0) log_error("llama_decode failed (%d) on %d tokens", (int)r, n);
     for (int i = 0; r == 0 && i < n; i++)
         if (e->batch.logits[i]) {
             wk_work *w = e->brow[i].w;
@@ -747,14 +749,15 @@ char *wk_render_chat(const wk_model *m, const wk_msg *msgs, int n, size_t *len, 
             total += strlen(msgs[i].role) + strlen(msgs[i].content) + 64;
         }
         char *buf = malloc(total * 2);
-        int r = buf ? llama_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf,
-                                                (int32_t)(total * 2))
-                    : -1;
+        int32_t r = -1;
+        if (!buf || wk_safe_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf,
+                                                (int32_t)(total * 2), &r) != 0)
+            r = -1;
         if (r > (int)(total * 2)) {
             char *b2 = realloc(buf, (size_t)r + 1);
             if (b2) {
                 buf = b2;
-                r = llama_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf, r + 1);
+                if (wk_safe_chat_apply_template(m->chat_template, cm, (size_t)n, true, buf, r + 1, &r) != 0) r = -1;
             } else {
                 r = -1;
             }
@@ -1043,6 +1046,7 @@ typedef struct wk_item {
     size_t xn;
     double m;         /* M(x | X) */
     double logq;
+    double path_p;    /* own proposals: P(this token path | X), before dividing by M(r); NAN otherwise */
 } wk_item;
 
 static int item_set(wk_item *it, const unsigned char *r, size_t rl, const unsigned char *s, size_t n) {
@@ -1054,6 +1058,7 @@ static int item_set(wk_item *it, const unsigned char *r, size_t rl, const unsign
     it->s = it->x + rl;
     it->len = n;
     it->m = NAN;
+    it->path_p = NAN;
     return 0;
 }
 
@@ -1400,6 +1405,7 @@ static int propose(wk_ctx *c, int k, wk_eval *ev) {
         wk_item *it = &ev->items[ev->n_items];
         if (item_set(it, c->r, c->rl, b + c->rl, bl - c->rl) != 0) goto oom;
         it->m = mass(e, s->p0, s->cum0, it->x, it->xn);
+        it->path_p = heap[i].p;
         remember(s, &heap[i].id, 1);
         ev->n_items++;
     }
@@ -1413,6 +1419,7 @@ static int propose(wk_ctx *c, int k, wk_eval *ev) {
             if (item_set(it, c->r, c->rl, b, bl) != 0) goto oom;
             it->m = mass_or_job(c, it->x, it->xn, &ev->jobs[ev->nj], 0);
             if (isnan(it->m)) ev->jobs[ev->nj++].out = ev->n_items;
+            it->path_p = (double)s->p0[c->t_r] * heap[i].p;
             int pth[2] = {c->t_r, heap[i].id};
             remember(s, pth, 2);
             ev->n_items++;
@@ -1468,6 +1475,14 @@ static double end_logq(const wk_ctx *c, double Mr) {
     return eog > 0 ? log(eog) : -INFINITY;
 }
 
+/* A proposal's `logp`: its own token path's probability given the residue,
+ * p(t | X) / M(r | X), or p(t_r | X) p(u | X + t_r) / M(r | X) for a path
+ * through the residue token. This is the event a member conditions on when
+ * its own proposal is committed (rule 1 absorbs it as exactly that path). */
+static double own_path_logp(const wk_item *it, double Mr) {
+    return it->path_p > 0 && Mr > 0 ? log(it->path_p / Mr) : -INFINITY;
+}
+
 /* Phase 6, answer: the k best proposals by logq, the candidates' logq in
  * the order asked, the residue, n_past and the end-of-text mass. */
 static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_res *res) {
@@ -1484,6 +1499,7 @@ static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_re
         memcpy(res->top[i].s, ev->items[i].s, ev->items[i].len);
         res->top[i].len = ev->items[i].len;
         res->top[i].logq = ev->items[i].logq;
+        res->top[i].logp = own_path_logp(&ev->items[i], ev->Mr);
         res->n_top++;
     }
     for (int i = 0; i < q->n_cands; i++) res->cand_logq[i] = ev->items[ev->n_top + i].logq;

@@ -74,6 +74,7 @@ typedef struct wk_top {
     unsigned char *s;
     size_t len;
     double logq;
+    double logp; /* log P(its own token path | residue), docs/PROTOCOL.md (a top entry) */
 } wk_top;
 
 typedef struct wk_step_res {

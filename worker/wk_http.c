@@ -229,7 +229,7 @@ static wk_step_req step_req_of(const proto_step_req *p) {
 static json_t *step_res_json(const char *session, const wk_step_res *w, int n_cands) {
     proto_top *top = calloc((size_t)w->n_top + 1, sizeof *top);
     if (!top) return NULL;
-    for (int i = 0; i < w->n_top; i++) top[i] = (proto_top){{w->top[i].s, w->top[i].len}, w->top[i].logq};
+    for (int i = 0; i < w->n_top; i++) top[i] = (proto_top){{w->top[i].s, w->top[i].len}, w->top[i].logq, w->top[i].logp};
     proto_step_res r = {.session = session, .n_past = w->n_past, .residue = {w->residue, w->residue_len},
                         .decoded = w->decoded, .top = top, .n_top = (size_t)w->n_top,
                         .cand_logq = w->cand_logq, .n_cands = (size_t)n_cands, .end_logq = w->end_logq};

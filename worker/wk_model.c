@@ -13,6 +13,9 @@
  * given token. A SentencePiece vocabulary without byte fallback makes
  * llama.cpp abort on a character it cannot represent, so the model keeps
  * the single-character tokens (chars, byte_ok) to refuse such text first.
+ * Other hostile bytes make llama.cpp throw (a GPT-2 vocabulary on a code
+ * point above U+10FFFF): every llama call that sees request bytes goes
+ * through worker/wk_llama_safe.cpp, so a throw is just a -1 here.
  *
  * State. A wk_model is immutable after wk_model_load(), so every function
  * here may run on any thread without a lock.
@@ -21,6 +24,7 @@
  * rule above; a tokenizer that normalizes text stays refused by spans.
  */
 #include "worker/wk_model.h"
+#include "worker/wk_llama_safe.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -104,13 +108,14 @@ static int check_gguf(const char *path, char *err, size_t n) {
 }
 
 static int piece(const struct llama_vocab *vocab, int id, char **buf, int *cap) {
-    int n = llama_token_to_piece(vocab, id, *buf, *cap, 0, false);
+    int32_t n;
+    if (wk_safe_token_to_piece(vocab, id, *buf, *cap, 0, false, &n) != 0) return -1;
     if (n < 0) {
         *cap = -n + 16;
         char *b = realloc(*buf, (size_t)*cap);
         if (!b) return -1;
         *buf = b;
-        n = llama_token_to_piece(vocab, id, *buf, *cap, 0, false);
+        if (wk_safe_token_to_piece(vocab, id, *buf, *cap, 0, false, &n) != 0) return -1;
     }
     return n;
 }
@@ -290,8 +295,9 @@ int wk_tokenize_raw(const wk_model *m, const char *text, size_t len, int add_spe
     int cap = (int)len + 8;
     int *t = malloc((size_t)cap * sizeof *t);
     if (!t) return -1;
-    int n = llama_tokenize(m->vocab, text, (int32_t)len, t, cap, add_special, parse_special);
-    if (n < 0 && n != INT32_MIN) {
+    int32_t n;
+    if (wk_safe_tokenize(m->vocab, text, (int32_t)len, t, cap, add_special, parse_special, &n) != 0) n = -1;
+    else if (n < 0 && n != INT32_MIN) {
         cap = -n;
         int *t2 = realloc(t, (size_t)cap * sizeof *t);
         if (!t2) {
@@ -299,7 +305,7 @@ int wk_tokenize_raw(const wk_model *m, const char *text, size_t len, int add_spe
             return -1;
         }
         t = t2;
-        n = llama_tokenize(m->vocab, text, (int32_t)len, t, cap, add_special, parse_special);
+        if (wk_safe_tokenize(m->vocab, text, (int32_t)len, t, cap, add_special, parse_special, &n) != 0) n = -1;
     }
     if (n < 0) {
         free(t);

@@ -63,7 +63,8 @@ void wk_model_free(wk_model *m);
 const char *wk_kind_name(int kind);
 
 /* Raw llama_tokenize into a malloc'ed array; returns the count or -1
- * (also for text this SentencePiece vocabulary cannot represent). */
+ * (also for text this SentencePiece vocabulary cannot represent, and for
+ * text on which llama.cpp throws, e.g. bytes F4 90 80 80 on GPT-2 BPE). */
 int wk_tokenize_raw(const wk_model *m, const char *text, size_t len, int add_special,
                     int parse_special, int **out);
 

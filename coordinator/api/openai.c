@@ -24,6 +24,25 @@ const char *oai_error_type(int status) {
     }
 }
 
+/* Makes the string in buf (size bytes) valid UTF-8: invalid bytes become
+ * U+FFFD and a character the end of buf would cut is dropped. Error texts
+ * quote the client's input (jansson's parse errors quote the bytes near the
+ * error, cut anywhere) and snprintf may cut a character in two; JSON needs
+ * valid UTF-8 (found by tests/fuzz/fuzz_openai.c). */
+static void utf8_fit(char *buf, size_t size) {
+    size_t n;
+    char *s = utf8_sanitize(buf, strlen(buf), &n);
+    if (!s) { /* out of memory: keep the ASCII */
+        for (char *p = buf; *p; p++)
+            if ((unsigned char)*p >= 0x80) *p = '?';
+        return;
+    }
+    if (n >= size) n = utf8_complete_len(s, size - 1);
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    free(s);
+}
+
 int oai_fail(oai_error *err, int status, const char *param, const char *code,
              const char *fmt, ...) {
     if (!err) return -1;
@@ -35,6 +54,8 @@ int oai_fail(oai_error *err, int status, const char *param, const char *code,
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    utf8_fit(err->param, sizeof err->param);
+    utf8_fit(err->message, sizeof err->message);
     return -1;
 }
 

@@ -13,6 +13,8 @@ const opt_spec members_cli_opts[] = {
     {"strategy", NULL, OPT_VALUE, MO_STRATEGY, "S",
      "the strategy (default mixture; the strategies are listed below)"},
     {"weights", NULL, OPT_VALUE, MO_WEIGHTS, "W", "comma-separated weights (one per member) or auto"},
+    {"pool-exponents", NULL, OPT_VALUE, MO_POOL_EXPONENTS, "A",
+     "pool: comma-separated exponents of the geometric pool, one per member (default 1/M each)"},
     {"threshold", NULL, OPT_VALUE, MO_THRESHOLD, "X", "selective: lead member confidence threshold (0.5)"},
     {"threads", "t", OPT_VALUE, MO_THREADS, "N", "threads of each spawned worker (default: CPUs/members)"},
     {"ctx-size", "c", OPT_VALUE, MO_CTX_SIZE, "N", "context size of spawned workers (worker default)"},
@@ -100,6 +102,10 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
     case MO_MEMBER_K: rc = opt_int("--member-k", v, 1, 256, &cli->top_k_members, err, errlen); break;
     case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
     case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
+    case MO_POOL_EXPONENTS:
+        rc = opt_double_list("--pool-exponents", v, 0, 1e3, cli->pool_exponents, CONSORT_MAX_MEMBERS,
+                             &cli->n_pool_exponents, err, errlen);
+        break;
     default: return 0;
     }
     return rc ? -1 : 1;
@@ -112,6 +118,10 @@ int members_cli_check(const members_cli *cli, char *err, size_t errlen) {
     }
     if (cli->n_weights && cli->n_weights != cli->n) {
         snprintf(err, errlen, "--weights has %zu values for %zu members", cli->n_weights, cli->n);
+        return -1;
+    }
+    if (cli->n_pool_exponents && cli->n_pool_exponents != cli->n) {
+        snprintf(err, errlen, "--pool-exponents has %zu values for %zu members", cli->n_pool_exponents, cli->n);
         return -1;
     }
     return 0;
@@ -139,5 +149,7 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         ec->step_timeout = cli->step_timeout;
         ec->member_k = cli->top_k_members;
         ec->no_round_skip = cli->no_round_skip;
+        memcpy(ec->pool_exponents, cli->pool_exponents, sizeof ec->pool_exponents);
+        ec->n_pool_exponents = cli->n_pool_exponents;
     }
 }

@@ -57,6 +57,8 @@ typedef struct {
     int top_k_members;                 /* --member-k: proposals per member and step, 0 = 1 greedy / 8 sampling */
     int tolerate_down;                 /* --tolerate-down: open even if some members are down */
     int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
+    double pool_exponents[CONSORT_MAX_MEMBERS]; /* --pool-exponents a,b,... */
+    size_t n_pool_exponents;           /* 0 = not given (1/M each) */
 } members_cli;
 
 void members_cli_init(members_cli *cli);
@@ -65,7 +67,8 @@ void members_cli_init(members_cli *cli);
  * so a command's own ids stay below 100 (the server's are 200..). */
 enum {
     MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
-    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP
+    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP,
+    MO_POOL_EXPONENTS
 };
 extern const opt_spec members_cli_opts[];
 

@@ -259,14 +259,18 @@ static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, 
     m->decoded += a->decoded;
     m->end_lq = a->end_logq;
     vcand_clear(&m->top);
-    if (grow_doubles(&m->top_lq, &m->top_cap, a->n_top) || grow_doubles(&m->cand_lq, &m->cand_cap, n_asked)) {
+    if (grow_doubles(&m->top_lq, &m->top_cap, a->n_top) || grow_doubles(&m->top_lp, &m->top_lp_cap, a->n_top) ||
+        grow_doubles(&m->cand_lq, &m->cand_cap, n_asked)) {
         copy_str(why, whylen, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < a->n_top; i++) {
         size_t before = m->top.n;
         int k = vcand_add(&m->top, (const char *)a->top[i].s.p, a->top[i].s.n, -1);
-        if (k >= 0 && m->top.n > before) m->top_lq[k] = a->top[i].logq;
+        if (k >= 0 && m->top.n > before) {
+            m->top_lq[k] = a->top[i].logq;
+            m->top_lp[k] = a->top[i].logp;
+        }
     }
     if (n_asked && a->n_cands != n_asked) {
         snprintf(why, whylen, "member '%s' (%s): %s: %zu candidate answers for %zu asked", members_name(r->ms, m->idx),
@@ -414,6 +418,9 @@ static int ensure_cols(ensemble_gen *r, size_t n) {
     double *lq = realloc(r->lq, r->nm * cap * sizeof *lq);
     if (!lq) return -1;
     r->lq = lq;
+    double *lp = realloc(r->lp, r->nm * cap * sizeof *lp);
+    if (!lp) return -1;
+    r->lp = lp;
     double *ev = realloc(b->ev, r->nm * (cap + 1) * sizeof *ev);
     if (!ev) return -1;
     b->ev = ev;
@@ -452,12 +459,15 @@ static int build_candidates(ensemble_gen *r) {
     if (ensure_cols(r, n + 1)) return -1;
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        double *lq = r->lq + i * r->mat_cap;
-        for (size_t c = 0; c < n; c++) lq[c] = NAN;
+        double *lq = r->lq + i * r->mat_cap, *lp = r->lp + i * r->mat_cap;
+        for (size_t c = 0; c < n; c++) lq[c] = lp[c] = NAN;
         if (!m->active || !m->fresh) continue;
         for (size_t t = 0; t < m->top.n; t++) {
             int c = vcand_find(&r->cand, vcand_str(&m->top, t), m->top.len[t]);
-            if (c >= 0) lq[c] = m->top_lq[t];
+            if (c >= 0) {
+                lq[c] = m->top_lq[t];
+                lp[c] = m->top_lp[t]; /* any top entry: the member absorbs it as its own path */
+            }
         }
         for (size_t j = 0; j < m->asked.n; j++) {
             int c = vcand_find(&r->cand, vcand_str(&m->asked, j), m->asked.len[j]);
@@ -481,10 +491,11 @@ static decide_in decide_input(const ensemble_gen *r, decide_facts *f) {
         f->w[i] = r->m[i].w;
         f->end_lq[i] = r->m[i].end_lq;
     }
-    decide_in in = {r->nm, &r->cand, r->lq, r->mat_cap, f->end_lq, f->active, f->fresh, f->w, &r->st,
+    decide_in in = {r->nm, &r->cand, r->lq, r->lp, r->mat_cap, f->end_lq, f->active, f->fresh, f->w, &r->st,
                     r->lead, r->threshold,
                     {r->req->temperature, r->req->top_p, r->req->min_p, r->req->top_k},
-                    r->e->cfg.no_round_skip};
+                    r->e->cfg.no_round_skip,
+                    r->e->cfg.n_pool_exponents ? r->e->cfg.pool_exponents : NULL};
     return in;
 }
 
@@ -877,6 +888,7 @@ static void free_gen(ensemble_gen *r) {
         vcand_free(&m->asked);
         free(m->lag.p);
         free(m->top_lq);
+        free(m->top_lp);
         free(m->cand_lq);
     }
     round_put(r->e, r->round);
@@ -885,6 +897,7 @@ static void free_gen(ensemble_gen *r) {
     vcand_free(&r->next_carry);
     decide_memo_free(&r->memo);
     free(r->lq);
+    free(r->lp);
     free(r->buf.ev);
     free(r->buf.own);
     free(r->buf.dist);

@@ -59,6 +59,8 @@ typedef struct {
     double step_timeout;       /* seconds per step for member answers, 0 = 30 */
     int member_k;              /* proposals per member and step, 0 = 1 greedy / 8 sampling */
     int no_round_skip;         /* 1: always pay the second round (tests: the skip never changes a text) */
+    double pool_exponents[CONSORT_MAX_MEMBERS]; /* pool: one per member */
+    size_t n_pool_exponents;   /* 0 = 1/M over the members taking part */
 } ensemble_config;
 
 #define ENSEMBLE_MAX_LOGPROBS 20

@@ -52,13 +52,25 @@ static void weights_now(const decide_in *in, decide_buf *b) {
     sstrat_norm_weights(in->nm, in->w, in->active, b->wn);
 }
 
+static const double *lp_row(const decide_in *in, size_t mi) { return in->lp ? in->lp + mi * in->ld : NULL; }
+
 /* Events of member mi over the candidates it proposed itself (its own view):
- * each proposal's mass minus that of its nearest proposed descendants. */
+ * each proposal's own token path (they are disjoint paths), or, from a
+ * member that gives no path probabilities, its prefix mass minus that of
+ * its nearest proposed descendants. */
 static void own_events(const decide_in *in, size_t mi, double *out) {
     const vcand_set *cs = in->cand;
     size_t n = cs->n;
-    const double *lq = in->lq + mi * in->ld;
+    const double *lq = in->lq + mi * in->ld, *lp = lp_row(in, mi);
     uint32_t bit = (uint32_t)1 << mi;
+    int paths = lp != NULL;
+    for (size_t c = 0; c < n && paths; c++)
+        if ((cs->proposers[c] & bit) && isnan(lp[c])) paths = 0;
+    if (paths) {
+        for (size_t c = 0; c < n; c++) out[c] = (cs->proposers[c] & bit) ? exp(lp[c]) : 0;
+        out[n] = exp(in->end_lq[mi]);
+        return;
+    }
     for (size_t c = 0; c < n; c++) out[c] = (cs->proposers[c] & bit) && !isnan(lq[c]) ? exp(lq[c]) : 0;
     for (size_t c = 0; c < n; c++) {
         if (!(cs->proposers[c] & bit) || isnan(lq[c])) continue;
@@ -92,7 +104,7 @@ static int greedy_decided(const decide_in *in, decide_buf *b) {
         endq[i] = alive(in, i) ? in->end_lq[i] : -INFINITY;
         wn[i] = alive(in, i) ? b->wn[i] : 0;
     }
-    return sstrat_greedy_bound(in->nm, in->cand->n, in->cand->parent, in->lq, in->ld, endq, wn, b->mlo);
+    return sstrat_greedy_bound(in->nm, in->cand->n, in->cand->parent, in->lq, in->lp, in->ld, endq, wn, b->mlo);
 }
 
 /* selective: the lead alone when it is sure; else the others catch up. */
@@ -156,9 +168,7 @@ static decision min_ppl(const decide_in *in, decide_buf *b, decide_memo *memo, r
     for (size_t i = 0; i < in->nm; i++)
         if (win >= 0 && prop[i] == win) {
             const double *o = b->own + i * stride;
-            double s = 0;
-            for (size_t e = 0; e < ne; e++) s += o[e];
-            for (size_t e = 0; e < ne && s > 0; e++) b->dist[e] = o[e] / s;
+            for (size_t e = 0; e < ne; e++) b->dist[e] = o[e];
             break;
         }
     return chosen(win, 0);
@@ -181,7 +191,8 @@ static decision combine_all(const decide_in *in, decide_buf *b, decide_memo *mem
     for (size_t i = 0; i < in->nm; i++) need[i] = alive(in, i) && b->wn[i] > 0;
     int decided = -1;
     if (!memo->masses_asked && masses_missing(in, need)) {
-        if (greedy(in) && k != SSTRAT_PRODUCT && !in->no_round_skip) decided = greedy_decided(in, b);
+        if (greedy(in) && k != SSTRAT_PRODUCT && k != SSTRAT_POOL && !in->no_round_skip)
+            decided = greedy_decided(in, b);
         if (decided < 0) {
             memo->masses_asked = 1;
             decision d;
@@ -193,9 +204,11 @@ static decision combine_all(const decide_in *in, decide_buf *b, decide_memo *mem
     }
     if (n_alive(in) == 0) return chosen(-1, 0);
     for (size_t i = 0; i < in->nm; i++)
-        if (alive(in, i)) sstrat_events(n, in->cand->parent, in->lq + i * in->ld, in->end_lq[i], b->ev + i * ne);
+        if (alive(in, i))
+            sstrat_events_own(n, in->cand->parent, in->lq + i * in->ld, lp_row(in, i), in->end_lq[i], b->ev + i * ne);
         else for (size_t e = 0; e < ne; e++) b->ev[i * ne + e] = 0;
     if (k == SSTRAT_PRODUCT) sstrat_product(in->nm, ne, b->ev, b->wn, b->dist);
+    else if (k == SSTRAT_POOL) sstrat_pool(in->nm, ne, b->ev, b->wn, in->pool_alpha, b->dist);
     else sstrat_mixture(in->nm, ne, b->ev, b->wn, b->dist);
     /* (after a skipped round the distribution counts missing masses as 0;
      * it only serves the reported logprobs) */

@@ -43,7 +43,9 @@ typedef struct {
     size_t nm;
     const vcand_set *cand;     /* the candidates, linked (parents, proposers) */
     const double *lq;          /* [m * ld + c]: log prefix mass; NAN = not known */
-    size_t ld;                 /* row stride of lq (>= cand->n) */
+    const double *lp;          /* [m * ld + c]: log prob. of m's own token path for c (a top entry
+                                * of m), NAN for the rest; NULL = none (prefix classes only) */
+    size_t ld;                 /* row stride of lq and lp (>= cand->n) */
     const double *end_lq;      /* [m]: log mass of END */
     const int *active;         /* [m]: taking part (not dropped, weight > 0 asked) */
     const int *fresh;          /* [m]: answered for the current text this step */
@@ -53,9 +55,13 @@ typedef struct {
     double threshold;          /* selective's threshold */
     ssample_params sp;
     int no_round_skip;         /* never skip a second round by the greedy bound */
+    const double *pool_alpha;  /* pool: [m] exponents; NULL = 1/M over the members taking part */
 } decide_in;
 
-/* Written by the decision; sized by the caller for ne = cand->n + 1 events:
+/* Written by the decision; sized by the caller for ne = cand->n + 1 events.
+ * dist[e] is the strategy's probability of event e, not renormalised over
+ * the listed events: 1 - sum is REST's (sstrat_rest); sampling draws among
+ * the listed events (REST excluded, docs/STRATEGIES.md "Sampling").
  * ev, own: nm * (ld + 1); dist, work, order: ld + 1; mlo: 4 * (ld + 1). */
 typedef struct {
     double *ev, *own, *dist, *work, *mlo;

@@ -55,6 +55,8 @@ typedef struct {
     vcand_set top;           /* its top strings, in its order */
     double *top_lq;
     size_t top_cap;
+    double *top_lp;          /* its own token path's log prob. per top string (NAN: not given) */
+    size_t top_lp_cap;
     double *cand_lq;         /* answers to the candidates it was asked */
     size_t cand_cap;
     double end_lq;
@@ -85,6 +87,7 @@ struct ensemble_gen {
     vcand_set cand, carry, next_carry;
     size_t mat_cap;          /* columns allocated in the matrices */
     double *lq;              /* [m * mat_cap + c] */
+    double *lp;              /* [m * mat_cap + c]: m's own path log prob. of c, NAN if c is not m's */
     decide_buf buf;
     decide_memo memo;
     int choice;              /* this step's chosen event */

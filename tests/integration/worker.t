@@ -2,7 +2,8 @@
 # consort-worker over HTTP with a real model (models/external/stories260K): start on
 # port 0, every endpoint, KV reuse through /metrics, bad input of every kind
 # (nothing crashes, other sessions unaffected), concurrent clients, clean
-# shutdown on SIGTERM, and the start-up errors (missing file, not GGUF).
+# shutdown on SIGTERM, and the start-up errors (missing file, not GGUF);
+# then models/b.gguf (GPT-2 BPE) survives bytes its tokenizer throws on.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${CONSORT_BUILD:-build}/consort-worker
@@ -152,5 +153,23 @@ kill -TERM "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 wait "$pid"; r=$?; pid=
 is "$r" 0 "SIGTERM: clean exit 0"
+
+# ---- bytes that make llama.cpp throw (GPT-2 BPE, models/b.gguf) ----
+# F4 90 80 80 (9JCAgA==) is beyond U+10FFFF: llama_tokenize throws on it, which
+# aborted the worker. Now the step falls back to longest match and the worker
+# keeps serving (tests/unit/worker/test_wk_hostile_bytes.c has the details).
+"$B" --model "${CONSORT_ROOT:-$PWD}/models/b.gguf" --port 0 --threads 1 --ctx-size 128 --parallel 2 >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+for _ in $(seq 100); do grep -q listening "$tmp/out" && break; sleep 0.1; done
+U=$(sed -n 's/^consort-worker listening on //p' "$tmp/out")
+is "$(req POST /v1/step '{"session":"h","prompt":"Hello world","k":2}')" 200 "b.gguf: a session starts"
+is "$(req POST /v1/step '{"session":"h","candidates_b64":["9JCAgA==","IHRoZQ=="],"k":2}')" 200 "b.gguf: candidates 9JCAgA== are answered"
+is "$(req POST /v1/step '{"session":"h","append_b64":"9JCAgA==","k":2}')" 200 "b.gguf: append_b64 9JCAgA== is answered"
+is "$(field residue_b64)" '"gA=="' "b.gguf: committed byte by byte, the last byte is the residue"
+kill -0 "$pid" 2>/dev/null; ok $? "b.gguf: the worker is still running"
+is "$(req POST /v1/step '{"session":"h","append_b64":"IGFuZA==","k":2}')" 200 "b.gguf: the session then serves a normal step"
+is "$(req POST /v1/step '{"session":"h2","prompt":"Once","k":2}')" 200 "b.gguf: and a new session"
+kill -TERM "$pid"; wait "$pid"; r=$?; pid=
+is "$r" 0 "b.gguf: SIGTERM: clean exit 0"
 echo "1..$n"
 [ $fails = 0 ]

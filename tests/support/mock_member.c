@@ -193,6 +193,7 @@ static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *
     for (int i = 0; i < m; i++) {
         st->top[i].s = (proto_str){(const unsigned char *)e[i].s, e[i].len};
         st->top[i].logq = mock_logq(e[i].q);
+        st->top[i].logp = mock_logq(e[i].rank); /* its own token path given r */
         s->paths[s->npaths][0] = e[i].path[0];
         s->paths[s->npaths][1] = e[i].path[1];
         s->npaths++;

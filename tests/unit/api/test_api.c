@@ -230,8 +230,9 @@ static void test_basic_routes(void) {
            strcmp(jstr(json_array_get(data, 0), "object"), "model") == 0 &&
            strcmp(jstr(json_array_get(data, 2), "id"), "b") == 0, "models: the ensemble, then members");
     json_t *strats = json_object_get(json_array_get(data, 0), "strategies");
-    ok(json_array_size(strats) == 6 && strcmp(json_string_value(json_array_get(strats, 0)), "mixture") == 0 &&
-           strcmp(json_string_value(json_array_get(strats, 2)), "solo:NAME") == 0,
+    ok(json_array_size(strats) == 7 && strcmp(json_string_value(json_array_get(strats, 0)), "mixture") == 0 &&
+           strcmp(json_string_value(json_array_get(strats, 2)), "solo:NAME") == 0 &&
+           strcmp(json_string_value(json_array_get(strats, 6)), "pool") == 0,
        "models: the ensemble lists the registry's generation strategies");
     json_decref(j);
     j = call_json("GET", "/v1/models/a", NULL, &st);

@@ -1,8 +1,10 @@
 /* coordinator/openai: request parsing/validation and response shapes. */
 #include "coordinator/api/openai.h"
+#include "common/utf8.h"
 #include "tests/tap.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static const char *const names[] = {"a", "b"};
 static const oai_config cfg = {"consort", names, 2, 100, 0};
@@ -457,7 +459,42 @@ static void test_responses(void) {
     free(r.text);
 }
 
+/* Found by tests/fuzz/fuzz_openai.c: jansson's parse error quotes the
+ * bytes near the error cut inside a character, and the message was then
+ * invalid UTF-8, so no error object could be built (the server answered
+ * 500 "out of memory" instead of 400 invalid_json). */
+static void test_errors_are_utf8(void) {
+    static const char body[] = "\"\xcc\x84\xe3\x93\x8d\\\xe3\x93\x8d"; /* tests/fuzz/corpus/openai/cut_utf8_in_error */
+    oai_request rq;
+    oai_error err;
+    ok(oai_parse_request(OAI_COMPLETIONS, body, sizeof body - 1, &cfg, &rq, &err) != 0 && err.status == 400,
+       "a malformed body with a character cut in jansson's error text is refused");
+    is_str(err.code, "invalid_json", "... as invalid_json");
+    ok(utf8_valid(err.message, strlen(err.message)), "... with a valid UTF-8 message");
+    json_t *j = oai_error_json(&err);
+    ok(j != NULL, "... that makes an error object");
+    json_decref(j);
+    char key[200] = "{\"";
+    for (int i = 0; i < 40; i++) strcat(key, "\xc3\xa9"); /* 80 bytes: longer than param */
+    strcat(key, "\": 1, \"prompt\": \"x\"}");
+    ok(oai_parse_request(OAI_COMPLETIONS, key, strlen(key), &cfg, &rq, &err) != 0 && err.status == 400,
+       "an unknown field with a long non-ASCII name is refused");
+    ok(utf8_valid(err.param, strlen(err.param)) && utf8_valid(err.message, strlen(err.message)),
+       "... with param and message cut on a character boundary");
+    j = oai_error_json(&err);
+    ok(j != NULL, "... that make an error object");
+    json_decref(j);
+    char buf[600];
+    memset(buf, 'x', sizeof buf);
+    buf[sizeof buf - 1] = 0;
+    memcpy(buf + 510, "\xe2\x82\xac", 3); /* a euro sign across the message's end */
+    oai_fail(&err, 400, NULL, "c", "%s", buf);
+    ok(utf8_valid(err.message, strlen(err.message)) && strlen(err.message) == 510,
+       "oai_fail drops a character the message's end would cut");
+}
+
 int main(void) {
+    test_errors_are_utf8();
     test_completions();
     test_completions_rejects();
     test_chat();

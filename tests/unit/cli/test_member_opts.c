@@ -60,13 +60,27 @@ int main(void) {
     is_int(c.tolerate_down, 1, "flag");
     ok(members_cli_check(&c, err, sizeof err) == 0, "check passes");
 
+    char *ap[] = {"--pool-exponents", "0.7,0.3"};
+    is_int(parse(&c, 2, ap, err, sizeof err), 1, "--pool-exponents taken");
+    ok(c.n_pool_exponents == 2 && c.pool_exponents[0] == 0.7 && c.pool_exponents[1] == 0.3, "pool exponents read");
+    ok(members_cli_check(&c, err, sizeof err) == 0, "two exponents for two members pass the check");
+    ensemble_config pec;
+    members_cli_to_config(&c, NULL, &pec);
+    ok(pec.n_pool_exponents == 2 && pec.pool_exponents[1] == 0.3, "and reach the engine's configuration");
+    char *ap3[] = {"--pool-exponents", "1,1,1"};
+    parse(&c, 2, ap3, err, sizeof err);
+    ok(members_cli_check(&c, err, sizeof err) < 0 && strstr(err, "--pool-exponents has 3 values for 2 members"),
+       "three exponents for two members: a clear error");
+    c.n_pool_exponents = 0;
+
     char *a2[] = {"--weights", "auto"};
     is_int(parse(&c, 2, a2, err, sizeof err), 1, "--weights auto");
     ok(c.weights_auto && c.n_weights == 0, "auto weights set");
 
     const char *bad[][2] = {{"--weights", "0.5,x"}, {"--weights", "-1,2"}, {"--weights", "0,0"},
                             {"--member", "noequals"}, {"--member", "bad name=x"}, {"--member", "a=http://dup"},
-                            {"--threads", "0"}, {"--threshold", "2"}, {"--member-k", "999"}};
+                            {"--threads", "0"}, {"--threshold", "2"}, {"--member-k", "999"},
+                            {"--pool-exponents", "x"}, {"--pool-exponents", "-1,1"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *av[] = {(char *)bad[i][0], (char *)bad[i][1]};
         char what[128];

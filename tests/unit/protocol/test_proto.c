@@ -274,14 +274,15 @@ static void test_step_req_errors(void) {
 static void test_step_res(void) {
     const unsigned char r[] = {' ', 't', 'h'};
     const unsigned char half[] = {0xc3};
-    proto_top top[3] = {{{(const unsigned char *)"e", 1}, -0.11}, {{half, 1}, -2.5}, {{NULL, 0}, -INFINITY}};
+    proto_top top[3] = {{{(const unsigned char *)"e", 1}, -0.11, -0.5}, {{half, 1}, -2.5, NAN}, {{NULL, 0}, -INFINITY, -INFINITY}};
     double cands[3] = {-0.625, -INFINITY, 0};
     proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL}, s2;
     proto_error err;
     char *text = proto_dumps(proto_step_res_encode(&s), NULL);
     is_str(text,
            "{\"session\":\"s1\",\"n_past\":57,\"residue_b64\":\"IHRo\",\"decoded\":1,"
-           "\"top\":[{\"s_b64\":\"ZQ==\",\"logq\":-0.11},{\"s_b64\":\"ww==\",\"logq\":-2.5},{\"s_b64\":\"\",\"logq\":null}],"
+           "\"top\":[{\"s_b64\":\"ZQ==\",\"logq\":-0.11,\"logp\":-0.5},{\"s_b64\":\"ww==\",\"logq\":-2.5},"
+           "{\"s_b64\":\"\",\"logq\":null,\"logp\":null}],"
            "\"candidates\":[-0.625,null,0.0],\"end_logq\":-9.25}",
            "step answer: the documented fields in the documented order, -INFINITY as null");
     json_t *j = parse(text);
@@ -292,6 +293,8 @@ static void test_step_res(void) {
            same_str(s2.top[1].s, half, 1) && s2.top[2].s.n == 0 && s2.top[2].logq == -INFINITY &&
            s2.n_cands == 3 && s2.cand_logq[0] == -0.625 && s2.cand_logq[1] == -INFINITY && s2.cand_logq[2] == 0 &&
            s2.end_logq == -9.25, "step answer round trip, null -> -INFINITY");
+    ok(s2.top[0].logp == -0.5 && isnan(s2.top[1].logp) && s2.top[2].logp == -INFINITY,
+       "top logp: a number round-trips, an absent one (older worker) is NAN, null is -INFINITY");
     proto_step_res_release(&s2);
     json_decref(j);
 

@@ -53,7 +53,7 @@ static void check_greedy_bound(void) {
         for (size_t m = 0; m < nm; m++) sstrat_events(n, cs.parent, lq + m * 8, endl[m], ev + m * ne);
         sstrat_mixture(nm, ne, ev, wn, mix);
         int full = ssample_argmax(mix, ne);
-        int b = sstrat_greedy_bound(nm, n, cs.parent, hidden, 8, endl, wn, scratch);
+        int b = sstrat_greedy_bound(nm, n, cs.parent, hidden, NULL, 8, endl, wn, scratch);
         if (b >= 0) {
             decided++;
             if (b != full) wrong++;
@@ -102,38 +102,75 @@ int main(void) {
     is_near(wn[0], 0.75, 1e-12, "weights normalised");
     double listed = sstrat_mixture(2, 4, ev, wn, out);
     is_near(listed, 0.875, 1e-12, "mixture listed mass 0.75*0.9 + 0.25*0.8");
-    is_near(out[0], 0.075 / 0.875, 1e-12, "mixture ' th'");
-    is_near(out[1], 0.35 / 0.875, 1e-12, "mixture ' the'");
-    is_near(out[2], 0.375 / 0.875, 1e-12, "mixture ' a'");
-    is_near(out[3], 0.075 / 0.875, 1e-12, "mixture END = sum w exp(end_logq)");
+    is_near(out[0], 0.075, 1e-12, "mixture ' th' = sum w ev (not renormalised)");
+    is_near(out[1], 0.35, 1e-12, "mixture ' the'");
+    is_near(out[2], 0.375, 1e-12, "mixture ' a'");
+    is_near(out[3], 0.075, 1e-12, "mixture END = sum w exp(end_logq)");
+    is_near(sstrat_rest(4, out), 0.125, 1e-12, "mixture REST = 1 - listed = sum w rest_m");
 
     alive[1] = 0;
     is_int(sstrat_norm_weights(2, w, alive, wn), 1, "dead member drops out");
     sstrat_mixture(2, 4, ev, wn, out);
-    is_near(out[1], 0.4 / 0.9, 1e-12, "mixture with one member left = that member renormalised");
+    is_near(out[1], 0.4, 1e-12, "mixture with one member left = that member's own probabilities");
     double w10[2] = {1, 0};
     alive[1] = 1;
     is_int(sstrat_norm_weights(2, w10, alive, wn), 1, "weight 0 member takes no part");
     sstrat_mixture(2, 4, ev, wn, out);
-    is_near(out[2], 0.3 / 0.9, 1e-12, "weights (1,0) = member 0");
+    is_near(out[2], 0.3, 1e-12, "weights (1,0) = member 0");
+    is_near(sstrat_rest(4, out), 0.1, 1e-12, "weights (1,0): REST = member 0's unlisted mass");
 
     double weq[2] = {1, 1};
     sstrat_norm_weights(2, weq, alive, wn);
     ok(sstrat_product(2, 4, ev, wn, out) == 0, "product has common support");
+    /* A: ' the' .4, ' a' .3, rest .1 ... B: ' the' .2, ' a' .6, rest .2 */
+    double zp = sqrt(.4 * .2) + sqrt(.3 * .6) + sqrt(.1 * .2);
     is_near(out[0], 0, 0, "product: B gives ' th' zero mass -> zero");
-    is_near(out[1], 0.4, 1e-12, "product ' the' = sqrt(.4*.2)/(sqrt(.08)+sqrt(.18))");
-    is_near(out[2], 0.6, 1e-12, "product ' a'");
+    is_near(out[1], sqrt(.08) / zp, 1e-12, "product ' the' = sqrt(.4*.2) / Z, Z over the events and REST");
+    is_near(out[2], sqrt(.18) / zp, 1e-12, "product ' a'");
     is_near(out[3], 0, 0, "product END zero (B has no end mass)");
+    is_near(sstrat_rest(4, out), sqrt(.02) / zp, 1e-12, "product REST = sqrt(rest_A rest_B) / Z");
 
     double disjoint[8] = {0.5, 0, 0, 0, 0, 0.5, 0, 0};
-    ok(sstrat_product(2, 4, disjoint, wn, out) == 1, "product with no common support falls back");
+    ok(sstrat_product(2, 4, disjoint, wn, out) == 0, "product: the members share only REST");
+    is_near(sstrat_rest(4, out), 1, 1e-12, "so REST takes everything");
+    double full[8] = {1, 0, 0, 0, 0, 1, 0, 0};
+    ok(sstrat_product(2, 4, full, wn, out) == 1, "product with no common support at all falls back");
     is_near(out[0], 0.5, 1e-12, "fallback is the mixture");
+
+    /* pool: the mixture's listed mass, shared out geometrically */
+    ok(sstrat_pool(2, 4, ev, wn, NULL, out) == 0, "pool has common support");
+    double mixl = 0.5 * 0.9 + 0.5 * 0.8, zg = sqrt(.08) + sqrt(.18);
+    is_near(out[1], mixl * sqrt(.08) / zg, 1e-12, "pool ' the' = S * sqrt(.4*.2) / (sqrt(.08)+sqrt(.18))");
+    is_near(out[2], mixl * sqrt(.18) / zg, 1e-12, "pool ' a'");
+    is_near(sstrat_rest(4, out), 1 - mixl, 1e-12, "pool REST = the mixture's REST");
+    double alpha[2] = {1, 0};
+    sstrat_pool(2, 4, ev, wn, alpha, out);
+    is_near(out[1], mixl * 0.4 / (0.1 + 0.4 + 0.3 + 0.1), 1e-12, "pool exponents (1,0): member A's shape, the mixture's mass");
+    ok(sstrat_pool(2, 4, full, wn, NULL, out) == 1 && fabs(out[0] - 0.5) < 1e-12, "pool without common support = mixture");
 
     sstrat_norm_weights(2, w, alive, wn);
     ok(sstrat_selective(2, 4, ev, wn, 0, 0.41, out) == 0, "lead max 0.4 < 0.41: ensemble (0.4/0.9 would pass)");
-    is_near(out[1], 0.35 / 0.875, 1e-12, "selective below threshold = mixture");
+    is_near(out[1], 0.35, 1e-12, "selective below threshold = mixture");
     ok(sstrat_selective(2, 4, ev, wn, 0, 0.4, out) == 1, "lead max 0.4 >= 0.4: lead alone");
-    is_near(out[1], 0.4 / 0.9, 1e-12, "selective above threshold = lead renormalised");
+    is_near(out[1], 0.4, 1e-12, "selective above threshold = the lead's own probabilities");
+
+    /* own token paths: A proposed ' the' and ' a' itself (paths .25 and .3);
+     * ' th' is not A's, so ' th' stays a prefix class and its child ' the'
+     * (A's own) is subtracted as a whole prefix class */
+    double lp[3] = {NAN, log(0.25), log(0.3)}, evo[4];
+    sstrat_events_own(3, parent, lq, lp, end[0], evo);
+    is_near(evo[1], 0.25, 1e-12, "own ' the': its token path's probability, not the prefix mass .4");
+    is_near(evo[0], 0.1, 1e-12, "' th' (not A's): Q(' th') - Q(' the')");
+    is_near(evo[2], 0.3, 1e-12, "own ' a'");
+    double lp2[3] = {log(0.2), log(0.25), NAN};
+    sstrat_events_own(3, parent, lq, lp2, end[0], evo);
+    is_near(evo[0], 0.2, 1e-12, "own ' th' whose extension ' the' is also own: the path, nothing subtracted");
+    double lp3[3] = {log(0.2), NAN, NAN};
+    sstrat_events_own(3, parent, lq, lp3, end[0], evo);
+    is_near(evo[0], 0.1, 1e-12, "own ' th' with an extension that is not own: back to the prefix class");
+    double sum = 0;
+    for (int e = 0; e < 4; e++) sum += evo[e];
+    ok(sum <= 1 + 1e-12, "events sum to at most 1");
 
     /* min_ppl: A proposes ' the' (log .4 / 4 bytes), B proposes ' a' (log .6 / 2) */
     size_t len[3] = {3, 4, 2};

@@ -73,6 +73,15 @@ static double brute_T(const double *p, const unsigned char *x, size_t n) {
     return n == 0 ? 1.0 : s;
 }
 
+/* The probability of a token whose bytes are exactly x (the largest, if
+ * several tokens spell x): a fresh session's own path for the string x. */
+static double brute_exact(const double *p, const unsigned char *x, size_t n) {
+    double best = 0;
+    for (int i = 0; i < V; i++)
+        if (plen[i] == n && !memcmp(pieces[i], x, n) && p[i] > best) best = p[i];
+    return best;
+}
+
 static int any_prefix(const unsigned char *x, size_t n) {
     for (int i = 0; i < V; i++)
         if (plen[i] >= n && !memcmp(pieces[i], x, n)) return 1;
@@ -145,8 +154,8 @@ static const char *prompts[] = {
 
 /* Every top entry and every candidate against brute force, r empty. */
 static void check_masses(wk_engine *e, const char *name) {
-    int bad = 0, checks = 0;
-    double worst = 0;
+    int bad = 0, checks = 0, bad_logp = 0;
+    double worst = 0, worst_logp = 0;
     double *p = malloc((size_t)V * sizeof *p);
     for (int round = 0; round < 6; round++) {
         const char *prompt = prompts[round % 6];
@@ -184,6 +193,11 @@ static void check_masses(wk_engine *e, const char *name) {
             if (d > worst) worst = d;
             bad += d > 1e-6;
             checks++;
+            /* logp: the entry's own token, not its prefix class */
+            double wp = brute_exact(p, res.top[i].s, res.top[i].len);
+            double dp = fabs(exp(res.top[i].logp) - wp);
+            if (dp > worst_logp) worst_logp = dp;
+            bad_logp += dp > 1e-6 || res.top[i].logp > res.top[i].logq + 1e-9;
         }
         for (int i = 0; i < 24; i++) {
             size_t cn = strlen(cands[i]);
@@ -206,6 +220,8 @@ static void check_masses(wk_engine *e, const char *name) {
     free(p);
     diag("%s: %d mass checks, worst |Q - brute force| = %.3g", name, checks, worst);
     ok(bad == 0 && checks > 100, "one-token prefix masses equal brute force over the full softmax (1e-6)");
+    diag("%s: worst |exp(logp) - p(token)| = %.3g", name, worst_logp);
+    ok(bad_logp == 0, "each top entry's logp is its own token's probability (1e-6), at most its logq");
 }
 
 /* Teacher-forced multi-token candidates: product of probabilities along the
