@@ -326,6 +326,10 @@ static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
                         h->errors);
     bad |= prom_counter(b, "consort_worker_tokens_decoded_total", "Token positions decoded by llama.cpp.",
                         (unsigned long long)st->tokens_decoded);
+    bad |= prom_counter(b, "consort_worker_decodes_total", "llama_decode calls.", (unsigned long long)st->decodes);
+    bad |= prom_counter(b, "consort_worker_shared_decodes_total",
+                        "llama_decode calls carrying the work of more than one caller (batching).",
+                        (unsigned long long)st->shared_decodes);
     bad |= prom_gauge(b, "consort_worker_sessions_in_use", "Sessions holding a slot.", st->sessions_in_use);
     return bad | prom_histogram(b, "consort_worker_step_seconds", "Latency of successful /v1/step requests.",
                                 &h->step_hist);
