@@ -60,6 +60,19 @@
  *    score at a time (the scoring sequence), WK_SCRATCH scratch sequences
  *    shared by all sessions (taken per group of teacher-forced jobs).
  *
+ * Budgets and cancellation. Limits that can be decided from the request
+ * (candidate bytes, score tokens) are checked before any work; the
+ * teacher-forced positions once evaluate() knows them. A call carries its
+ * wk_cancel in a wk_call (which also records why it stopped); run_work
+ * checks it before queueing a work, and the leader before each further
+ * n_batch chunk of a large work, so a stopped call never starts another
+ * batch of its own (other callers' works in a shared batch go on). A step
+ * that stops after committing its plan is rolled back: commit swaps the
+ * plan's arrays with the session's (the plan keeps the old ones), and the
+ * remembered paths of the new answer are appended after the old ones until
+ * the step succeeds, so undo is a swap back and a count; the KV sequence
+ * keeps what was decoded (the mirror kv[] says what that is).
+ *
  * What may change: larger shared batches on backends whose kernels do not
  * depend on the batch size, context shifting instead of
  * context_length_exceeded, more scratch sequences when candidate sets grow,
@@ -93,6 +106,7 @@ typedef struct wk_path {
 
 typedef struct wk_session {
     char id[72];
+    char owner[24];   /* who created it (token fingerprint), "" = nobody */
     int used, busy; /* busy: a call owns the session (under e->mu) */
     int seq;
     uint64_t last_use;
@@ -128,6 +142,7 @@ struct wk_engine {
     int score_seq, scratch0;
     int *eog;     /* end-of-generation token ids */
     int n_eog;
+    int max_cand_bytes, max_forced, max_score_tokens;
     double batch_wait_s;
     /* under mu: the session table, the queue of work, the counters */
     pthread_mutex_t mu;
@@ -149,6 +164,8 @@ struct wk_engine {
     wk_brow *brow;
 };
 
+enum { WK_STOP_NONE, WK_STOP_DEADLINE, WK_STOP_GONE, WK_STOP_BUDGET };
+
 /* ---- small helpers ------------------------------------------------------ */
 
 static void set_err(wk_err *e, int status, const char *code, const char *fmt, ...)
@@ -157,6 +174,7 @@ static void set_err(wk_err *e, int status, const char *code, const char *fmt, ..
     if (!e) return;
     e->status = status;
     e->code = code;
+    e->param = NULL;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
@@ -254,6 +272,11 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
         op.n_threads = nc > 0 ? (int)nc : 1;
     }
     if (op.n_batch <= 0) op.n_batch = 256;
+    if (op.n_batch < op.slots + 1 + WK_SCRATCH) { /* llama.cpp aborts on fewer outputs than sequences */
+        snprintf(err, err_size, "a batch of %d tokens is too small for %d sequences", op.n_batch,
+                 op.slots + 1 + WK_SCRATCH);
+        return NULL;
+    }
     wk_engine *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, err_size, "out of memory");
@@ -263,6 +286,9 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     e->n_ctx = op.n_ctx;
     e->slots = op.slots;
     e->n_batch = op.n_batch;
+    e->max_cand_bytes = op.max_cand_bytes > 0 ? op.max_cand_bytes : WK_DEFAULT_MAX_CAND_BYTES;
+    e->max_forced = op.max_forced > 0 ? op.max_forced : WK_DEFAULT_MAX_FORCED;
+    e->max_score_tokens = op.max_score_tokens > 0 ? op.max_score_tokens : WK_DEFAULT_MAX_SCORE_TOKENS;
     e->n_vocab = m->n_vocab;
     e->score_seq = op.slots;
     e->scratch0 = op.slots + 1;
@@ -281,6 +307,9 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     cp.n_threads_batch = op.n_threads;
     cp.kv_unified = true;
     cp.no_perf = true;
+    if (op.flash_attn) cp.flash_attn_type = op.flash_attn == 1 ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (op.type_k) cp.type_k = (enum ggml_type)(op.type_k - 1);
+    if (op.type_v) cp.type_v = (enum ggml_type)(op.type_v - 1);
     e->ctx = llama_init_from_model(m->model, cp);
     if (!e->ctx) {
         snprintf(err, err_size, "llama.cpp could not create a context (n_ctx %u, %d sequences)",
@@ -372,10 +401,12 @@ typedef struct wk_work {
     int n, cap;
     wk_row_fn on_row;
     void *arg;
+    struct wk_call *call; /* checked before each further chunk of a large work; NULL = never stops */
     /* scheduler state, under e->mu */
     int next;          /* first token not yet given to a batch */
     int status;        /* 0 pending, 1 done, -1 a decode failed */
     int in_batch;      /* has tokens in the batch being decoded */
+    int stopped;       /* its call stopped before its next chunk */
     struct wk_work *qnext;
 } wk_work;
 
@@ -416,6 +447,44 @@ static void batch_add(struct llama_batch *b, int tok, int pos, int seq, int logi
     b->n_seq_id[i] = 1;
     b->seq_id[i][0] = seq;
     b->logits[i] = (int8_t)logits;
+}
+
+/* One call's cancellation and why it stopped (WK_STOP_*), on its stack. */
+typedef struct wk_call wk_call;
+struct wk_call {
+    const wk_cancel *cancel;
+    int stop;
+    int stop_forced; /* teacher-forced positions asked, for the message */
+};
+
+/* Why a call must stop now (WK_STOP_*), or 0. */
+static int stop_reason(const wk_cancel *c) {
+    if (!c) return WK_STOP_NONE;
+    if (c->deadline > 0 && clock_mono_s() >= c->deadline) return WK_STOP_DEADLINE;
+    if (c->gone && c->gone(c->arg)) return WK_STOP_GONE;
+    return WK_STOP_NONE;
+}
+
+/* Records and returns whether the call must stop now. */
+static int call_stopped(wk_call *call) {
+    if (!call) return 0;
+    if (!call->stop) call->stop = stop_reason(call->cancel);
+    return call->stop != WK_STOP_NONE;
+}
+
+/* The error of a stopped call. */
+static int fail_stopped(const wk_engine *e, const wk_call *call, wk_err *err) {
+    if (call->stop == WK_STOP_DEADLINE)
+        set_err(err, 503, PROTO_ERR_DEADLINE_EXCEEDED, "the request's deadline passed before its work was done");
+    else if (call->stop == WK_STOP_GONE)
+        set_err(err, 503, PROTO_ERR_CANCELLED, "the client closed its connection");
+    else {
+        set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
+                "the candidates need %d teacher-forced positions, over this worker's budget of %d per step",
+                call->stop_forced, e->max_forced);
+        err->param = PROTO_PARAM_CANDIDATES;
+    }
+    return -1;
 }
 
 static void enqueue(wk_engine *e, wk_work *w) {
@@ -472,6 +541,11 @@ static int gather(wk_engine *e) {
     wk_work *h = e->q_head;
     if (!h) return 0;
     if (h->n > WK_SHARED_TOKENS) {
+        if (h->next > 0 && call_stopped(h->call)) { /* between its chunks: no further batch */
+            h->stopped = 1;
+            h->in_batch = 1;
+            return 0;
+        }
         int take = h->n - h->next < e->n_batch ? h->n - h->next : e->n_batch;
         for (int k = 0; k < take; k++, h->next++) {
             e->brow[k] = (wk_brow){h, h->next};
@@ -502,8 +576,8 @@ static int settle(wk_engine *e, int ok) {
         int was_in = w->in_batch;
         w->in_batch = 0;
         callers += was_in;
-        if (was_in && (!ok || w->next == w->n)) {
-            w->status = ok ? 1 : -1;
+        if (was_in && (!ok || w->stopped || w->next == w->n)) {
+            w->status = ok && !w->stopped ? 1 : -1;
             e->n_queued--;
             continue;
         }
@@ -543,22 +617,27 @@ static void lead_one_batch(wk_engine *e) {
 
     pthread_mutex_lock(&e->mu);
     int callers = settle(e, r == 0);
-    e->decodes++;
-    e->shared_decodes += callers > 1;
+    e->decodes += n > 0;
+    e->shared_decodes += n > 0 && callers > 1;
     if (r == 0) e->tokens_decoded += (uint64_t)n;
     e->decode_s = e->decode_s > 0 ? 0.8 * e->decode_s + 0.2 * dt : dt;
     e->leader = 0;
     pthread_cond_broadcast(&e->cv);
 }
 
-/* Decodes a work: queues it, and either leads batches (when no other thread
- * does) or waits for them, until every one of its tokens has been decoded.
- * Returns 0, or -1 when a decode carrying its tokens failed. */
-static int run_work(wk_engine *e, wk_work *w) {
+/* Decodes a work for a call: queues it (unless the call must stop now), and
+ * either leads batches (when no other thread does) or waits for them,
+ * until every one of its tokens has been decoded. Returns 0, or -1 when a
+ * decode carrying its tokens failed or the call stopped (call->stop says
+ * so; some of a large work's chunks may have been decoded). */
+static int run_work(wk_engine *e, wk_work *w, wk_call *call) {
     if (w->n == 0) return 0;
+    if (call_stopped(call)) return -1;
+    w->call = call;
     w->next = 0;
     w->status = 0;
     w->in_batch = 0;
+    w->stopped = 0;
     pthread_mutex_lock(&e->mu);
     enqueue(e, w);
     pthread_cond_broadcast(&e->cv); /* a lingering leader may be waiting for us */
@@ -613,7 +692,7 @@ static void feed_row(void *arg, int i, const float *logits) {
  * is what keeps a healing member at about one decoded position per step).
  * Probabilities after toks[0..n) go to p0 when from < n, those after
  * toks[0..n) + extra to p1. Returns positions decoded, or -1. */
-static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, int extra) {
+static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, int extra, wk_call *call) {
     int total = n + (extra >= 0);
     if (grow((void **)&s->kv, &s->cap_kv, total, sizeof(int)) != 0) return -1;
     wk_feed_rows rows = {e, from <= n - 1 ? n - 1 - from : -1, extra >= 0 ? n - from : -1, NULL, NULL};
@@ -621,6 +700,8 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
     if (rows.i1 >= 0 && alloc_probs(e, &s->p1, &s->cum1) != 0) return -1;
     rows.p0 = s->p0;
     rows.p1 = s->p1;
+    if (rows.i0 >= 0) s->p0_n = -1; /* overwritten by the rows, valid again on success */
+    if (rows.i1 >= 0) s->p1_n = -1;
     wk_work w = {.on_row = feed_row, .arg = &rows};
     for (int j = from; j < total; j++) {
         int tok = j < n ? toks[j] : extra;
@@ -630,9 +711,12 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
         }
         s->kv[j] = tok;
     }
-    int rc = run_work(e, &w);
+    int rc = run_work(e, &w, call);
     work_free(&w);
-    if (rc != 0) return -1;
+    if (rc != 0) { /* a stopped call may have decoded some chunks: the mirror says none */
+        kv_rm(e, s->seq, from);
+        return -1;
+    }
     s->n_kv = total;
     if (rows.i0 >= 0) {
         softmax(s->p0, e->n_vocab, s->p0);
@@ -651,26 +735,28 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
 
 /* A session is used by one call at a time: a call claims it (busy) under
  * e->mu, then reads and changes its state without the lock; the table's
- * fields (used, id, busy, last_use, last_done) are only touched under e->mu. */
+ * fields (used, id, owner, busy, last_use, last_done) are only touched
+ * under e->mu. */
 
-static wk_session *find_session(wk_engine *e, const char *id) {
+static wk_session *find_session(wk_engine *e, const char *id, const char *owner) {
+    if (!owner) owner = "";
     for (int i = 0; i < e->slots; i++)
-        if (e->s[i].used && !strcmp(e->s[i].id, id)) return &e->s[i];
+        if (e->s[i].used && !strcmp(e->s[i].id, id) && !strcmp(e->s[i].owner, owner)) return &e->s[i];
     return NULL;
 }
 
 /* The session `id`, waited for until no other call uses it; NULL if unknown.
  * Under e->mu. */
-static wk_session *wait_session(wk_engine *e, const char *id) {
+static wk_session *wait_session(wk_engine *e, const char *id, const char *owner) {
     wk_session *s;
-    while ((s = find_session(e, id)) && s->busy) pthread_cond_wait(&e->cv, &e->mu);
+    while ((s = find_session(e, id, owner)) && s->busy) pthread_cond_wait(&e->cv, &e->mu);
     return s;
 }
 
 /* A slot for a new session: a free one, else the least recently used one
  * that no call is using (evicted), waiting while every slot is busy. Under
  * e->mu; the slot's KV sequence is cleared by the caller (without the lock). */
-static wk_session *new_session(wk_engine *e, const char *id) {
+static wk_session *new_session(wk_engine *e, const char *id, const char *owner) {
     wk_session *best = NULL;
     for (;;) {
         for (int i = 0; i < e->slots && !(best && !best->used); i++) {
@@ -687,18 +773,19 @@ static wk_session *new_session(wk_engine *e, const char *id) {
     }
     best->used = 1;
     snprintf(best->id, sizeof best->id, "%s", id);
+    snprintf(best->owner, sizeof best->owner, "%s", owner ? owner : "");
     return best;
 }
 
 /* Claims the session for one call (creating it when `create`), counting the
  * call as inside the engine; NULL for an unknown session without create.
  * *fresh is set when the slot is new (its KV sequence must be cleared). */
-static wk_session *claim_session(wk_engine *e, const char *id, int create, int *fresh) {
+static wk_session *claim_session(wk_engine *e, const char *id, const char *owner, int create, int *fresh) {
     pthread_mutex_lock(&e->mu);
-    wk_session *s = wait_session(e, id);
+    wk_session *s = wait_session(e, id, owner);
     *fresh = 0;
     if (!s && create) {
-        s = new_session(e, id);
+        s = new_session(e, id, owner);
         *fresh = 1;
     }
     if (s) {
@@ -719,9 +806,11 @@ static void release_session(wk_engine *e, wk_session *s) {
     pthread_mutex_unlock(&e->mu);
 }
 
-int wk_session_delete(wk_engine *e, const char *id) {
+int wk_session_delete(wk_engine *e, const char *id) { return wk_session_delete_as(e, id, ""); }
+
+int wk_session_delete_as(wk_engine *e, const char *id, const char *owner) {
     pthread_mutex_lock(&e->mu);
-    wk_session *s = wait_session(e, id);
+    wk_session *s = wait_session(e, id, owner);
     if (s) {
         s->busy = 1;
         s->used = 0; /* no longer found; not reused while busy */
@@ -801,6 +890,7 @@ typedef struct wk_job {
 typedef struct wk_ctx {
     wk_engine *e;
     wk_session *s;
+    wk_call *call;
     const unsigned char *r;
     size_t rl;
     int t_r; /* residue token or -1 */
@@ -824,6 +914,42 @@ static int best_exact(const wk_engine *e, const float *p, const unsigned char *x
     return best;
 }
 
+static size_t token_len(const wk_engine *e, int t) {
+    size_t bl;
+    va_token_bytes(e->m->va, t, &bl);
+    return bl;
+}
+
+/* A healing session allows as its next token only tokens whose bytes start
+ * with the residue r (or the residue token t_r itself). The canonical
+ * tokenization of x = r + s can begin with a token shorter than r (it splits
+ * r differently); teacher forcing along it would count a path the session
+ * does not allow, and its mass, divided by M(r), could exceed 1 (seen: a
+ * GPT-2 member's listed masses summing to 10.9). Such an x follows t_r, then
+ * the canonical tokenization of s after t_r. Replaces *canon; returns its
+ * new length, 0 when no allowed path exists (zero mass), -1 out of memory. */
+static int path_through_residue(wk_ctx *c, const unsigned char *x, size_t n, int **canon) {
+    free(*canon);
+    *canon = NULL;
+    if (c->t_r < 0 || n <= c->rl) return 0;
+    int *rest = NULL;
+    int k2 = wk_tokenize_after(c->e->m, c->t_r, x + c->rl, n - c->rl, &rest);
+    if (k2 <= 0) {
+        free(rest);
+        return 0;
+    }
+    int *path = malloc(((size_t)k2 + 1) * sizeof *path);
+    if (!path) {
+        free(rest);
+        return -1;
+    }
+    path[0] = c->t_r;
+    memcpy(path + 1, rest, (size_t)k2 * sizeof *rest);
+    free(rest);
+    *canon = path;
+    return k2 + 1;
+}
+
 /* M(x | X) for x = r + s when it needs no decode; else fills a job and
  * returns NAN. Returns -1.0 on an internal error. */
 static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *job, int remember_it) {
@@ -838,6 +964,8 @@ static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *j
     }
     int *canon = NULL;
     int k = wk_tokenize_after(e->m, s->n_tok ? s->tok[s->n_tok - 1] : -1, x, n, &canon);
+    if (k > 0 && c->rl > 0 && token_len(e, canon[0]) < c->rl)
+        k = path_through_residue(c, x, n, &canon);
     if (k <= 0) {
         free(canon);
         return 0.0; /* no token covers some byte: zero mass */
@@ -959,7 +1087,7 @@ static int run_job_group(wk_ctx *c, wk_job *jobs, int nj, const int *seqs, doubl
         for (int i = 0; i < jobs[q].j; i++)
             if (work_add(&w, jobs[q].path[i], n_base + i, seqs[q], 1) != 0) goto out;
     }
-    if (run_work(e, &w) != 0) goto out;
+    if (run_work(e, &w, c->call) != 0) goto out;
     for (int q = 0; q < nj; q++)
         if (jobs[q].j) out[jobs[q].out] = job_mass(c, &jobs[q], g.last + (size_t)q * e->n_vocab, remember_it);
     rc = w.n;
@@ -1292,31 +1420,71 @@ static int plan_step(wk_engine *e, const wk_session *s, const wk_step_req *q, co
     if (q->append_len && plan_append(e, s, ptok == NULL, q->append, q->append_len, pl, err) != 0) return -1;
     int need = pl->n_tok + (pl->r_len ? 1 : 0);
     if (need > e->n_ctx) {
-        set_err(err, 400, "context_length_exceeded", "the session needs %d tokens, over the context of %d", need,
-                e->n_ctx);
+        set_err(err, 400, "context_length_exceeded",
+                "the session needs %d tokens, over this member's context of %d tokens per session", need, e->n_ctx);
+        err->param = q->append_len && s ? PROTO_PARAM_APPEND : PROTO_PARAM_PROMPT;
         return -1;
     }
     return 0;
 }
 
-/* Phase 2, commit: install the plan in the claimed session. The paths
+/* Exchanges the session's text state with the plan's (both ways: commit
+ * and undo are the same swap). */
+static void swap_state(wk_session *s, wk_plan *pl) {
+#define WK_SWAP(T, a, b) do { T t_ = (a); (a) = (b); (b) = t_; } while (0)
+    WK_SWAP(int *, s->tok, pl->tok);
+    WK_SWAP(int, s->cap_tok, pl->cap_tok);
+    WK_SWAP(int, s->n_tok, pl->n_tok);
+    WK_SWAP(int, s->n_prompt, pl->n_prompt);
+    WK_SWAP(unsigned char *, s->g, pl->g);
+    WK_SWAP(size_t, s->g_cap, pl->g_cap);
+    WK_SWAP(size_t, s->g_len, pl->g_len);
+    WK_SWAP(size_t, s->r_len, pl->r_len);
+    WK_SWAP(int, s->t_r, pl->t_r);
+#undef WK_SWAP
+}
+
+/* What undoing a committed step needs besides the swap. */
+typedef struct wk_undo {
+    int created;     /* the step created the session */
+    int old_paths;   /* remembered paths before the step */
+    int reset_paths; /* the step's answer replaces them */
+} wk_undo;
+
+/* Phase 2, commit: install the plan in the claimed session; the plan keeps the old state until
+ * the step succeeds (finish_step) or is undone (undo_step). The paths
  * remembered for rule 1 are those of the answers since the last call that
- * changed the text. */
-static void commit_plan(const wk_engine *e, wk_session *s, const wk_step_req *q, int reset, wk_plan *pl) {
+ * changed the text: the new ones are appended after the old ones and moved
+ * to the front by finish_step. */
+static void commit_plan(wk_engine *e, wk_session *s, const wk_step_req *q, int reset, int created, wk_plan *pl,
+                        wk_undo *u) {
     (void)e;
-    free(s->tok);
-    s->tok = pl->tok;
-    s->cap_tok = pl->cap_tok;
-    s->n_tok = pl->n_tok;
-    s->n_prompt = pl->n_prompt;
-    free(s->g);
-    s->g = pl->g;
-    s->g_cap = pl->g_cap;
-    s->g_len = pl->g_len;
-    s->r_len = pl->r_len;
-    s->t_r = pl->r_len ? pl->t_r : -1;
-    memset(pl, 0, sizeof *pl); /* the session owns it all now */
-    if (reset || q->append_len || s->n_paths > 4096) s->n_paths = 0;
+    u->created = created;
+    if (!pl->r_len) pl->t_r = -1;
+    swap_state(s, pl);
+    u->old_paths = s->n_paths;
+    u->reset_paths = reset || q->append_len || s->n_paths > 4096;
+    assert(session_sane(e, s));
+}
+
+static void finish_step(wk_session *s, const wk_undo *u) {
+    if (!u->reset_paths || !u->old_paths) return;
+    s->n_paths -= u->old_paths;
+    memmove(s->paths, s->paths + u->old_paths, (size_t)s->n_paths * sizeof *s->paths);
+}
+
+/* Puts a stopped step's session back as it was (a created one goes). */
+static void undo_step(wk_engine *e, wk_session *s, wk_plan *pl, const wk_undo *u) {
+    if (u->created) { /* still claimed (busy): nobody else touches it */
+        pthread_mutex_lock(&e->mu);
+        s->used = 0;
+        pthread_mutex_unlock(&e->mu);
+        kv_rm(e, s->seq, -1);
+        session_release(s);
+        return;
+    }
+    swap_state(s, pl);
+    s->n_paths = u->old_paths;
     assert(session_sane(e, s));
 }
 
@@ -1337,7 +1505,7 @@ static void commit_plan(const wk_engine *e, wk_session *s, const wk_step_req *q,
  *    decode (L, or one less to recompute p0's logits when X is all cached)
  *    and feed the rest, t_r included, in one batch (feed()).
  * Returns the positions decoded, or -1 (the caller drops the sequence). */
-static int sync_kv(wk_engine *e, wk_session *s) {
+static int sync_kv(wk_engine *e, wk_session *s, wk_call *call) {
     int L = common_prefix(s->kv, s->n_kv, s->tok, s->n_tok);
     if (L >= s->n_tok && s->p0_n != s->n_tok && s->p1_n == s->n_tok) {
         float *tp = s->p0; s->p0 = s->p1; s->p1 = tp;
@@ -1352,7 +1520,7 @@ static int sync_kv(wk_engine *e, wk_session *s) {
     if (!need0 && !need1) return 0;
     int from = need0 ? (L < s->n_tok ? L : s->n_tok - 1) : s->n_tok;
     kv_truncate(e, s, from);
-    return feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1);
+    return feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1, call);
 }
 
 /* The k most probable tokens of p whose bytes are not empty (by id). */
@@ -1446,7 +1614,13 @@ static int evaluate(wk_ctx *c, const wk_step_req *q, wk_eval *ev) {
         if (isnan(it->m)) ev->jobs[ev->nj++].out = ev->n_items;
         ev->n_items++;
     }
-    int d = 0;
+    int d = 0, forced = 0;
+    for (int i = 0; i < ev->nj; i++) forced += ev->jobs[i].j;
+    if (forced > c->e->max_forced) {
+        c->call->stop = WK_STOP_BUDGET;
+        c->call->stop_forced = forced;
+        return -2;
+    }
     if (ev->nj) {
         double *ms = malloc((size_t)ev->n_items * sizeof *ms);
         if (!ms) return -1;
@@ -1511,9 +1685,10 @@ static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_re
 }
 
 /* Phases 4-6 on a synced session. */
-static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_step_res *res, wk_err *err) {
+static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res,
+                       wk_err *err) {
     const unsigned char *r = s->g + s->g_len - s->r_len;
-    wk_ctx c = {e, s, r, s->r_len, s->r_len ? s->t_r : -1};
+    wk_ctx c = {e, s, call, r, s->r_len, s->r_len ? s->t_r : -1};
     wk_eval ev = {0};
     int maxn = 2 * q->k + q->n_cands, rc = -1;
     ev.items = calloc((size_t)(maxn ? maxn : 1), sizeof *ev.items);
@@ -1524,7 +1699,7 @@ static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_ste
     ev.n_top = ev.n_items;
     int d = evaluate(&c, q, &ev);
     if (d == -2) {
-        rc = fail_decode(e, s, err);
+        rc = call->stop ? -1 : fail_decode(e, s, err);
         goto out;
     }
     if (d < 0) goto oom;
@@ -1548,45 +1723,87 @@ static wk_session *plan_and_claim(wk_engine *e, const wk_step_req *q, const int 
                                   int *fresh, wk_err *err) {
     if (ptok) {
         if (plan_step(e, NULL, q, ptok, np, pl, err) != 0) return NULL;
-        return claim_session(e, q->session, 1, fresh);
+        return claim_session(e, q->session, q->owner, 1, fresh);
     }
-    wk_session *s = claim_session(e, q->session, 0, fresh);
+    wk_session *s = claim_session(e, q->session, q->owner, 0, fresh);
     if (plan_step(e, s, q, NULL, 0, pl, err) == 0) return s;
     if (s) release_session(e, s);
     return NULL;
 }
 
 /* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
- * answer (docs/PROTOCOL.md, POST /v1/step). Only the decodes (sync_kv, the
- * teacher-forced candidates) go through the scheduler; the rest runs here,
- * on the caller's thread, holding nothing but the session. */
+ * answer (docs/PROTOCOL.md, POST /v1/step). */
+/* The budget that can be checked before anything is decoded. */
+static int check_step_budget(const wk_engine *e, const wk_step_req *q, wk_err *err) {
+    size_t bytes = 0;
+    for (int i = 0; i < q->n_cands; i++) bytes += q->cands[i].n;
+    if (bytes <= (size_t)e->max_cand_bytes) return 0;
+    set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
+            "the candidates total %zu bytes, over this worker's budget of %d bytes per step", bytes,
+            e->max_cand_bytes);
+    err->param = PROTO_PARAM_CANDIDATES;
+    return -1;
+}
+
+/* Phases 1-6 with the session claimed, and undo when the call stops
+ * midway. Only the decodes (sync_kv, the teacher-forced candidates) go
+ * through the scheduler; the rest runs here, on the caller's thread,
+ * holding nothing but the session. */
+static int step_claimed(wk_engine *e, const wk_step_req *q, const int *ptok, int np, wk_call *call,
+                        wk_step_res *res, wk_err *err) {
+    wk_plan pl = {0};
+    wk_undo u = {0};
+    int fresh = 0, rc = -1;
+    wk_session *s = plan_and_claim(e, q, ptok, np, &pl, &fresh, err);
+    if (!s) {
+        plan_free(&pl);
+        return -1;
+    }
+    if (fresh) kv_rm(e, s->seq, -1); /* a fresh slot's KV sequence is empty */
+    commit_plan(e, s, q, ptok != NULL, fresh, &pl, &u);
+    int d = sync_kv(e, s, call);
+    if (d >= 0) {
+        res->decoded += d;
+        rc = step_answer(e, s, q, call, res, err);
+    }
+    if (rc != 0 && call->stop) {
+        undo_step(e, s, &pl, &u);
+        fail_stopped(e, call, err);
+    } else if (d < 0) {
+        fail_decode(e, s, err);
+    }
+    if (rc == 0) finish_step(s, &u);
+    assert(session_sane(e, s));
+    release_session(e, s);
+    plan_free(&pl);
+    return rc;
+}
+
+/* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
+ * answer (docs/PROTOCOL.md, POST /v1/step). */
 int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     memset(res, 0, sizeof *res);
     res->end_logq = -INFINITY;
     err->status = 0;
+    err->param = NULL;
     int has_prompt = q->prompt != NULL || q->n_messages > 0;
-    int *ptok = NULL, np = 0, rc = -1, fresh = 0;
-    wk_plan pl = {0};
-    if (has_prompt && tokenize_prompt(e->m, q, &ptok, &np, err) != 0) goto done;
+    int *ptok = NULL, np = 0, rc = -1;
     if (q->k < 0 || q->k > WK_MAX_K || q->n_cands < 0 || q->n_cands > WK_MAX_CANDIDATES) {
         set_err(err, 400, "invalid_value", "k or candidates out of range");
         goto done;
     }
-    wk_session *s = plan_and_claim(e, q, has_prompt ? ptok : NULL, np, &pl, &fresh, err);
-    if (!s) goto done;
-    if (fresh) kv_rm(e, s->seq, -1); /* a fresh slot's KV sequence is empty */
-    commit_plan(e, s, q, has_prompt, &pl);
-    int d = sync_kv(e, s);
-    if (d < 0) {
-        fail_decode(e, s, err);
-    } else {
-        res->decoded += d;
-        rc = step_answer(e, s, q, res, err);
+    if (check_step_budget(e, q, err) != 0) goto done;
+    if (has_prompt && tokenize_prompt(e->m, q, &ptok, &np, err) != 0) goto done;
+    if (has_prompt && np > e->n_ctx) { /* refused before any work; plan_step checks exactly */
+        set_err(err, 400, "context_length_exceeded",
+                "the prompt is %d tokens, over this member's context of %d tokens per session", np, e->n_ctx);
+        err->param = PROTO_PARAM_PROMPT;
+        goto done;
     }
-    assert(session_sane(e, s));
-    release_session(e, s);
+    wk_call call = {q->cancel, WK_STOP_NONE, 0};
+    if (call_stopped(&call)) fail_stopped(e, &call, err);
+    else rc = step_claimed(e, q, has_prompt ? ptok : NULL, np, &call, res, err);
 done:
-    plan_free(&pl);
     free(ptok);
     if (rc != 0) {
         wk_step_res_free(res);
@@ -1658,7 +1875,8 @@ static void score_release(wk_engine *e) {
 /* Decodes all[ws..we) into the scoring sequence in chunks of n_batch (the
  * chunks a lone scorer always used), scoring the predictions of tokens
  * next..we-1. Returns 0 or -1. */
-static int score_window(wk_engine *e, const int *all, int off, int ws, int we, int next, wk_score_res *res) {
+static int score_window(wk_engine *e, const int *all, int off, int ws, int we, int next, wk_call *call,
+                        wk_score_res *res) {
     kv_rm(e, e->score_seq, -1);
     for (int i = ws; i < we;) {
         int end = i + e->n_batch < we ? i + e->n_batch : we;
@@ -1667,7 +1885,7 @@ static int score_window(wk_engine *e, const int *all, int off, int ws, int we, i
         int rc = 0;
         for (int j = i; j < end && rc == 0; j++)
             rc = work_add(&w, all[j], j - ws, e->score_seq, j + 1 >= next && j + 1 < we);
-        if (rc == 0) rc = run_work(e, &w);
+        if (rc == 0) rc = run_work(e, &w, call);
         work_free(&w);
         if (rc != 0) return -1;
         res->decoded += end - i;
@@ -1678,14 +1896,29 @@ static int score_window(wk_engine *e, const int *all, int off, int ws, int we, i
 
 int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score_res *res,
              wk_err *err) {
+    return wk_score_until(e, text, len, doc_start, NULL, res, err);
+}
+
+int wk_score_until(wk_engine *e, const char *text, size_t len, int doc_start, const wk_cancel *cancel,
+                   wk_score_res *res, wk_err *err) {
     memset(res, 0, sizeof *res);
     err->status = 0;
+    err->param = NULL;
     int *tt = NULL;
     size_t *sp = NULL;
     int n = wk_tokenize_text(e->m, text, len, &tt, &sp);
     if (n < 0) {
         set_err(err, 400, "untokenizable",
                 "the text does not tokenize to exactly its own bytes with this model");
+        return -1;
+    }
+    if (n > e->max_score_tokens) {
+        free(tt);
+        free(sp);
+        set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
+                "the text is %d tokens, over this worker's budget of %d tokens per /v1/score request", n,
+                e->max_score_tokens);
+        err->param = PROTO_PARAM_TEXT;
         return -1;
     }
     int off = doc_start ? 1 : 0;
@@ -1713,19 +1946,21 @@ int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score
 
     /* predicted tokens: all[1..N); token i is predicted from position i-1 */
     int W = e->n_ctx, ov = res->overlap, rc = 0;
+    wk_call call = {cancel, WK_STOP_NONE, 0};
     score_claim(e);
     for (int next = 1, ws = 0; next < N;) { /* next: first token not yet scored */
         int we = ws + W < N ? ws + W : N;
-        if ((rc = score_window(e, all, off, ws, we, next, res)) != 0) break;
+        if ((rc = score_window(e, all, off, ws, we, next, &call, res)) != 0) break;
         if (we > next) next = we;
         if (we >= N) break;
         ws = we - ov;
     }
     score_release(e);
+    if (rc && call.stop) fail_stopped(e, &call, err);
     free(all);
     if (rc) {
         wk_score_res_free(res);
-        set_err(err, 500, "decode_failed", "llama_decode failed");
+        if (!call.stop) set_err(err, 500, "decode_failed", "llama_decode failed");
         return -1;
     }
     for (int i = 0; i < n; i++)

@@ -765,16 +765,20 @@ json_t *oai_ensemble_json(const ensemble_result *r, const char *strategy) {
             isfinite(m->mean_step_ms) ? m->mean_step_ms : 0.0, "prompt_tokens", m->prompt_tokens,
             "failed", m->failed != 0, "failure",
             m->failed && m->failure[0] ? json_string(m->failure) : json_null());
+        if (o && m->approximate) json_object_set_new(o, "approximate", json_true());
         if (!o || json_array_append_new(members, o)) {
             json_decref(members);
             return NULL;
         }
     }
     if (!members) return NULL;
-    return json_pack("{s:o, s:f, s:i, s:o, s:i}", "strategy",
-                     strategy && strategy[0] ? json_string(strategy) : json_null(), "seconds",
-                     isfinite(r->seconds) ? r->seconds : 0.0, "steps", r->steps, "members",
-                     members, "failures", failures);
+    json_t *o = json_pack("{s:o, s:f, s:i, s:o, s:i}", "strategy",
+                          strategy && strategy[0] ? json_string(strategy) : json_null(), "seconds",
+                          isfinite(r->seconds) ? r->seconds : 0.0, "steps", r->steps, "members",
+                          members, "failures", failures);
+    /* only when it happened: answers without it keep their old shape */
+    if (o && r->deadline_exceeded) json_object_set_new(o, "deadline_exceeded", json_true());
+    return o;
 }
 
 static const char *object_name(oai_endpoint ep, int chunk) {

@@ -62,6 +62,7 @@ typedef struct {
     double end_lq;
     vcand_set asked;         /* the candidates of its latest state-changing call */
     int fresh;               /* answered for the current text this step */
+    int warned_mass;         /* logged once: its masses summed above 1 (bound_masses) */
     sbuf lag;                /* committed bytes not yet sent to it */
 } mstate;
 
@@ -100,10 +101,12 @@ struct ensemble_gen {
     int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
     int ctx_full;            /* a member's context is full: finish with "length" */
     int stopped;             /* callback asked to stop */
+    int deadline_hit;        /* the request's deadline passed */
     int done;                /* no more steps */
     const char *finish;
     char err[256];
     int status;
+    const char *code;        /* error code of a failure (static) */
 };
 
 /* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
