@@ -1719,6 +1719,8 @@ out:
  * one without is planned from the claimed session's state. Returns the
  * claimed session (*fresh: a new slot, KV sequence still to clear), or NULL
  * with err set. */
+static void run_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res);
+
 static wk_session *plan_and_claim(wk_engine *e, const wk_step_req *q, const int *ptok, int np, wk_plan *pl,
                                   int *fresh, wk_err *err) {
     if (ptok) {
@@ -1773,9 +1775,188 @@ static int step_claimed(wk_engine *e, const wk_step_req *q, const int *ptok, int
         fail_decode(e, s, err);
     }
     if (rc == 0) finish_step(s, &u);
+    if (rc == 0 && q->draft) run_draft(e, s, q, call, res);
     assert(session_sane(e, s));
     release_session(e, s);
     plan_free(&pl);
+    return rc;
+}
+
+/* ---- speculative steps: several steps of one session in one call ----------
+
+ * A session's text state and remembered paths, kept aside so that steps
+ * taken within one call (steps_b64, a draft) can be undone together. The
+ * KV sequence is not part of it: its mirror kv[] always says what it
+ * holds, so drafted positions stay and a later step reuses them. */
+typedef struct wk_snapshot {
+    wk_plan text;
+    wk_path *paths;
+    int n_paths;
+    /* the kept distributions, moved aside (the steps allocate their own),
+     * and the KV tokens they belong to: restored when still valid */
+    float *p0, *p1;
+    double *cum0, *cum1;
+    int p0_n, p1_n;
+    int *kv, n_kv;
+} wk_snapshot;
+
+static int snapshot_take(const wk_engine *e, const wk_session *s, wk_snapshot *sn) {
+    memset(sn, 0, sizeof *sn);
+    if (plan_start(e, s, NULL, 0, 0, &sn->text) != 0) return -1;
+    sn->n_paths = s->n_paths;
+    sn->paths = malloc((size_t)(s->n_paths ? s->n_paths : 1) * sizeof *sn->paths);
+    if (!sn->paths) {
+        plan_free(&sn->text);
+        return -1;
+    }
+    if (s->n_paths) memcpy(sn->paths, s->paths, (size_t)s->n_paths * sizeof *s->paths);
+    sn->kv = malloc((size_t)(s->n_kv ? s->n_kv : 1) * sizeof *sn->kv);
+    if (!sn->kv) {
+        free(sn->paths);
+        plan_free(&sn->text);
+        return -1;
+    }
+    sn->n_kv = s->n_kv;
+    if (s->n_kv) memcpy(sn->kv, s->kv, (size_t)s->n_kv * sizeof *s->kv);
+    return 0;
+}
+
+/* Moves the session's kept distributions into the snapshot. */
+static void snapshot_probs(wk_session *s, wk_snapshot *sn) {
+    sn->p0 = s->p0, sn->cum0 = s->cum0, sn->p0_n = s->p0_n;
+    sn->p1 = s->p1, sn->cum1 = s->cum1, sn->p1_n = s->p1_n;
+    s->p0 = s->p1 = NULL;
+    s->cum0 = s->cum1 = NULL;
+    s->p0_n = s->p1_n = -1;
+}
+
+/* Gives the snapshot's distributions back when the KV sequence still holds
+ * the positions they belong to (else the steps' own stay). */
+static void restore_probs(wk_session *s, wk_snapshot *sn) {
+    int keep = sn->p0 && sn->p0_n >= 0 && s->n_kv >= sn->p0_n && s->n_kv >= sn->p1_n &&
+               common_prefix(s->kv, s->n_kv, sn->kv, sn->n_kv) >= (sn->p0_n > sn->p1_n ? sn->p0_n : sn->p1_n);
+    if (keep) {
+        free(s->p0), free(s->cum0), free(s->p1), free(s->cum1);
+        s->p0 = sn->p0, s->cum0 = sn->cum0, s->p0_n = sn->p0_n;
+        s->p1 = sn->p1, s->cum1 = sn->cum1, s->p1_n = sn->p1_n;
+    } else {
+        free(sn->p0), free(sn->cum0), free(sn->p1), free(sn->cum1);
+    }
+    sn->p0 = sn->p1 = NULL;
+    sn->cum0 = sn->cum1 = NULL;
+}
+
+static void snapshot_free(wk_snapshot *sn) {
+    plan_free(&sn->text);
+    free(sn->paths);
+    free(sn->kv);
+    free(sn->p0), free(sn->cum0), free(sn->p1), free(sn->cum1);
+    memset(sn, 0, sizeof *sn);
+}
+
+/* Puts the session back as the snapshot has it (cannot fail: the session's
+ * paths array only grew since, so it holds the old ones). */
+static void snapshot_restore(const wk_engine *e, wk_session *s, wk_snapshot *sn) {
+    if (!sn->text.r_len) sn->text.t_r = -1;
+    swap_state(s, &sn->text);
+    assert(s->cap_paths >= sn->n_paths);
+    if (sn->n_paths) memcpy(s->paths, sn->paths, (size_t)sn->n_paths * sizeof *s->paths);
+    s->n_paths = sn->n_paths;
+    snapshot_free(sn);
+    assert(session_sane(e, s));
+    (void)e;
+}
+
+/* One step of an existing, claimed session (phases 1-6), undone when it
+ * fails. Returns 0 or -1 with err set (a stopped call: call->stop). */
+static int inner_step(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res,
+                      wk_err *err) {
+    memset(res, 0, sizeof *res);
+    res->end_logq = -INFINITY;
+    wk_plan pl = {0};
+    wk_undo u = {0};
+    int rc = -1;
+    if (plan_step(e, s, q, NULL, 0, &pl, err) == 0) {
+        commit_plan(e, s, q, 0, 0, &pl, &u);
+        int d = sync_kv(e, s, call);
+        if (d >= 0) {
+            res->decoded += d;
+            rc = step_answer(e, s, q, call, res, err);
+        }
+        if (rc != 0) {
+            undo_step(e, s, &pl, &u);
+            if (call->stop) fail_stopped(e, call, err);
+            else if (d < 0) fail_decode(e, s, err);
+        } else {
+            finish_step(s, &u);
+        }
+    }
+    plan_free(&pl);
+    if (rc != 0) wk_step_res_free(res);
+    return rc;
+}
+
+/* The steps_b64 of a request: each piece as its own step (k, no
+ * candidates; answers dropped), exactly as if sent one request each. */
+static int take_steps(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, int *decoded,
+                      wk_err *err) {
+    for (int i = 0; i < q->n_steps; i++) {
+        wk_step_req vq = {.session = q->session, .owner = q->owner, .append = q->steps[i].p,
+                          .append_len = q->steps[i].n, .k = q->k};
+        wk_step_res tmp;
+        if (inner_step(e, s, &vq, call, &tmp, err) != 0) return -1;
+        *decoded += tmp.decoded;
+        wk_step_res_free(&tmp);
+    }
+    return 0;
+}
+
+/* A draft: q->draft more steps, each appending the first top entry of the
+ * previous answer (the member's own proposal, absorbed as its own path),
+ * answered into res->draft and then undone. A step that fails ends the
+ * draft early (the answers so far stand). */
+static void run_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res) {
+    wk_snapshot sn;
+    res->draft = calloc((size_t)q->draft, sizeof *res->draft);
+    if (!res->draft || snapshot_take(e, s, &sn) != 0) return;
+    snapshot_probs(s, &sn);
+    const wk_step_res *prev = res;
+    for (int j = 0; j < q->draft && prev->n_top > 0 && prev->top[0].len > 0; j++) {
+        wk_step_req vq = {.session = q->session, .owner = q->owner, .append = prev->top[0].s,
+                          .append_len = prev->top[0].len, .k = q->k};
+        wk_err derr;
+        if (inner_step(e, s, &vq, call, &res->draft[j], &derr) != 0) break;
+        res->n_draft = j + 1;
+        prev = &res->draft[j];
+    }
+    restore_probs(s, &sn);
+    snapshot_restore(e, s, &sn);
+}
+
+/* A request with steps_b64: the session takes each piece as a step, then
+ * the request's own step and draft; all undone together when one fails. */
+static int step_with_steps(wk_engine *e, const wk_step_req *q, wk_call *call, wk_step_res *res, wk_err *err) {
+    int fresh = 0;
+    wk_session *s = claim_session(e, q->session, q->owner, 0, &fresh);
+    if (!s) {
+        set_err(err, 404, "session_not_found",
+                "unknown session '%s' (never created, deleted or evicted): send a prompt", q->session);
+        return -1;
+    }
+    wk_snapshot sn;
+    int rc = -1;
+    if (snapshot_take(e, s, &sn) != 0) {
+        fail_oom(err);
+    } else {
+        int decoded = 0;
+        rc = take_steps(e, s, q, call, &decoded, err);
+        if (rc == 0) rc = inner_step(e, s, q, call, res, err);
+        if (rc == 0) res->decoded += decoded;
+        if (rc == 0 && q->draft) run_draft(e, s, q, call, res);
+        if (rc != 0) snapshot_restore(e, s, &sn);
+        else snapshot_free(&sn);
+    }
+    release_session(e, s);
     return rc;
 }
 
@@ -1800,8 +1981,15 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
         err->param = PROTO_PARAM_PROMPT;
         goto done;
     }
+    if (q->n_steps < 0 || q->n_steps > PROTO_MAX_STEPS || q->draft < 0 || q->draft > PROTO_MAX_DRAFT ||
+        (q->n_steps && has_prompt)) {
+        set_err(err, 400, "invalid_value", "steps (at most %d, not with a prompt) or draft (at most %d) out of range",
+                PROTO_MAX_STEPS, PROTO_MAX_DRAFT);
+        goto done;
+    }
     wk_call call = {q->cancel, WK_STOP_NONE, 0};
     if (call_stopped(&call)) fail_stopped(e, &call, err);
+    else if (q->n_steps) rc = step_with_steps(e, q, &call, res, err);
     else rc = step_claimed(e, q, has_prompt ? ptok : NULL, np, &call, res, err);
 done:
     free(ptok);
@@ -1814,6 +2002,8 @@ done:
 
 void wk_step_res_free(wk_step_res *r) {
     if (!r) return;
+    for (int i = 0; i < r->n_draft; i++) wk_step_res_free(&r->draft[i]);
+    free(r->draft);
     for (int i = 0; i < r->n_top; i++) free(r->top[i].s);
     free(r->top);
     free(r->cand_logq);

@@ -107,6 +107,11 @@ typedef struct wk_step_req {
     int n_cands;
     const char *owner;        /* the session's owner; NULL = "" */
     const wk_cancel *cancel;  /* NULL = never cancelled */
+    const proto_str *steps;   /* appends taken one step at a time (k, no candidates) before `append`;
+                               * needs an existing session, no prompt */
+    int n_steps;
+    int draft;                /* then this many steps along the first top entry of each answer,
+                               * answered in wk_step_res.draft and not committed */
 } wk_step_req;
 
 typedef struct wk_top {
@@ -125,6 +130,8 @@ typedef struct wk_step_res {
     int n_top;
     double *cand_logq; /* n_cands entries; -INFINITY = zero mass (null) */
     double end_logq;   /* -INFINITY = zero mass (null) */
+    struct wk_step_res *draft; /* n_draft answers (no candidates), after each drafted step */
+    int n_draft;
 } wk_step_res;
 
 typedef struct wk_score_tok {

@@ -195,6 +195,16 @@ grep -q "rejected 503 cancelled" "$tmp/err"; ok $? "a client that hangs up stops
 is "$(req POST /v1/step '{"session":"dl","k":3}')" 200 "the session after a step past its deadline"
 [ "$(body)" = "$dlstate" ]; ok $? "... is as it was"
 
+# ---- speculative steps: draft and steps_b64 ----
+is "$(req POST /v1/step '{"session":"sp","prompt":"Once upon a time","k":1,"draft":3}')" 200 "a step with draft 3"
+drafts=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d["draft"]), d["draft"][0]["n_past"] > d["n_past"], "session" in d["draft"][0])' "$tmp/body")
+is "$drafts" "3 True False" "... answers 3 drafted steps (no session field, further along)"
+p1=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["top"][0]["s_b64"], d["draft"][0]["top"][0]["s_b64"], d["draft"][1]["n_past"])' "$tmp/body")
+set -- $p1
+is "$(req POST /v1/step "{\"session\":\"sp\",\"k\":1,\"steps_b64\":[\"$1\"],\"append_b64\":\"$2\"}")" 200 "steps_b64 + append of the first two drafted strings"
+is "$(field n_past)" "$3" "... reaches the second drafted state"
+is "$(req POST /v1/step '{"session":"sp","k":1,"draft":17}')" 400 "draft over 16 is 400"
+
 # ---- no internal paths in answers ----
 grep -h -o '"message":"[^"]*"' "$tmp"/body 2>/dev/null >/dev/null
 for probe in "POST /v1/step {\"session\":\"zz\",\"k\":1}" "POST /v1/score {\"text\":5}" "GET /nowhere" "POST /v1/step {\"session\":\"x\",\"prompt\":\"$long\"}"; do

@@ -869,6 +869,79 @@ static void check_cancel_between_chunks(void) {
     wk_engine_free(e);
 }
 
+/* Two answers agree: n_past, residue, top strings exactly, logq and END to
+ * the concurrency tolerance (another slot's KV cells round differently). */
+static int same_answer(const wk_step_res *a, const wk_step_res *b) {
+    if (a->n_past != b->n_past || a->residue_len != b->residue_len || a->n_top != b->n_top ||
+        memcmp(a->residue, b->residue, a->residue_len) != 0 || !near(a->end_logq, b->end_logq))
+        return 0;
+    for (int i = 0; i < a->n_top; i++)
+        if (a->top[i].len != b->top[i].len || memcmp(a->top[i].s, b->top[i].s, a->top[i].len) != 0 ||
+            !near(a->top[i].logq, b->top[i].logq))
+            return 0;
+    return 1;
+}
+
+static int step_spec(wk_engine *e, const char *sid, const char *prompt, const proto_str *steps, int n_steps,
+                     const unsigned char *append, size_t alen, int draft, wk_step_res *res, wk_err *err) {
+    wk_step_req q = {.session = sid, .prompt = prompt, .prompt_len = prompt ? strlen(prompt) : 0,
+                     .append = append, .append_len = alen, .k = 2, .steps = steps, .n_steps = n_steps,
+                     .draft = draft};
+    memset(err, 0, sizeof *err);
+    return wk_step(e, &q, res, err);
+}
+
+/* Speculative steps (docs/PROTOCOL.md, "draft" and "steps_b64"): a draft's
+ * answers are those of the same steps sent one by one, and leave the
+ * session as it was; steps_b64 then reaches the drafted state in one call;
+ * a failing piece undoes them all. */
+#define N_DRAFT 5
+static void check_speculative_steps(wk_engine *e) {
+    const char *prompt = "Once upon a time, there was a";
+    wk_step_res d, ref[N_DRAFT + 1], res;
+    wk_err err;
+    ok(step_spec(e, "sd", prompt, NULL, 0, NULL, 0, N_DRAFT, &d, &err) == 0 && d.n_draft == N_DRAFT,
+       "a step with draft 5 answers 5 drafted steps");
+    ok(step_spec(e, "sr", prompt, NULL, 0, NULL, 0, 0, &ref[0], &err) == 0 && same_answer(&d, &ref[0]),
+       "... its own answer is the plain step's");
+    int all = 1;
+    proto_str pieces[N_DRAFT];
+    for (int j = 0; j < N_DRAFT; j++) {
+        pieces[j] = (proto_str){ref[j].top[0].s, ref[j].top[0].len};
+        all &= step_spec(e, "sr", NULL, NULL, 0, pieces[j].p, pieces[j].n, 0, &ref[j + 1], &err) == 0 &&
+               same_answer(&d.draft[j], &ref[j + 1]);
+    }
+    ok(all, "each drafted answer = the answer after sending the member's own top entries one step at a time");
+    ok(step_spec(e, "sd", NULL, NULL, 0, NULL, 0, 0, &res, &err) == 0 && same_answer(&res, &d) && res.decoded == 0,
+       "the draft was not committed: the session re-answers as before, decoding nothing");
+    wk_step_res_free(&res);
+    ok(step_spec(e, "sd", NULL, pieces, N_DRAFT - 1, pieces[N_DRAFT - 1].p, pieces[N_DRAFT - 1].n, 0, &res, &err) ==
+               0 && same_answer(&res, &ref[N_DRAFT]),
+       "steps_b64 (4 pieces) and append (the 5th) reach the fifth drafted state in one call");
+    diag("steps_b64 + append of 5 drafted pieces decoded %d positions", res.decoded);
+    ok(res.decoded <= 2 * N_DRAFT, "... reusing the drafted KV positions");
+    wk_step_res_free(&res);
+    static char longtext[1300];
+    longtext[0] = 0;
+    while (strlen(longtext) + 24 < sizeof longtext) strcat(longtext, " and the cat sat on it.");
+    proto_str bad[2] = {pieces[0], {(const unsigned char *)longtext, strlen(longtext)}}; /* over n_ctx 256 */
+    ok(step_spec(e, "sd", NULL, NULL, 0, NULL, 0, 0, &res, &err) == 0, "(state before a failing steps_b64)");
+    int past = res.n_past;
+    wk_step_res_free(&res);
+    ok(step_spec(e, "sd", NULL, bad, 2, NULL, 0, 0, &res, &err) != 0 && err.status == 400 &&
+           !strcmp(err.code, "context_length_exceeded"),
+       "a steps_b64 piece over the context: 400 context_length_exceeded");
+    ok(step_spec(e, "sd", NULL, NULL, 0, NULL, 0, 0, &res, &err) == 0 && res.n_past == past,
+       "... and its earlier pieces are undone too");
+    wk_step_res_free(&res);
+    ok(step_spec(e, "sd", prompt, pieces, 1, NULL, 0, 0, &res, &err) != 0 && err.status == 400,
+       "steps_b64 with a prompt: 400");
+    ok(step_spec(e, "nobody", NULL, pieces, 1, NULL, 0, 0, &res, &err) != 0 && err.status == 404,
+       "steps_b64 on an unknown session: 404");
+    for (int j = 0; j <= N_DRAFT; j++) wk_step_res_free(&ref[j]);
+    wk_step_res_free(&d);
+}
+
 static void run_model(const char *path, const char *name) {
     char emsg[256];
     M = wk_model_load(path, 0, emsg, sizeof emsg);
@@ -896,6 +969,7 @@ static void run_model(const char *path, const char *name) {
     check_eviction();
     check_access_and_budgets();
     check_cancel_between_chunks();
+    check_speculative_steps(e);
     wk_engine_free(e);
     wk_engine_free(small);
     ref_free();
