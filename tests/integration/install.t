@@ -52,6 +52,7 @@ for bad in "--cache-type-k q9:--cache-type-k" "--cache-type-v x:--cache-type-v" 
   check "worker $args: usage error naming $flag" bash -c "[ $rc -eq 2 ] && grep -q -- '$flag' '$TMP/err'"
 done
 gen() { # ARGS...: a greedy text of a one-member ensemble of a worker started with ARGS
+  : >"$TMP/w.out" # (truncated before the background start: the file is reused by every call)
   "$W" --model "$M1" --port 0 --threads 1 "$@" >"$TMP/w.out" 2>"$TMP/w.err" &
   local pid=$!
   PIDS+=("$pid")

@@ -27,6 +27,7 @@ start_llama_server() {
   local name=$1 model=$2 port i
   shift 2
   port=$(free_port)
+  : >"$TMP/$name.out" # (see start_worker in lib_serve.sh)
   "$LLAMA_BIN/llama-server" -m "$model" --host 127.0.0.1 --port "$port" -t 1 -c 256 -np 1 \
     --no-webui "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   LLAMA_PID=$!

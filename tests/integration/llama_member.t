@@ -18,11 +18,6 @@ need_stack
 command -v curl >/dev/null && command -v jq >/dev/null || skip_all "curl and jq are needed"
 need_llama_tools
 n=0 failed=0
-check() { # check "what" command...
-  local what=$1; shift
-  n=$((n + 1))
-  if "$@"; then echo "ok $n - $what"; else echo "not ok $n - $what"; failed=$((failed + 1)); fi
-}
 same() { # same "what" A B: exact equality, the two texts shown when they differ
   if [ "$2" = "$3" ]; then check "$1" true; else
     printf '#   got:  %q\n#   want: %q\n' "$2" "$3"; check "$1" false; fi

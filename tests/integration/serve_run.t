@@ -17,11 +17,6 @@ cd "$(dirname "$0")/../.."
 need_stack
 command -v curl >/dev/null || skip_all "curl is not installed"
 n=0 failed=0
-check() { # check "what" command...
-  local what=$1; shift
-  n=$((n + 1))
-  if "$@"; then echo "ok $n - $what"; else echo "not ok $n - $what"; failed=$((failed + 1)); fi
-}
 status() { curl -s -o "$TMP/body" -w '%{http_code}' "$@"; }
 children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' '; }
 
