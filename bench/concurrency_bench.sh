@@ -9,7 +9,9 @@
 #                              [-t THREADS] BUILD_DIR...
 #   LLAMA_SERVER=/path/to/llama-server bench/concurrency_bench.sh ... (adds it)
 #
-# Each request is /v1/completions with temperature 0 and max_tokens TOKENS
+# consort is `consort serve --strategy solo:m` over a consort-worker started
+# with --parallel SLOTS (session slots = the largest concurrency, as
+# llama-server's -np). Each request is /v1/completions with temperature 0 and max_tokens TOKENS
 # (and ignore_eos for llama-server, so that it does not stop early); tokens/s = the sum of
 # completion_tokens over all requests / wall seconds from the first request
 # sent to the last answer. Best of ROUNDS. Slots: the largest concurrency.
@@ -60,12 +62,19 @@ declare -A rate
 names=()
 for b in "$@"; do
   port=$((port + 1))
-  "$b/consort" run --port $port --member m="$MODEL" --strategy solo:m --threads "$THREADS" --parallel "$SLOTS" \
+  # the worker gets as many session slots as requests run at once (as
+  # llama-server gets -np): `consort run` would spawn it with the default 4
+  "$b/consort-worker" --model "$MODEL" --port $((port + 100)) --threads "$THREADS" --parallel "$SLOTS" \
+    >"$tmp/wk.$port.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do curl -s -m 1 "http://127.0.0.1:$((port + 100))/health" >/dev/null 2>&1 && break; sleep 0.2; done
+  "$b/consort" serve --port $port --member m="http://127.0.0.1:$((port + 100))" --strategy solo:m --parallel "$SLOTS" \
     >"$tmp/run.$port.log" 2>&1 &
   pids+=($!)
   wait_up "http://127.0.0.1:$port" || { echo "$b did not start:" >&2; cat "$tmp/run.$port.log" >&2; exit 1; }
+  : "$(burst "http://127.0.0.1:$port" 1)" # warm-up (in a subshell: burst waits for its children)
   names+=("$b"); for c in $CONC; do rate["$b,$c"]=$(best_of "http://127.0.0.1:$port" "$c"); done
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null
+  kill "${pids[-1]}" "${pids[-2]}"; wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null
 done
 if [ -n "${LLAMA_SERVER:-}" ]; then
   port=$((port + 1))
@@ -73,6 +82,7 @@ if [ -n "${LLAMA_SERVER:-}" ]; then
     >"$tmp/ls.log" 2>&1 &
   pids+=($!)
   wait_up "http://127.0.0.1:$port" || { echo "llama-server did not start" >&2; tail "$tmp/ls.log" >&2; exit 1; }
+  : "$(burst "http://127.0.0.1:$port" 1 ',"ignore_eos":true')" # warm-up (the model loaded)
   names+=(llama-server); for c in $CONC; do rate["llama-server,$c"]=$(best_of "http://127.0.0.1:$port" "$c" ',"ignore_eos":true'); done
 fi
 printf '| concurrent |'; for n in "${names[@]}"; do printf ' %s tok/s |' "$n"; done; echo
