@@ -73,6 +73,15 @@
  * the step succeeds, so undo is a swap back and a count; the KV sequence
  * keeps what was decoded (the mirror kv[] says what that is).
  *
+ * Speculative steps (docs/PROTOCOL.md, draft and steps_b64). Several steps
+ * of one session in one call reuse the phases unchanged: inner_step() is
+ * one step of a claimed session, undone when it fails; a draft runs it
+ * along the session's own first proposal and then puts the text state,
+ * paths and kept distributions back (wk_snapshot), leaving the drafted KV
+ * positions for the next call; steps_b64 runs it once per piece before the
+ * request's own step, all undone together on a failure. Drafted steps are
+ * decoded one after another, not as one batch (what may change).
+ *
  * What may change: larger shared batches on backends whose kernels do not
  * depend on the batch size, context shifting instead of
  * context_length_exceeded, more scratch sequences when candidate sets grow,
