@@ -35,6 +35,9 @@ const opt_spec members_cli_opts[] = {
     {"tolerate-down", NULL, OPT_FLAG, MO_TOLERATE_DOWN, NULL, "start even if some members do not answer"},
     {"no-round-skip", NULL, OPT_FLAG, MO_NO_ROUND_SKIP, NULL,
      "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
+    {"speculative", NULL, OPT_FLAG, MO_SPECULATIVE, NULL,
+     "speculative steps: each member drafts steps along its own proposals, verified in one round trip "
+     "(greedy mixture and solo; the same text)"},
     {"token-file", NULL, OPT_VALUE, MO_TOKEN_FILE, "FILE",
      "the members' shared secret, sent as \"Authorization: Bearer\" (first line of FILE; default "
      "$CONSORT_TOKEN; spawned workers get it, or a random one)"},
@@ -211,6 +214,7 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
     case MO_MEMBER_NPROBS: rc = opt_int("--member-nprobs", v, 1, 1 << 20, &cli->nprobs, err, errlen); break;
     case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
     case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
+    case MO_SPECULATIVE: cli->speculative = 1; rc = 0; break;
     case MO_POOL_EXPONENTS:
         rc = opt_double_list("--pool-exponents", v, 0, 1e3, cli->pool_exponents, CONSORT_MAX_MEMBERS,
                              &cli->n_pool_exponents, err, errlen);
@@ -268,6 +272,7 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         ec->step_timeout = cli->step_timeout;
         ec->member_k = cli->top_k_members;
         ec->no_round_skip = cli->no_round_skip;
+        ec->speculative = cli->speculative;
         memcpy(ec->pool_exponents, cli->pool_exponents, sizeof ec->pool_exponents);
         ec->n_pool_exponents = cli->n_pool_exponents;
     }

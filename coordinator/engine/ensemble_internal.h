@@ -44,6 +44,7 @@ typedef struct {
     int pending;             /* has a call in the current round */
     int rc;                  /* result of its latest call (0 ok) */
     const proto_step_res *res;
+    const proto_step_res *root; /* the answer of its latest call (res is it or one of its drafts) */
     proto_error perr;
     double rtt_sum;
     int n_calls;
@@ -100,6 +101,14 @@ struct ensemble_gen {
     int steps;
     int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
     int ctx_full;            /* a member's context is full: finish with "length" */
+    /* speculative steps (ensemble_spec.c) */
+    int spec;                /* on for this request */
+    int n_draft;             /* drafted steps asked per call (adaptive) */
+    int vdepth;              /* the members' answers are their drafts' [vdepth - 1]; 0 = the real ones */
+    size_t piece_len[PROTO_MAX_STEPS + 1]; /* the committed pieces in the members' lag, in order */
+    int n_pieces;
+    proto_str piece_strs[PROTO_MAX_STEPS];
+    int spec_drafted, spec_accepted;
     int stopped;             /* callback asked to stop */
     int deadline_hit;        /* the request's deadline passed */
     int done;                /* no more steps */
@@ -108,6 +117,23 @@ struct ensemble_gen {
     int status;
     const char *code;        /* error code of a failure (static) */
 };
+
+/* ensemble.c, for ensemble_spec.c: member m's current answer (m->res) into
+ * its top list, masses and END; n_asked candidates. 0, or -1 with why. */
+int ensemble_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why,
+                           size_t whylen);
+
+/* ensemble_spec.c: speculative steps (docs/STRATEGIES.md). */
+/* Whether this request may and wants to use them: 0, or -1 with a 400 message. */
+int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen);
+/* Fills a state-changing call's draft, steps_b64 and append from the lag. */
+void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int create);
+/* After a real round of state-changing calls: the lag is sent. */
+void ensemble_spec_sent(ensemble_gen *r);
+/* After a commit of the bytes G[from..): records the piece and, when every
+ * member's draft continues with it, loads their next drafted answers (1);
+ * 0: a real round is needed. */
+int ensemble_spec_advance(ensemble_gen *r, size_t from);
 
 /* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
  * the step's logprobs. */
