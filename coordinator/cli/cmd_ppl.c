@@ -1,11 +1,14 @@
 /* coordinator/cli/cmd_ppl.c: `consort ppl`, held-out perplexity across
  * tokenizers (docs/EVALUATION.md). Members come from members.h (--member
  * NAME=URL or NAME=model.gguf, --weights, ...); each member scores each
- * document with POST /v1/score, concurrently across members; eval_ppl does
- * the rest. Exit status: 0 ok, 1 runtime failure, 2 usage. */
+ * document with POST /v1/score, concurrently across members; the
+ * step-level rules (mixture, product, pool, selective) walk each document
+ * through the engine's own steps (ensemble_score_text); eval_ppl does the
+ * rest. Exit status: 0 ok, 1 runtime failure, 2 usage. */
 #include "coordinator/cli/cmd_ppl.h"
 #include "coordinator/cli/commands.h"
 
+#include "coordinator/engine/ensemble.h"
 #include "coordinator/eval/eval_ppl.h"
 #include "coordinator/eval/eval_report.h"
 #include "coordinator/cli/member_opts.h"
@@ -69,6 +72,53 @@ void ev_member_scorer_init(ev_scorer *sc, ev_member_scorer *ud, member_set *ms, 
     sc->ud = ud;
     const proto_info *info = members_info(ms, i);
     sc->doc_start = info ? info->doc_start : -1;
+}
+
+/* The step-level rows: each document through ensemble_score_text, with
+ * per-strategy totals for the notes printed after the table. */
+#define PPL_MAX_STEP_ROWS 16
+typedef struct {
+    ensemble *e;
+    struct {
+        char name[80];
+        long steps, rest_steps, windows, bytes;
+        double seconds;
+    } row[PPL_MAX_STEP_ROWS];
+    size_t n_rows;
+} ppl_steps_ud;
+
+static int ppl_steps(void *ud, const ev_strategy *s, const double *w, size_t M, const char *text, size_t len,
+                     double *lp, char *err, size_t errlen) {
+    ppl_steps_ud *u = ud;
+    *lp = 0;
+    if (!len) return 0;
+    ensemble_score_request q = {s->name, w, M, "", text, len, NULL, NULL};
+    ensemble_score_result res;
+    if (ensemble_score_text(u->e, &q, &res)) {
+        snprintf(err, errlen, "%s", res.error);
+        return -1;
+    }
+    *lp = res.logprob;
+    size_t k = 0;
+    while (k < u->n_rows && strcmp(u->row[k].name, s->name)) k++;
+    if (k == u->n_rows && k < PPL_MAX_STEP_ROWS) snprintf(u->row[u->n_rows++].name, sizeof u->row[k].name, "%s", s->name);
+    if (k < u->n_rows) {
+        u->row[k].steps += res.steps;
+        u->row[k].rest_steps += res.rest_steps;
+        u->row[k].windows += res.windows;
+        u->row[k].bytes += (long)res.bytes;
+        u->row[k].seconds += res.seconds;
+    }
+    return 0;
+}
+
+static void ppl_steps_notes(FILE *f, const ppl_steps_ud *u) {
+    for (size_t k = 0; k < u->n_rows; k++)
+        fprintf(f,
+                "%s: scored through the engine's steps: %ld steps (%.2f bytes/step), %ld of them REST + tail, "
+                "%ld windows re-opened, %.1f s\n",
+                u->row[k].name, u->row[k].steps, u->row[k].steps ? (double)u->row[k].bytes / u->row[k].steps : 0,
+                u->row[k].rest_steps, u->row[k].windows, u->row[k].seconds);
 }
 
 enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS };
@@ -216,7 +266,8 @@ int ev_cmd_ppl(int argc, char **argv) {
         return 1;
     }
     members_config mcfg;
-    members_cli_to_config(cli, &mcfg, NULL);
+    ensemble_config ecfg;
+    members_cli_to_config(cli, &mcfg, &ecfg);
     member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort ppl: %s\n", err);
@@ -239,9 +290,15 @@ int ev_cmd_ppl(int argc, char **argv) {
             printf("\n");
         }
     }
+    ppl_steps_ud steps = {0};
+    steps.e = ensemble_new(ms, &ecfg, err, sizeof err);
+    if (!steps.e) {
+        fprintf(stderr, "consort ppl: %s\n", err);
+        rc = 1;
+    }
     ev_ppl_result r = {0};
     if (!rc) {
-        ev_ppl_opts o = {(ev_unit_kind)unit, st, ns, w, resamples, seed, progress};
+        ev_ppl_opts o = {(ev_unit_kind)unit, st, ns, w, resamples, seed, progress, ppl_steps, &steps};
         if (ev_ppl_run(&c, sc, M, &o, &r, err, sizeof err)) {
             fprintf(stderr, "consort ppl: %s\n", err);
             rc = 1;
@@ -249,6 +306,7 @@ int ev_cmd_ppl(int argc, char **argv) {
     }
     if (!rc) {
         ev_report_ppl_table(stdout, file, &c, &r);
+        ppl_steps_notes(stdout, &steps);
         fflush(stdout);
         if (json_out) {
             json_t *j = ev_report_ppl_json(file, &c, &r);
@@ -273,6 +331,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         }
     }
     ev_ppl_result_free(&r);
+    ensemble_free(steps.e);
     members_free(ms);
     ev_corpus_free(&c);
     ev_corpus_free(&dc);

@@ -479,11 +479,6 @@ static int build_candidates(ensemble_gen *r) {
 
 /* ---- the decision's I/O ------------------------------------------------------- */
 
-typedef struct {
-    int active[CONSORT_MAX_MEMBERS], fresh[CONSORT_MAX_MEMBERS];
-    double w[CONSORT_MAX_MEMBERS], end_lq[CONSORT_MAX_MEMBERS];
-} decide_facts;
-
 static decide_in decide_input(const ensemble_gen *r, decide_facts *f) {
     for (size_t i = 0; i < r->nm; i++) {
         f->active[i] = r->m[i].active;
@@ -964,4 +959,16 @@ void ensemble_result_free(ensemble_result *res) {
     res->text = NULL;
     res->members = NULL;
     res->n_members = 0;
+}
+
+/* ---- for the scoring path (ensemble_score.c; ensemble_internal.h) --------------- */
+
+int ens_build_candidates(ensemble_gen *r) { return build_candidates(r); }
+decide_in ens_decide_input(const ensemble_gen *r, decide_facts *f) { return decide_input(r, f); }
+void ens_fill_missing(ensemble_gen *r, const int *need, const int *only) { fill_missing(r, need, only); }
+int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask) { return call_members(r, 0, sel, ask); }
+int ens_step_round1(ensemble_gen *r) { return step_round1(r, 0); }
+int ens_owe_step(ensemble_gen *r, size_t from) { return owe_step(r, from); }
+int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen) {
+    return absorb_answer(r, m, n_asked, 0, ctx_full, why, whylen);
 }

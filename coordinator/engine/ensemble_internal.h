@@ -106,6 +106,27 @@ struct ensemble_gen {
     int status;
 };
 
+/* What the decision reads of each member (ensemble.c's decide_input). */
+typedef struct {
+    int active[CONSORT_MAX_MEMBERS], fresh[CONSORT_MAX_MEMBERS];
+    double w[CONSORT_MAX_MEMBERS], end_lq[CONSORT_MAX_MEMBERS];
+} decide_facts;
+
+/* ensemble.c's step pieces, for the scoring path (ensemble_score.c), which
+ * drives the same machinery with a forced choice: the candidate set from
+ * round 1's answers; the decision's input; round 2 (missing masses); a
+ * state-changing call to the members in sel (selective's catch-up); the
+ * next round 1 (returns 1 when a member's context is full); the committed
+ * bytes since `from` owed to every active member; one member's latest
+ * answer absorbed (0, or -1 with why; *ctx_full for a full context). */
+int ens_build_candidates(ensemble_gen *r);
+decide_in ens_decide_input(const ensemble_gen *r, decide_facts *f);
+void ens_fill_missing(ensemble_gen *r, const int *need, const int *only);
+int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask);
+int ens_step_round1(ensemble_gen *r);
+int ens_owe_step(ensemble_gen *r, size_t from);
+int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen);
+
 /* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
  * the step's logprobs. */
 int ensemble_emit(ensemble_gen *r, size_t upto, int chosen);

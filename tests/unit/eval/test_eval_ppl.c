@@ -123,11 +123,11 @@ static void test_run(void) {
     const char *names[] = {"a", "b"};
     ev_strategy *st;
     size_t ns;
-    ok(ev_strategy_parse_list("mixture,product_bound,route_entropy,route_prev,oracle", names, 2, &st, &ns, err,
+    ok(ev_strategy_parse_list("mixture_units,product_bound,route_entropy,route_prev,oracle", names, 2, &st, &ns, err,
                               sizeof err) == 0,
        "strategies parse");
     double w10[] = {1, 0};
-    ev_ppl_opts o = {EV_UNIT_WORD, st, ns, w10, 200, 7, 0};
+    ev_ppl_opts o = {EV_UNIT_WORD, st, ns, w10, 200, 7, 0, NULL, NULL};
     ev_ppl_result r;
     ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) == 0, "ppl runs over two tokenizers");
     is_int(r.n_rows, 7, "solo rows added first, then the 5 strategies");
@@ -141,9 +141,9 @@ static void test_run(void) {
     is_near(r.rows[0].m.bits_per_byte, nll_a / ((double)total * M_LN2), 1e-12, "solo:a bits per byte");
     is_near(r.rows[0].m.token_perplexity, exp(nll_a / tokens_a), 1e-9, "solo:a token perplexity");
     is_near(r.rows[0].m.word_perplexity, exp(nll_a / (double)words), 1e-9, "solo:a word perplexity");
-    const ev_ppl_row *mix = row_named(&r, "mixture");
+    const ev_ppl_row *mix = row_named(&r, "mixture_units");
     ok(mix && fabs(mix->m.bits_per_byte - r.rows[0].m.bits_per_byte) <= 1e-12,
-       "mixture (1,0) over different tokenizers = solo:a");
+       "mixture_units (1,0) over different tokenizers = solo:a");
     const ev_ppl_row *orc = row_named(&r, "oracle");
     ok(orc && orc->upper_bound && orc->m.bits_per_byte <= r.rows[0].m.bits_per_byte + 1e-12 &&
            orc->m.bits_per_byte <= r.rows[1].m.bits_per_byte + 1e-12,
@@ -164,7 +164,7 @@ static void test_run(void) {
     json_t *r0 = json_array_get(res, 0), *r2 = json_array_get(res, 2);
     is_str(json_string_value(json_object_get(r0, "name")), "solo:a", "json: solo name");
     ok(json_is_number(json_object_get(r0, "token_perplexity")), "json: member token perplexity");
-    is_str(json_string_value(json_object_get(r2, "name")), "mixture", "json: strategy name");
+    is_str(json_string_value(json_object_get(r2, "name")), "mixture_units", "json: strategy name");
     ok(json_is_null(json_object_get(r2, "token_perplexity")), "json: ensemble token perplexity null");
     ok(json_array_size(json_object_get(r2, "ci95")) == 2, "json: ci95 pair");
     ok(json_is_number(json_object_get(r2, "bits_per_byte")) && json_is_number(json_object_get(r2, "byte_perplexity")) &&
@@ -196,8 +196,8 @@ static void test_run(void) {
     const char *n2[] = {"a", "a2"};
     ev_strategy *st2;
     size_t ns2;
-    ev_strategy_parse_list("mixture,product_bound,route_entropy,route_prev,oracle", n2, 2, &st2, &ns2, err, sizeof err);
-    ev_ppl_opts o2 = {EV_UNIT_TOKEN, st2, ns2, NULL, 100, 1, 0};
+    ev_strategy_parse_list("mixture_units,product_bound,route_entropy,route_prev,oracle", n2, 2, &st2, &ns2, err, sizeof err);
+    ev_ppl_opts o2 = {EV_UNIT_TOKEN, st2, ns2, NULL, 100, 1, 0, NULL, NULL};
     ok(ev_ppl_run(&c, twice, 2, &o2, &r, err, sizeof err) == 0, "same model twice runs");
     int same = 1;
     for (size_t i = 0; i < r.n_rows; i++) same &= fabs(r.rows[i].m.bits_per_byte - r.rows[0].m.bits_per_byte) < 1e-12;
