@@ -181,6 +181,14 @@ static int reopen_full(scorer *s, const vcand_set *ask) {
 
 static int ensure_ev(scorer *s, size_t ne);
 
+/* 1 when member i gave a mass for every candidate (its events are then
+ * exact; before that an unknown child counts as 0 and the sum means nothing). */
+static int all_known(const ensemble_gen *r, size_t i) {
+    for (size_t c = 0; c < r->cand.n; c++)
+        if (isnan(r->lq[i * r->mat_cap + c])) return 0;
+    return 1;
+}
+
 /* A member whose listed events sum above 1 (the canonical-tokenization
  * approximation can make a teacher-forced prefix mass larger than the class
  * it lies in; generation's invariant check asserts on it) has its masses
@@ -191,7 +199,7 @@ static int rescale_inconsistent(scorer *s) {
     int k = 0;
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!m->active || !m->fresh) continue;
+        if (!m->active || !m->fresh || !all_known(r, i)) continue;
         if (ensure_ev(s, r->cand.n + 1)) return -1;
         sstrat_events_own(r->cand.n, r->cand.parent, r->lq + i * r->mat_cap, r->lp + i * r->mat_cap, m->end_lq,
                           s->ev);
