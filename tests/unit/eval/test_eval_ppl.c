@@ -252,9 +252,86 @@ static void test_svg(void) {
     free(buf);
 }
 
+/* A stand-in for the engine's scoring path: each document's log-probability
+ * is -0.25 nats per byte under "pool", and the callback sees the
+ * normalised weights and the row's strategy. */
+typedef struct {
+    int calls;
+    double w0;
+    int kind_ok;
+} steps_probe;
+
+static int fake_steps(void *ud, const ev_strategy *s, const double *w, size_t n_members, const char *text,
+                      size_t len, double *lp, char *err, size_t errlen) {
+    steps_probe *p = ud;
+    (void)text;
+    p->calls++;
+    p->w0 = w[0];
+    p->kind_ok = s->steps && s->kind == SREG_POOL && n_members == 2;
+    if (len == 3) {
+        snprintf(err, errlen, "member 'a' failed");
+        return -1;
+    }
+    *lp = -0.25 * (double)len;
+    return 0;
+}
+
+/* Step-level rows take each document's log-probability from the engine's
+ * scoring path (ev_ppl_opts.steps) and join the bootstrap like any row. */
+static void test_steps_rows(void) {
+    ev_corpus c = {0};
+    const char *docs[] = {"alpha beta gamma", "delta epsilon", "zeta eta theta iota"};
+    for (size_t i = 0; i < 3; i++) ev_corpus_add(&c, docs[i], strlen(docs[i]));
+    ev_scorer sc[2] = {{"a", score_words, NULL, 0, 0, 0}, {"b", score_bytes, NULL, 0, 0, 0}};
+    const char *names[] = {"a", "b"};
+    ev_strategy *st;
+    size_t ns;
+    char err[512];
+    ok(ev_strategy_parse_list("pool,mixture_units", names, 2, &st, &ns, err, sizeof err) == 0 && st[0].steps &&
+           !st[1].steps,
+       "pool is a step-level row, mixture_units a unit row");
+    double w[] = {3, 1};
+    steps_probe probe = {0};
+    ev_ppl_opts o = {EV_UNIT_WORD, st, ns, w, 100, 3, 0, fake_steps, &probe};
+    ev_ppl_result r;
+    ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) == 0, "a run with a step-level row");
+    is_int(probe.calls, 3, "the scoring path is called once per document");
+    ok(probe.kind_ok, "with the row's strategy and both members");
+    is_near(probe.w0, 0.75, 1e-12, "and the normalised weights");
+    const ev_ppl_row *pool = row_named(&r, "pool");
+    size_t bytes = strlen(docs[0]) + strlen(docs[1]) + strlen(docs[2]);
+    ok(pool && pool->steps, "the pool row is marked as scored through the steps");
+    if (pool) {
+        is_near(pool->nll, 0.25 * (double)bytes, 1e-9, "its NLL is the scoring path's");
+        is_near(pool->m.bits_per_byte, 0.25 / M_LN2, 1e-9, "bits per byte from it");
+        ok(pool->diff_ci[0] <= pool->diff && pool->diff <= pool->diff_ci[1], "paired interval vs the best member");
+    }
+    json_t *j = ev_report_ppl_json("x", &c, &r);
+    json_t *rows = json_object_get(j, "results");
+    int marked = 0;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *x = json_array_get(rows, i);
+        if (json_is_true(json_object_get(x, "steps"))) marked += !strcmp(json_string_value(json_object_get(x, "name")), "pool");
+    }
+    is_int(marked, 1, "JSON: \"steps\": true on the pool row only");
+    json_decref(j);
+    ev_ppl_result_free(&r);
+    o.steps = NULL;
+    ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) != 0 && strstr(err, "engine's steps"),
+       "without a scoring path the step-level row fails the run");
+    ev_corpus_add(&c, "abc", 3);
+    o.steps = fake_steps;
+    ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) != 0 && strstr(err, "pool, document 4") &&
+           strstr(err, "member 'a' failed"),
+       "a failure of the scoring path fails the run, naming the row and document");
+    free(st);
+    ev_corpus_free(&c);
+}
+
 int main(void) {
     test_corpus();
     test_run();
+    test_steps_rows();
     test_tokens_check();
     test_svg();
     return tap_done();
