@@ -194,6 +194,15 @@ typedef struct {
     size_t from, len;          /* the bytes of the text this step committed */
     double logprob;            /* natural log of its probability */
     int rest;                  /* 1: REST times the tail rule */
+    /* What the step's probability is made of, for tuning a rule's
+     * parameters offline (valid during the callback only): */
+    size_t n_members, n_events;/* the ensemble's members; the step's events (candidates + END) */
+    const double *ev;          /* [m * n_events + e]: member m's mass of event e (rows of the
+                                * members not in the step are 0) */
+    int event;                 /* the forced event, -1 for REST */
+    const double *rest_part;   /* REST steps: [m] member m's REST-part of the piece, R_m(u) (at the
+                                * end of the text, plus its masses of the events that extend it) */
+    const double *rest_mass;   /* REST steps: [m] member m's REST mass, rest_m */
 } ensemble_score_step;
 
 typedef struct {

@@ -64,6 +64,9 @@ typedef struct {
     size_t n_ends[CONSORT_MAX_MEMBERS];
     double *ev;                            /* scratch: one member's events */
     size_t ev_cap;
+    double *evm;                           /* every step member's events, for on_step */
+    size_t evm_cap;
+    double rpart[CONSORT_MAX_MEMBERS], rmass[CONSORT_MAX_MEMBERS]; /* the latest tail's R_m(u), rest_m */
 } scorer;
 
 static int ignore_chunk(void *ud, const ensemble_chunk *c) {
@@ -362,10 +365,10 @@ static int starts_with(const char *a, size_t na, const char *b, size_t nb) {
 }
 
 /* Member i's mass of "the next bytes start with u" that lies in its REST
- * (none of its listed events): 0 when u lies inside one of its prefix-class
- * events (the longest of its event candidates that is a proper prefix of u
- * is not its own token path); else its prefix mass of u minus its events
- * that extend u. ev: its events (member_events). */
+ * (none of its listed events): 0 when u lies inside one of its non-empty
+ * prefix-class events (the longest of its event candidates that is a proper
+ * prefix of u is not its own token path); else its prefix mass of u minus
+ * its events that extend u. ev: its events (member_events). */
 static double rest_part(const scorer *s, size_t i, const double *ev, const char *u, size_t ul, double qu) {
     const ensemble_gen *r = s->g;
     int inside = -1;
@@ -380,7 +383,10 @@ static double rest_part(const scorer *s, size_t i, const double *ev, const char 
             ext += ev[c];
         }
     }
-    if (inside >= 0 && !own_path(r, i, (size_t)inside)) return 0;
+    /* (a prefix-class event the canonical-tokenization approximation left
+     * empty, its children's masses exceeding its own, holds nothing: the
+     * piece's mass then counts as REST) */
+    if (inside >= 0 && !own_path(r, i, (size_t)inside) && ev[inside] > 0) return 0;
     return qu > ext ? qu - ext : 0;
 }
 
@@ -460,17 +466,23 @@ static int tail(scorer *s, const double *w, const char *rest, size_t rl, double 
     if (ask_piece(s, w, rest, ul, qu)) return -1;
     double mu = 0, z = 0, events = 0;
     for (size_t i = 0; i < r->nm; i++) {
+        s->rpart[i] = s->rmass[i] = 0;
         if (!(w[i] > 0)) continue;
         if (member_events(s, i)) return -1;
         double listed = 0;
         for (size_t e = 0; e <= n; e++) listed += s->ev[e];
-        z += w[i] * (listed < 1 ? 1 - listed : 0);
-        mu += w[i] * rest_part(s, i, s->ev, rest, ul, qu[i]);
+        s->rmass[i] = listed < 1 ? 1 - listed : 0;
+        s->rpart[i] = rest_part(s, i, s->ev, rest, ul, qu[i]);
+        z += w[i] * s->rmass[i];
+        mu += w[i] * s->rpart[i];
     }
     if (at_end)
         for (size_t c = 0; c < n; c++)
-            if (r->buf.dist[c] > 0 && starts_with(vcand_str(&r->cand, c), r->cand.len[c], rest, rl))
+            if (r->buf.dist[c] > 0 && starts_with(vcand_str(&r->cand, c), r->cand.len[c], rest, rl)) {
                 events += r->buf.dist[c];
+                for (size_t i = 0; i < r->nm; i++) /* for on_step: the mixture's view of the same set */
+                    if (w[i] > 0 && !member_events(s, i)) s->rpart[i] += s->ev[c];
+            }
     double share = z > 0 ? clip01(mu / z) : (mu > 0 ? 1 : 0);
     *p = events + sstrat_rest(n + 1, r->buf.dist) * share;
     *take = ul;
@@ -499,13 +511,43 @@ static int commit_text(scorer *s, size_t len) {
     return members_lost(s);
 }
 
+/* The step's detail for on_step: every step member's events. */
+static int step_detail(scorer *s, const double *w, ensemble_score_step *st, int event) {
+    ensemble_gen *r = s->g;
+    size_t ne = r->cand.n + 1, need = r->nm * ne;
+    if (need > s->evm_cap) {
+        double *p = realloc(s->evm, need * sizeof *p);
+        if (!p) return fail(s, 500, "out of memory");
+        s->evm = p;
+        s->evm_cap = need;
+    }
+    for (size_t i = 0; i < r->nm; i++) {
+        double *row = s->evm + i * ne;
+        if (!(w[i] > 0)) {
+            memset(row, 0, ne * sizeof *row);
+            continue;
+        }
+        if (member_events(s, i)) return -1;
+        memcpy(row, s->ev, ne * sizeof *row);
+    }
+    st->n_members = r->nm;
+    st->n_events = ne;
+    st->ev = s->evm;
+    st->event = event;
+    st->rest_part = st->rest ? s->rpart : NULL;
+    st->rest_mass = st->rest ? s->rmass : NULL;
+    return 0;
+}
+
 static int score_step(scorer *s) {
     ensemble_gen *r = s->g;
     if (ens_build_candidates(r)) return fail(s, 500, "out of memory");
     if (decide_all(s)) return -1;
     const char *rest = s->q->text + s->pos;
     size_t rl = s->q->len - s->pos;
-    ensemble_score_step st = {s->pos, 0, 0, 0};
+    ensemble_score_step st;
+    memset(&st, 0, sizeof st);
+    st.from = s->pos;
     double w[CONSORT_MAX_MEMBERS];
     if (!step_members(r, w)) return fail(s, 503, "no member answered the step");
     int c = forced_event(s, w, rest, rl);
@@ -535,6 +577,7 @@ static int score_step(scorer *s) {
     }
     s->out->logprob += st.logprob;
     s->out->steps++;
+    if (s->q->on_step && step_detail(s, w, &st, c)) return -1;
     if (s->q->on_step && s->q->on_step(s->q->ud, &st)) return fail(s, 500, "stopped by the caller");
     return commit_text(s, st.len);
 }
@@ -597,6 +640,7 @@ static int begin_scorer(scorer *s) {
 static void free_scorer(scorer *s) {
     for (size_t i = 0; i < CONSORT_MAX_MEMBERS; i++) free(s->ends[i]);
     free(s->ev);
+    free(s->evm);
 }
 
 int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_score_result *out) {
