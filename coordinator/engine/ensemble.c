@@ -521,12 +521,14 @@ static void debug_step(ensemble_gen *r, int pick) {
 static int decide_step(ensemble_gen *r) {
     decide_memo_reset(&r->memo);
     for (;;) {
+        ens_rescale_inconsistent(r);
         decide_facts f;
         decide_in in = decide_input(r, &f);
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {
             r->skipped_rounds += d.skipped;
+            r->lead_alone += r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active && !r->memo.lead_unsure;
             if (log_enabled(LOG_DEBUG) && d.choice >= 0) debug_step(r, d.choice);
             return d.choice;
         }
@@ -872,6 +874,7 @@ static void fill_stats(ensemble_gen *r) {
     out->second_rounds = r->second_rounds;
     out->skipped_rounds = r->skipped_rounds;
     out->sessions_recreated = r->sessions_recreated;
+    out->lead_alone_steps = r->lead_alone;
     out->steps = r->steps;
 }
 

@@ -126,6 +126,7 @@ typedef struct {
     int second_rounds;         /* steps that needed a second round for missing candidate masses */
     int skipped_rounds;        /* greedy steps whose winner was certain without the missing masses */
     int sessions_recreated;    /* member sessions the workers had evicted, re-created from prompt + G */
+    int lead_alone_steps;      /* selective: steps the lead decided alone (it was sure) */
     double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
 } ensemble_result;
 

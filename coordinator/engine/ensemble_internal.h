@@ -98,6 +98,7 @@ struct ensemble_gen {
     double pending_lp;       /* log-prob of steps not yet emitted */
     int steps;
     int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
+    int lead_alone;          /* selective: steps the lead decided alone */
     int ctx_full;            /* a member's context is full: finish with "length" */
     int stopped;             /* callback asked to stop */
     int done;                /* no more steps */
@@ -126,6 +127,15 @@ int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask);
 int ens_step_round1(ensemble_gen *r);
 int ens_owe_step(ensemble_gen *r, size_t from);
 int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen);
+
+/* ensemble_score.c: a member whose answers this step are inconsistent
+ * (its outermost known prefix masses and END, or, when all are known, its
+ * events, sum above 1: the canonical-tokenization approximation can give a
+ * teacher-forced prefix mass larger than the class it lies in) has all its
+ * masses of the step scaled so that both sums are at most 1. Generation
+ * and the scoring path call it before every decision, so they decide on
+ * the same masses (and invariant 7 holds). Returns how many were scaled. */
+int ens_rescale_inconsistent(ensemble_gen *r);
 
 /* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
  * the step's logprobs. */

@@ -182,8 +182,6 @@ static int reopen_full(scorer *s, const vcand_set *ask) {
     return 0;
 }
 
-static int ensure_ev(scorer *s, size_t ne);
-
 /* 1 when member i gave a mass for every candidate (its events are then
  * exact; before that an unknown child counts as 0 and the sum means nothing). */
 static int all_known(const ensemble_gen *r, size_t i) {
@@ -192,32 +190,37 @@ static int all_known(const ensemble_gen *r, size_t i) {
     return 1;
 }
 
-/* A member whose listed events sum above 1 (the canonical-tokenization
- * approximation can make a teacher-forced prefix mass larger than the class
- * it lies in; generation's invariant check asserts on it) has its masses
- * scaled so that they sum to 1: a proper distribution to score. Returns how
- * many members were scaled. */
-static int rescale_inconsistent(scorer *s) {
-    ensemble_gen *r = s->g;
+/* 1 if some proper prefix of candidate c has a known mass in member i's row. */
+static int known_ancestor(const ensemble_gen *r, size_t i, size_t c) {
+    for (int a = r->cand.parent[c]; a >= 0; a = r->cand.parent[a])
+        if (!isnan(r->lq[i * r->mat_cap + (size_t)a])) return 1;
+    return 0;
+}
+
+int ens_rescale_inconsistent(ensemble_gen *r) {
     int k = 0;
+    size_t n = r->cand.n;
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!m->active || !m->fresh || !all_known(r, i)) continue;
-        if (ensure_ev(s, r->cand.n + 1)) return -1;
-        sstrat_events_own(r->cand.n, r->cand.parent, r->lq + i * r->mat_cap, r->lp + i * r->mat_cap, m->end_lq,
-                          s->ev);
-        double sum = 0;
-        for (size_t e = 0; e <= r->cand.n; e++) sum += s->ev[e];
+        if (!m->active || !m->fresh) continue;
+        double *lq = r->lq + i * r->mat_cap, *lp = r->lp + i * r->mat_cap;
+        double outer = exp(m->end_lq), events = 0;
+        for (size_t c = 0; c < n; c++)
+            if (!isnan(lq[c]) && !known_ancestor(r, i, c)) outer += exp(lq[c]);
+        if (all_known(r, i)) {
+            sstrat_events_own(n, r->cand.parent, lq, lp, m->end_lq, r->buf.work);
+            for (size_t e = 0; e <= n; e++) events += r->buf.work[e];
+        }
+        double sum = outer > events ? outer : events;
         if (!(sum > 1 + 1e-9)) continue;
         double d = log(sum);
-        for (size_t c = 0; c < r->cand.n; c++) {
-            r->lq[i * r->mat_cap + c] -= d;
-            r->lp[i * r->mat_cap + c] -= d;
+        for (size_t c = 0; c < n; c++) {
+            lq[c] -= d;
+            lp[c] -= d;
         }
         m->end_lq -= d;
         k++;
     }
-    s->out->rescaled += k;
     return k;
 }
 
@@ -227,7 +230,7 @@ static int decide_all(scorer *s) {
     ensemble_gen *r = s->g;
     decide_memo_reset(&r->memo);
     for (;;) {
-        if (rescale_inconsistent(s) < 0) return -1;
+        s->out->rescaled += ens_rescale_inconsistent(r);
         decide_facts f;
         decide_in in = ens_decide_input(r, &f);
         in.no_round_skip = 1;

@@ -201,4 +201,17 @@ root = E.parse('$tmp/ab/report.svg').getroot()
 j = json.load(open('$tmp/ab/report.json'))
 sys.exit(0 if root.tag.endswith('svg') and len(j['summary']) == 2 and j['judge'] == 'j' else 1)"
 ok $? "the SVG is well-formed XML; report.json has a summary per strategy"
+py "
+import json, sys, xml.etree.ElementTree as E
+ns = '{http://www.w3.org/2000/svg}'
+root = E.parse('$tmp/ab/report.svg').getroot()
+cls = [e.get('class') for e in root.iter()]
+texts = ' '.join(e.text or '' for e in root.iter(ns + 'text'))
+j = json.load(open('$tmp/ab/report.json')); s = {x['strategy']: x for x in j['summary']}
+ok = cls.count('tick') >= 4 and 'axis' in cls and 'solo' in cls and 'ensemble' in cls and 'legend' in cls
+ok = ok and 'caption' in cls and 'Judge: j' in texts and 'consort ' in texts and 'temperature' in texts
+ok = ok and j['best_solo'] == 'solo:a' and s['mixture']['kind'] == 'ensemble' and s['mixture']['diff_ci95'][0] is not None
+ok = ok and set(s['mixture']['member_agreement']) == {'a', 'b'}
+sys.exit(0 if ok else 1)"
+ok $? "ab: the SVG has axes, ticks, a legend and a caption (members, judge, settings, date, version); the JSON the paired difference from the best solo strategy and the member agreement"
 echo "1..$n"
