@@ -85,7 +85,7 @@ FUZZ_BIN = $(foreach h,$(FUZZ_HARNESSES),$(BUILD)/fuzz/fuzz_$(word 1,$(subst :, 
 FUZZ_SECONDS ?= 15
 
 .SECONDARY:
-.PHONY: all run deps tests test test-normal test-san test-valgrind test-fuzz fuzz fuzz-bins bench clean distclean check-layers
+.PHONY: all run deps tests test test-normal test-san test-valgrind test-fuzz fuzz fuzz-bins bench clean distclean check-layers install
 all: check-layers $(BINS)
 
 build/config.mk: scripts/deps.sh
@@ -179,6 +179,25 @@ bench: tests
 	bench/run.sh
 	bench/ensemble_bench.sh
 	bench/ppl_bench.sh
+
+# `make install PREFIX=/opt/consort`: both programs into PREFIX/bin, stripped,
+# built with a run path that does not point into the clone. With the npm
+# llama.cpp libraries (the default on Linux) those are copied into
+# PREFIX/lib/consort and the run path and CPU backend directory point there;
+# with pkg-config or LLAMA_PREFIX the run path stays that installation's.
+# Objects are built in $(BUILD)/install; the one that names the backend
+# directory is rebuilt each time, so a new PREFIX takes effect.
+PREFIX ?= /usr/local
+INSTALL_LIB = $(PREFIX)/lib/consort
+install: build/config.mk
+	rm -f $(BUILD)/install/obj/worker/wk_model.o $(BUILD)/install/consort $(BUILD)/install/consort-worker
+	$(MAKE) BUILD=$(BUILD)/install \
+	  $(if $(LLAMA_BACKEND_DIR),LLAMA_RPATH=$(INSTALL_LIB) LLAMA_BACKEND_DIR=$(INSTALL_LIB)) \
+	  $(BUILD)/install/consort $(BUILD)/install/consort-worker
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -s -m 755 $(BUILD)/install/consort $(BUILD)/install/consort-worker $(DESTDIR)$(PREFIX)/bin/
+	$(if $(LLAMA_BACKEND_DIR),install -d $(DESTDIR)$(INSTALL_LIB) && cp -P $(LLAMA_BACKEND_DIR)/*.so $(DESTDIR)$(INSTALL_LIB)/)
+	@echo "installed consort and consort-worker in $(DESTDIR)$(PREFIX)/bin"
 
 clean:
 	rm -rf build build-san build-fuzz

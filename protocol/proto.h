@@ -58,6 +58,16 @@
 #define PROTO_PATH_SESSION "/v1/session/" /* + id, DELETE */
 #define PROTO_PATH_METRICS "/metrics"
 
+/* The request header that carries a deadline: milliseconds from the
+ * worker's receipt of the request's headers (docs/PROTOCOL.md). */
+#define PROTO_HEADER_DEADLINE "X-Consort-Deadline-Ms"
+
+/* The "param" of an error about one request field. */
+#define PROTO_PARAM_PROMPT "prompt"
+#define PROTO_PARAM_APPEND "append_b64"
+#define PROTO_PARAM_CANDIDATES "candidates_b64"
+#define PROTO_PARAM_TEXT "text"
+
 /* A byte string (not NUL-terminated; p may be NULL when n == 0). */
 typedef struct {
     const unsigned char *p;
@@ -82,6 +92,10 @@ typedef struct {
 #define PROTO_ERR_INVALID_PROMPT "invalid_prompt"   /* 400 */
 #define PROTO_ERR_DECODE_FAILED "decode_failed"     /* 500: llama_decode failed */
 #define PROTO_ERR_INTERNAL "internal"               /* 500 */
+#define PROTO_ERR_BUDGET_EXCEEDED "budget_exceeded" /* 400: over the worker's compute budget per request */
+#define PROTO_ERR_DEADLINE_EXCEEDED "deadline_exceeded" /* 503: the request's deadline passed */
+#define PROTO_ERR_CANCELLED "cancelled"             /* 503: the client closed its connection */
+#define PROTO_ERR_INVALID_API_KEY "invalid_api_key" /* 401: missing or wrong bearer token */
 /* Set by the client side of the codec, never sent by a worker: */
 #define PROTO_ERR_PROTOCOL_MISMATCH "protocol_mismatch" /* 409: another protocol version */
 #define PROTO_ERR_INVALID_RESPONSE "invalid_response"   /* an answer that is not the protocol's */

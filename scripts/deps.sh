@@ -12,7 +12,9 @@
 # GGUF files and the model trainer needs its gguf-py.
 #
 # Debian packages are installed with apt-get when missing and we are root
-# (clang is for the libFuzzer harnesses of `make fuzz`, part of `make test`);
+# (clang is for the libFuzzer harnesses of `make fuzz`, part of `make test`;
+# cmake and g++ build llama.cpp's own llama-server and rpc-server for the
+# tests of llama-server members: scripts/llama_tools.sh);
 # otherwise we say exactly which ones to install and stop.
 set -euo pipefail
 
@@ -24,7 +26,7 @@ log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
 # ---- Debian packages ------------------------------------------------------
-debian_pkgs="clang iproute2 libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libsentencepiece-dev pkg-config"
+debian_pkgs="clang cmake curl g++ iproute2 jq libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libsentencepiece-dev openssl pkg-config valgrind"
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=""
   for p in $debian_pkgs; do

@@ -36,6 +36,16 @@
  * duration (one decode at a time; llama.cpp contexts are not re-entrant).
  * Tokenizing a prompt happens before taking the lock.
  *
+ * Budgets and cancellation. Limits that can be decided from the request
+ * (candidate bytes, score tokens) are checked before the lock; the
+ * teacher-forced positions once evaluate() knows them. A request's
+ * wk_cancel is installed in `cancel` while it holds the lock, and decode()
+ * refuses to start another llama_decode once it says stop (`stop` records
+ * why). A step that stops after committing its plan is rolled back: commit
+ * swaps the plan's arrays with the session's (the plan keeps the old
+ * ones), and the remembered paths of the new answer are appended after the
+ * old ones until the step succeeds, so undo is a swap back and a count.
+ *
  * What may change: batching several sessions' decodes into one
  * llama_decode (the phases are the seams: sync_kv and run_jobs would queue
  * instead of decoding), context shifting instead of context_length_exceeded,
@@ -43,6 +53,7 @@
  */
 #include "worker/wk_engine.h"
 #include "worker/wk_llama_safe.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <assert.h>
@@ -66,6 +77,7 @@ typedef struct wk_path {
 
 typedef struct wk_session {
     char id[72];
+    char owner[24];   /* who created it (token fingerprint), "" = nobody */
     int used;
     int seq;
     uint64_t last_use;
@@ -100,7 +112,13 @@ struct wk_engine {
     float *tmp;   /* n_vocab scratch probabilities */
     int *eog;     /* end-of-generation token ids */
     int n_eog;
+    int max_cand_bytes, max_forced, max_score_tokens;
+    const wk_cancel *cancel; /* of the request holding the lock, or NULL */
+    int stop;                /* why the current request stopped (WK_STOP_*) */
+    int stop_forced;         /* teacher-forced positions asked, for the message */
 };
+
+enum { WK_STOP_NONE, WK_STOP_DEADLINE, WK_STOP_GONE, WK_STOP_BUDGET };
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -110,6 +128,7 @@ static void set_err(wk_err *e, int status, const char *code, const char *fmt, ..
     if (!e) return;
     e->status = status;
     e->code = code;
+    e->param = NULL;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
@@ -216,6 +235,9 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     e->n_ctx = op.n_ctx;
     e->slots = op.slots;
     e->n_batch = op.n_batch;
+    e->max_cand_bytes = op.max_cand_bytes > 0 ? op.max_cand_bytes : WK_DEFAULT_MAX_CAND_BYTES;
+    e->max_forced = op.max_forced > 0 ? op.max_forced : WK_DEFAULT_MAX_FORCED;
+    e->max_score_tokens = op.max_score_tokens > 0 ? op.max_score_tokens : WK_DEFAULT_MAX_SCORE_TOKENS;
     e->n_vocab = m->n_vocab;
     e->score_seq = op.slots;
     e->scratch0 = op.slots + 1;
@@ -230,6 +252,9 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     cp.n_threads_batch = op.n_threads;
     cp.kv_unified = true;
     cp.no_perf = true;
+    if (op.flash_attn) cp.flash_attn_type = op.flash_attn == 1 ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (op.type_k) cp.type_k = (enum ggml_type)(op.type_k - 1);
+    if (op.type_v) cp.type_v = (enum ggml_type)(op.type_v - 1);
     e->ctx = llama_init_from_model(m->model, cp);
     if (!e->ctx) {
         snprintf(err, err_size, "llama.cpp could not create a context (n_ctx %u, %d sequences)",
@@ -309,9 +334,47 @@ static void batch_add(struct llama_batch *b, int tok, int pos, int seq, int logi
     b->logits[i] = (int8_t)logits;
 }
 
+/* Why the request holding the lock must stop now (WK_STOP_*), or 0. */
+static int stop_reason(const wk_cancel *c) {
+    if (!c) return WK_STOP_NONE;
+    if (c->deadline > 0 && clock_mono_s() >= c->deadline) return WK_STOP_DEADLINE;
+    if (c->gone && c->gone(c->arg)) return WK_STOP_GONE;
+    return WK_STOP_NONE;
+}
+
+/* The error of a stopped request. */
+static int fail_stopped(const wk_engine *e, wk_err *err) {
+    if (e->stop == WK_STOP_DEADLINE)
+        set_err(err, 503, PROTO_ERR_DEADLINE_EXCEEDED, "the request's deadline passed before its work was done");
+    else if (e->stop == WK_STOP_GONE)
+        set_err(err, 503, PROTO_ERR_CANCELLED, "the client closed its connection");
+    else {
+        set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
+                "the candidates need %d teacher-forced positions, over this worker's budget of %d per step",
+                e->stop_forced, e->max_forced);
+        err->param = PROTO_PARAM_CANDIDATES;
+    }
+    return -1;
+}
+
+/* Takes the lock for a request and checks it may still run. */
+static int begin_request(wk_engine *e, const wk_cancel *cancel) {
+    pthread_mutex_lock(&e->mu);
+    e->cancel = cancel;
+    e->stop = stop_reason(cancel);
+    return e->stop ? -1 : 0;
+}
+
+static void end_request(wk_engine *e) {
+    e->cancel = NULL;
+    e->stop = WK_STOP_NONE;
+    pthread_mutex_unlock(&e->mu);
+}
+
 static int decode(wk_engine *e) {
     int n = e->batch.n_tokens;
     if (n == 0) return 0;
+    if ((e->stop = stop_reason(e->cancel)) != WK_STOP_NONE) return -1;
     int32_t r;
     if (wk_safe_decode(e->ctx, e->batch, &r) != 0) r = -1;
     if (r != 0) {
@@ -381,13 +444,14 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
 
 /* ---- sessions ----------------------------------------------------------- */
 
-static wk_session *find_session(wk_engine *e, const char *id) {
+static wk_session *find_session(wk_engine *e, const char *id, const char *owner) {
+    if (!owner) owner = "";
     for (int i = 0; i < e->slots; i++)
-        if (e->s[i].used && !strcmp(e->s[i].id, id)) return &e->s[i];
+        if (e->s[i].used && !strcmp(e->s[i].id, id) && !strcmp(e->s[i].owner, owner)) return &e->s[i];
     return NULL;
 }
 
-static wk_session *new_session(wk_engine *e, const char *id) {
+static wk_session *new_session(wk_engine *e, const char *id, const char *owner) {
     wk_session *best = NULL;
     for (int i = 0; i < e->slots; i++) {
         if (!e->s[i].used) {
@@ -405,12 +469,15 @@ static wk_session *new_session(wk_engine *e, const char *id) {
     llama_memory_seq_rm(llama_get_memory(e->ctx), best->seq, -1, -1);
     best->used = 1;
     snprintf(best->id, sizeof best->id, "%s", id);
+    snprintf(best->owner, sizeof best->owner, "%s", owner ? owner : "");
     return best;
 }
 
-int wk_session_delete(wk_engine *e, const char *id) {
+int wk_session_delete(wk_engine *e, const char *id) { return wk_session_delete_as(e, id, ""); }
+
+int wk_session_delete_as(wk_engine *e, const char *id, const char *owner) {
     pthread_mutex_lock(&e->mu);
-    wk_session *s = find_session(e, id);
+    wk_session *s = find_session(e, id, owner);
     if (s) {
         llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
         session_release(s);
@@ -505,6 +572,42 @@ static int best_exact(const wk_engine *e, const float *p, const unsigned char *x
     return best;
 }
 
+static size_t token_len(const wk_engine *e, int t) {
+    size_t bl;
+    va_token_bytes(e->m->va, t, &bl);
+    return bl;
+}
+
+/* A healing session allows as its next token only tokens whose bytes start
+ * with the residue r (or the residue token t_r itself). The canonical
+ * tokenization of x = r + s can begin with a token shorter than r (it splits
+ * r differently); teacher forcing along it would count a path the session
+ * does not allow, and its mass, divided by M(r), could exceed 1 (seen: a
+ * GPT-2 member's listed masses summing to 10.9). Such an x follows t_r, then
+ * the canonical tokenization of s after t_r. Replaces *canon; returns its
+ * new length, 0 when no allowed path exists (zero mass), -1 out of memory. */
+static int path_through_residue(wk_ctx *c, const unsigned char *x, size_t n, int **canon) {
+    free(*canon);
+    *canon = NULL;
+    if (c->t_r < 0 || n <= c->rl) return 0;
+    int *rest = NULL;
+    int k2 = wk_tokenize_after(c->e->m, c->t_r, x + c->rl, n - c->rl, &rest);
+    if (k2 <= 0) {
+        free(rest);
+        return 0;
+    }
+    int *path = malloc(((size_t)k2 + 1) * sizeof *path);
+    if (!path) {
+        free(rest);
+        return -1;
+    }
+    path[0] = c->t_r;
+    memcpy(path + 1, rest, (size_t)k2 * sizeof *rest);
+    free(rest);
+    *canon = path;
+    return k2 + 1;
+}
+
 /* M(x | X) for x = r + s when it needs no decode; else fills a job and
  * returns NAN. Returns -1.0 on an internal error. */
 static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *job, int remember_it) {
@@ -519,6 +622,8 @@ static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *j
     }
     int *canon = NULL;
     int k = wk_tokenize_after(e->m, s->n_tok ? s->tok[s->n_tok - 1] : -1, x, n, &canon);
+    if (k > 0 && c->rl > 0 && token_len(e, canon[0]) < c->rl)
+        k = path_through_residue(c, x, n, &canon);
     if (k <= 0) {
         free(canon);
         return 0.0; /* no token covers some byte: zero mass */
@@ -908,34 +1013,72 @@ static int plan_step(wk_engine *e, const wk_session *s, const wk_step_req *q, co
     if (q->append_len && plan_append(e, s, ptok == NULL, q->append, q->append_len, pl, err) != 0) return -1;
     int need = pl->n_tok + (pl->r_len ? 1 : 0);
     if (need > e->n_ctx) {
-        set_err(err, 400, "context_length_exceeded", "the session needs %d tokens, over the context of %d", need,
-                e->n_ctx);
+        set_err(err, 400, "context_length_exceeded",
+                "the session needs %d tokens, over this member's context of %d tokens per session", need, e->n_ctx);
+        err->param = q->append_len && s ? PROTO_PARAM_APPEND : PROTO_PARAM_PROMPT;
         return -1;
     }
     return 0;
 }
 
+/* Exchanges the session's text state with the plan's (both ways: commit
+ * and undo are the same swap). */
+static void swap_state(wk_session *s, wk_plan *pl) {
+#define WK_SWAP(T, a, b) do { T t_ = (a); (a) = (b); (b) = t_; } while (0)
+    WK_SWAP(int *, s->tok, pl->tok);
+    WK_SWAP(int, s->cap_tok, pl->cap_tok);
+    WK_SWAP(int, s->n_tok, pl->n_tok);
+    WK_SWAP(int, s->n_prompt, pl->n_prompt);
+    WK_SWAP(unsigned char *, s->g, pl->g);
+    WK_SWAP(size_t, s->g_cap, pl->g_cap);
+    WK_SWAP(size_t, s->g_len, pl->g_len);
+    WK_SWAP(size_t, s->r_len, pl->r_len);
+    WK_SWAP(int, s->t_r, pl->t_r);
+#undef WK_SWAP
+}
+
+/* What undoing a committed step needs besides the swap. */
+typedef struct wk_undo {
+    int created;     /* the step created the session */
+    int old_paths;   /* remembered paths before the step */
+    int reset_paths; /* the step's answer replaces them */
+} wk_undo;
+
 /* Phase 2, commit: install the plan in the session (creating it, which may
- * evict the least recently used one). The paths remembered for rule 1 are
- * those of the answers since the last call that changed the text. */
-static wk_session *commit_plan(wk_engine *e, wk_session *s, const wk_step_req *q, int reset, wk_plan *pl) {
-    if (!s) s = new_session(e, q->session);
-    free(s->tok);
-    s->tok = pl->tok;
-    s->cap_tok = pl->cap_tok;
-    s->n_tok = pl->n_tok;
-    s->n_prompt = pl->n_prompt;
-    free(s->g);
-    s->g = pl->g;
-    s->g_cap = pl->g_cap;
-    s->g_len = pl->g_len;
-    s->r_len = pl->r_len;
-    s->t_r = pl->r_len ? pl->t_r : -1;
-    memset(pl, 0, sizeof *pl); /* the session owns it all now */
-    if (reset || q->append_len || s->n_paths > 4096) s->n_paths = 0;
+ * evict the least recently used one); the plan keeps the old state until
+ * the step succeeds (finish_step) or is undone (undo_step). The paths
+ * remembered for rule 1 are those of the answers since the last call that
+ * changed the text: the new ones are appended after the old ones and moved
+ * to the front by finish_step. */
+static wk_session *commit_plan(wk_engine *e, wk_session *s, const wk_step_req *q, int reset, wk_plan *pl,
+                               wk_undo *u) {
+    u->created = s == NULL;
+    if (!s) s = new_session(e, q->session, q->owner);
+    if (!pl->r_len) pl->t_r = -1;
+    swap_state(s, pl);
+    u->old_paths = s->n_paths;
+    u->reset_paths = reset || q->append_len || s->n_paths > 4096;
     s->last_use = ++e->clock;
     assert(session_sane(e, s));
     return s;
+}
+
+static void finish_step(wk_session *s, const wk_undo *u) {
+    if (!u->reset_paths || !u->old_paths) return;
+    s->n_paths -= u->old_paths;
+    memmove(s->paths, s->paths + u->old_paths, (size_t)s->n_paths * sizeof *s->paths);
+}
+
+/* Puts a stopped step's session back as it was (a created one goes). */
+static void undo_step(wk_engine *e, wk_session *s, wk_plan *pl, const wk_undo *u) {
+    if (u->created) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+        session_release(s);
+        return;
+    }
+    swap_state(s, pl);
+    s->n_paths = u->old_paths;
+    assert(session_sane(e, s));
 }
 
 /* Phase 3, sync the KV cache to X = P + C (and the residue token t_r).
@@ -1064,7 +1207,13 @@ static int evaluate(wk_ctx *c, const wk_step_req *q, wk_eval *ev) {
         if (isnan(it->m)) ev->jobs[ev->nj++].out = ev->n_items;
         ev->n_items++;
     }
-    int d = 0;
+    int d = 0, forced = 0;
+    for (int i = 0; i < ev->nj; i++) forced += ev->jobs[i].j;
+    if (forced > c->e->max_forced) {
+        c->e->stop = WK_STOP_BUDGET;
+        c->e->stop_forced = forced;
+        return -2;
+    }
     if (ev->nj) {
         double *ms = malloc((size_t)ev->n_items * sizeof *ms);
         if (!ms) return -1;
@@ -1142,7 +1291,7 @@ static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_ste
     ev.n_top = ev.n_items;
     int d = evaluate(&c, q, &ev);
     if (d == -2) {
-        rc = fail_decode(e, s, err);
+        rc = e->stop ? -1 : fail_decode(e, s, err);
         goto out;
     }
     if (d < 0) goto oom;
@@ -1159,33 +1308,69 @@ out:
 
 /* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
  * answer (docs/PROTOCOL.md, POST /v1/step). */
+/* The budget that can be checked before anything is decoded. */
+static int check_step_budget(const wk_engine *e, const wk_step_req *q, wk_err *err) {
+    size_t bytes = 0;
+    for (int i = 0; i < q->n_cands; i++) bytes += q->cands[i].n;
+    if (bytes <= (size_t)e->max_cand_bytes) return 0;
+    set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
+            "the candidates total %zu bytes, over this worker's budget of %d bytes per step", bytes,
+            e->max_cand_bytes);
+    err->param = PROTO_PARAM_CANDIDATES;
+    return -1;
+}
+
+/* Phases 2-6 under the lock, with undo when the request stops midway. */
+static int step_locked(wk_engine *e, const wk_step_req *q, int has_prompt, const int *ptok, int np,
+                       wk_step_res *res, wk_err *err) {
+    wk_session *s = find_session(e, q->session, q->owner);
+    wk_plan pl = {0};
+    wk_undo u = {0};
+    int rc = -1;
+    if (plan_step(e, s, q, has_prompt ? ptok : NULL, np, &pl, err) == 0) {
+        s = commit_plan(e, s, q, has_prompt, &pl, &u);
+        int d = sync_kv(e, s);
+        if (d >= 0) {
+            res->decoded += d;
+            rc = step_answer(e, s, q, res, err);
+        }
+        if (rc != 0 && e->stop) {
+            undo_step(e, s, &pl, &u);
+            fail_stopped(e, err);
+        } else if (d < 0) {
+            fail_decode(e, s, err);
+        }
+        if (rc == 0) finish_step(s, &u);
+        assert(session_sane(e, s));
+    }
+    plan_free(&pl);
+    return rc;
+}
+
+/* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
+ * answer (docs/PROTOCOL.md, POST /v1/step). */
 int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     memset(res, 0, sizeof *res);
     res->end_logq = -INFINITY;
     err->status = 0;
+    err->param = NULL;
     int has_prompt = q->prompt != NULL || q->n_messages > 0;
     int *ptok = NULL, np = 0, rc = -1;
-    if (has_prompt && tokenize_prompt(e->m, q, &ptok, &np, err) != 0) goto done;
     if (q->k < 0 || q->k > WK_MAX_K || q->n_cands < 0 || q->n_cands > WK_MAX_CANDIDATES) {
         set_err(err, 400, "invalid_value", "k or candidates out of range");
         goto done;
     }
-    pthread_mutex_lock(&e->mu);
-    wk_session *s = find_session(e, q->session);
-    wk_plan pl = {0};
-    if (plan_step(e, s, q, has_prompt ? ptok : NULL, np, &pl, err) == 0) {
-        s = commit_plan(e, s, q, has_prompt, &pl);
-        int d = sync_kv(e, s);
-        if (d < 0) {
-            fail_decode(e, s, err);
-        } else {
-            res->decoded += d;
-            rc = step_answer(e, s, q, res, err);
-        }
-        assert(session_sane(e, s));
+    if (check_step_budget(e, q, err) != 0) goto done;
+    if (has_prompt && tokenize_prompt(e->m, q, &ptok, &np, err) != 0) goto done;
+    if (has_prompt && np > e->n_ctx) { /* refused before the lock; plan_step checks exactly */
+        set_err(err, 400, "context_length_exceeded",
+                "the prompt is %d tokens, over this member's context of %d tokens per session", np, e->n_ctx);
+        err->param = PROTO_PARAM_PROMPT;
+        goto done;
     }
-    plan_free(&pl);
-    pthread_mutex_unlock(&e->mu);
+    if (begin_request(e, q->cancel) != 0) fail_stopped(e, err);
+    else rc = step_locked(e, q, has_prompt, ptok, np, res, err);
+    end_request(e);
 done:
     free(ptok);
     if (rc != 0) {
@@ -1209,14 +1394,29 @@ void wk_step_res_free(wk_step_res *r) {
 
 int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score_res *res,
              wk_err *err) {
+    return wk_score_until(e, text, len, doc_start, NULL, res, err);
+}
+
+int wk_score_until(wk_engine *e, const char *text, size_t len, int doc_start, const wk_cancel *cancel,
+                   wk_score_res *res, wk_err *err) {
     memset(res, 0, sizeof *res);
     err->status = 0;
+    err->param = NULL;
     int *tt = NULL;
     size_t *sp = NULL;
     int n = wk_tokenize_text(e->m, text, len, &tt, &sp);
     if (n < 0) {
         set_err(err, 400, "untokenizable",
                 "the text does not tokenize to exactly its own bytes with this model");
+        return -1;
+    }
+    if (n > e->max_score_tokens) {
+        free(tt);
+        free(sp);
+        set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
+                "the text is %d tokens, over this worker's budget of %d tokens per /v1/score request", n,
+                e->max_score_tokens);
+        err->param = PROTO_PARAM_TEXT;
         return -1;
     }
     int off = doc_start ? 1 : 0;
@@ -1242,8 +1442,7 @@ int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score
     free(tt);
     free(sp);
 
-    int W = e->n_ctx, ov = res->overlap, rc = 0;
-    pthread_mutex_lock(&e->mu);
+    int W = e->n_ctx, ov = res->overlap, rc = begin_request(e, cancel);
     llama_memory_t mem = llama_get_memory(e->ctx);
     int seq = e->score_seq;
     /* predicted tokens: all[1..N); token i is predicted from position i-1 */
@@ -1298,11 +1497,13 @@ int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score
         ws = we - ov;
     }
     llama_memory_seq_rm(mem, seq, -1, -1);
-    pthread_mutex_unlock(&e->mu);
+    int stopped = e->stop;
+    if (rc && stopped) fail_stopped(e, err);
+    end_request(e);
     free(all);
     if (rc) {
         wk_score_res_free(res);
-        set_err(err, 500, "decode_failed", "llama_decode failed");
+        if (!stopped) set_err(err, 500, "decode_failed", "llama_decode failed");
         return -1;
     }
     for (int i = 0; i < n; i++)

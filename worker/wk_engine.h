@@ -15,6 +15,23 @@
  *  - On an error (wk_err.status != 0, the function returns -1) the session
  *    is left as it was.
  *  - Sessions beyond `slots` evict the least recently used one.
+ *  - A session belongs to the owner that created it (an opaque string, the
+ *    fingerprint of the bearer token; "" = none): a request with another
+ *    owner does not see it (404 as for an unknown id) and may create its
+ *    own session with the same id.
+ *  - Compute budget per request (wk_engine_opts), refused with 400
+ *    budget_exceeded (err->param names the field): the candidates' bytes
+ *    of a step and the tokens of a /v1/score text before anything is
+ *    decoded; the teacher-forced positions of a step once they are known
+ *    (after its tokenization, before they are decoded; the session is then
+ *    left as it was).
+ *  - Cancellation (wk_cancel): checked after waiting for the lock and
+ *    before every llama_decode call (one batch, at most n_batch
+ *    positions); a request whose deadline passed fails with 503
+ *    deadline_exceeded, one whose client left with 503 cancelled, and the
+ *    session is left as it was (its text, tokens and remembered paths; the
+ *    KV cache keeps whatever was already decoded, which the next step
+ *    reuses). A new session that a cancelled step created is removed.
  */
 #ifndef CONSORT_WK_ENGINE_H
 #define CONSORT_WK_ENGINE_H
@@ -36,11 +53,30 @@ typedef struct wk_engine_opts {
     int n_threads; /* 0 = number of CPUs */
     int slots;     /* 0 = 4 */
     int n_batch;   /* 0 = 256 */
+    int max_cand_bytes;   /* bytes of all candidates of one step; 0 = WK_DEFAULT_MAX_CAND_BYTES */
+    int max_forced;       /* teacher-forced positions of one step; 0 = WK_DEFAULT_MAX_FORCED */
+    int max_score_tokens; /* tokens of one /v1/score text; 0 = WK_DEFAULT_MAX_SCORE_TOKENS */
+    int flash_attn;/* 0 = llama.cpp's default (auto), 1 = on, 2 = off */
+    int type_k;    /* KV cache types: 0 = llama.cpp's default (f16), else a ggml_type + 1 */
+    int type_v;
 } wk_engine_opts;
+
+#define WK_DEFAULT_MAX_CAND_BYTES 16384
+#define WK_DEFAULT_MAX_FORCED 512
+#define WK_DEFAULT_MAX_SCORE_TOKENS 32768
+
+/* When a request gives up: a deadline (clock_mono_s() seconds; 0 = none)
+ * and a probe saying the client has gone (NULL = none). */
+typedef struct wk_cancel {
+    double deadline;
+    int (*gone)(void *arg);
+    void *arg;
+} wk_cancel;
 
 typedef struct wk_err {
     int status;       /* HTTP status, 0 = no error */
     const char *code; /* e.g. "session_not_found" */
+    const char *param; /* the request field at fault, or NULL */
     char message[256];
 } wk_err;
 
@@ -58,6 +94,8 @@ typedef struct wk_step_req {
     int k;
     const proto_str *cands; /* strings whose mass is asked (after the new G) */
     int n_cands;
+    const char *owner;        /* the session's owner; NULL = "" */
+    const wk_cancel *cancel;  /* NULL = never cancelled */
 } wk_step_req;
 
 typedef struct wk_top {
@@ -102,8 +140,12 @@ int wk_step(wk_engine *e, const wk_step_req *req, wk_step_res *res, wk_err *err)
 void wk_step_res_free(wk_step_res *r);
 int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score_res *res,
              wk_err *err);
+/* wk_score with cancellation (cancel may be NULL). */
+int wk_score_until(wk_engine *e, const char *text, size_t len, int doc_start, const wk_cancel *cancel,
+                   wk_score_res *res, wk_err *err);
 void wk_score_res_free(wk_score_res *r);
-int wk_session_delete(wk_engine *e, const char *id); /* 0, or -1 if unknown */
+int wk_session_delete(wk_engine *e, const char *id); /* owner ""; 0, or -1 if unknown */
+int wk_session_delete_as(wk_engine *e, const char *id, const char *owner); /* 0, or -1 if unknown */
 
 /* Render chat messages: the model's template, else the documented fallback.
  * Returns a malloc'ed string and sets *parse_special (1 when the text holds

@@ -13,6 +13,11 @@
  * never changes) and the Prometheus counters, all under `mu`. The model and
  * the engine are borrowed; the engine has its own lock.
  *
+ * Access. The bearer token itself is checked by common/http_server before a
+ * route runs; here a session belongs to the token fingerprint that opened
+ * it (http_conn_token_id), and a request's deadline header and its
+ * connection become the engine's wk_cancel.
+ *
  * What may change: new endpoints (a case in wk_http_route plus a codec
  * pair in protocol/), new metrics (a counter here, a line in write_metrics).
  */
@@ -79,6 +84,7 @@ static void reply_error(wk_http *h, http_conn *c, const proto_error *err) {
 static void reply_engine_error(wk_http *h, http_conn *c, const wk_err *we) {
     proto_error err;
     proto_fail(&err, we->status, we->code, "%s", we->message);
+    if (we->param) snprintf(err.param, sizeof err.param, "%s", we->param);
     reply_error(h, c, &err);
 }
 
@@ -218,11 +224,42 @@ static void observe_step(wk_http *h, double secs) {
 }
 
 /* The engine's view of a decoded step request (borrows everything). */
-static wk_step_req step_req_of(const proto_step_req *p) {
+static wk_step_req step_req_of(const proto_step_req *p, const char *owner, const wk_cancel *cancel) {
     return (wk_step_req){.session = p->session, .prompt = p->prompt, .prompt_len = p->prompt_len,
                          .messages = p->messages, .n_messages = (int)p->n_messages,
                          .heal_prompt = p->heal_prompt, .append = p->append.p, .append_len = p->append.n,
-                         .k = p->k, .cands = p->cands, .n_cands = (int)p->n_cands};
+                         .k = p->k, .cands = p->cands, .n_cands = (int)p->n_cands, .owner = owner,
+                         .cancel = cancel};
+}
+
+static int conn_gone(void *c) { return http_conn_gone(c); }
+
+#define WK_MAX_DEADLINE_MS 86400000LL /* a day */
+
+/* When the request gives up: its deadline header (milliseconds from the
+ * receipt of its headers) and its connection. 0, or -1 after answering 400
+ * for a header that is not a whole number of milliseconds in range. */
+static int cancel_of(wk_http *h, http_conn *c, wk_cancel *out) {
+    *out = (wk_cancel){.deadline = 0, .gone = conn_gone, .arg = c};
+    const char *v = http_header(c, PROTO_HEADER_DEADLINE);
+    if (!v) return 0;
+    long long ms = 0;
+    int ok = *v != 0;
+    for (const char *p = v; *p && ok; p++) {
+        ok = *p >= '0' && *p <= '9';
+        if (ok) ms = ms * 10 + (*p - '0');
+        if (ms > WK_MAX_DEADLINE_MS) ok = 0;
+    }
+    if (!ok || ms < 1) {
+        proto_error err;
+        proto_fail(&err, 400, PROTO_ERR_INVALID_VALUE,
+                   "the %s header must be a whole number of milliseconds in [1, %lld]", PROTO_HEADER_DEADLINE,
+                   WK_MAX_DEADLINE_MS);
+        reply_error(h, c, &err);
+        return -1;
+    }
+    out->deadline = http_conn_received_s(c) + (double)ms / 1000.0;
+    return 0;
 }
 
 /* The wire form of the engine's answer (NULL when out of memory). */
@@ -240,6 +277,8 @@ static json_t *step_res_json(const char *session, const wk_step_res *w, int n_ca
 
 static void do_step(wk_http *h, http_conn *c, const http_request *req) {
     double t0 = clock_mono_s();
+    wk_cancel cancel;
+    if (cancel_of(h, c, &cancel) != 0) return;
     json_t *o = http_json_body(c, req);
     proto_step_req pq;
     proto_error err;
@@ -252,7 +291,7 @@ static void do_step(wk_http *h, http_conn *c, const http_request *req) {
         json_decref(o);
         return;
     }
-    wk_step_req q = step_req_of(&pq);
+    wk_step_req q = step_req_of(&pq, http_conn_token_id(c), &cancel);
     wk_step_res res = {0};
     wk_err we = {0};
     if (wk_step(h->e, &q, &res, &we) != 0) {
@@ -282,6 +321,8 @@ static json_t *score_res_json(const wk_score_res *w) {
 }
 
 static void do_score(wk_http *h, http_conn *c, const http_request *req) {
+    wk_cancel cancel;
+    if (cancel_of(h, c, &cancel) != 0) return;
     json_t *o = http_json_body(c, req);
     proto_score_req q;
     proto_error err;
@@ -296,7 +337,8 @@ static void do_score(wk_http *h, http_conn *c, const http_request *req) {
     }
     wk_score_res res = {0};
     wk_err we = {0};
-    if (wk_score(h->e, q.text, q.text_len, q.doc_start, &res, &we) != 0) reply_engine_error(h, c, &we);
+    if (wk_score_until(h->e, q.text, q.text_len, q.doc_start, &cancel, &res, &we) != 0)
+        reply_engine_error(h, c, &we);
     else reply(h, c, score_res_json(&res));
     wk_score_res_free(&res);
     json_decref(o);
@@ -307,7 +349,7 @@ static void do_delete(wk_http *h, http_conn *c, const char *id) {
     if (!proto_session_id_ok(id)) {
         proto_fail(&err, 400, PROTO_ERR_INVALID_VALUE, "bad session id");
         reply_error(h, c, &err);
-    } else if (wk_session_delete(h->e, id) != 0) {
+    } else if (wk_session_delete_as(h->e, id, http_conn_token_id(c)) != 0) {
         proto_fail(&err, 404, PROTO_ERR_SESSION_NOT_FOUND, "unknown session '%s'", id);
         reply_error(h, c, &err);
     } else {

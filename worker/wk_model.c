@@ -185,6 +185,10 @@ static int spm_representable(const wk_model *m, const char *text, size_t len) {
 }
 
 wk_model *wk_model_load(const char *path, int vocab_only, char *err, size_t err_size) {
+    return wk_model_load_opts(path, vocab_only, NULL, err, err_size);
+}
+
+wk_model *wk_model_load_opts(const char *path, int vocab_only, const wk_model_opts *mo, char *err, size_t err_size) {
     char dummy[8];
     if (!err) {
         err = dummy;
@@ -197,6 +201,10 @@ wk_model *wk_model_load(const char *path, int vocab_only, char *err, size_t err_
     if (check_gguf(path, err, err_size) != 0) return NULL;
     struct llama_model_params mp = llama_model_default_params();
     mp.vocab_only = vocab_only != 0;
+    if (mo && mo->set_gpu_layers) mp.n_gpu_layers = mo->n_gpu_layers;
+    if (mo && (mo->mlock || mo->no_mmap)) /* this llama.cpp spells both as one load mode */
+        mp.load_mode = mo->no_mmap ? (mo->mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE)
+                                   : LLAMA_LOAD_MODE_MMAP_MLOCK;
     struct llama_model *model = llama_model_load_from_file(path, mp);
     if (!model) {
         snprintf(err, err_size, "llama.cpp could not load '%s' (unsupported or corrupt GGUF)", path);

@@ -58,6 +58,17 @@ typedef struct wk_model {
 void wk_backend_init(void);
 void wk_backend_free(void);
 wk_model *wk_model_load(const char *path, int vocab_only, char *err, size_t err_size);
+
+/* How to place and hold the weights (consort-worker's --n-gpu-layers,
+ * --mlock, --no-mmap); a zeroed struct is llama.cpp's defaults. */
+typedef struct wk_model_opts {
+    int set_gpu_layers; /* 1: n_gpu_layers below applies */
+    int n_gpu_layers;   /* layers offloaded to the GPU; -1 = all */
+    int mlock;          /* lock the weights in RAM */
+    int no_mmap;        /* read the file instead of mapping it */
+} wk_model_opts;
+/* wk_model_load with those options (NULL = defaults). */
+wk_model *wk_model_load_opts(const char *path, int vocab_only, const wk_model_opts *mo, char *err, size_t err_size);
 void wk_model_free(wk_model *m);
 
 const char *wk_kind_name(int kind);

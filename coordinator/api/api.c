@@ -1,4 +1,27 @@
-/* coordinator/api/api.c: the OpenAI-compatible HTTP server. See api.h. */
+/* coordinator/api/api.c: the OpenAI-compatible HTTP server. See api.h.
+ *
+ * Shape. One route function dispatches every request (http_server runs it
+ * on the connection's thread). A generation request is parsed and checked
+ * (openai.c), waits for its turn (admission: a FIFO of waiters, at most
+ * max_parallel running and queue_limit waiting), then runs the backend
+ * either on the connection's thread (plain answers) or on a generation
+ * thread that feeds an event queue which the connection drains (streams).
+ *
+ * State. The server owns its configuration, counters for /metrics, the
+ * admission queue and two shutdown flags, all under `mu` except the flags
+ * (atomics read on hot paths): `draining` (api_drain: no new turns; running
+ * generations go on) and `stopping` (every generation stops at its next
+ * step). Each request owns its api_job.
+ *
+ * Every generation ends at its step boundary when its client is gone, its
+ * deadline passed, or the server is stopping; whatever ends it, the engine
+ * deletes its member sessions and a stream still gets its final chunk and
+ * [DONE].
+ *
+ * What may change: the OpenAI shapes (openai.c), the limits' defaults
+ * (api.h). What must not: one answer per request, errors in OpenAI's shape,
+ * no internal address in any answer (the engine names members by name).
+ */
 #include "coordinator/api/api.h"
 
 #include "common/clock.h"
@@ -34,6 +57,10 @@ struct api_server {
     size_t n_names;
     long long started;
     int stopping; /* atomic (__atomic builtins): read without mu by generations */
+    int draining; /* atomic: api_drain began (no new turns) */
+    int metrics_public;
+    int queue_limit;        /* -1: none */
+    double request_timeout; /* seconds, <= 0: none */
 
     pthread_mutex_t mu; /* guards everything below */
     struct { char endpoint[40]; int status; unsigned long long n; } rows[API_MAX_ROWS];
@@ -42,16 +69,26 @@ struct api_server {
     unsigned long long member_failures[CONSORT_MAX_MEMBERS];
     prom_hist step_hist; /* seconds between text chunks */
     long in_flight;
-    /* admission: tickets served in order, at most max_parallel running */
+    long streams_open;      /* streams whose connection is still being written */
+    unsigned long long busy_rejects, queue_timeouts, abandoned_plain;
+    /* admission: waiters served in order, at most max_parallel running */
     int max_parallel;
-    unsigned long long next_ticket, now_serving;
+    struct api_waiter *wait_head, *wait_tail;
     long running, queued;
     pthread_cond_t turn;
 };
 
+typedef struct api_waiter {
+    struct api_waiter *next;
+    int admitted;
+} api_waiter;
+
 /* ---- small helpers ------------------------------------------------------------ */
 
 static int is_stopping(api_server *s) { return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); }
+static int is_closing(api_server *s) {
+    return is_stopping(s) || __atomic_load_n(&s->draining, __ATOMIC_ACQUIRE);
+}
 
 /* When the OS random source fails (it should not): unique, not secret. */
 static void fallback_id_bytes(unsigned char *r, size_t n) {
@@ -110,23 +147,78 @@ static void in_flight(api_server *s, int d) {
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Waits for a turn to generate (first come, first served; at most
- * max_parallel at once). Returns 0, or -1 when the server is stopping. */
-static int admit(api_server *s) {
-    if (s->max_parallel <= 0) return 0;
-    pthread_mutex_lock(&s->mu);
-    unsigned long long t = s->next_ticket++;
-    s->queued++;
-    while (!s->stopping && (t != s->now_serving || s->running >= s->max_parallel))
-        pthread_cond_wait(&s->turn, &s->mu);
-    s->queued--;
-    int r = -1;
-    if (!s->stopping) {
-        s->now_serving++;
+typedef enum { ADMIT_OK, ADMIT_FULL, ADMIT_CLOSING, ADMIT_TIMEOUT } admit_result;
+
+/* Under s->mu: gives free turns to the waiters at the head of the line. */
+static void admit_waiters(api_server *s) {
+    while (s->wait_head && s->running < s->max_parallel && !is_closing(s)) {
+        api_waiter *w = s->wait_head;
+        s->wait_head = w->next;
+        if (!s->wait_head) s->wait_tail = NULL;
+        w->admitted = 1;
         s->running++;
-        r = 0;
+        s->queued--;
     }
     pthread_cond_broadcast(&s->turn);
+}
+
+/* Under s->mu: takes w out of the line (it gave up). */
+static void leave_line(api_server *s, api_waiter *w) {
+    api_waiter **p = &s->wait_head, *prev = NULL;
+    while (*p && *p != w) prev = *p, p = &(*p)->next;
+    if (!*p) return;
+    *p = w->next;
+    if (s->wait_tail == w) s->wait_tail = prev;
+    s->queued--;
+}
+
+/* Waits on the turn condition until `deadline` (clock_mono_s; 0 = none). */
+static void wait_turn(api_server *s, double deadline) {
+    if (deadline <= 0) {
+        pthread_cond_wait(&s->turn, &s->mu);
+        return;
+    }
+    double left = deadline - clock_mono_s();
+    if (left <= 0) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = (double)ts.tv_nsec / 1e9 + left;
+    ts.tv_sec += (time_t)t;
+    ts.tv_nsec = (long)((t - (double)(time_t)t) * 1e9);
+    pthread_cond_timedwait(&s->turn, &s->mu, &ts);
+}
+
+/* Waits for a turn to generate (first come, first served; at most
+ * max_parallel at once, at most queue_limit waiting), until the request's
+ * deadline (0 = none). */
+static admit_result admit(api_server *s, double deadline) {
+    if (is_closing(s)) return ADMIT_CLOSING;
+    if (s->max_parallel <= 0) return ADMIT_OK;
+    pthread_mutex_lock(&s->mu);
+    if (!s->wait_head && s->running < s->max_parallel) {
+        s->running++;
+        pthread_mutex_unlock(&s->mu);
+        return ADMIT_OK;
+    }
+    if (s->queue_limit >= 0 && s->queued >= s->queue_limit) {
+        s->busy_rejects++;
+        pthread_mutex_unlock(&s->mu);
+        return ADMIT_FULL;
+    }
+    api_waiter w = {NULL, 0};
+    if (s->wait_tail) s->wait_tail->next = &w;
+    else s->wait_head = &w;
+    s->wait_tail = &w;
+    s->queued++;
+    while (!w.admitted && !is_closing(s) && !(deadline > 0 && clock_mono_s() >= deadline))
+        wait_turn(s, deadline);
+    admit_result r = ADMIT_OK;
+    if (!w.admitted) {
+        leave_line(s, &w);
+        r = is_closing(s) ? ADMIT_CLOSING : ADMIT_TIMEOUT;
+        if (r == ADMIT_TIMEOUT) s->queue_timeouts++;
+        admit_waiters(s);
+    }
     pthread_mutex_unlock(&s->mu);
     return r;
 }
@@ -135,7 +227,7 @@ static void release(api_server *s) {
     if (s->max_parallel <= 0) return;
     pthread_mutex_lock(&s->mu);
     s->running--;
-    pthread_cond_broadcast(&s->turn);
+    admit_waiters(s);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -143,10 +235,42 @@ static void cors(http_conn *c) {
     http_add_header(c, "Access-Control-Allow-Origin", "*");
 }
 
+/* The answer to an error (http_server logs it: one line per rejected
+ * request, with status, code and message; never a header or the body). */
 static void reply_error(api_server *s, http_conn *c, const char *endpoint, const oai_error *e) {
     cors(c);
     http_reply_json(c, (unsigned)e->status, oai_error_json(e));
     count_request(s, endpoint, e->status);
+}
+
+/* A request that got no turn: 429 (line full) or 503 (shutting down, or
+ * its deadline passed in line), each with Retry-After. */
+static void reply_not_admitted(api_server *s, http_conn *c, const char *endpoint, admit_result why) {
+    oai_error e;
+    if (why == ADMIT_FULL) {
+        http_add_header(c, "Retry-After", API_RETRY_AFTER_BUSY);
+        oai_fail(&e, 429, NULL, "queue_full",
+                 "The server is busy: %d requests are already waiting for a turn; retry in %s s.",
+                 s->queue_limit, API_RETRY_AFTER_BUSY);
+    } else if (why == ADMIT_CLOSING) {
+        http_add_header(c, "Retry-After", API_RETRY_AFTER_SHUTDOWN);
+        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down; retry in %s s.",
+                 API_RETRY_AFTER_SHUTDOWN);
+    } else {
+        http_add_header(c, "Retry-After", API_RETRY_AFTER_SHUTDOWN);
+        oai_fail(&e, 503, NULL, "request_timeout",
+                 "The request waited for a turn until its deadline (%g s) passed; retry later.",
+                 s->request_timeout);
+    }
+    reply_error(s, c, endpoint, &e);
+}
+
+/* The error of a failed generation: the engine's status, code and message
+ * (members named by name only). */
+static void generation_error(oai_error *e, const ensemble_result *r) {
+    const char *code = r->code ? r->code : r->status == 503 ? "no_member_available" : NULL;
+    const char *param = code && !strcmp(code, "context_length_exceeded") ? "messages" : NULL;
+    oai_fail(e, r->status ? r->status : 500, param, code, "%s", r->error[0] ? r->error : "generation failed");
 }
 
 static int member_up(api_server *s, size_t i) {
@@ -186,6 +310,7 @@ typedef struct api_event {
 
 typedef struct {
     api_server *s;
+    http_conn *c;      /* the request's connection (plain answers: to notice a client gone) */
     oai_request rq;
     const char *endpoint;
     char id[64];
@@ -254,6 +379,20 @@ static int on_chunk_plain(void *ud, const ensemble_chunk *c) {
     return is_stopping(j->s);
 }
 
+/* Before each step of a plain request: the server stops, or the client
+ * hung up (nothing is written until the end, so ask the socket). */
+static int plain_should_stop(void *ud) {
+    api_job *j = ud;
+    if (is_stopping(j->s)) return 1;
+    if (!http_conn_gone(j->c)) return 0;
+    j->gone = 1;
+    return 1;
+}
+
+/* Before each step of a stream: the client is gone (a failed write) or the
+ * server stops. */
+static int stream_should_stop(void *ud) { return job_cancelled(ud); }
+
 /* Queues one event: "data: <json>\n\n" (obj stolen), or raw text when obj is NULL. */
 static void push_event(api_job *j, json_t *obj, const char *raw) {
     size_t len = 0;
@@ -316,8 +455,7 @@ static void *gen_main(void *ud) {
         /* nothing sent yet: the connection thread answers with an HTTP error */
     } else if (j->r.status) {
         oai_error e;
-        oai_fail(&e, j->r.status, NULL, j->r.status == 503 ? "no_member_available" : NULL, "%s",
-                 j->r.error[0] ? j->r.error : "generation failed");
+        generation_error(&e, &j->r);
         push_event(j, oai_error_json(&e), NULL);
         push_event(j, NULL, "data: [DONE]\n\n");
         log_warn("%s %s: failed mid-stream (%d): %s", j->endpoint, j->id, j->r.status, e.message);
@@ -369,11 +507,10 @@ static void stream_cleanup(void *ud) {
     j->cancel = 1;
     pthread_mutex_unlock(&j->mu);
     if (j->gen_started) pthread_join(j->gen, NULL);
-    if (j->gone) {
-        pthread_mutex_lock(&j->s->mu);
-        j->s->disconnects++;
-        pthread_mutex_unlock(&j->s->mu);
-    }
+    pthread_mutex_lock(&j->s->mu);
+    if (j->gone) j->s->disconnects++;
+    j->s->streams_open--;
+    pthread_mutex_unlock(&j->s->mu);
     log_info("%s %s: stream %s, %d steps, %.3f s", j->endpoint, j->id,
              j->gone ? "aborted by the client" : j->r.status ? "failed" : "done", j->r.steps,
              j->r.seconds);
@@ -383,9 +520,9 @@ static void stream_cleanup(void *ud) {
 static void handle_stream(api_server *s, http_conn *c, api_job *j) {
     oai_error e;
     j->first = j->rq.endpoint == OAI_CHAT;
-    if (admit(s)) {
-        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down.");
-        reply_error(s, c, j->endpoint, &e);
+    admit_result ar = admit(s, j->rq.req.deadline);
+    if (ar != ADMIT_OK) {
+        reply_not_admitted(s, c, j->endpoint, ar);
         job_free(j);
         return;
     }
@@ -404,9 +541,7 @@ static void handle_stream(api_server *s, http_conn *c, api_job *j) {
     if (failed) { /* ended before any event: a plain HTTP error */
         pthread_join(j->gen, NULL);
         j->gen_started = 0;
-        oai_fail(&e, j->r.status ? j->r.status : 500, NULL,
-                 j->r.status == 503 ? "no_member_available" : NULL, "%s",
-                 j->r.error[0] ? j->r.error : "generation failed");
+        generation_error(&e, &j->r);
         reply_error(s, c, j->endpoint, &e);
         log_warn("%s %s: failed (%d): %s", j->endpoint, j->id, e.status, e.message);
         job_free(j);
@@ -416,6 +551,9 @@ static void handle_stream(api_server *s, http_conn *c, api_job *j) {
     http_add_header(c, "Cache-Control", "no-cache");
     http_add_header(c, "X-Accel-Buffering", "no");
     count_request(s, j->endpoint, 200);
+    pthread_mutex_lock(&s->mu);
+    s->streams_open++; /* until stream_cleanup, which runs in every case */
+    pthread_mutex_unlock(&s->mu);
     http_reply_stream(c, 200, "text/event-stream", drain_main, stream_cleanup, j);
 }
 
@@ -429,6 +567,7 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
         return;
     }
     j->s = s;
+    j->c = c;
     j->endpoint = endpoint;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
@@ -453,6 +592,8 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
         reply_error(s, c, endpoint, &e);
         return;
     }
+    if (s->request_timeout > 0) j->rq.req.deadline = http_conn_received_s(c) + s->request_timeout;
+    j->rq.req.should_stop = j->rq.stream ? stream_should_stop : plain_should_stop;
     make_id(ep == OAI_CHAT ? "chatcmpl-" : "cmpl-", j->id, sizeof j->id);
     j->created = (long long)time(NULL);
     oai_logprobs_init(&j->lp, ep, j->rq.top_logprobs, j->rq.prompt_chars);
@@ -464,9 +605,9 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
         return;
     }
 
-    if (admit(s)) {
-        oai_fail(&e, 503, NULL, "shutting_down", "The server is shutting down.");
-        reply_error(s, c, endpoint, &e);
+    admit_result ar = admit(s, j->rq.req.deadline);
+    if (ar != ADMIT_OK) {
+        reply_not_admitted(s, c, endpoint, ar);
         job_free(j);
         return;
     }
@@ -477,9 +618,15 @@ static void handle_generate(api_server *s, http_conn *c, const http_request *req
     j->have_result = 1;
     account_result(s, &j->r);
     log_drops(j);
-    if (j->r.status) {
-        oai_fail(&e, j->r.status, NULL, j->r.status == 503 ? "no_member_available" : NULL, "%s",
-                 j->r.error[0] ? j->r.error : "generation failed");
+    if (j->gone) { /* nobody to answer: the generation stopped at its next step */
+        pthread_mutex_lock(&s->mu);
+        s->abandoned_plain++;
+        pthread_mutex_unlock(&s->mu);
+        log_info("%s %s: abandoned by the client after %d steps, %.3f s", endpoint, j->id, j->r.steps,
+                 j->r.seconds);
+        http_reply_text(c, 499, "text/plain", "", 0); /* never read: the connection is gone */
+    } else if (j->r.status) {
+        generation_error(&e, &j->r);
         reply_error(s, c, endpoint, &e);
         log_warn("%s %s: failed (%d): %s", endpoint, j->id, j->r.status, e.message);
     } else {
@@ -510,6 +657,21 @@ static json_t *model_obj(api_server *s, const char *id, const char *kind) {
                      (json_int_t)s->started, "owned_by", "consort", "consort_kind", kind);
 }
 
+/* A member's model object: its kind, model and whether its masses are
+ * exact (a llama-server member's come from a top-n list: approximate). */
+static json_t *member_obj(api_server *s, size_t i) {
+    json_t *m = model_obj(s, s->names[i], "member");
+    const char *kind = "consort-worker", *model = "";
+    int exact = 1;
+    if (s->be.member_describe) s->be.member_describe(s->be.ctx, i, &kind, &model, &exact);
+    if (m) {
+        json_object_set_new(m, "member_kind", json_string(kind ? kind : ""));
+        json_object_set_new(m, "member_model", json_string(model ? model : ""));
+        json_object_set_new(m, "exact", json_boolean(exact));
+    }
+    return m;
+}
+
 /* The generation strategies of the registry, "solo:NAME" with its placeholder. */
 static json_t *strategies_json(void) {
     json_t *a = json_array();
@@ -535,7 +697,7 @@ static void handle_models(api_server *s, http_conn *c, const char *path) {
         }
         json_array_append_new(data, ens);
         for (size_t i = 0; i < s->n_names; i++) {
-            json_t *m = model_obj(s, s->names[i], "member");
+            json_t *m = member_obj(s, i);
             if (m) json_object_set_new(m, "up", json_boolean(member_up(s, i)));
             json_array_append_new(data, m);
         }
@@ -551,7 +713,7 @@ static void handle_models(api_server *s, http_conn *c, const char *path) {
     }
     for (size_t i = 0; i < s->n_names; i++)
         if (strcmp(id, s->names[i]) == 0) {
-            http_reply_json(c, 200, model_obj(s, id, "member"));
+            http_reply_json(c, 200, member_obj(s, i));
             count_request(s, "/v1/models", 200);
             return;
         }
@@ -560,19 +722,25 @@ static void handle_models(api_server *s, http_conn *c, const char *path) {
     reply_error(s, c, "/v1/models", &e);
 }
 
+/* 200 only when every member answers: a load balancer takes the 503 of a
+ * degraded ensemble (or of a draining server) as "not ready". */
 static void handle_health(api_server *s, http_conn *c) {
-    json_t *mem = json_array();
+    json_t *mem = json_array(), *down = json_array();
     int up = 0;
     for (size_t i = 0; i < s->n_names; i++) {
         int u = s->be.member_check ? s->be.member_check(s->be.ctx, i) : member_up(s, i);
         up += u;
         json_array_append_new(mem, json_pack("{s:s, s:b}", "name", s->names[i], "up", u));
+        if (!u) json_array_append_new(down, json_string(s->names[i]));
     }
-    int st = up > 0 ? 200 : 503;
+    const char *status = is_closing(s) ? "shutting_down"
+                         : up == (int)s->n_names ? "ok" : up > 0 ? "degraded" : "unavailable";
+    int st = !strcmp(status, "ok") ? 200 : 503;
     cors(c);
+    if (st == 503) http_add_header(c, "Retry-After", API_RETRY_AFTER_SHUTDOWN);
     http_reply_json(c, (unsigned)st,
-                    json_pack("{s:s, s:i, s:i, s:o}", "status", up ? "ok" : "unavailable",
-                              "members_up", up, "members_total", (int)s->n_names, "members", mem));
+                    json_pack("{s:s, s:i, s:i, s:o, s:o}", "status", status, "members_up", up,
+                              "members_total", (int)s->n_names, "members_down", down, "members", mem));
     count_request(s, "/health", st);
 }
 
@@ -598,6 +766,13 @@ static int write_metrics(api_server *s, const int *up, sbuf *b) {
                         s->completion_tokens);
     bad |= prom_counter(b, "consort_stream_disconnects_total", "Streams whose client went away early.",
                         s->disconnects);
+    bad |= prom_counter(b, "consort_abandoned_requests_total",
+                        "Plain (non-streamed) requests whose client went away; stopped at the next step.",
+                        s->abandoned_plain);
+    bad |= prom_counter(b, "consort_queue_full_total", "Requests refused with 429 because the line was full.",
+                        s->busy_rejects);
+    bad |= prom_counter(b, "consort_queue_timeouts_total",
+                        "Requests whose deadline passed while they waited in line (503).", s->queue_timeouts);
     bad |= prom_histogram(b, "consort_step_seconds",
                           "Time between the engine's text chunks (one chunk is normally one step).",
                           &s->step_hist);
@@ -638,10 +813,7 @@ static int key_ok(const api_server *s, const char *auth) {
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
     const char *k = auth + 7;
     while (*k == ' ') k++;
-    size_t n = strlen(k), m = strlen(s->api_key);
-    unsigned char diff = (unsigned char)(n != m);
-    for (size_t i = 0; i < m; i++) diff |= (unsigned char)(s->api_key[i] ^ (i < n ? k[i] : 0));
-    return diff == 0;
+    return http_token_equal(s->api_key, k);
 }
 
 static void route(http_conn *c, const http_request *req, void *user) {
@@ -676,7 +848,8 @@ static void route(http_conn *c, const http_request *req, void *user) {
         reply_error(s, c, endpoint, &e);
         return;
     }
-    if (s->api_key && (kind == R_GEN || kind == R_MODELS) && !key_ok(s, http_header(c, "Authorization"))) {
+    int needs_key = kind == R_GEN || kind == R_MODELS || (kind == R_METRICS && !s->metrics_public);
+    if (s->api_key && needs_key && !key_ok(s, http_header(c, "Authorization"))) {
         http_add_header(c, "WWW-Authenticate", "Bearer");
         oai_fail(&e, 401, NULL, "invalid_api_key",
                  "Incorrect or missing API key: send \"Authorization: Bearer KEY\" with the "
@@ -717,6 +890,10 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     pthread_cond_init(&s->turn, NULL);
     prom_hist_init(&s->step_hist, api_buckets, sizeof api_buckets / sizeof *api_buckets);
     s->max_parallel = cfg->max_parallel > 0 ? cfg->max_parallel : 0;
+    s->queue_limit = cfg->queue_limit > 0 ? cfg->queue_limit : cfg->queue_limit < 0 ? -1 : API_DEFAULT_QUEUE;
+    s->request_timeout = cfg->request_timeout > 0 ? cfg->request_timeout
+                         : cfg->request_timeout < 0 ? 0 : API_DEFAULT_REQUEST_TIMEOUT;
+    s->metrics_public = cfg->metrics_public;
     snprintf(s->model_id, sizeof s->model_id, "%s",
              cfg->model_id && cfg->model_id[0] ? cfg->model_id : "consort");
     snprintf(s->strategy, sizeof s->strategy, "%s", cfg->strategy ? cfg->strategy : "");
@@ -743,6 +920,13 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
     o.host = cfg->host ? cfg->host : "127.0.0.1";
     o.port = cfg->port;
     o.conn_limit = cfg->conn_limit;
+    o.per_ip_limit = cfg->per_ip_limit;
+    o.idle_timeout = cfg->idle_timeout;
+    o.read_timeout = cfg->read_timeout;
+    o.max_body = cfg->max_body;
+    o.tls_cert_file = cfg->tls_cert_file;
+    o.tls_key_file = cfg->tls_key_file;
+    o.name = "consort";
     s->http = http_server_start(&o, route, s, err, errlen);
     if (!s->http) {
         free(s->api_key);
@@ -755,6 +939,35 @@ api_server *api_start(const api_config *cfg, const api_backend *be, char *err, s
 }
 
 int api_port(const api_server *s) { return s ? http_server_port(s->http) : -1; }
+
+/* Waits (polling) until no generation runs, none waits and every stream has
+ * ended, or until `until` (clock_mono_s). 1 when idle. */
+static int wait_idle(api_server *s, double until) {
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int idle = s->in_flight == 0 && s->streams_open == 0 && s->queued == 0 && s->running == 0;
+        pthread_mutex_unlock(&s->mu);
+        if (idle) return 1;
+        if (clock_mono_s() >= until) return 0;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void api_drain(api_server *s, double timeout) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    __atomic_store_n(&s->draining, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&s->turn); /* those in line answer 503 now */
+    long running = s->in_flight, queued = s->queued;
+    pthread_mutex_unlock(&s->mu);
+    log_info("consort: draining: %ld generation(s) running, %ld waiting (answered 503); up to %g s", running,
+             queued, timeout);
+    if (wait_idle(s, clock_mono_s() + (timeout > 0 ? timeout : 0))) return;
+    log_warn("consort: drain timeout: stopping the running generations at their next step");
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+    if (!wait_idle(s, clock_mono_s() + 10)) log_warn("consort: some generations did not stop within 10 s");
+}
 
 void api_stop(api_server *s) {
     if (!s) return;

@@ -1,5 +1,27 @@
 /* coordinator/api/openai.c: OpenAI request parsing and response building.
- * See openai.h for the contract and docs/API.md for the field list. */
+ * See openai.h for the contract and docs/API.md for the field list.
+ *
+ * Why it is shaped so. The OpenAI shapes are the one place where a client's
+ * JSON meets the engine, so this file is a translation in both directions
+ * and nothing else: a request body becomes an ensemble_request (validated
+ * field by field: a known field of the wrong type or out of range is a 400
+ * naming it in `param`, an OpenAI feature consort does not have is a 400
+ * that says so rather than being ignored, unknown fields are ignored as the
+ * OpenAI API does), and the engine's result, chunks and statistics become
+ * completion, chat and stream objects. It owns no state beyond the request
+ * it is filling (an oai_request owns its JSON and the strings the
+ * ensemble_request borrows) and performs no I/O; api.c does the HTTP.
+ * Strategy names are checked against the registry (sampler/registry.h), so
+ * a name means here what it means everywhere.
+ *
+ * Every error text passes through oai_fail(), which keeps it valid UTF-8
+ * (jansson quotes the bytes around a parse error, which may cut a
+ * character); a fuzz harness (tests/fuzz/fuzz_openai.c) holds both
+ * directions to their contracts.
+ *
+ * What may change: new OpenAI fields (one parse_* function each), the
+ * `ensemble` extension's statistics. What must not: a 4xx, never a crash or
+ * a 500, for anything a client can send. */
 #include "coordinator/api/openai.h"
 
 #include "common/utf8.h"
@@ -765,16 +787,20 @@ json_t *oai_ensemble_json(const ensemble_result *r, const char *strategy) {
             isfinite(m->mean_step_ms) ? m->mean_step_ms : 0.0, "prompt_tokens", m->prompt_tokens,
             "failed", m->failed != 0, "failure",
             m->failed && m->failure[0] ? json_string(m->failure) : json_null());
+        if (o && m->approximate) json_object_set_new(o, "approximate", json_true());
         if (!o || json_array_append_new(members, o)) {
             json_decref(members);
             return NULL;
         }
     }
     if (!members) return NULL;
-    return json_pack("{s:o, s:f, s:i, s:o, s:i}", "strategy",
-                     strategy && strategy[0] ? json_string(strategy) : json_null(), "seconds",
-                     isfinite(r->seconds) ? r->seconds : 0.0, "steps", r->steps, "members",
-                     members, "failures", failures);
+    json_t *o = json_pack("{s:o, s:f, s:i, s:o, s:i}", "strategy",
+                          strategy && strategy[0] ? json_string(strategy) : json_null(), "seconds",
+                          isfinite(r->seconds) ? r->seconds : 0.0, "steps", r->steps, "members",
+                          members, "failures", failures);
+    /* only when it happened: answers without it keep their old shape */
+    if (o && r->deadline_exceeded) json_object_set_new(o, "deadline_exceeded", json_true());
+    return o;
 }
 
 static const char *object_name(oai_endpoint ep, int chunk) {

@@ -38,6 +38,15 @@ static const char *be_name(void *ctx, size_t i) { return members_name(((api_engi
 static int be_up(void *ctx, size_t i) { return members_usable(((api_engine *)ctx)->ms, i); }
 /* An active check for GET /health: the last known state alone would call a
  * member that died since its last request "up". */
+static void be_describe(void *ctx, size_t i, const char **kind, const char **model, int *exact) {
+    member_set *ms = ((api_engine *)ctx)->ms;
+    const member_ops *ops = members_ops(ms, i);
+    const proto_info *info = members_info(ms, i);
+    *kind = ops ? ops->kind : "";
+    *model = members_model(ms, i) ? members_model(ms, i) : info && info->model_path ? info->model_path : "";
+    *exact = ops ? ops->exact : 1;
+}
+
 static int be_check(void *ctx, size_t i) {
     member_set *ms = ((api_engine *)ctx)->ms;
     return members_usable(ms, i) && members_health(ms, i, 2.0);
@@ -56,8 +65,24 @@ const opt_spec api_serve_options[] = {
     {"parallel", "np", OPT_VALUE, SO_PARALLEL, "N",
      "generations at once, later requests wait in line (default: the fewest session slots of any "
      "member; 0 = no limit)"},
-    {"api-key", NULL, OPT_VALUE, SO_API_KEY, "KEY",
-     "require \"Authorization: Bearer KEY\" on /v1 (default: $CONSORT_API_KEY if set, else no key)"},
+    {"api-key-file", NULL, OPT_VALUE, SO_API_KEY_FILE, "FILE",
+     "clients must send \"Authorization: Bearer KEY\", KEY the first line of FILE (default: "
+     "$CONSORT_API_KEY if set, else no key)"},
+    {"metrics-public", NULL, OPT_FLAG, SO_METRICS_PUBLIC, NULL, "/metrics needs no API key"},
+    {"queue", NULL, OPT_VALUE, SO_QUEUE, "N",
+     "requests that may wait for a turn; one more gets 429 with Retry-After (64; 0 = no limit)"},
+    {"request-timeout", NULL, OPT_VALUE, SO_REQUEST_TIMEOUT, "SEC",
+     "deadline of a generation request, waiting included; past it the answer ends with "
+     "finish_reason \"length\" (600; 0 = none)"},
+    {"drain-timeout", NULL, OPT_VALUE, SO_DRAIN_TIMEOUT, "SEC",
+     "on SIGTERM/SIGINT, how long running requests may finish before they are cut (30)"},
+    {"conn-limit", NULL, OPT_VALUE, SO_CONN_LIMIT, "N", "open connections in total (256)"},
+    {"per-ip-limit", NULL, OPT_VALUE, SO_PER_IP_LIMIT, "N", "open connections per client address (32)"},
+    {"idle-timeout", NULL, OPT_VALUE, SO_IDLE_TIMEOUT, "SEC", "an idle keep-alive connection closes after SEC (75)"},
+    {"read-timeout", NULL, OPT_VALUE, SO_READ_TIMEOUT, "SEC", "a request's headers and body must arrive within SEC (60)"},
+    {"max-body", NULL, OPT_VALUE, SO_MAX_BODY, "BYTES", "largest request body; larger gets 413 (8388608)"},
+    {"tls-cert", NULL, OPT_VALUE, SO_TLS_CERT, "FILE", "serve HTTPS with this PEM certificate (with --tls-key)"},
+    {"tls-key", NULL, OPT_VALUE, SO_TLS_KEY, "FILE", "the PEM private key of --tls-cert"},
     OPT_SPEC_END};
 
 static int set_text(const char *opt, const char *v, const char **out, char *err, size_t errlen) {
@@ -75,6 +100,30 @@ static int set_parallel(api_serve_opts *o, const char *v, char *err, size_t errl
     return 0;
 }
 
+static int set_seconds_or_none(const char *opt, const char *v, double *out, char *err, size_t errlen) {
+    if (opt_seconds(opt, v, 0, 1e7, out, err, errlen)) return -1;
+    if (*out == 0) *out = -1; /* explicit 0: none */
+    return 0;
+}
+
+static int set_queue(api_serve_opts *o, const char *v, char *err, size_t errlen) {
+    if (opt_int("--queue", v, 0, 1000000, &o->queue, err, errlen)) return -1;
+    if (o->queue == 0) o->queue = -1; /* explicit 0: no limit */
+    return 0;
+}
+
+static int set_max_body(api_serve_opts *o, const char *v, char *err, size_t errlen) {
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || !*v || *end || n < 1024 || n > (1LL << 34)) {
+        snprintf(err, errlen, "--max-body '%s': expected a number of bytes from 1024 to %lld", v, 1LL << 34);
+        return -1;
+    }
+    o->max_body = n;
+    return 0;
+}
+
 int api_serve_set(api_serve_opts *o, int id, const char *v, char *err, size_t errlen) {
     int rc;
     switch (id) {
@@ -86,7 +135,20 @@ int api_serve_set(api_serve_opts *o, int id, const char *v, char *err, size_t er
         rc = opt_int("--max-tokens-limit", v, 1, 1000000000, &o->max_tokens_limit, err, errlen);
         break;
     case SO_PARALLEL: rc = set_parallel(o, v, err, errlen); break;
-    case SO_API_KEY: rc = set_text("--api-key", v, &o->api_key, err, errlen); break;
+    case SO_API_KEY_FILE:
+        rc = cli_read_secret_file("--api-key-file", v, o->api_key, sizeof o->api_key, err, errlen);
+        break;
+    case SO_METRICS_PUBLIC: o->metrics_public = 1; rc = 0; break;
+    case SO_QUEUE: rc = set_queue(o, v, err, errlen); break;
+    case SO_REQUEST_TIMEOUT: rc = set_seconds_or_none("--request-timeout", v, &o->request_timeout, err, errlen); break;
+    case SO_DRAIN_TIMEOUT: rc = set_seconds_or_none("--drain-timeout", v, &o->drain_timeout, err, errlen); break;
+    case SO_CONN_LIMIT: rc = opt_int("--conn-limit", v, 1, 100000, &o->conn_limit, err, errlen); break;
+    case SO_PER_IP_LIMIT: rc = opt_int("--per-ip-limit", v, 1, 100000, &o->per_ip_limit, err, errlen); break;
+    case SO_IDLE_TIMEOUT: rc = opt_int("--idle-timeout", v, 1, 86400, &o->idle_timeout, err, errlen); break;
+    case SO_READ_TIMEOUT: rc = opt_int("--read-timeout", v, 1, 86400, &o->read_timeout, err, errlen); break;
+    case SO_MAX_BODY: rc = set_max_body(o, v, err, errlen); break;
+    case SO_TLS_CERT: rc = set_text("--tls-cert", v, &o->tls_cert, err, errlen); break;
+    case SO_TLS_KEY: rc = set_text("--tls-key", v, &o->tls_key, err, errlen); break;
     default: return 0;
     }
     return rc ? -1 : 1;
@@ -105,9 +167,14 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     }
     log_info("%s: opening %zu member(s)%s", cmd, cli->n,
              cli->n ? " (spawning local workers for .gguf files may take a while)" : "");
+    if (!o->tls_cert != !o->tls_key) {
+        fprintf(stderr, "consort %s: --tls-cert and --tls-key go together\n", cmd);
+        return 2;
+    }
     members_config mcfg;
     ensemble_config ecfg;
     members_cli_to_config(cli, &mcfg, &ecfg);
+    mcfg.supervise = 1; /* a server restarts the workers it spawned when they die */
     member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort %s: %s\n", cmd, err);
@@ -127,7 +194,7 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
         return 1;
     }
     api_engine eng = {e, ms};
-    api_backend be = {&eng, be_generate, be_free, be_strategy_valid, be_n, be_name, be_up, be_check};
+    api_backend be = {&eng, be_generate, be_free, be_strategy_valid, be_n, be_name, be_up, be_check, be_describe};
     api_config cfg = {0};
     cfg.host = o->host ? o->host : "127.0.0.1";
     cfg.port = o->port;
@@ -135,7 +202,17 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     cfg.strategy = cli->strategy[0] ? cli->strategy : "mixture";
     cfg.default_max_tokens = o->default_max_tokens;
     cfg.max_tokens_limit = o->max_tokens_limit;
-    cfg.api_key = o->api_key ? o->api_key : getenv("CONSORT_API_KEY");
+    cfg.api_key = o->api_key[0] ? o->api_key : getenv("CONSORT_API_KEY");
+    cfg.metrics_public = o->metrics_public;
+    cfg.queue_limit = o->queue;
+    cfg.request_timeout = o->request_timeout;
+    cfg.conn_limit = (unsigned)o->conn_limit;
+    cfg.per_ip_limit = (unsigned)o->per_ip_limit;
+    cfg.idle_timeout = (unsigned)o->idle_timeout;
+    cfg.read_timeout = (unsigned)o->read_timeout;
+    cfg.max_body = (size_t)o->max_body;
+    cfg.tls_cert_file = o->tls_cert;
+    cfg.tls_key_file = o->tls_key;
     cfg.max_parallel = o->parallel > 0 ? o->parallel : 0;
     if (o->parallel == 0) { /* default: what every member can hold at once */
         for (size_t i = 0; i < members_count(ms); i++) {
@@ -161,6 +238,12 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
             k += (size_t)snprintf(weights + k, sizeof weights - k, "%s%g", i ? "," : "",
                                   cli->weights[i]);
     }
+    for (size_t i = 0; i < members_count(ms); i++)
+        if (members_model(ms, i)) {
+            log_info("%s: spawned workers are supervised (restarted when they die) and get the shared "
+                     "secret through their environment", cmd);
+            break;
+        }
     char par[64] = "no limit on parallel generations";
     if (cfg.max_parallel) snprintf(par, sizeof par, "%d generation(s) at once", cfg.max_parallel);
     log_info("%s: ensemble '%s' of %zu member(s), strategy %s, weights %s, %s", cmd, cfg.model_id,
@@ -174,8 +257,8 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
                            ? "127.0.0.1" : cfg.host;
     int ipv6 = strchr(show, ':') != NULL;
     char base[300];
-    snprintf(base, sizeof base, "http://%s%s%s:%d", ipv6 ? "[" : "", show, ipv6 ? "]" : "",
-             api_port(srv));
+    snprintf(base, sizeof base, "%s://%s%s%s:%d", o->tls_cert ? "https" : "http", ipv6 ? "[" : "", show,
+             ipv6 ? "]" : "", api_port(srv));
     log_info("%s: OpenAI-compatible API at %s/v1 (POST /v1/completions, /v1/chat/completions; "
              "GET /v1/models, /health, /metrics)%s; Ctrl-C stops", cmd, base,
              cfg.api_key && cfg.api_key[0] ? ", API key required" : "");
@@ -184,7 +267,9 @@ int api_serve_members(const members_cli *cli, const api_serve_opts *o) {
     fflush(stdout);
 
     int sig = stop_signal_wait();
-    log_info("%s: signal %d, shutting down", cmd, sig);
+    double drain = o->drain_timeout > 0 ? o->drain_timeout : o->drain_timeout < 0 ? 0 : API_DEFAULT_DRAIN_TIMEOUT;
+    log_info("%s: signal %d, shutting down (drain up to %g s)", cmd, sig, drain);
+    api_drain(srv, drain);
     api_stop(srv);
     ensemble_free(e);
     members_free(ms);

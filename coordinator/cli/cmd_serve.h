@@ -14,16 +14,28 @@ typedef struct {
     int default_max_tokens;  /* chat requests without max_tokens; 0: 256 */
     int max_tokens_limit;    /* 0: none */
     const char *command;     /* "serve" or "run", for messages */
-    const char *api_key;     /* NULL: $CONSORT_API_KEY, else none */
+    char api_key[256];       /* --api-key-file's first line; "": $CONSORT_API_KEY, else none */
     int parallel;            /* generations at once; 0: the fewest slots of any member; -1: no limit */
+    int queue;               /* --queue: requests waiting in line; 0: api.h's default; -1: no limit */
+    double request_timeout;  /* --request-timeout SEC; 0: api.h's default */
+    double drain_timeout;    /* --drain-timeout SEC; 0: api.h's default; <0: none */
+    int conn_limit, per_ip_limit, idle_timeout, read_timeout; /* 0: http_server's defaults */
+    long long max_body;      /* --max-body BYTES; 0: http_server's default */
+    const char *tls_cert, *tls_key;
+    int metrics_public;
 } api_serve_opts;
 
 /* Returns the process exit status (0 after a clean shutdown, 1 on failure). */
 int api_serve_members(const members_cli *cli, const api_serve_opts *o);
 
 /* The server's own options (--host, --port, --model-id, --max-tokens,
- * --max-tokens-limit, -np/--parallel, --api-key), ids 200.. (common/opt.h). */
-enum { SO_HOST = 200, SO_PORT, SO_MODEL_ID, SO_MAX_TOKENS, SO_MAX_TOKENS_LIMIT, SO_PARALLEL, SO_API_KEY };
+ * --max-tokens-limit, -np/--parallel, --api-key-file, the limits and TLS),
+ * ids 200.. (common/opt.h). */
+enum {
+    SO_HOST = 200, SO_PORT, SO_MODEL_ID, SO_MAX_TOKENS, SO_MAX_TOKENS_LIMIT, SO_PARALLEL, SO_API_KEY_FILE,
+    SO_QUEUE, SO_REQUEST_TIMEOUT, SO_DRAIN_TIMEOUT, SO_CONN_LIMIT, SO_PER_IP_LIMIT, SO_IDLE_TIMEOUT,
+    SO_READ_TIMEOUT, SO_MAX_BODY, SO_TLS_CERT, SO_TLS_KEY, SO_METRICS_PUBLIC
+};
 extern const opt_spec api_serve_options[];
 
 /* Applies option id with value v: 1 when it is a server option and v is

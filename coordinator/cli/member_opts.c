@@ -1,15 +1,18 @@
 /* coordinator/cli/member_opts.c: see member_opts.h. */
 #include "coordinator/cli/member_opts.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ids 100..199: a command's own options use smaller ids, the server's 200.. */
 const opt_spec members_cli_opts[] = {
     {"member", NULL, OPT_VALUE, MO_MEMBER, "NAME=SPEC",
-     "a member: SPEC is http://host:port of a running consort-worker, or a .gguf file to run "
-     "locally (repeat for each member; order sets weight order)"},
+     "a member: SPEC is http://host:port of a running consort-worker, llama+http://host:port of a "
+     "running llama.cpp llama-server, or a .gguf file to run locally (repeat for each member; "
+     "order sets weight order)"},
     {"strategy", NULL, OPT_VALUE, MO_STRATEGY, "S",
      "the strategy (default mixture; the strategies are listed below)"},
     {"weights", NULL, OPT_VALUE, MO_WEIGHTS, "W", "comma-separated weights (one per member) or auto"},
@@ -21,10 +24,51 @@ const opt_spec members_cli_opts[] = {
     {"step-timeout", NULL, OPT_VALUE, MO_STEP_TIMEOUT, "SEC", "per-step deadline for member answers (30)"},
     {"start-timeout", NULL, OPT_VALUE, MO_START_TIMEOUT, "SEC", "how long a spawned worker may take to start (120)"},
     {"member-k", NULL, OPT_VALUE, MO_MEMBER_K, "K", "proposals of each member per step (1 greedy, 8 sampling)"},
+    {"member-nprobs", NULL, OPT_VALUE, MO_MEMBER_NPROBS, "N",
+     "top-n list asked of llama-server members per position (512; more is closer to exact, slower)"},
     {"tolerate-down", NULL, OPT_FLAG, MO_TOLERATE_DOWN, NULL, "start even if some members do not answer"},
     {"no-round-skip", NULL, OPT_FLAG, MO_NO_ROUND_SKIP, NULL,
      "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
+    {"token-file", NULL, OPT_VALUE, MO_TOKEN_FILE, "FILE",
+     "the members' shared secret, sent as \"Authorization: Bearer\" (first line of FILE; default "
+     "$CONSORT_TOKEN; spawned workers get it, or a random one)"},
+    {"tls-ca", NULL, OPT_VALUE, MO_TLS_CA, "FILE", "CA certificates (PEM) that check https:// members"},
     OPT_SPEC_END};
+
+int cli_read_secret_file(const char *opt, const char *path, char *out, size_t cap, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s '%s': %s", opt, path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+        fprintf(stderr, "consort: warning: %s '%s' may be read by other users (chmod 600 it)\n", opt, path);
+    char line[MEMBERS_SECRET_MAX + 3];
+    int got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    size_t n = got ? strcspn(line, "\r\n") : 0;
+    int too_long = got && n == strlen(line) && n > MEMBERS_SECRET_MAX;
+    if (!n || too_long || n >= cap) {
+        snprintf(err, errlen, "%s '%s': %s", opt, path,
+                 n ? "the secret is too long (at most 255 bytes)" : "the first line is empty");
+        memset(line, 0, sizeof line);
+        return -1;
+    }
+    memcpy(out, line, n);
+    out[n] = 0;
+    memset(line, 0, sizeof line);
+    return 0;
+}
+
+static int set_path(const char *opt, const char *v, char *out, size_t cap, char *err, size_t errlen) {
+    if (!*v || strlen(v) >= cap) {
+        snprintf(err, errlen, "%s '%s': expected a file name", opt, v);
+        return -1;
+    }
+    memcpy(out, v, strlen(v) + 1);
+    return 0;
+}
 
 void members_cli_init(members_cli *cli) { memset(cli, 0, sizeof *cli); }
 
@@ -100,12 +144,15 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
     case MO_STEP_TIMEOUT: rc = opt_seconds("--step-timeout", v, 1e-3, 86400, &cli->step_timeout, err, errlen); break;
     case MO_START_TIMEOUT: rc = opt_seconds("--start-timeout", v, 1e-3, 86400, &cli->start_timeout, err, errlen); break;
     case MO_MEMBER_K: rc = opt_int("--member-k", v, 1, 256, &cli->top_k_members, err, errlen); break;
+    case MO_MEMBER_NPROBS: rc = opt_int("--member-nprobs", v, 1, 1 << 20, &cli->nprobs, err, errlen); break;
     case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
     case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
     case MO_POOL_EXPONENTS:
         rc = opt_double_list("--pool-exponents", v, 0, 1e3, cli->pool_exponents, CONSORT_MAX_MEMBERS,
                              &cli->n_pool_exponents, err, errlen);
         break;
+    case MO_TOKEN_FILE: rc = cli_read_secret_file("--token-file", v, cli->token, sizeof cli->token, err, errlen); break;
+    case MO_TLS_CA: rc = set_path("--tls-ca", v, cli->tls_ca, sizeof cli->tls_ca, err, errlen); break;
     default: return 0;
     }
     return rc ? -1 : 1;
@@ -138,6 +185,9 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         mc->ctx = cli->ctx;
         mc->start_timeout = cli->start_timeout;
         mc->tolerate_down = cli->tolerate_down;
+        mc->token = cli->token[0] ? cli->token : getenv("CONSORT_TOKEN");
+        mc->tls_ca = cli->tls_ca[0] ? cli->tls_ca : NULL;
+        mc->nprobs = cli->nprobs;
     }
     if (ec) {
         memset(ec, 0, sizeof *ec);

@@ -56,10 +56,21 @@ typedef struct {
     double start_timeout;              /* --start-timeout SECONDS for spawned workers, 0 = 120 */
     int top_k_members;                 /* --member-k: proposals per member and step, 0 = 1 greedy / 8 sampling */
     int tolerate_down;                 /* --tolerate-down: open even if some members are down */
+    int nprobs;                        /* --member-nprobs: top-n of llama-server members, 0 = default */
     int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* --pool-exponents a,b,... */
     size_t n_pool_exponents;           /* 0 = not given (1/M each) */
+    char token[256];                   /* --token-file's first line; "" = $CONSORT_TOKEN or none */
+    char tls_ca[512];                  /* --tls-ca FILE for https:// members; "" = system CAs */
 } members_cli;
+
+#define MEMBERS_SECRET_MAX 255
+
+/* Reads a secret (a token, an API key) from the first line of path into out
+ * (trailing CR/LF stripped; at most MEMBERS_SECRET_MAX bytes). A file that
+ * others than its owner may read gets a warning on stderr. 0, or -1 with
+ * err naming opt and the file (never the secret). */
+int cli_read_secret_file(const char *opt, const char *path, char *out, size_t cap, char *err, size_t errlen);
 
 void members_cli_init(members_cli *cli);
 
@@ -68,7 +79,9 @@ void members_cli_init(members_cli *cli);
 enum {
     MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
     MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP,
-    MO_POOL_EXPONENTS
+    MO_POOL_EXPONENTS,
+    MO_TOKEN_FILE, MO_TLS_CA,
+    MO_MEMBER_NPROBS
 };
 extern const opt_spec members_cli_opts[];
 
@@ -85,8 +98,9 @@ int members_cli_add(members_cli *cli, const char *name_eq_spec, char *err, size_
 int members_cli_check(const members_cli *cli, char *err, size_t errlen);
 
 /* The engine's view of the options: mc for members_open (members and how to
- * spawn them), ec for ensemble_new (strategy, weights, step settings).
- * Either may be NULL. */
+ * spawn them; the token is --token-file's, else $CONSORT_TOKEN, and mc
+ * borrows it from cli or the environment), ec for ensemble_new (strategy,
+ * weights, step settings). Either may be NULL. */
 void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_config *ec);
 
 #endif

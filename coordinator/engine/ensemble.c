@@ -33,6 +33,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/rng.h"
 
 #include <assert.h>
 #include <math.h>
@@ -149,8 +150,15 @@ static void round_put(ensemble *e, member_round *r) {
 
 /* ---- members within a request ------------------------------------------------ */
 
+static int past_deadline(const ensemble_gen *r) {
+    return r->req->deadline > 0 && clock_mono_s() >= r->req->deadline;
+}
+
 static void fail_member(ensemble_gen *r, mstate *m, const char *why) {
     if (m->failed) return;
+    /* not the member's fault: the request ends (the member kind says so when
+     * the call's time was the request's; the clock check covers the rest) */
+    if (past_deadline(r) || (m->rc && !strcmp(m->perr.code, PROTO_ERR_DEADLINE_EXCEEDED))) r->deadline_hit = 1;
     m->failed = 1;
     m->active = 0;
     copy_str(m->failure, sizeof m->failure, why);
@@ -273,8 +281,8 @@ static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, 
         }
     }
     if (n_asked && a->n_cands != n_asked) {
-        snprintf(why, whylen, "member '%s' (%s): %s: %zu candidate answers for %zu asked", members_name(r->ms, m->idx),
-                 members_url(r->ms, m->idx), PROTO_PATH_STEP, a->n_cands, n_asked);
+        snprintf(why, whylen, "member '%s': %s: %zu candidate answers for %zu asked", members_name(r->ms, m->idx),
+                 PROTO_PATH_STEP, a->n_cands, n_asked);
         return -1;
     }
     for (size_t i = 0; i < n_asked; i++) m->cand_lq[i] = a->cand_logq[i];
@@ -329,6 +337,7 @@ static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_
         if (absorb_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
             if (ctx_full && first) {
                 r->status = 400;
+                r->code = PROTO_ERR_CONTEXT_LENGTH_EXCEEDED;
                 copy_str(r->err, sizeof r->err, why);
                 return -1;
             }
@@ -516,6 +525,34 @@ static void debug_step(ensemble_gen *r, int pick) {
     }
 }
 
+/* A member's masses for disjoint events must not sum above 1. They can, by
+ * rounding (float32 softmaxes over tens of thousands of tokens, f16 KV
+ * caches, teacher-forced candidates decoded in different batches: seen at
+ * temperature 1 after some thousand steps) or because a member answers
+ * nonsense; neither may stop the request. Such a member's known masses (its
+ * candidates, own paths and END) are scaled down together by the excess, so
+ * their ratios stay as the member gave them. Excess beyond rounding is
+ * logged once per request. */
+static void bound_masses(ensemble_gen *r, decide_in *in) {
+    for (size_t i = 0; i < r->nm; i++) {
+        if (!in->active[i] || !in->fresh[i]) continue;
+        double s = ensemble_member_listed_mass(in, i);
+        if (!(s > 1)) continue;
+        double shift = isfinite(s) ? log(s) : 0;
+        double *lq = r->lq + i * r->mat_cap, *lp = r->lp ? r->lp + i * r->mat_cap : NULL;
+        for (size_t c = 0; c < r->cand.n; c++) {
+            if (!isnan(lq[c])) lq[c] = isfinite(s) ? lq[c] - shift : -INFINITY;
+            if (lp && !isnan(lp[c])) lp[c] = isfinite(s) ? lp[c] - shift : -INFINITY;
+        }
+        r->m[i].end_lq = isfinite(s) ? r->m[i].end_lq - shift : -INFINITY;
+        if (s > 1 + 1e-3 && !r->m[i].warned_mass) {
+            r->m[i].warned_mass = 1;
+            log_warn("request: member '%s' gave masses summing to %.6g > 1; scaled down",
+                     members_name(r->ms, i), s);
+        }
+    }
+}
+
 /* One step's choice: the decision, and the I/O it asks for, until it
  * chooses. Returns the event (n = END), -1 for none. */
 static int decide_step(ensemble_gen *r) {
@@ -524,6 +561,8 @@ static int decide_step(ensemble_gen *r) {
         ens_rescale_inconsistent(r);
         decide_facts f;
         decide_in in = decide_input(r, &f);
+        bound_masses(r, &in);
+        in = decide_input(r, &f); /* end_lq is copied into f: take the bounded one */
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {
@@ -597,6 +636,7 @@ static unsigned long session_counter;
 /* Ends the generation with an error before (or instead of) its steps. */
 static void fail_gen(ensemble_gen *r, int status, const char *msg) {
     r->out->status = status;
+    if (!r->out->code) r->out->code = r->code ? r->code : status == 503 ? "no_member_available" : NULL;
     snprintf(r->out->error, sizeof r->out->error, "%s", msg);
     r->finish = "stop";
     r->done = 1;
@@ -688,20 +728,31 @@ bad:
 }
 
 /* Opens a session on every member taking part. 0, or -1 (generation failed). */
-static int open_sessions(ensemble_gen *r, const int *used, unsigned long sid) {
+/* A session id: "cs-" and 128 bits from the OS random source in hex, so
+ * that nobody who can reach a worker can guess a live session. -1 when the
+ * source fails (no guessable fallback). */
+static int make_session_id(char *id, size_t n) {
+    unsigned char b[16];
+    if (rng_os_bytes(b, sizeof b)) return -1;
+    size_t k = (size_t)snprintf(id, n, "cs-");
+    for (size_t i = 0; i < sizeof b && k + 2 < n; i++, k += 2) snprintf(id + k, n - k, "%02x", b[i]);
+    return 0;
+}
+
+static int open_sessions(ensemble_gen *r, const int *used) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
         if (!used[i] || !(m->w > 0)) continue;
         if (!members_usable(r->ms, i)) {
-            snprintf(m->failure, sizeof m->failure, "member '%s' (%s) is down", members_name(r->ms, i),
-                     members_url(r->ms, i));
+            snprintf(m->failure, sizeof m->failure, "member '%s' is down", members_name(r->ms, i));
             m->failed = 1;
             continue;
         }
         char id[PROTO_SESSION_MAX + 1];
-        snprintf(id, sizeof id, "cs-%d-%lu-%zu", (int)getpid(), sid, i);
+        if (make_session_id(id, sizeof id)) return fail_gen(r, 500, "the OS random source failed"), -1;
         m->s = member_open(r->ms, i, id, r->step_timeout);
         if (!m->s) return fail_gen(r, 500, "out of memory"), -1;
+        m->s->deadline = r->req->deadline;
         m->active = 1;
     }
     for (size_t i = 0; i < r->nm; i++)
@@ -769,15 +820,18 @@ ensemble_gen *ensemble_begin(ensemble *e, const ensemble_request *req, ensemble_
     int used[CONSORT_MAX_MEMBERS] = {0}, want_auto = 0;
     if (check_request(r, used, &want_auto)) return r;
     unsigned long sid = __atomic_fetch_add(&session_counter, 1, __ATOMIC_RELAXED);
-    if (open_sessions(r, used, sid)) return r;
+    if (open_sessions(r, used)) return r;
     r->round = round_get(e);
     if (!r->round) return fail_gen(r, 500, "cannot make a round of calls"), r;
     uint64_t seed = req->has_seed ? req->seed
                                   : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ sid * 0x9e3779b97f4a7c15ULL;
     rng_seed(&r->rng, seed);
-    if (want_auto) auto_weights(r);
+    /* The prompt first: a member whose context it does not fit refuses it
+     * before anything is scored (auto weights score the whole prompt on
+     * every member, which must not happen for a prompt that cannot run). */
     int st = step_round1(r, 1);
     if (st < 0) fail_gen(r, r->status ? r->status : 500, r->err[0] ? r->err : "request failed");
+    else if (want_auto) auto_weights(r);
     return r;
 }
 
@@ -821,12 +875,26 @@ static int finish(ensemble_gen *r, const char *reason) {
     return 0;
 }
 
+/* Whether the request must end before this step: its deadline passed, or
+ * its owner asked (a client gone). */
+static int must_end(ensemble_gen *r) {
+    if (past_deadline(r)) r->deadline_hit = 1;
+    if (r->deadline_hit) return finish(r, "length"), 1;
+    if (r->req->should_stop && r->req->should_stop(r->ud)) {
+        r->stopped = 1;
+        return finish(r, "stop"), 1;
+    }
+    return 0;
+}
+
 int ensemble_step(ensemble_gen *r) {
     if (!r || r->done) return 0;
+    if (must_end(r)) return 0;
     if (n_active(r) == 0) return finish(r, r->finish);
     if (r->ctx_full || r->steps >= r->req->max_tokens) return finish(r, "length");
     if (build_candidates(r)) return fail_gen(r, 500, "out of memory"), 0;
     int ch = decide_step(r);
+    if (r->deadline_hit) return finish(r, "length");
     if (n_active(r) == 0) return finish(r, r->finish);
     if (r->ctx_full) return finish(r, "length");
     if (ch < 0 || (size_t)ch == r->cand.n) {
@@ -844,10 +912,14 @@ int ensemble_step(ensemble_gen *r) {
 
 /* ---- the end ---------------------------------------------------------------------- */
 
+/* Every session this request opened is deleted, the failed members' too: a
+ * member that missed the step deadline may still be computing for it (the
+ * deletion, with a short deadline of its own, tells it to drop the
+ * session; a refused connection fails at once). */
 static void delete_sessions(ensemble_gen *r) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (m->s && !(m->failed && m->unreachable)) member_close(m->s, r->round);
+        if (m->s) member_close(m->s, r->round);
     }
     member_round_run(r->round);
 }
@@ -866,6 +938,7 @@ static void fill_stats(ensemble_gen *r) {
         s->weight = m->w;
         s->prompt_tokens = m->prompt_tokens;
         s->decoded = m->decoded;
+        s->approximate = !members_ops(r->ms, m->idx)->exact;
         if (m->prompt_tokens > out->prompt_tokens) out->prompt_tokens = m->prompt_tokens;
         ws += s->weight;
     }
@@ -919,6 +992,7 @@ static void no_member_left(ensemble_gen *r) {
             break;
         }
     r->out->status = 503;
+    r->out->code = "no_member_available";
     snprintf(r->out->error, sizeof r->out->error, "%s", msg);
 }
 
@@ -928,7 +1002,7 @@ int ensemble_end(ensemble_gen *r) {
     int failed_early = out->status != 0;
     if (!failed_early) {
         if (!r->done) r->finish = "stop"; /* the caller stopped early */
-        if (n_active(r) == 0) no_member_left(r);
+        if (n_active(r) == 0 && !r->deadline_hit) no_member_left(r);
         if (!r->stopped) ensemble_emit(r, r->g.n, -1); /* everything committed (stop cut already applied) */
     }
     out->finish_reason = r->finish ? r->finish : "stop";
@@ -940,6 +1014,7 @@ int ensemble_end(ensemble_gen *r) {
         out->len = r->out_text.n;
     }
     fill_stats(r);
+    out->deadline_exceeded = r->deadline_hit;
     if (failed_early) out->steps = 0;
     out->seconds = clock_mono_s() - r->t0;
     out->cpu_seconds = clock_thread_cpu_s() - r->c0;

@@ -33,7 +33,13 @@
  *    the request (weights renormalised over the others) and reported in the
  *    per-member stats; with no member left the request fails with status 503.
  *  - Bad requests (unknown strategy or member, wrong weights count, ...)
- *    fail before any step with status 400 and a message.
+ *    fail before any step with status 400 and a message; a prompt longer
+ *    than a member's context fails with 400, code context_length_exceeded
+ *    and the member's message (its limit), before any scoring.
+ *  - Every member session a request opened is deleted when it ends, on
+ *    every path (done, stopped, failed, deadline), including the sessions
+ *    of members that missed the step deadline.
+ *  - Session ids are 128 bits from the OS random source, in hex.
  *  - ensemble_result_free() releases everything a result owns.
  */
 #ifndef CONSORT_ENSEMBLE_H
@@ -85,6 +91,14 @@ typedef struct {
     size_t n_members;
     int logprobs;              /* 0..ENSEMBLE_MAX_LOGPROBS alternatives per chunk */
     double threshold;          /* selective: lead confidence threshold (0 = default) */
+    double deadline;           /* the request's end (common/clock.h clock_mono_s), 0 = none:
+                                  past it the generation ends as if max_tokens were reached
+                                  (finish_reason "length", result.deadline_exceeded) and no
+                                  member call outlives it */
+    /* Asked before every step (may be NULL; gets on_chunk's ud): non-zero
+     * stops the generation there, like a callback asking to stop (a
+     * client that went away without any text being due). */
+    int (*should_stop)(void *ud);
 } ensemble_request;
 
 typedef struct {
@@ -108,6 +122,7 @@ typedef struct {
     double weight;             /* weight used (after auto/renormalisation) */
     int prompt_tokens;         /* this member's prompt length in its own tokens */
     long decoded;              /* token positions the member decoded (its "decoded" answers, prompt included) */
+    int approximate;           /* its masses are lower bounds from a top-n list (member_ops.exact == 0) */
 } ensemble_member_stats;
 
 typedef struct {
@@ -120,7 +135,10 @@ typedef struct {
     ensemble_member_stats *members;
     size_t n_members;
     int status;                /* 0 ok, else an HTTP status (400, 503, ...) */
-    char error[256];
+    char error[256];           /* names members by name only (no URLs: it reaches clients) */
+    const char *code;          /* static error code or NULL: "context_length_exceeded",
+                                  "no_member_available", ... */
+    int deadline_exceeded;     /* the request's deadline ended it (finish_reason "length") */
     /* engine statistics (additive, for generate --json and the benchmark) */
     int rounds;                /* concurrent round trips to the members (1 or 2 per step) */
     int second_rounds;         /* steps that needed a second round for missing candidate masses */

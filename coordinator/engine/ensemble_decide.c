@@ -235,16 +235,20 @@ static int has_known_ancestor(const vcand_set *cs, const double *lq, size_t c) {
     return 0;
 }
 
-int ensemble_events_sane(const decide_in *in) {
+double ensemble_member_listed_mass(const decide_in *in, size_t i) {
     const vcand_set *cs = in->cand;
+    const double *lq = in->lq + i * in->ld;
+    /* the outermost known candidates are disjoint events, END another */
+    double s = exp(in->end_lq[i]);
+    for (size_t c = 0; c < cs->n; c++)
+        if (!isnan(lq[c]) && !has_known_ancestor(cs, lq, c)) s += exp(lq[c]);
+    return s;
+}
+
+int ensemble_events_sane(const decide_in *in) {
     for (size_t i = 0; i < in->nm; i++) {
         if (!alive(in, i) || !in->fresh[i]) continue;
-        const double *lq = in->lq + i * in->ld;
-        /* the outermost known candidates are disjoint events, END another */
-        double s = exp(in->end_lq[i]);
-        for (size_t c = 0; c < cs->n; c++)
-            if (!isnan(lq[c]) && !has_known_ancestor(cs, lq, c)) s += exp(lq[c]);
-        if (!(s <= 1 + 1e-6)) return 0;
+        if (!(ensemble_member_listed_mass(in, i) <= 1 + 1e-9)) return 0;
     }
     return 1;
 }

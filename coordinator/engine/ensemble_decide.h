@@ -94,10 +94,18 @@ void decide_memo_free(decide_memo *m);
 
 decision ensemble_decide(const decide_in *in, decide_buf *b, decide_memo *memo, rng_state *rng);
 
+/* The mass member i gave to disjoint events this step: its outermost known
+ * candidates (none a prefix of another) plus END. A probability, so at most
+ * 1 in exact arithmetic; a member's answers can exceed it by rounding (its
+ * masses come from several float32 softmaxes and f16 KV caches) or by being
+ * wrong (it is input from the network), so the loop scales such a member's
+ * masses down before deciding (ensemble.c, bound_masses()). */
+double ensemble_member_listed_mass(const decide_in *in, size_t i);
+
 /* Invariant check, for assert(): for each active member that answered this
- * step, the disjoint events it gave masses for (its outermost known
- * candidates, none a prefix of another, and END) sum to at most 1 (within
- * rounding). Returns 1 when it holds. */
+ * step, ensemble_member_listed_mass() is at most 1 (+1e-9). The loop
+ * guarantees it (bound_masses) before every decision. Returns 1 when it
+ * holds. */
 int ensemble_events_sane(const decide_in *in);
 
 #endif

@@ -62,6 +62,7 @@ typedef struct {
     double end_lq;
     vcand_set asked;         /* the candidates of its latest state-changing call */
     int fresh;               /* answered for the current text this step */
+    int warned_mass;         /* logged once: its masses summed above 1 (bound_masses) */
     sbuf lag;                /* committed bytes not yet sent to it */
 } mstate;
 
@@ -101,10 +102,12 @@ struct ensemble_gen {
     int lead_alone;          /* selective: steps the lead decided alone */
     int ctx_full;            /* a member's context is full: finish with "length" */
     int stopped;             /* callback asked to stop */
+    int deadline_hit;        /* the request's deadline passed */
     int done;                /* no more steps */
     const char *finish;
     char err[256];
     int status;
+    const char *code;        /* error code of a failure (static) */
 };
 
 /* What the decision reads of each member (ensemble.c's decide_input). */

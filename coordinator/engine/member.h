@@ -4,10 +4,10 @@
  * The engine (ensemble*.c, and `consort ppl`/`ab` through members.h) never
  * builds a request body or reads an answer's fields: it fills the protocol's
  * C structs (protocol/proto.h) and hands them to the member's operations.
- * The only kind today is a consort-worker (member_worker.c, the member
- * protocol over HTTP). Another kind (an existing llama.cpp server, say) is
- * one new file that implements this table, and one line in members.c that
- * picks it from the member's SPEC; ensemble.c does not change.
+ * Kinds: a consort-worker (member_worker.c, the member protocol over HTTP)
+ * and a llama.cpp llama-server (member_llama.c, docs/MEMBERS.md). Another
+ * kind is one new file that implements this table, and one line in
+ * members.c that picks it from the member's SPEC; ensemble.c does not change.
  *
  * Asynchronous calls. A step of generation asks every member at once and
  * waits for all of them, with a deadline: the calls of one round go into a
@@ -30,7 +30,8 @@
  *  - Results: 0 with the answer decoded (the session owns it), or -1 with
  *    err filled: status 0 when no answer arrived (refused, timeout; the
  *    member is then marked down), else the member's HTTP status and error
- *    code. Messages name the member and its URL.
+ *    code. Messages name the member by name only (they may reach
+ *    clients); URLs and transport details go to the log.
  *  - Sessions are used by one thread at a time; the operations themselves
  *    are thread-safe (many requests run at once on one member set).
  */
@@ -66,6 +67,9 @@ typedef struct member_ops {
     void (*close)(member_session *s, member_round *r);
     /* Frees the private state (after the last round that used it). */
     void (*free)(member_session *s);
+    /* 1 if the masses are the protocol's exact ones (full distribution);
+     * 0 when they are lower bounds from a top-n list (docs/MEMBERS.md). */
+    int exact;
 } member_ops;
 
 /* One request's session on one member. */
@@ -74,7 +78,9 @@ struct member_session {
     member_set *ms;
     size_t idx;                        /* the member's index in the set */
     char id[PROTO_SESSION_MAX + 1];    /* the session id sent to the member */
-    double timeout_s;                  /* deadline of each call */
+    double timeout_s;                  /* deadline of each call (seconds) */
+    double deadline;                   /* the request's end (clock_mono_s), 0 = none: calls
+                                          are cut to what is left of it */
     double last_seconds;               /* round-trip time of the latest call */
     void *impl;                        /* the kind's state */
 };
@@ -98,5 +104,8 @@ int member_round_run(member_round *r);
 
 /* The table of consort-worker members (member_worker.c). */
 extern const member_ops member_worker_ops;
+/* The table of llama.cpp llama-server members (member_llama.c; SPEC
+ * llama+http://host:port). */
+extern const member_ops member_llama_ops;
 
 #endif

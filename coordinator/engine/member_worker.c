@@ -7,11 +7,23 @@
  * encode, one HTTP round trip and one decode. The bodies and answers are
  * the protocol module's structs; this file turns them into HTTP calls.
  *
+ * Access and deadlines: every call carries the member's shared secret
+ * (curl_pool.h) and the time it may take (the member protocol's deadline
+ * header: the smaller of the step deadline and what is left of the
+ * request's own deadline), so a worker stops work the coordinator no longer
+ * waits for.
+ *
+ * Errors that reach an answer name the member by name only ("member 'b'
+ * did not answer within the step deadline"); its URL and curl's details go
+ * to the log.
+ *
  * What may change: the wire codec is protocol/proto.c's; this file only
  * moves bytes and decides what a failed call means (status 0 = no answer).
  */
 #include "coordinator/engine/member.h"
 
+#include "common/clock.h"
+#include "common/log.h"
 #include "common/sbuf.h"
 #include "coordinator/engine/curl_pool.h"
 #include "coordinator/engine/members.h"
@@ -30,6 +42,7 @@ typedef struct {
     size_t body_len;
     sbuf resp;
     int code;                /* CURLcode of the latest call */
+    int cut_by_request;      /* its time was cut to what was left of the request's deadline */
     const char *path;        /* of the latest call, for messages */
     json_t *answer;          /* the latest answer (decoded structs borrow from it) */
     proto_step_res step;     /* decoded answers (own what the codec allocated) */
@@ -71,25 +84,50 @@ static void set_message(proto_error *err, const char *fmt, ...) {
     err->message[n] = 0;
 }
 
-/* Prefixes the message with the member's name and URL. */
+/* Prefixes the message with the member's name (never its URL: messages
+ * reach clients). */
 static void name_error(member_session *s, proto_error *err) {
     char msg[sizeof err->message];
     memcpy(msg, err->message, sizeof msg);
-    set_message(err, "member '%s' (%s): %s", members_name(s->ms, s->idx), members_url(s->ms, s->idx), msg);
+    set_message(err, "member '%s': %s", members_name(s->ms, s->idx), msg);
+}
+
+/* What a transfer that got no answer means, in words a client may read. */
+static const char *no_answer_reason(int code) {
+    switch (code) {
+    case CURLE_OPERATION_TIMEDOUT: return "did not answer within the step deadline";
+    case CURLE_COULDNT_CONNECT: return "is not reachable (connection refused)";
+    case CURLE_COULDNT_RESOLVE_HOST: return "is not reachable (unknown host)";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION: return "failed the TLS handshake";
+    default: return "closed the connection without an answer";
+    }
 }
 
 static void *wk_open(member_session *s) {
     wk_session *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->h = curl_pool_get(members_pool(s->ms, s->idx));
-    w->hdr = curl_pool_json_headers();
-    if (!w->h || !w->hdr) {
-        if (w->h) curl_easy_cleanup(w->h);
-        curl_slist_free_all(w->hdr);
+    if (!w->h) {
         free(w);
         return NULL;
     }
     return w;
+}
+
+/* Seconds this call may take: the step deadline, cut to what is left of
+ * the request's deadline (at least 1 ms: the call then fails at once).
+ * *cut says whether the request's deadline was the shorter: a timeout is
+ * then the request's, not the member's (curl may fire a little before our
+ * clock reaches the deadline, so this is decided here, not afterwards). */
+static double call_budget(const member_session *s, int *cut) {
+    double t = s->timeout_s;
+    *cut = 0;
+    if (s->deadline > 0) {
+        double left = s->deadline - clock_mono_s();
+        if (left < t) t = left, *cut = 1;
+    }
+    return t > 0.001 ? t : 0.001;
 }
 
 /* Queues `method path` with w->body into the round. */
@@ -101,15 +139,22 @@ static int queue_call(member_session *s, member_round *r, const char *method, co
     w->resp.n = 0;
     w->path = path;
     w->code = CURLE_OK;
+    long ms = (long)(call_budget(s, &w->cut_by_request) * 1000);
+    if (ms < 1) ms = 1;
+    curl_pool *pool = members_pool(s->ms, s->idx);
+    curl_slist_free_all(w->hdr);
+    w->hdr = curl_pool_json_headers(pool, ms);
+    if (!w->hdr) return -1;
     CURL *h = w->h;
     curl_easy_reset(h);
+    curl_pool_apply_tls(pool, h);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, w->hdr);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sb_curl_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &w->resp);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(s->timeout_s * 1000));
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(s->timeout_s * 1000));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (!strcmp(method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)w->body_len);
@@ -127,9 +172,19 @@ static int answer_json(member_session *s, proto_error *err) {
     s->last_seconds = t;
     if (w->code != CURLE_OK) {
         memset(err, 0, sizeof *err);
-        snprintf(err->message, sizeof err->message, "%s", curl_easy_strerror((CURLcode)w->code));
+        int requests_own = w->code == CURLE_OPERATION_TIMEDOUT && w->cut_by_request;
+        if (requests_own) {
+            snprintf(err->message, sizeof err->message, "did not answer before the request's deadline");
+            snprintf(err->code, sizeof err->code, "%s", PROTO_ERR_DEADLINE_EXCEEDED);
+        }
+        else
+            snprintf(err->message, sizeof err->message, "%s", no_answer_reason(w->code));
         name_error(s, err);
-        members_mark_down(s->ms, s->idx, err->message);
+        char why[400];
+        snprintf(why, sizeof why, "%s %s: %s", w->path, no_answer_reason(w->code),
+                 curl_easy_strerror((CURLcode)w->code));
+        if (!requests_own) /* the request's deadline is not the member's fault */
+            members_mark_down(s->ms, s->idx, why);
         return -1;
     }
     long status = 0;
@@ -140,6 +195,10 @@ static int answer_json(member_session *s, proto_error *err) {
             memset(err, 0, sizeof *err);
             err->status = (int)status;
         }
+        /* the worker's own deadline_exceeded is the request's only when the
+         * header we sent carried what was left of the request's deadline;
+         * else the member was too slow for the step deadline */
+        if (!strcmp(err->code, PROTO_ERR_DEADLINE_EXCEEDED) && !w->cut_by_request) err->code[0] = 0;
         char msg[sizeof err->message];
         memcpy(msg, err->message, sizeof msg);
         set_message(err, "%s: HTTP %ld%s%s", w->path, status, msg[0] ? ": " : "", msg);
@@ -190,11 +249,15 @@ static int wk_score_result(member_session *s, const proto_score_res **res, proto
     return 0;
 }
 
+/* The deletion gets a short deadline of its own (also after the request's
+ * deadline passed: the member must still drop the session). */
 static void wk_close(member_session *s, member_round *r) {
-    double t = s->timeout_s;
-    s->timeout_s = 2.0;
+    double t = s->timeout_s, d = s->deadline;
+    s->timeout_s = 1.0;
+    s->deadline = 0;
     queue_call(s, r, "DELETE", PROTO_PATH_SESSION, s->id);
     s->timeout_s = t;
+    s->deadline = d;
 }
 
 static void wk_free(member_session *s) {
@@ -217,6 +280,7 @@ static int wk_get(member_set *ms, size_t i, const char *path, double timeout_s, 
     char url[512];
     snprintf(url, sizeof url, "%s%s", members_url(ms, i), path);
     sbuf b = {0};
+    *out = NULL;
     int st = curl_pool_call(members_pool(ms, i), url, "GET", NULL, 0, timeout_s, &b, err, errlen);
     *out = st > 0 && b.n ? json_loadb(b.p, b.n, 0, NULL) : NULL;
     free(b.p);
@@ -245,6 +309,12 @@ static int wk_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
         snprintf(err, errlen, "member '%s' (%s): GET %s: %s", name, url, PROTO_PATH_INFO, e2);
         return -1;
     }
+    if (st == 401) {
+        snprintf(err, errlen, "member '%s' (%s): GET %s: 401, the worker wants a token: give its shared secret "
+                 "in $CONSORT_TOKEN or --token-file", name, url, PROTO_PATH_INFO);
+        json_decref(r);
+        return -1;
+    }
     if (st != 200 || !json_is_object(r)) {
         snprintf(err, errlen, "member '%s' (%s): GET %s: %s (is it a consort-worker?)", name, url, PROTO_PATH_INFO,
                  st != 200 ? "HTTP error" : "not a JSON object");
@@ -264,5 +334,5 @@ static int wk_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
 
 const member_ops member_worker_ops = {
     "consort-worker", wk_connect, wk_health, wk_open, wk_step, wk_score,
-    wk_step_result, wk_score_result, wk_close, wk_free,
+    wk_step_result, wk_score_result, wk_close, wk_free, 1,
 };

@@ -24,7 +24,8 @@
  *  - Errors are messages that name the member and its URL (or model path);
  *    functions return NULL / -1 and fill err.
  *  - Each member has a kind (member.h: its table of operations, chosen
- *    from its SPEC; a consort-worker for every SPEC today) and a pool of
+ *    from its SPEC: llama+URL is a llama-server, docs/MEMBERS.md; any other
+ *    SPEC a consort-worker) and a pool of
  *    keep-alive curl handles (curl_pool.h) its calls reuse.
  *  - members_score() is blocking and thread-safe (`consort ppl` and `ab`
  *    score from several threads at once).
@@ -32,6 +33,14 @@
  *    probed again with exponential backoff (0.5 s doubling to 30 s) by
  *    members_usable(); when its health check answers it is used again.
  *  - Member order is the order of --member options; weights follow it.
+ *  - Access: every call carries cfg->token as "Authorization: Bearer".
+ *    Spawned workers get it through their environment; without one they
+ *    get a random 128-bit token generated here (so their loopback ports
+ *    are protected too). https:// members are checked against cfg->tls_ca.
+ *  - Supervision (cfg->supervise): a thread reaps spawned workers that
+ *    died, logs why (exit status or signal), marks the member down and
+ *    restarts the worker on the same port with backoff (1 s doubling to
+ *    30 s); once it answers its health check the member is up again.
  */
 #ifndef CONSORT_MEMBERS_H
 #define CONSORT_MEMBERS_H
@@ -46,6 +55,7 @@
 typedef struct member_set member_set;
 
 #define MEMBERS_NAME_MAX 64
+#define MEMBERS_DEFAULT_NPROBS 512
 
 /* How to open a member set: the members (name and SPEC each, in weight
  * order) and how to start the ones that are .gguf files. The command line
@@ -58,6 +68,11 @@ typedef struct {
     int ctx;                           /* context size of spawned workers, 0 = worker default */
     double start_timeout;              /* seconds a spawned worker may take to start, 0 = 120 */
     int tolerate_down;                 /* open even if some members do not answer */
+    const char *token;                 /* shared secret sent to every member (Bearer); NULL = none,
+                                          and spawned workers then get a random one of their own */
+    const char *tls_ca;                /* CA file checking https:// members; NULL = system CAs */
+    int supervise;                     /* restart spawned workers that die (serve, run) */
+    int nprobs;                        /* top-n list of llama-server members, 0 = MEMBERS_DEFAULT_NPROBS */
 } members_config;
 
 /* 1 if s[0..n) is a valid member name: 1..63 bytes of [A-Za-z0-9_.-]. */
@@ -78,6 +93,8 @@ int members_connect(member_set *ms, const members_config *cfg, char *err, size_t
 void members_free(member_set *ms);
 
 size_t members_count(const member_set *ms);
+/* The top-n list length asked of members that report one (llama-server). */
+int members_nprobs(const member_set *ms);
 const char *members_name(const member_set *ms, size_t i);
 const char *members_url(const member_set *ms, size_t i);      /* "http://host:port" */
 const char *members_model(const member_set *ms, size_t i);    /* spawned .gguf path, or NULL */
@@ -98,6 +115,9 @@ void members_score_release(members_score_answer *a);
 /* 1 if member i answers its health check within timeout_s (no backoff:
  * a direct probe; a failed probe marks it down). */
 int members_health(member_set *ms, size_t i, double timeout_s);
+
+/* Supervision counters: restarts of member i's worker so far. */
+int members_restarts(member_set *ms, size_t i);
 
 /* Health with backoff: 1 if the member may be used now. */
 int members_usable(member_set *ms, size_t i);

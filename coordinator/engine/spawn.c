@@ -19,6 +19,9 @@
 #include <sys/prctl.h>
 #endif
 
+static int spawn_exec(spawned_worker *w, const char *worker, const char *model, const char *name,
+                      int threads, int ctx, int port, const char *token_var, char *err, size_t errlen);
+
 int spawn_find_worker(char *out, size_t outlen) {
     const char *env = getenv("CONSORT_WORKER");
     if (env && *env) {
@@ -80,31 +83,78 @@ void spawn_stop(spawned_worker *w, const char *name) {
     }
 }
 
+int spawn_reap(spawned_worker *w, char *why, size_t whylen) {
+    if (w->pid <= 0) return 0;
+    int status = 0;
+    pid_t r = waitpid(w->pid, &status, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR)) return 0;
+    if (r < 0) snprintf(why, whylen, "lost (waitpid: %s)", strerror(errno));
+    else if (WIFEXITED(status)) snprintf(why, whylen, "exit status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(why, whylen, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else snprintf(why, whylen, "wait status %d", status);
+    w->pid = 0;
+    if (w->has_drain) { /* the pipe's write end died with the worker */
+        pthread_join(w->drain, NULL);
+        w->has_drain = 0;
+    }
+    if (w->out_fd >= 0) {
+        close(w->out_fd);
+        w->out_fd = -1;
+    }
+    return 1;
+}
+
 /* The worker's environment: ours, with CONSORT_LOG=warn unless set (its info
- * lines would interleave with the coordinator's output). Built before fork:
- * nothing but async-signal-safe calls in the child. */
-static char **worker_environment(void) {
+ * lines would interleave with the coordinator's output) and CONSORT_TOKEN
+ * replaced by `token_var` when given. Built before fork: nothing but
+ * async-signal-safe calls in the child. */
+static char **worker_environment(const char *token_var) {
     extern char **environ;
     size_t ne = 0;
     while (environ[ne]) ne++;
-    char **envp = malloc((ne + 2) * sizeof *envp);
+    char **envp = malloc((ne + 3) * sizeof *envp);
     if (!envp) return NULL;
-    memcpy(envp, environ, ne * sizeof *envp);
-    if (!getenv("CONSORT_LOG")) envp[ne++] = "CONSORT_LOG=warn";
-    envp[ne] = NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < ne; i++)
+        if (!token_var || strncmp(environ[i], "CONSORT_TOKEN=", 14) != 0) envp[k++] = environ[i];
+    if (!getenv("CONSORT_LOG")) envp[k++] = "CONSORT_LOG=warn";
+    if (token_var) envp[k++] = (char *)token_var;
+    envp[k] = NULL;
     return envp;
 }
 
 int spawn_start(spawned_worker *w, const char *worker, const char *model, const char *name,
-                int threads, int ctx, char *err, size_t errlen) {
+                int threads, int ctx, int port, const char *token, char *err, size_t errlen) {
+    char *token_var = NULL;
+    if (token && *token) {
+        size_t n = strlen(token) + 16;
+        token_var = malloc(n);
+        if (!token_var) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        snprintf(token_var, n, "CONSORT_TOKEN=%s", token);
+    }
+    int rc = spawn_exec(w, worker, model, name, threads, ctx, port, token_var, err, errlen);
+    if (token_var) {
+        memset(token_var, 0, strlen(token_var));
+        free(token_var);
+    }
+    return rc;
+}
+
+static int spawn_exec(spawned_worker *w, const char *worker, const char *model, const char *name,
+                      int threads, int ctx, int port, const char *token_var, char *err, size_t errlen) {
     int fds[2];
     if (pipe(fds)) {
         snprintf(err, errlen, "member '%s': pipe: %s", name, strerror(errno));
         return -1;
     }
     fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    char threads_s[16], ctx_s[16];
+    char threads_s[16], ctx_s[16], port_s[16];
     snprintf(threads_s, sizeof threads_s, "%d", threads);
+    snprintf(port_s, sizeof port_s, "%d", port);
     snprintf(ctx_s, sizeof ctx_s, "%d", ctx);
     const char *argv[16];
     int a = 0;
@@ -112,17 +162,17 @@ int spawn_start(spawned_worker *w, const char *worker, const char *model, const 
     argv[a++] = "--model";
     argv[a++] = model;
     argv[a++] = "--port";
-    argv[a++] = "0";
+    argv[a++] = port_s;
     argv[a++] = "--threads";
     argv[a++] = threads_s;
     argv[a++] = "--name";
     argv[a++] = name;
     if (ctx > 0) {
-        argv[a++] = "--ctx";
+        argv[a++] = "--ctx-size";
         argv[a++] = ctx_s;
     }
     argv[a] = NULL;
-    char **envp = worker_environment();
+    char **envp = worker_environment(token_var);
     if (!envp) {
         snprintf(err, errlen, "out of memory");
         close(fds[0]);

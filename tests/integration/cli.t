@@ -11,11 +11,6 @@ cd "$(dirname "$0")/../.."
 . tests/integration/lib_serve.sh
 need_stack
 n=0 failed=0
-check() { # check "what" command...
-  local what=$1; shift
-  n=$((n + 1))
-  if "$@"; then echo "ok $n - $what"; else echo "not ok $n - $what"; failed=$((failed + 1)); fi
-}
 W=$B/consort-worker C=$B/consort
 # usage_error "what" PATTERN ARGS...: exit status 2 and PATTERN on stderr
 usage_error() {

@@ -6,12 +6,8 @@
 # violation (must fail and name it).
 set -u
 cd "$(dirname "$0")/../.."
+. tests/integration/lib_tap.sh
 n=0 failed=0
-check() { # check "what" command...
-  local what=$1; shift
-  n=$((n + 1))
-  if "$@"; then echo "ok $n - $what"; else echo "not ok $n - $what"; failed=$((failed + 1)); fi
-}
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 
 check "the tree keeps its layers" scripts/check_layers.sh

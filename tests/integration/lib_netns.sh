@@ -72,6 +72,7 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # start_worker_in NS NAME MODEL ADDR: a worker inside NS listening on ADDR;
 # sets WORKER_URL and WORKER_PID
 start_worker_in() {
+  : >"$TMP/$2.$1.out" # (see start_worker in lib_serve.sh)
   ip netns exec "$1" "$B/consort-worker" --model "$3" --host "$4" --port 0 --threads 1 --name "$2" \
     >"$TMP/$2.$1.out" 2>"$TMP/$2.$1.err" &
   WORKER_PID=$!
@@ -111,6 +112,7 @@ relay_bytes() {
 # start_consort_in NS OUTNAME ARGS...: consort inside NS; sets SERVER_URL, SERVER_PID
 start_consort_in() {
   local ns=$1 name=$2; shift 2
+  : >"$TMP/$name.out" # (see start_worker in lib_serve.sh)
   ip netns exec "$ns" "$B/consort" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")

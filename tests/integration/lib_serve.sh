@@ -2,6 +2,7 @@
 # tests (openai_sdk.t, serve_run.t): skip rules, starting workers and servers
 # on ephemeral ports, waiting for their "listening on" lines, and cleanup of
 # exactly the processes started here (by pid).
+. "$(dirname "${BASH_SOURCE[0]}")/lib_tap.sh"
 B=${CONSORT_BUILD:-build}
 ROOT=${CONSORT_ROOT:-$PWD}
 # The project's own models (SentencePiece and GPT-2 BPE vocabularies). The
@@ -23,7 +24,7 @@ need_stack() {
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
+  [ -n "${KEEP_TMP:-}" ] && echo "# kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
 
@@ -40,6 +41,7 @@ wait_line() {
 
 # start_worker NAME MODEL: sets WORKER_URL and WORKER_PID
 start_worker() {
+  : >"$TMP/$1.out" # (truncated here, not in the background child: a name used twice must not show the old URL)
   "$B/consort-worker" --model "$2" --port 0 --threads 1 --name "$1" >"$TMP/$1.out" 2>"$TMP/$1.err" &
   WORKER_PID=$!
   PIDS+=("$WORKER_PID")
@@ -50,6 +52,7 @@ start_worker() {
 # start_consort OUTNAME ARGS...: sets SERVER_URL (…/v1) and SERVER_PID
 start_consort() {
   local name=$1; shift
+  : >"$TMP/$name.out" # (see start_worker)
   "$B/consort" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")

@@ -18,11 +18,6 @@ need_stack
 netns_need
 command -v curl >/dev/null || skip_all "curl is not installed"
 n=0 failed=0
-check() { # check "what" command...
-  local what=$1; shift
-  n=$((n + 1))
-  if "$@"; then echo "ok $n - $what"; else echo "not ok $n - $what"; failed=$((failed + 1)); fi
-}
 finish() { echo "1..$n"; [ $failed -eq 0 ]; exit $?; }
 bail() { check "$1" false; finish; }
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }

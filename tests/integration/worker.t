@@ -4,6 +4,11 @@
 # (nothing crashes, other sessions unaffected), concurrent clients, clean
 # shutdown on SIGTERM, and the start-up errors (missing file, not GGUF);
 # then models/b.gguf (GPT-2 BPE) survives bytes its tokenizer throws on.
+# Access and limits: the token (missing, wrong, right; /metrics behind it,
+# --metrics-public), the refusal to listen beyond loopback without one and
+# --insecure, sessions bound to the token that opened them, the compute
+# budgets refused fast, the deadline header and a client that hangs up, no
+# internal paths in errors, and TLS end to end with curl --cacert.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${CONSORT_BUILD:-build}/consort-worker
@@ -11,8 +16,8 @@ MODEL=${CONSORT_ROOT:-$PWD}/models/external/stories260K.gguf
 n=0; fails=0
 ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails+1)); fi; }
 is() { [ "$1" = "$2" ]; local r=$?; [ $r = 0 ] || echo "#   got '$1', want '$2'"; ok $r "$3"; }
-tmp=$(mktemp -d); pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
+tmp=$(mktemp -d); pid=; pids=()
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 # ---- start-up errors ----
@@ -138,6 +143,137 @@ wait $(jobs -p | grep -v "^$pid$") 2>/dev/null
 same=0
 for i in 0 1 2; do cmp -s "$tmp/solo$i" "$tmp/par$i" || same=1; done
 ok $same "three concurrent clients get the same greedy text as alone"
+
+# ---- sessions belong to the token that opened them ----
+A='Authorization: Bearer token-a'; Bt='Authorization: Bearer token-b'
+areq() { # header method path [body] -> status
+  curl -s -m 20 -o "$tmp/body" -w '%{http_code}' -H "$1" -X "$2" --data-binary "${4-}" "$U$3"
+}
+is "$(areq "$A" POST /v1/step '{"session":"own","prompt":"Once upon","k":2}')" 200 "a session opened under token a"
+areq "$A" POST /v1/step '{"session":"own","k":2}' >/dev/null; owned=$(body)
+is "$(areq "$Bt" POST /v1/step '{"session":"own","k":2}')" 404 "token b cannot step it"
+is "$(code)" session_not_found "... it reads as an unknown session"
+is "$(req POST /v1/step '{"session":"own","k":2}')" 404 "no token cannot step it either"
+is "$(areq "$Bt" DELETE /v1/session/own)" 404 "token b cannot delete it"
+is "$(areq "$Bt" POST /v1/step '{"session":"own","prompt":"Lily","append_b64":"IGE=","k":2}')" 200 \
+  "token b opening the same id gets a session of its own"
+is "$(areq "$A" POST /v1/step '{"session":"own","k":2}')" 200 "token a still steps its session"
+[ "$(body)" = "$owned" ]; ok $? "... unchanged by token b's requests"
+is "$(areq "$A" DELETE /v1/session/own)" 200 "token a deletes it"
+
+# ---- deadline header ----
+is "$(curl -s -m 20 -o "$tmp/body" -w '%{http_code}' -H 'X-Consort-Deadline-Ms: soon' --data-binary '{"session":"g","k":3}' "$U/v1/step")" 400 \
+  "a deadline header that is not a number is 400"
+is "$(code)" invalid_value "... invalid_value"
+longtext=$(for i in $(seq 250); do printf 'the cat sat on the mat and then it went home. '; done)
+printf '{"text":"%s"}' "$longtext" >"$tmp/long.json"
+t0=$(date +%s%N)
+st=$(curl -s -m 60 -o "$tmp/body" -w '%{http_code}' -H 'X-Consort-Deadline-Ms: 200' --data-binary @"$tmp/long.json" "$U/v1/score")
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+is "$st" 503 "a /v1/score past its deadline is 503 (after $ms ms)"
+is "$(code)" deadline_exceeded "... deadline_exceeded"
+[ "$ms" -lt 3000 ]; ok $? "... and stops early (deadline 200 ms, answered in $ms ms)"
+req POST /v1/step '{"session":"dl","prompt":"Once upon a time","k":3}' >/dev/null
+req POST /v1/step '{"session":"dl","k":3}' >/dev/null; dlstate=$(body)
+# A client that gives up after 1.5 s holds the decode lock until then; a step
+# with a 200 ms deadline waits for the lock and is refused when it gets it.
+# (a text four times longer than the one above, so that its scoring
+# outlasts the client's 1.5 s even on a quiet machine)
+printf '{"text":"%s%s%s%s"}' "$longtext" "$longtext" "$longtext" "$longtext" >"$tmp/longer.json"
+curl -s -m 1.5 -o /dev/null --data-binary @"$tmp/longer.json" "$U/v1/score" &
+bg=$!
+sleep 0.3
+is "$(curl -s -m 20 -o "$tmp/body" -w '%{http_code}' -H 'X-Consort-Deadline-Ms: 200' --data-binary "{\"session\":\"dl\",\"append_b64\":\"IGE=\",\"candidates_b64\":[\"$(printf ' and then' | base64)\"],\"k\":3}" "$U/v1/step")" \
+  503 "a step whose deadline passed while it waited is 503"
+is "$(code)" deadline_exceeded "... deadline_exceeded"
+wait $bg
+for _ in $(seq 150); do grep -q 'rejected 503 cancelled' "$tmp/err" && break; sleep 0.1; done
+grep -q "rejected 503 cancelled" "$tmp/err"; ok $? "a client that hangs up stops its /v1/score (logged as cancelled)"
+is "$(req POST /v1/step '{"session":"dl","k":3}')" 200 "the session after a step past its deadline"
+[ "$(body)" = "$dlstate" ]; ok $? "... is as it was"
+
+# ---- no internal paths in answers ----
+grep -h -o '"message":"[^"]*"' "$tmp"/body 2>/dev/null >/dev/null
+for probe in "POST /v1/step {\"session\":\"zz\",\"k\":1}" "POST /v1/score {\"text\":5}" "GET /nowhere" "POST /v1/step {\"session\":\"x\",\"prompt\":\"$long\"}"; do
+  set -- $probe; req "$1" "$2" "${3-}" >/dev/null
+  ! grep -qE "$MODEL|$PWD|/models/|\.gguf" "$tmp/body"; ok $? "no internal path in the answer to $1 $2"
+done
+
+# ---- access: a token, loopback, TLS ----
+start_worker() { # out-file args... -> URL in $W (pid appended to pids)
+  local out=$1; shift
+  : >"$out"
+  "$B" --model "$MODEL" --port 0 --threads 1 --ctx-size 128 "$@" >"$out" 2>"$out.err" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
+  W=$(sed -n 's/^consort-worker listening on //p' "$out")
+}
+"$B" --model "$MODEL" --host 0.0.0.0 --port 0 >"$tmp/o" 2>"$tmp/e"; r=$?
+is "$r" 2 "0.0.0.0 without a token: refuses to start (exit 2)"
+grep -q "refusing to listen on 0.0.0.0 without a token" "$tmp/e"; ok $? "... with a clear message"
+CONSORT_TOKEN= start_worker "$tmp/ins" --host 0.0.0.0 --insecure
+[ -n "$W" ]; ok $? "0.0.0.0 with --insecure starts"
+grep -q "without a token (--insecure)" "$tmp/ins.err"; ok $? "... and warns"
+
+printf 'file-secret-123\n' >"$tmp/tok"; chmod 644 "$tmp/tok"
+start_worker "$tmp/tw" --token-file "$tmp/tok" --name tw
+grep -q "can be read by others" "$tmp/tw.err"; ok $? "a token file readable by others gets a warning"
+treq() { curl -s -m 20 -o "$tmp/body" -w '%{http_code}' "$@"; }
+is "$(treq "$W/health")" 200 "with a token: /health is open"
+is "$(treq "$W/v1/info")" 401 "with a token: /v1/info without it is 401"
+is "$(code)" invalid_api_key "... invalid_api_key"
+is "$(treq -H 'Authorization: Bearer wrong' "$W/v1/info")" 401 "a wrong token is 401"
+is "$(treq -H 'Authorization: Bearer file-secret-123' "$W/v1/info")" 200 "the right token is 200"
+is "$(treq -X POST --data-binary '{"session":"s","prompt":"Hi"}' "$W/v1/step")" 401 "/v1/step without the token is 401"
+is "$(treq "$W/metrics")" 401 "/metrics is behind the token"
+is "$(treq -H 'Authorization: Bearer file-secret-123' "$W/metrics")" 200 "... and open with it"
+! grep -q "file-secret-123" "$tmp/tw.err"; ok $? "the token is not in the log"
+grep -q "rejected 401 invalid_api_key" "$tmp/tw.err"; ok $? "each 401 is logged"
+
+CONSORT_TOKEN=env-secret start_worker "$tmp/te" --metrics-public --max-forced 4 --max-score-tokens 50
+H='Authorization: Bearer env-secret'
+is "$(treq "$W/metrics")" 200 "--metrics-public: /metrics without the token"
+is "$(treq "$W/v1/info")" 401 "CONSORT_TOKEN: /v1/info needs it"
+is "$(treq -H "$H" "$W/v1/info")" 200 "CONSORT_TOKEN: the right token is 200"
+python3 - "$tmp/big.json" <<'PY'
+import base64, json, sys
+json.dump({"session": "b", "prompt": "Once upon a time",
+           "candidates_b64": [base64.b64encode(b"x" * 200).decode()] * 512}, open(sys.argv[1], "w"))
+PY
+t0=$(date +%s%N)
+is "$(treq -H "$H" --data-binary @"$tmp/big.json" "$W/v1/step")" 400 "512 candidates of 200 bytes: 400"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+is "$(code)" budget_exceeded "... budget_exceeded"
+grep -q '"param":"candidates_b64"' "$tmp/body"; ok $? "... naming candidates_b64"
+[ "$ms" -lt 2000 ]; ok $? "... refused fast ($ms ms)"
+is "$(treq -H "$H" --data-binary '{"session":"f","prompt":"Once upon a time","k":2}' "$W/v1/step")" 200 "a session for the forced budget"
+# The state (text, tokens, proposals), not the numbers: the refused step may
+# have decoded its own token already, so the re-ask re-decodes one position
+# and its floats agree to rounding only.
+shape() { sed -e 's/"decoded":[0-9]*//' -e 's/logq":[^,}]*//g' -e 's/logp":[^,}]*//g' "$tmp/body"; }
+treq -H "$H" --data-binary '{"session":"f","k":2}' "$W/v1/step" >/dev/null; fstate=$(shape)
+c1=$(printf ' there was a little girl' | base64); c2=$(printf ' she went to the park' | base64)
+is "$(treq -H "$H" --data-binary "{\"session\":\"f\",\"append_b64\":\"$(printf ' there' | base64)\",\"candidates_b64\":[\"$c1\",\"$c2\"],\"k\":2}" "$W/v1/step")" 400 \
+  "more teacher-forced positions than --max-forced: 400"
+is "$(code)" budget_exceeded "... budget_exceeded"
+is "$(treq -H "$H" --data-binary '{"session":"f","k":2}' "$W/v1/step")" 200 "the session after a refused step"
+[ "$(shape)" = "$fstate" ]; ok $? "... is as it was (text, tokens, proposals)"
+is "$(treq -H "$H" --data-binary @"$tmp/long.json" "$W/v1/score")" 400 "a /v1/score text over --max-score-tokens: 400"
+is "$(code)" budget_exceeded "... budget_exceeded"
+
+if command -v openssl >/dev/null; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tmp/key.pem" \
+    -out "$tmp/cert.pem" -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1
+  CONSORT_TOKEN=tls-secret start_worker "$tmp/tl" --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"
+  [[ "$W" =~ ^https://127\.0\.0\.1:[0-9]+$ ]]; ok $? "TLS: the listening line says https ($W)"
+  is "$(treq --cacert "$tmp/cert.pem" -H 'Authorization: Bearer tls-secret' "$W/v1/info")" 200 "TLS: curl --cacert with the token"
+  is "$(treq --cacert "$tmp/cert.pem" --data-binary '{"session":"t","prompt":"Once","k":2}' -H 'Authorization: Bearer tls-secret' "$W/v1/step")" 200 "TLS: a step"
+  treq "$W/health" >/dev/null; ok $(( $? == 0 )) "TLS: curl without the CA refuses the certificate"
+  plain=${W/https:/http:}
+  [ "$(treq "$plain/health")" != 200 ]; ok $? "TLS: plain HTTP to it fails"
+else
+  echo "ok $((n+1)) # SKIP no openssl"; n=$((n+1))
+fi
 
 # ---- sessions, metrics, shutdown ----
 req POST /v1/step '{"session":"d","prompt":"Hi","k":1}' >/dev/null

@@ -192,7 +192,7 @@ static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *
     s->npaths = 0;
     for (int i = 0; i < m; i++) {
         st->top[i].s = (proto_str){(const unsigned char *)e[i].s, e[i].len};
-        st->top[i].logq = mock_logq(e[i].q);
+        st->top[i].logq = mock_logq(e[i].q) + mk->inflate_logq;
         st->top[i].logp = mock_logq(e[i].rank); /* its own token path given r */
         s->paths[s->npaths][0] = e[i].path[0];
         s->paths[s->npaths][1] = e[i].path[1];
@@ -201,13 +201,13 @@ static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *
     out->top = st->top;
     out->n_top = (size_t)m;
     for (size_t i = 0; i < q->n_cands; i++)
-        st->cand[i] = mock_logq(mock_Q(mk, s, (const char *)q->cands[i].p, q->cands[i].n));
+        st->cand[i] = mock_logq(mock_Q(mk, s, (const char *)q->cands[i].p, q->cands[i].n)) + mk->inflate_logq;
     out->cand_logq = st->cand;
     out->n_cands = q->n_cands;
     double endq = 0;
     if (rl == 0) endq = mock_p(mk, mk->nv, s->clen);
     else if (tr >= 0) endq = mock_p(mk, tr, s->clen) * mock_p(mk, mk->nv, s->clen + rl) / den;
-    out->end_logq = mock_logq(endq);
+    out->end_logq = mock_logq(endq) + mk->inflate_logq;
     out->decoded = 1;
 }
 
@@ -288,6 +288,9 @@ static enum MHD_Result mock_score(struct MHD_Connection *c, mock_member *mk, con
     proto_score_req q;
     proto_error err;
     if (proto_score_req_decode(req, &q, &err)) return mock_send(c, err.status, proto_error_encode(&err));
+    pthread_mutex_lock(&mk->mu);
+    mk->n_scores++;
+    pthread_mutex_unlock(&mk->mu);
     proto_score_tok t = {0, 0, q.text_len, -mk->score_nll, NAN, NAN};
     proto_score_res r;
     memset(&r, 0, sizeof r);
@@ -322,9 +325,16 @@ static enum MHD_Result mock_step(struct MHD_Connection *c, mock_member *mk, cons
     proto_step_req q;
     proto_error err;
     if (proto_step_req_decode(req, &q, &err)) return mock_send(c, err.status, proto_error_encode(&err));
+    if (mk->ctx_bytes && q.prompt && q.prompt_len > mk->ctx_bytes) {
+        proto_step_req_release(&q);
+        return mock_fail(c, 400, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED, "the prompt does not fit the context");
+    }
     if (mk->delay_ms) usleep((useconds_t)mk->delay_ms * 1000);
+    const char *dl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Consort-Deadline-Ms");
     pthread_mutex_lock(&mk->mu);
     mk->n_step_calls++;
+    snprintf(mk->last_session, sizeof mk->last_session, "%s", q.session);
+    mk->last_deadline_ms = dl ? atol(dl) : -1;
     if (mk->fail_after && mk->n_step_calls > mk->fail_after) {
         pthread_mutex_unlock(&mk->mu);
         proto_step_req_release(&q);
@@ -375,6 +385,15 @@ static enum MHD_Result mock_handler(void *cls, struct MHD_Connection *c, const c
     if (!strcmp(url, PROTO_PATH_HEALTH)) {
         proto_health h = {"ok", mk->name, 0, MOCK_MAXS};
         return mock_send(c, 200, proto_health_encode(&h));
+    }
+    if (mk->token) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        if (!auth || strncmp(auth, "Bearer ", 7) || strcmp(auth + 7, mk->token)) {
+            pthread_mutex_lock(&mk->mu);
+            mk->n_unauthorized++;
+            pthread_mutex_unlock(&mk->mu);
+            return mock_fail(c, 401, "invalid_api_key", "a missing or wrong token");
+        }
     }
     if (!strcmp(url, PROTO_PATH_INFO)) return mock_info(c, mk);
     size_t pl = strlen(PROTO_PATH_SESSION);

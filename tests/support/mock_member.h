@@ -49,11 +49,16 @@ typedef struct {
     double score_nll;            /* /v1/score answers -score_nll (one token over the whole text) */
     int fail_after;              /* step calls after this many answer 500 (0 = never) */
     int delay_ms;                /* delay of each step answer */
+    double inflate_logq;         /* added to every logq it answers: a member whose masses sum above 1 */
+    const char *token;           /* non-NULL: every call but health needs "Authorization: Bearer TOKEN" (else 401) */
+    size_t ctx_bytes;            /* non-0: a prompt longer than this many bytes gets 400 context_length_exceeded */
+    char last_session[72];       /* the session id of the latest step */
+    long last_deadline_ms;       /* the deadline header of the latest step, -1 when absent */
     struct MHD_Daemon *d;
     int port;
     pthread_mutex_t mu;
     mock_session s[MOCK_MAXS];
-    int n_step_calls, n_deletes, n_cand_only;
+    int n_step_calls, n_deletes, n_cand_only, n_scores, n_unauthorized;
 } mock_member;
 
 /* v: NULL-terminated list of token strings. */

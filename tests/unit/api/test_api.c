@@ -2,6 +2,7 @@
  * routes, OpenAI shapes, SSE framing, errors, member faults, client
  * disconnects mid-stream, concurrency and /metrics. Uses libcurl. */
 #include "coordinator/api/api.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "tests/tap.h"
 
@@ -24,7 +25,8 @@ typedef struct {
     int delay_ms;
     int fail_member_at;  /* step at which member b is dropped; -1 never */
     int fail_status_at;  /* step at which the whole request fails with 503; -1 never */
-    int stopped_early;   /* generations stopped by the chunk callback */
+    int stopped_early;   /* generations stopped by the chunk callback or should_stop */
+    int ignore_deadline; /* run on past the request's deadline */
     int active, max_active, calls;
 } fake;
 
@@ -53,7 +55,22 @@ static int fake_generate(void *ctx, const ensemble_request *req, ensemble_on_chu
     char text[4096] = "";
     size_t len = 0;
     out->finish_reason = "length";
+    pthread_mutex_lock(&f->mu);
+    int ignore_deadline = f->ignore_deadline;
+    pthread_mutex_unlock(&f->mu);
     for (int step = 0; step < req->max_tokens; step++) {
+        if (req->deadline > 0 && clock_mono_s() >= req->deadline && !ignore_deadline) {
+            out->deadline_exceeded = 1;
+            out->finish_reason = "length";
+            break;
+        }
+        if (req->should_stop && req->should_stop(ud)) {
+            pthread_mutex_lock(&f->mu);
+            f->stopped_early++;
+            pthread_mutex_unlock(&f->mu);
+            out->finish_reason = "stop";
+            break;
+        }
         if (delay) sleep_ms(delay);
         if (step == fail_at) {
             out->members[1].failed = 1;
@@ -115,6 +132,13 @@ static int fake_strategy_valid(void *ctx, const char *s, char *err, size_t n) {
 
 static size_t fake_n(void *ctx) { (void)ctx; return 2; }
 static const char *fake_name(void *ctx, size_t i) { (void)ctx; return i ? "b" : "a"; }
+/* member b is a llama-server member (approximate), a a worker */
+static void fake_describe(void *ctx, size_t i, const char **kind, const char **model, int *exact) {
+    (void)ctx;
+    *kind = i ? "llama-server" : "consort-worker";
+    *model = i ? "/m/b.gguf" : "/m/a.gguf";
+    *exact = !i;
+}
 static int fake_up(void *ctx, size_t i) {
     fake *f = ctx;
     pthread_mutex_lock(&f->mu);
@@ -139,7 +163,21 @@ typedef struct {
     char *data;
     size_t len;
     size_t abort_after; /* abort the transfer once this many bytes came (0 = never) */
+    long timeout_ms;    /* 0 = 20 s */
+    char hdr[2048];     /* the response's header lines */
+    size_t hlen;
 } buf;
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
+    buf *b = ud;
+    size_t k = sz * n;
+    if (b->hlen + k < sizeof b->hdr) {
+        memcpy(b->hdr + b->hlen, p, k);
+        b->hlen += k;
+        b->hdr[b->hlen] = 0;
+    }
+    return k;
+}
 
 static size_t on_data(char *p, size_t sz, size_t n, void *ud) {
     buf *b = ud;
@@ -159,7 +197,9 @@ static long http(const char *method, const char *path, const char *body, buf *ou
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, out->timeout_ms ? out->timeout_ms : 20000L);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
     struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
     if (auth_header) hd = curl_slist_append(hd, auth_header);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
@@ -171,7 +211,7 @@ static long http(const char *method, const char *path, const char *body, buf *ou
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
     long status = -1;
     if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    else if (out->abort_after) status = 0;
+    else if (out->abort_after || out->timeout_ms) status = 0;
     curl_slist_free_all(hd);
     curl_easy_cleanup(h);
     return status;
@@ -229,11 +269,20 @@ static void test_basic_routes(void) {
            strcmp(jstr(json_array_get(data, 0), "id"), "ens") == 0 &&
            strcmp(jstr(json_array_get(data, 0), "object"), "model") == 0 &&
            strcmp(jstr(json_array_get(data, 2), "id"), "b") == 0, "models: the ensemble, then members");
+    json_t *ma = json_array_get(data, 1), *mb = json_array_get(data, 2);
+    ok(!strcmp(jstr(ma, "member_kind"), "consort-worker") && !strcmp(jstr(ma, "member_model"), "/m/a.gguf") &&
+           json_is_true(json_object_get(ma, "exact")) && !strcmp(jstr(mb, "member_kind"), "llama-server") &&
+           !strcmp(jstr(mb, "member_model"), "/m/b.gguf") && json_is_false(json_object_get(mb, "exact")),
+       "models: each member's kind, model and exactness");
     json_t *strats = json_object_get(json_array_get(data, 0), "strategies");
     ok(json_array_size(strats) == 7 && strcmp(json_string_value(json_array_get(strats, 0)), "mixture") == 0 &&
            strcmp(json_string_value(json_array_get(strats, 2)), "solo:NAME") == 0 &&
            strcmp(json_string_value(json_array_get(strats, 6)), "pool") == 0,
        "models: the ensemble lists the registry's generation strategies");
+    json_decref(j);
+    j = call_json("GET", "/v1/models/b", NULL, &st);
+    ok(st == 200 && strcmp(jstr(j, "id"), "b") == 0 && json_is_false(json_object_get(j, "exact")),
+       "GET /v1/models/b: an approximate member");
     json_decref(j);
     j = call_json("GET", "/v1/models/a", NULL, &st);
     ok(st == 200 && strcmp(jstr(j, "id"), "a") == 0, "GET /v1/models/a");
@@ -609,6 +658,229 @@ static void test_api_key(const api_backend *be) {
     j = call_json("GET", "/health", NULL, &st);
     ok(st == 200, "/health needs no key");
     json_decref(j);
+    buf b = {0};
+    ok(http("GET", "/metrics", NULL, &b) == 401, "/metrics needs the key when one is set");
+    free(b.data);
+    auth_header = "Authorization: Bearer sekrit";
+    memset(&b, 0, sizeof b);
+    ok(http("GET", "/metrics", NULL, &b) == 200 && b.data && strstr(b.data, "consort_requests_total"),
+       "/metrics with the key: 200");
+    free(b.data);
+    auth_header = NULL;
+    api_stop(s);
+    cfg.metrics_public = 1;
+    s = api_start(&cfg, be, err, sizeof err);
+    port = api_port(s);
+    memset(&b, 0, sizeof b);
+    ok(http("GET", "/metrics", NULL, &b) == 200, "--metrics-public: /metrics without the key");
+    free(b.data);
+    j = call_json("GET", "/v1/models", NULL, &st);
+    ok(st == 401, "--metrics-public: /v1 still needs the key");
+    json_decref(j);
+    api_stop(s);
+    port = saved;
+}
+
+/* ---- limits, cancellation, health, shutdown ----------------------------- */
+
+typedef struct {
+    const char *body;
+    long status;
+    buf b;
+} req_thread;
+
+static void *request_thread(void *arg) {
+    req_thread *t = arg;
+    t->status = http("POST", "/v1/completions", t->body, &t->b);
+    return NULL;
+}
+
+static api_server *start_with(api_config *cfg, const api_backend *be, int *saved) {
+    char err[256];
+    api_server *s = api_start(cfg, be, err, sizeof err);
+    if (!s) diag("%s", err);
+    *saved = port;
+    if (s) port = api_port(s);
+    return s;
+}
+
+static void test_queue_limit(const api_backend *be) {
+    api_config cfg = {0};
+    cfg.max_parallel = 1;
+    cfg.queue_limit = 1;
+    int saved;
+    api_server *s = start_with(&cfg, be, &saved);
+    ok(s != NULL, "server with --parallel 1 --queue 1 starts");
+    if (!s) return;
+    fake_set(1, 1, 20, -1, -1);
+    req_thread a = {"{\"prompt\":\"x\",\"max_tokens\":20}", 0, {0}}, q = a;
+    pthread_t ta, tq;
+    pthread_create(&ta, NULL, request_thread, &a);
+    sleep_ms(100);
+    pthread_create(&tq, NULL, request_thread, &q);
+    sleep_ms(100);
+    buf b = {0};
+    long st = http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1}", &b);
+    json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    if (st != 429) diag("got %ld", st);
+    ok(st == 429, "one running, one waiting: the next gets 429");
+    ok(j && !strcmp(jstr(json_object_get(j, "error"), "code"), "queue_full") &&
+           !strcmp(jstr(json_object_get(j, "error"), "type"), "rate_limit_error"),
+       "429: code queue_full, type rate_limit_error");
+    ok(strstr(b.hdr, "Retry-After: 1") != NULL, "429 carries Retry-After");
+    json_decref(j);
+    free(b.data);
+    pthread_join(ta, NULL);
+    pthread_join(tq, NULL);
+    ok(a.status == 200 && q.status == 200, "the running and the waiting request are answered");
+    free(a.b.data);
+    free(q.b.data);
+    memset(&b, 0, sizeof b);
+    http("GET", "/metrics", NULL, &b);
+    ok(b.data && strstr(b.data, "consort_queue_full_total 1"), "metrics count the 429");
+    free(b.data);
+    fake_set(1, 1, 0, -1, -1);
+    api_stop(s);
+    port = saved;
+}
+
+static void test_request_timeout(const api_backend *be) {
+    api_config cfg = {0};
+    cfg.request_timeout = 0.3;
+    cfg.max_parallel = 1;
+    int saved;
+    api_server *s = start_with(&cfg, be, &saved);
+    ok(s != NULL, "server with --request-timeout 0.3 starts");
+    if (!s) return;
+    fake_set(1, 1, 20, -1, -1);
+    double t0 = clock_mono_s();
+    long st;
+    json_t *j = call_json("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":200}", &st);
+    double took = clock_mono_s() - t0;
+    ok(st == 200 && !strcmp(jstr(choice0(j), "finish_reason"), "length"),
+       "past the deadline: 200 with finish_reason length");
+    ok(json_is_true(json_object_get(json_object_get(j, "ensemble"), "deadline_exceeded")),
+       "ensemble.deadline_exceeded is true");
+    diag("ended after %.2f s (200 steps would take 4 s)", took);
+    ok(took < 1.5, "ended near its deadline");
+    json_decref(j);
+    /* a request whose deadline passes while it waits in line */
+    pthread_mutex_lock(&F.mu);
+    F.ignore_deadline = 1;
+    pthread_mutex_unlock(&F.mu);
+    req_thread a = {"{\"prompt\":\"x\",\"max_tokens\":40}", 0, {0}};
+    pthread_t ta;
+    pthread_create(&ta, NULL, request_thread, &a);
+    sleep_ms(50);
+    buf b = {0};
+    st = http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1}", &b);
+    if (st != 503) diag("got %ld", st);
+    ok(st == 503 && b.data && strstr(b.data, "\"request_timeout\"") && strstr(b.hdr, "Retry-After:"),
+       "deadline passed in line: 503 request_timeout with Retry-After");
+    free(b.data);
+    pthread_join(ta, NULL);
+    free(a.b.data);
+    pthread_mutex_lock(&F.mu);
+    F.ignore_deadline = 0;
+    pthread_mutex_unlock(&F.mu);
+    fake_set(1, 1, 0, -1, -1);
+    api_stop(s);
+    port = saved;
+}
+
+static void test_plain_disconnect(void) {
+    fake_set(1, 1, 20, -1, -1);
+    pthread_mutex_lock(&F.mu);
+    int before = F.stopped_early;
+    pthread_mutex_unlock(&F.mu);
+    buf b = {0};
+    b.timeout_ms = 200; /* the client gives up; 500 steps would take 10 s */
+    long st = http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":500}", &b);
+    ok(st == 0, "the client gave up on a plain request");
+    free(b.data);
+    int stopped = 0;
+    for (int i = 0; i < 100 && !stopped; i++) {
+        sleep_ms(10);
+        pthread_mutex_lock(&F.mu);
+        stopped = F.stopped_early > before && F.active == 0;
+        pthread_mutex_unlock(&F.mu);
+    }
+    ok(stopped, "its generation stopped at the next step (within 1 s)");
+    memset(&b, 0, sizeof b);
+    http("GET", "/metrics", NULL, &b);
+    ok(b.data && strstr(b.data, "consort_abandoned_requests_total 1"), "metrics count the abandoned request");
+    free(b.data);
+    fake_set(1, 1, 0, -1, -1);
+}
+
+static void test_health_degraded(void) {
+    fake_set(1, 0, 0, -1, -1);
+    buf b = {0};
+    long st = http("GET", "/health", NULL, &b);
+    json_t *j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    json_t *down = json_object_get(j, "members_down");
+    ok(st == 503 && !strcmp(jstr(j, "status"), "degraded"), "one member down: /health 503 degraded");
+    ok(json_array_size(down) == 1 && !strcmp(json_string_value(json_array_get(down, 0)), "b"),
+       "members_down names it");
+    json_decref(j);
+    free(b.data);
+    fake_set(1, 1, 0, -1, -1);
+    memset(&b, 0, sizeof b);
+    st = http("GET", "/health", NULL, &b);
+    j = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    ok(st == 200 && !strcmp(jstr(j, "status"), "ok") && json_array_size(json_object_get(j, "members_down")) == 0,
+       "all up again: 200 ok, none down");
+    json_decref(j);
+    free(b.data);
+}
+
+static void test_drain(const api_backend *be) {
+    api_config cfg = {0};
+    cfg.max_parallel = 2;
+    int saved;
+    api_server *s = start_with(&cfg, be, &saved);
+    ok(s != NULL, "server for the drain starts");
+    if (!s) return;
+    fake_set(1, 1, 20, -1, -1);
+    req_thread st = {"{\"prompt\":\"x\",\"max_tokens\":100,\"stream\":true}", 0, {0}};
+    req_thread plain = {"{\"prompt\":\"x\",\"max_tokens\":10}", 0, {0}};
+    req_thread queued = {"{\"prompt\":\"x\",\"max_tokens\":5}", 0, {0}};
+    pthread_t t1, t2, t3;
+    pthread_create(&t1, NULL, request_thread, &st);
+    pthread_create(&t2, NULL, request_thread, &plain);
+    sleep_ms(60);
+    pthread_create(&t3, NULL, request_thread, &queued);
+    sleep_ms(40);
+    double t0 = clock_mono_s();
+    api_drain(s, 0.6);
+    double took = clock_mono_s() - t0;
+    buf late = {0};
+    long late_st = http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1}", &late);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    pthread_join(t3, NULL);
+    diag("drain took %.2f s", took);
+    ok(took >= 0.5 && took < 2.0, "drain waited for its timeout, then cut the long stream");
+    ok(queued.status == 503 && queued.b.data && strstr(queued.b.data, "\"shutting_down\"") &&
+           strstr(queued.b.hdr, "Retry-After: 5"),
+       "the queued request: 503 shutting_down with Retry-After");
+    json_t *pj = plain.b.data ? json_loads(plain.b.data, 0, NULL) : NULL;
+    ok(plain.status == 200 && !strcmp(jstr(choice0(pj), "text"), "Once upon a time there was a cat.Once"),
+       "the running plain request finished within the drain, whole");
+    json_decref(pj);
+    json_t *ev[128];
+    int done = 0, n = st.b.data ? sse_events(st.b.data, ev, 128, &done) : -1;
+    diag("the cut stream had %d events", n);
+    ok(st.status == 200 && n >= 2 && done, "the cut stream ends with [DONE]");
+    ok(n >= 2 && jstr(choice0(ev[n - 1]), "finish_reason") != NULL, "and a final chunk with a finish_reason");
+    ok(n < 100, "it was cut before its 100 steps");
+    if (n > 0) free_events(ev, n);
+    ok(late_st == 503 && late.data && strstr(late.data, "\"shutting_down\""), "a request after the drain began: 503");
+    free(late.data);
+    free(st.b.data);
+    free(plain.b.data);
+    free(queued.b.data);
+    fake_set(1, 1, 0, -1, -1);
     api_stop(s);
     port = saved;
 }
@@ -618,7 +890,7 @@ int main(void) {
     pthread_mutex_init(&F.mu, NULL);
     fake_set(1, 1, 0, -1, -1);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    api_backend be = {&F, fake_generate, fake_free, fake_strategy_valid, fake_n, fake_name, fake_up, NULL};
+    api_backend be = {&F, fake_generate, fake_free, fake_strategy_valid, fake_n, fake_name, fake_up, NULL, fake_describe};
     api_config cfg = {0};
     cfg.model_id = "ens";
     char err[256];
@@ -635,9 +907,14 @@ int main(void) {
     test_disconnect();
     test_concurrency();
     test_metrics();
+    test_plain_disconnect();
+    test_health_degraded();
     api_stop(s);
     test_api_key(&be);
     test_parallel_limit(&be);
+    test_queue_limit(&be);
+    test_request_timeout(&be);
+    test_drain(&be);
     curl_global_cleanup();
     pthread_mutex_destroy(&F.mu);
     return tap_done();

@@ -5,6 +5,7 @@
  * (1,0) over different tokenizers = member 0; valid UTF-8, nothing lost or
  * doubled), stop sequences and hold-back, END, max_tokens, failures,
  * timeouts, auto weights, concurrency, seeds. */
+#include "common/clock.h"
 #include "common/utf8.h"
 #include "coordinator/engine/ensemble.h"
 #include "coordinator/engine/members.h"
@@ -120,6 +121,117 @@ static void init_mock(mock_member *m, const char *name, const char **vocab, doub
     m->script = SCRIPT;
     m->bonus = bonus;
     m->eos_w = 0.5;
+}
+
+static member_set *open_with(mock_member *m, const members_config *cfg, char *err, size_t errlen) {
+    char url[64];
+    member_set *ms = members_new();
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", m->port);
+    members_add(ms, m->name, url, err, errlen);
+    last_step_timeout = 2;
+    if (members_connect(ms, cfg, err, errlen)) {
+        members_free(ms);
+        return NULL;
+    }
+    return ms;
+}
+
+static int hex_id(const char *s) {
+    if (strncmp(s, "cs-", 3) || strlen(s) != 3 + 32) return 0;
+    for (const char *p = s + 3; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+    return 1;
+}
+
+static int stop_after_3(void *ud) { return ((collect *)ud)->n >= 3; }
+
+/* Issue 9 on the engine side: the shared secret, unguessable session ids,
+ * the deadline header, the request's deadline, stopping between steps, and
+ * the context check before auto-weight scoring. */
+static void test_access_and_limits(void) {
+    mock_member T;
+    init_mock(&T, "t", vocab_a, 12);
+    T.token = "s3cret-token";
+    mock_start(&T);
+    members_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    char err[256];
+    member_set *ms = open_with(&T, &cfg, err, sizeof err);
+    ok(!ms && T.n_unauthorized > 0, "no token: the member refuses (401) and connecting fails");
+    diag("%s", err);
+    cfg.token = "wrong";
+    ms = open_with(&T, &cfg, err, sizeof err);
+    ok(!ms, "a wrong token: connecting fails");
+    cfg.token = "s3cret-token";
+    ms = open_with(&T, &cfg, err, sizeof err);
+    ok(ms != NULL, "the right token: connected");
+    ensemble *e = new_ensemble(ms, NULL, 0);
+    ensemble_request q = base_req(NULL, 5);
+    ensemble_result res;
+    collect k;
+    ok(e && gen(e, &q, &res, &k) == 0 && res.steps == 5, "generation with the token");
+    ensemble_result_free(&res);
+    char first[72];
+    snprintf(first, sizeof first, "%s", T.last_session);
+    ok(hex_id(first), "session ids are cs- and 128 random bits in hex");
+    diag("session id %s", first);
+    ok(T.last_deadline_ms > 0 && T.last_deadline_ms <= 2000, "each step carries the deadline header (<= the step timeout)");
+    gen(e, &q, &res, &k);
+    ensemble_result_free(&res);
+    ok(hex_id(T.last_session) && strcmp(first, T.last_session), "the next request gets another id");
+
+    /* the request's deadline: ends like max_tokens, sessions deleted, member not blamed */
+    T.delay_ms = 40;
+    int deletes = T.n_deletes;
+    q = base_req(NULL, 100);
+    q.deadline = clock_mono_s() + 0.3;
+    double t0 = clock_mono_s();
+    int rc = gen(e, &q, &res, &k);
+    double took = clock_mono_s() - t0;
+    ok(rc == 0 && res.status == 0 && res.deadline_exceeded && !strcmp(res.finish_reason, "length") && res.steps < 100,
+       "past the request's deadline: finish_reason length, deadline_exceeded");
+    diag("%d steps in %.2f s", res.steps, took);
+    ok(took < 1.0, "it ended near the deadline");
+    ok(T.n_deletes > deletes, "its session was deleted");
+    ok(members_usable(ms, 0), "the member is not marked down for the request's deadline");
+    ok(T.last_deadline_ms >= 0 && T.last_deadline_ms <= 300, "calls are cut to what is left of the deadline");
+    ensemble_result_free(&res);
+    T.delay_ms = 0;
+
+    /* stopping between steps (a client gone) */
+    deletes = T.n_deletes;
+    q = base_req(NULL, 50);
+    q.should_stop = stop_after_3;
+    ok(gen(e, &q, &res, &k) == 0 && res.steps < 10 && !strcmp(res.finish_reason, "stop"),
+       "should_stop ends the generation at the next step");
+    ok(T.n_deletes > deletes, "and its session is deleted");
+    ensemble_result_free(&res);
+    ensemble_free(e);
+    members_free(ms);
+
+    /* the context check comes before auto-weight scoring */
+    T.ctx_bytes = 8;
+    ms = open_with(&T, &cfg, err, sizeof err);
+    e = new_ensemble(ms, NULL, 0);
+    q = base_req(NULL, 5);
+    q.prompt = "a prompt much longer than eight bytes";
+    q.weights_auto = 1;
+    int scores = T.n_scores;
+    ok(e && gen(e, &q, &res, &k) != 0 && res.status == 400 && res.code &&
+           !strcmp(res.code, "context_length_exceeded"),
+       "a prompt over a member's context: 400 context_length_exceeded");
+    diag("%s", res.error);
+    ok(strstr(res.error, "does not fit the context") && !strstr(res.error, "127.0.0.1"),
+       "the member's message, without its address");
+    is_int(T.n_scores - scores, 0, "nothing was scored for it (auto weights come after the check)");
+    ensemble_result_free(&res);
+    T.ctx_bytes = 0;
+    q.prompt = "short";
+    ok(gen(e, &q, &res, &k) == 0 && T.n_scores > scores, "a prompt that fits: auto weights score it");
+    ensemble_result_free(&res);
+    ensemble_free(e);
+    members_free(ms);
+    mock_stop(&T);
 }
 
 int main(void) {
@@ -387,8 +499,13 @@ int main(void) {
     ms = open_set("a", &A, "d", &D, 0.2);
     e = new_ensemble(ms, "mixture", 0);
     q = base_req(NULL, 6);
+    int d_deletes = D.n_deletes;
     ok(gen(e, &q, &res, &k) == 0 && res.members[1].failed, "a slow member is dropped at the deadline");
     diag("failure: %s", res.members[1].failure);
+    ok(strstr(res.members[1].failure, "member 'd'") && strstr(res.members[1].failure, "step deadline") &&
+           !strstr(res.members[1].failure, "127.0.0.1") && !strstr(res.members[1].failure, "http"),
+       "the failure names the member by name, no address");
+    ok(D.n_deletes > d_deletes, "the slow member is told to drop the session it missed");
     is_str(res.text, mock_greedy(&A, 6, ga, sizeof ga) ? ga : "", "then the text is member a's");
     ensemble_result_free(&res);
     ensemble_free(e);
@@ -448,6 +565,32 @@ int main(void) {
     ensemble_free(e);
     members_free(ms);
     mock_stop(&E);
+
+    /* a member whose masses sum above 1 (rounding, or a member that lies) is
+     * scaled down, not trusted and not fatal: the events invariant is
+     * asserted before every decision, so an unbounded member would abort */
+    mock_member F;
+    init_mock(&F, "f", vocab_b, 12);
+    F.inflate_logq = log(5.0);
+    ok(mock_start(&F) == 0, "a member that reports every mass five times too large");
+    ms = open_set("a", &A, "f", &F, 5);
+    e = new_ensemble(ms, "mixture", 0);
+    for (int seed = 1; seed <= 3; seed++) {
+        q = base_req("mixture", 12);
+        q.temperature = 1.0;
+        q.has_seed = 1;
+        q.seed = (uint64_t)seed;
+        int rc = gen(e, &q, &res, &k);
+        diag("seed %d: %d steps", seed, res.steps);
+        ok(rc == 0 && res.steps > 0 && k.all_valid, "sampled with an over-reporting member: the request completes");
+        ok(!res.members[1].failed, "and the member is kept, its masses bounded");
+        ensemble_result_free(&res);
+    }
+    ensemble_free(e);
+    members_free(ms);
+    mock_stop(&F);
+
+    test_access_and_limits();
 
     mock_stop(&A);
     mock_stop(&A2);

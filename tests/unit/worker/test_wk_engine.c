@@ -4,6 +4,7 @@
  * end-of-text mass, scoring (single window and rolling windows), LRU
  * eviction, context overflow, concurrency. */
 #include "tests/tap.h"
+#include "common/clock.h"
 #include "worker/wk_engine.h"
 #include "worker/wk_model.h"
 
@@ -657,6 +658,89 @@ static void check_eviction(void) {
     wk_engine_free(e);
 }
 
+
+/* gone() that says "gone" from its n-th call on: lets a step pass the lock
+ * and stop at a later decode, after its plan was committed. */
+static int gone_calls, gone_from;
+static int gone_after(void *arg) {
+    (void)arg;
+    return ++gone_calls >= gone_from;
+}
+
+static int step_as(wk_engine *e, const char *sid, const char *owner, const char *prompt, const char *append,
+                   const char **cands, int nc, const wk_cancel *cancel, wk_step_res *res, wk_err *err) {
+    proto_str cs[8];
+    for (int i = 0; i < nc; i++) cs[i] = (proto_str){(const unsigned char *)cands[i], strlen(cands[i])};
+    wk_step_req q = {.session = sid, .prompt = prompt, .prompt_len = prompt ? strlen(prompt) : 0,
+                     .append = (const unsigned char *)append, .append_len = append ? strlen(append) : 0,
+                     .k = 2, .cands = cs, .n_cands = nc, .owner = owner, .cancel = cancel};
+    memset(err, 0, sizeof *err);
+    return wk_step(e, &q, res, err);
+}
+
+/* Owners, budgets and cancellation (wk_engine.h). */
+static void check_access_and_budgets(void) {
+    wk_engine_opts o = {.n_ctx = 64, .n_threads = 1, .slots = 3, .max_cand_bytes = 64, .max_forced = 1,
+                        .max_score_tokens = 5};
+    char emsg[256];
+    wk_engine *e = wk_engine_create(M, &o, emsg, sizeof emsg);
+    wk_step_res res, res2;
+    wk_err err;
+    ok(step_as(e, "s", "A", "Once upon a time", NULL, NULL, 0, NULL, &res, &err) == 0, "owner A opens s");
+    wk_step_res_free(&res);
+    ok(step_as(e, "s", "B", NULL, NULL, NULL, 0, NULL, &res, &err) != 0 && err.status == 404 &&
+           !strcmp(err.code, "session_not_found"), "owner B does not see A's session");
+    ok(step_as(e, "s", NULL, NULL, NULL, NULL, 0, NULL, &res, &err) != 0 && err.status == 404,
+       "no owner does not see it either");
+    ok(wk_session_delete_as(e, "s", "B") == -1, "owner B cannot delete it");
+    ok(step_as(e, "s", "A", NULL, NULL, NULL, 0, NULL, &res, &err) == 0, "owner A steps it");
+    int n_past = res.n_past;
+    size_t rl = res.residue_len;
+    wk_step_res_free(&res);
+
+    const char *big[] = {"0123456789012345678901234567890123456789", "012345678901234567890123x"}; /* 65 > 64 */
+    ok(step_as(e, "s", "A", NULL, NULL, big, 2, NULL, &res, &err) != 0 && err.status == 400 &&
+           !strcmp(err.code, PROTO_ERR_BUDGET_EXCEEDED) && err.param && !strcmp(err.param, PROTO_PARAM_CANDIDATES),
+       "candidate bytes over the budget: 400 budget_exceeded, param candidates");
+    const char *forced[] = {" there was a", " she went to"}; /* at least one forced position each */
+    ok(step_as(e, "s", "A", NULL, " a", forced, 2, NULL, &res, &err) != 0 && err.status == 400 &&
+           !strcmp(err.code, PROTO_ERR_BUDGET_EXCEEDED) && strstr(err.message, "teacher-forced"),
+       "teacher-forced positions over the budget: 400 budget_exceeded");
+    ok(step_as(e, "s", "A", NULL, NULL, NULL, 0, NULL, &res, &err) == 0 && res.n_past == n_past &&
+           res.residue_len == rl, "... and the session is as it was");
+    wk_step_res_free(&res);
+
+    wk_score_res sr;
+    ok(wk_score(e, "the cat sat on the mat and went home", 36, 1, &sr, &err) != 0 && err.status == 400 &&
+           !strcmp(err.code, PROTO_ERR_BUDGET_EXCEEDED) && !strcmp(err.param, PROTO_PARAM_TEXT),
+       "score tokens over the budget: 400 budget_exceeded, param text");
+
+    wk_cancel past = {.deadline = clock_mono_s() - 1};
+    ok(step_as(e, "s", "A", NULL, " a", NULL, 0, &past, &res, &err) != 0 && err.status == 503 &&
+           !strcmp(err.code, PROTO_ERR_DEADLINE_EXCEEDED), "a passed deadline: 503 deadline_exceeded");
+    ok(wk_score_until(e, "Once", 4, 1, &past, &sr, &err) != 0 && err.status == 503, "... for a score too");
+    gone_calls = 0;
+    gone_from = 2; /* passes the lock, stops before its first decode */
+    wk_cancel gone = {.gone = gone_after};
+    ok(step_as(e, "s", "A", "The dog ran to the", NULL, NULL, 0, &gone, &res, &err) != 0 && err.status == 503 &&
+           !strcmp(err.code, PROTO_ERR_CANCELLED), "a client gone midway (a new prompt to decode): 503 cancelled");
+    ok(step_as(e, "s", "A", NULL, NULL, NULL, 0, NULL, &res, &err) == 0 && res.n_past == n_past &&
+           res.residue_len == rl, "... and the committed step was rolled back");
+    wk_step_res_free(&res);
+    ok(step_as(e, "s", "A", NULL, " a", NULL, 0, NULL, &res, &err) == 0 &&
+           step_as(e, "s2", "A", "Once upon a time", NULL, NULL, 0, NULL, &res2, &err) == 0,
+       "the same append then succeeds");
+    wk_step_res_free(&res);
+    wk_step_res_free(&res2);
+    gone_calls = 0;
+    ok(step_as(e, "new", "A", "The dog", NULL, NULL, 0, &gone, &res, &err) != 0 && err.status == 503,
+       "a new session's first step cancelled midway");
+    ok(step_as(e, "new", "A", NULL, NULL, NULL, 0, NULL, &res, &err) != 0 && err.status == 404,
+       "... leaves no session behind");
+    ok(wk_session_delete_as(e, "s", "A") == 0, "owner A deletes s");
+    wk_engine_free(e);
+}
+
 static void run_model(const char *path, const char *name) {
     char emsg[256];
     M = wk_model_load(path, 0, emsg, sizeof emsg);
@@ -681,6 +765,7 @@ static void run_model(const char *path, const char *name) {
     check_limits(e);
     check_chat(e);
     check_eviction();
+    check_access_and_budgets();
     wk_engine_free(e);
     wk_engine_free(small);
     ref_free();
