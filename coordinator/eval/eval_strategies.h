@@ -4,9 +4,9 @@
  * For unit u with history h (all bytes before u), member m gives
  * L_m(u) = log p_m(u | h). Weights w are normalised to sum to 1. The names
  * come from the strategy registry (sampler/registry.h); a name means the
- * same rule here as in generation, and ppl refuses the generation rules it
- * cannot score as generation runs them (product, min_ppl, min_ppl_cross,
- * selective), naming the evaluation-only rule below that is related.
+ * same rule here as in generation, and ppl refuses the generation rules
+ * that define no distribution to score (min_ppl, min_ppl_cross), naming the
+ * evaluation-only rule below that is related.
  *
  *  solo:NAME  L_NAME(u): the member's own teacher-forced figure.
  *  mixture, product, pool, selective: not on units. These are step-level
