@@ -10,7 +10,9 @@
  *
  * State: none but the static const table. What may change: new rows (a rule
  * gets a new sreg_rule value); an UNSUPPORTED row becomes SAME once ppl can
- * score the rule exactly as generation runs it.
+ * score the rule exactly as generation runs it (mixture, product, pool and
+ * selective became SAME with the engine's scoring path; the unit-level
+ * linear pool ppl used to call `mixture` is now `mixture_units`).
  */
 #include "sampler/registry.h"
 
@@ -19,25 +21,27 @@
 
 static const sreg_entry table[] = {
     {"mixture", NULL, SREG_MIXTURE, SREG_NEEDS_ALL_MASSES, SREG_SCORE_SAME, SSTRAT_MIXTURE,
-     "linear pool of the members' masses", NULL, NULL, NULL},
-    {"product", NULL, SREG_PRODUCT, SREG_NEEDS_ALL_MASSES, SREG_SCORE_UNSUPPORTED, SSTRAT_PRODUCT,
-     "log-linear pool over the step's events and the rest", "product_bound",
-     "its normaliser sums over every possible continuation, which token scores cannot give", NULL},
+     "linear pool of the members' masses, step by step", NULL, NULL, NULL},
+    {"product", NULL, SREG_PRODUCT, SREG_NEEDS_ALL_MASSES, SREG_SCORE_SAME, SSTRAT_PRODUCT,
+     "log-linear pool over the step's events and the rest", NULL, NULL, NULL},
     {"solo", "NAME", SREG_SOLO, SREG_NEEDS_ONE_MEMBER, SREG_SCORE_SAME, SSTRAT_SOLO,
      "the named member alone", NULL, NULL, NULL},
     {"min_ppl", NULL, SREG_MIN_PPL, SREG_NEEDS_OWN_PROPOSALS, SREG_SCORE_UNSUPPORTED, SSTRAT_MIN_PPL,
      "each member proposes; the lowest per-byte perplexity under its proposer wins", "route_entropy",
-     "it chooses among the members' own proposals, and held-out text is nobody's proposal", NULL},
+     "it chooses among the members' own proposals (no distribution over the step's events), and held-out "
+     "text is nobody's proposal",
+     NULL},
     {"min_ppl_cross", NULL, SREG_MIN_PPL_CROSS, SREG_NEEDS_CROSS_PROPOSALS, SREG_SCORE_UNSUPPORTED,
      SSTRAT_MIN_PPL_CROSS, "as min_ppl, each proposal scored under every member (weighted)", "route_prev",
-     "it chooses among the members' own proposals, and held-out text is nobody's proposal", NULL},
-    {"selective", NULL, SREG_SELECTIVE, SREG_NEEDS_LEAD, SREG_SCORE_UNSUPPORTED, SSTRAT_SELECTIVE,
-     "the lead member alone while its top mass >= --threshold, else mixture", "route_entropy",
-     "its confidence test needs the lead's masses at every step, which token scores do not give", NULL},
-    {"pool", NULL, SREG_POOL, SREG_NEEDS_ALL_MASSES, SREG_SCORE_UNSUPPORTED, SSTRAT_POOL,
-     "the mixture's mass for the candidates, shared out by a normalised geometric pool", "product_bound",
-     "consort ppl scores units from token scores, which do not give the pool's normaliser over the candidates",
+     "it chooses among the members' own proposals (no distribution over the step's events), and held-out "
+     "text is nobody's proposal",
      NULL},
+    {"selective", NULL, SREG_SELECTIVE, SREG_NEEDS_LEAD, SREG_SCORE_SAME, SSTRAT_SELECTIVE,
+     "the lead member alone while its top mass >= --threshold, else mixture", NULL, NULL, NULL},
+    {"pool", NULL, SREG_POOL, SREG_NEEDS_ALL_MASSES, SREG_SCORE_SAME, SSTRAT_POOL,
+     "the mixture's mass for the candidates, shared out by a normalised geometric pool", NULL, NULL, NULL},
+    {"mixture_units", NULL, SREG_MIXTURE_UNITS, SREG_NEEDS_UNIT_LOGPROBS, SREG_SCORE_EVAL_ONLY, -1,
+     "linear pool of the members' whole-unit probabilities (fixed weights per unit)", NULL, NULL, NULL},
     {"product_bound", NULL, SREG_PRODUCT_BOUND, SREG_NEEDS_UNIT_LOGPROBS, SREG_SCORE_EVAL_ONLY, -1,
      "log-linear pool without its normaliser", NULL, NULL,
      "an upper bound of bits/byte, pessimistic"},
@@ -178,6 +182,8 @@ size_t sreg_help(sreg_layer layer, char *buf, size_t cap) {
         display_name(e, name, sizeof name);
         append(buf, cap, &len, "  %-15s %s%s", name, e->summary, "");
         if (e->note) append(buf, cap, &len, "; %s%s%s", e->note, "", "");
+        if (layer == SREG_EVALUATION && e->gen_kind >= 0 && e->rule != SREG_SOLO)
+            append(buf, cap, &len, " (scored through the engine's steps)%s%s%s", "", "", "");
         if (layer == SREG_GENERATION && !strcmp(e->name, SREG_DEFAULT_GENERATION))
             append(buf, cap, &len, " (default)%s%s%s", "", "", "");
         append(buf, cap, &len, "\n%s%s%s", "", "", "");

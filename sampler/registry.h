@@ -11,7 +11,9 @@
  *  - whether generation runs it (gen_kind >= 0: the sstrat_kind of
  *    strategy.h the engine runs), and how `consort ppl` treats it
  *    (sreg_scoring): SREG_SCORE_SAME = ppl scores exactly the rule
- *    generation runs; SREG_SCORE_UNSUPPORTED = a generation rule that ppl
+ *    generation runs (solo:NAME as the member's own teacher-forced figure;
+ *    mixture, product, pool and selective by walking the text through the
+ *    engine's own steps, ensemble_score_text); SREG_SCORE_UNSUPPORTED = a generation rule that ppl
  *    cannot score as generation runs it, so ppl refuses the name (the entry
  *    says why and names the evaluation-only rule that measures something
  *    related); SREG_SCORE_EVAL_ONLY = a rule of ppl alone, with its own name,
@@ -41,6 +43,7 @@ typedef enum {
     SREG_MIN_PPL_CROSS,
     SREG_SELECTIVE,
     SREG_POOL,
+    SREG_MIXTURE_UNITS,
     SREG_ROUTE_ENTROPY,
     SREG_ROUTE_PREV,
     SREG_PRODUCT_BOUND,

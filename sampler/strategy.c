@@ -138,14 +138,27 @@ int sstrat_pool(size_t nm, size_t ne, const double *ev, const double *wn, const 
         sstrat_mixture(nm, ne, ev, wn, out);
         return 1;
     }
+    /* the pooled set: the events every member with a weight gives mass to;
+     * it gets the mixture's mass of the set, the other events keep theirs */
     double g = 0;
     for (size_t e = 0; e < ne; e++) {
-        out[e] = out[e] > -INFINITY ? exp(out[e] - lmax) : 0;
+        double mix = 0;
+        for (size_t m = 0; m < nm; m++)
+            if (wn[m] > 0) mix += wn[m] * ev[m * ne + e];
+        int pooled = out[e] > -INFINITY;
+        out[e] = pooled ? exp(out[e] - lmax) : 0;
         g += out[e];
+        if (pooled) mix_listed += mix;
     }
-    for (size_t m = 0; m < nm; m++)
-        for (size_t e = 0; wn[m] > 0 && e < ne; e++) mix_listed += wn[m] * ev[m * ne + e];
-    for (size_t e = 0; e < ne; e++) out[e] *= mix_listed / g;
+    for (size_t e = 0; e < ne; e++) {
+        if (out[e] > 0) {
+            out[e] *= mix_listed / g;
+            continue;
+        }
+        out[e] = 0;
+        for (size_t m = 0; m < nm; m++)
+            if (wn[m] > 0) out[e] += wn[m] * ev[m * ne + e];
+    }
     return 0;
 }
 

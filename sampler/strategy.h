@@ -82,10 +82,12 @@ double sstrat_mixture(size_t nm, size_t ne, const double *ev, const double *wn, 
  * and returns 1 (else 0). */
 int sstrat_product(size_t nm, size_t ne, const double *ev, const double *wn, double *out);
 
-/* Pooled: the mixture decides the listed events' total S = sum_e mix(e); a
- * normalised geometric pool shares S out among them,
- *     out[e] = S * g(e) / sum_f g(f),  g(e) = prod_m ev_m(e)^alpha_m
- * (members with wn > 0 and alpha > 0); REST keeps the mixture's 1 - S. alpha
+/* Pooled: over the pooled set P = the events to which every member with
+ * wn > 0 and alpha > 0 gives mass (g(e) > 0), the mixture decides the total
+ * S = sum_{e in P} mix(e) and a normalised geometric pool shares it out,
+ *     out[e] = S * g(e) / sum_{f in P} g(f),  g(e) = prod_m ev_m(e)^alpha_m;
+ * every other event keeps the mixture's mix(e), and REST the mixture's
+ * 1 - sum_e mix(e) (so no event the mixture gives mass to gets zero). alpha
  * NULL = 1/M for each of the M members with wn > 0. When g is zero
  * everywhere, out is the mixture and 1 is returned (else 0). */
 int sstrat_pool(size_t nm, size_t ne, const double *ev, const double *wn, const double *alpha, double *out);

@@ -11,11 +11,14 @@
 #include "coordinator/cli/member_opts.h"
 #include "sampler/registry.h"
 
+#include "common/version.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { AB_PROMPTS = 1, AB_STRATEGIES, AB_MAX_TOKENS, AB_TEMPERATURE, AB_SEED, AB_JUDGE, AB_OUT, AB_RESAMPLES };
@@ -179,6 +182,34 @@ static int ev_ab_chunk(void *ud, const ensemble_chunk *c) {
     return 0;
 }
 
+/* The figure's caption: members and their models, the judge, the
+ * settings, the date and the version (malloc'ed; NULL out of memory). */
+static char *ab_caption(member_set *ms, size_t M, const char *judge, const char *judge_spec, size_t P,
+                        int max_tokens, double temperature, uint64_t seed, double threshold) {
+    char buf[2048];
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, sizeof buf - n, "Members:");
+    for (size_t m = 0; m < M && n < sizeof buf; m++) {
+        const char *model = members_model(ms, m);
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s %s (%s)", m ? "," : "", members_name(ms, m),
+                              model ? model : members_url(ms, m));
+    }
+    if (n < sizeof buf)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, ". Judge: %s%s%s%s. ", judge ? judge : "none (the members' mean)",
+                              judge ? " (" : "", judge ? judge_spec : "", judge ? ")" : "");
+    time_t now = time(NULL);
+    struct tm tm;
+    char date[32] = "";
+    if (gmtime_r(&now, &tm)) strftime(date, sizeof date, "%Y-%m-%d", &tm);
+    if (n < sizeof buf)
+        snprintf(buf + n, sizeof buf - n,
+                 "%zu prompts, at most %d steps, temperature %g, seed %llu, selective threshold %g; "
+                 "95%% intervals from a bootstrap over prompts. %s, consort %s.",
+                 P, max_tokens, temperature, (unsigned long long)seed, threshold > 0 ? threshold : 0.5, date,
+                 CONSORT_VERSION);
+    return strdup(buf);
+}
+
 int ev_cmd_ab(int argc, char **argv) {
     char err[1024];
     ab_args a = {.out_dir = "ab-report", .max_tokens = 48, .resamples = 1000, .seed = 1};
@@ -278,6 +309,8 @@ int ev_cmd_ab(int argc, char **argv) {
     for (size_t s = 0; s < S; s++) snprintf(ab->strategies[s], sizeof ab->strategies[s], "%s", slist[s]);
     for (size_t m = 0; m < M; m++) snprintf(ab->scorers[m], sizeof ab->scorers[m], "%s", members_name(ms, m));
     if (js) snprintf(ab->scorers[M], sizeof ab->scorers[M], "%s", judge_name);
+    ab->caption = ab_caption(ms, M, js ? judge_name : NULL, js ? judge_spec : NULL, P, max_tokens, temperature, seed,
+                             cli->threshold);
     int tty = isatty(2);
     for (size_t p = 0; p < P; p++) {
         ab->prompts[p] = prompts[p];
@@ -315,7 +348,12 @@ int ev_cmd_ab(int argc, char **argv) {
                     int mi = members_index(ms, res.members[k].name);
                     if (mi >= 0 && !res.members[k].failed && res.members[k].mean_step_ms > 0)
                         o->step_ms[mi] = res.members[k].mean_step_ms;
+                    if (mi >= 0) {
+                        o->steps_won[mi] = res.members[k].steps_won;
+                        o->bytes_won[mi] = (double)res.members[k].bytes_proposed_won;
+                    }
                 }
+                o->lead_alone = res.lead_alone_steps;
             }
             ensemble_result_free(&res);
         }

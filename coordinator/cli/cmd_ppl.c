@@ -1,13 +1,17 @@
 /* coordinator/cli/cmd_ppl.c: `consort ppl`, held-out perplexity across
  * tokenizers (docs/EVALUATION.md). Members come from members.h (--member
  * NAME=URL or NAME=model.gguf, --weights, ...); each member scores each
- * document with POST /v1/score, concurrently across members; eval_ppl does
- * the rest. Exit status: 0 ok, 1 runtime failure, 2 usage. */
+ * document with POST /v1/score, concurrently across members; the
+ * step-level rules (mixture, product, pool, selective) walk each document
+ * through the engine's own steps (ensemble_score_text); eval_ppl does the
+ * rest. Exit status: 0 ok, 1 runtime failure, 2 usage. */
 #include "coordinator/cli/cmd_ppl.h"
 #include "coordinator/cli/commands.h"
 
+#include "coordinator/engine/ensemble.h"
 #include "coordinator/eval/eval_ppl.h"
 #include "coordinator/eval/eval_report.h"
+#include "coordinator/eval/eval_tune.h"
 #include "coordinator/cli/member_opts.h"
 #include "sampler/registry.h"
 
@@ -71,6 +75,94 @@ void ev_member_scorer_init(ev_scorer *sc, ev_member_scorer *ud, member_set *ms, 
     sc->doc_start = info ? info->doc_start : -1;
 }
 
+/* The step-level rows: each document through ensemble_score_text, with
+ * per-strategy totals for the notes printed after the table. */
+#define PPL_MAX_STEP_ROWS 16
+typedef struct {
+    ensemble *e;
+    int have_w;                       /* weights tuned through the steps (else the rows' weights) */
+    double w[CONSORT_MAX_MEMBERS];
+    struct {
+        char name[80];
+        long steps, rest_steps, windows, bytes;
+        double seconds;
+    } row[PPL_MAX_STEP_ROWS];
+    size_t n_rows;
+} ppl_steps_ud;
+
+static int ppl_steps(void *ud, const ev_strategy *s, const double *w, size_t M, const char *text, size_t len,
+                     double *lp, char *err, size_t errlen) {
+    ppl_steps_ud *u = ud;
+    *lp = 0;
+    if (!len) return 0;
+    ensemble_score_request q = {s->name, u->have_w ? u->w : w, M, "", text, len, NULL, NULL};
+    ensemble_score_result res;
+    if (ensemble_score_text(u->e, &q, &res)) {
+        snprintf(err, errlen, "%s", res.error);
+        return -1;
+    }
+    *lp = res.logprob;
+    size_t k = 0;
+    while (k < u->n_rows && strcmp(u->row[k].name, s->name)) k++;
+    if (k == u->n_rows && k < PPL_MAX_STEP_ROWS) snprintf(u->row[u->n_rows++].name, sizeof u->row[k].name, "%s", s->name);
+    if (k < u->n_rows) {
+        u->row[k].steps += res.steps;
+        u->row[k].rest_steps += res.rest_steps;
+        u->row[k].windows += res.windows;
+        u->row[k].bytes += (long)res.bytes;
+        u->row[k].seconds += res.seconds;
+    }
+    return 0;
+}
+
+static void ppl_steps_notes(FILE *f, const ppl_steps_ud *u) {
+    for (size_t k = 0; k < u->n_rows; k++)
+        fprintf(f,
+                "%s: scored through the engine's steps: %ld steps (%.2f bytes/step), %ld of them REST + tail, "
+                "%ld windows re-opened, %.1f s\n",
+                u->row[k].name, u->row[k].steps, u->row[k].steps ? (double)u->row[k].bytes / u->row[k].steps : 0,
+                u->row[k].rest_steps, u->row[k].windows, u->row[k].seconds);
+}
+
+/* ---- tuning the step-level rules on DEV (eval_tune.h) ---------------------- */
+
+static int record_step(void *ud, const ensemble_score_step *st) {
+    return ev_tune_add(ud, st->n_events, st->ev, st->event, st->rest_part) ? -1 : 0;
+}
+
+/* 1 if a step-level row whose parameters can be tuned (mixture, pool) is listed. */
+static int wants_step_tuning(const ev_strategy *st, size_t ns) {
+    for (size_t i = 0; i < ns; i++)
+        if (st[i].steps && (st[i].kind == SREG_MIXTURE || st[i].kind == SREG_POOL)) return 1;
+    return 0;
+}
+
+/* Walks DEV once through the steps (pool, weights w) and tunes the step
+ * weights (EM) and the pool's exponents (coordinate search) on it. */
+static int tune_steps(ensemble *e, const ev_corpus *dev, size_t M, const double *w, double *tw, double *alpha,
+                      char *err, size_t errlen) {
+    ev_tune_set t;
+    ev_tune_init(&t, M);
+    for (size_t d = 0; d < dev->n; d++) {
+        if (!dev->docs[d].len) continue;
+        ensemble_score_request q = {"pool", w, M, "", dev->docs[d].text, dev->docs[d].len, record_step, &t};
+        ensemble_score_result res;
+        if (ensemble_score_text(e, &q, &res)) {
+            snprintf(err, errlen, "document %zu: %s", d + 1, res.error);
+            ev_tune_free(&t);
+            return -1;
+        }
+    }
+    memcpy(tw, w, M * sizeof *tw);
+    double llm0 = ev_tune_mixture_loglik(&t, tw), llm = ev_tune_mixture(&t, tw, 500);
+    double llp0 = ev_tune_pool_loglik(&t, tw, alpha), llp = ev_tune_pool(&t, tw, alpha, 200);
+    printf("step-level rules tuned on the dev file walked through the steps (%zu steps, %zu with no mass skipped): "
+           "mixture log-likelihood %.1f -> %.1f nats, pool %.1f -> %.1f nats\n",
+           t.n, ev_tune_dead_steps(&t), llm0, llm, llp0, llp);
+    ev_tune_free(&t);
+    return 0;
+}
+
 enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS };
 
 static const opt_spec ppl_options[] = {
@@ -79,7 +171,8 @@ static const opt_spec ppl_options[] = {
      "comma-separated, from the list below (default: all of them)"},
     {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "word, token or byte: units the ensembles are scored on (default word)"},
     {"tune-weights", NULL, OPT_VALUE, PP_TUNE, "DEV",
-     "pick mixture/product_bound weights on DEV (EM), report them, then score FILE"},
+     "pick the weights on DEV (EM on units; with mixture or pool listed, also the step weights and the pool's "
+     "exponents, DEV walked through the steps), report them, then score FILE"},
     {"json", NULL, OPT_VALUE, PP_JSON, "OUT", "write the results as JSON to OUT"},
     {"per-doc", NULL, OPT_VALUE, PP_PER_DOC, "CSV", "write one line per document to CSV"},
     {"resamples", NULL, OPT_VALUE, PP_RESAMPLES, "N", "bootstrap resamples (default 1000)"},
@@ -216,7 +309,8 @@ int ev_cmd_ppl(int argc, char **argv) {
         return 1;
     }
     members_config mcfg;
-    members_cli_to_config(cli, &mcfg, NULL);
+    ensemble_config ecfg;
+    members_cli_to_config(cli, &mcfg, &ecfg);
     member_set *ms = members_open(&mcfg, err, sizeof err);
     if (!ms) {
         fprintf(stderr, "consort ppl: %s\n", err);
@@ -239,9 +333,38 @@ int ev_cmd_ppl(int argc, char **argv) {
             printf("\n");
         }
     }
+    ppl_steps_ud steps = {0};
+    steps.e = rc ? NULL : ensemble_new(ms, &ecfg, err, sizeof err);
+    if (!rc && !steps.e) {
+        fprintf(stderr, "consort ppl: %s\n", err);
+        rc = 1;
+    }
+    if (!rc && dev && wants_step_tuning(st, ns)) {
+        double alpha[CONSORT_MAX_MEMBERS];
+        for (size_t m = 0; m < M; m++) alpha[m] = ecfg.n_pool_exponents ? ecfg.pool_exponents[m] : 1.0 / (double)M;
+        if (tune_steps(steps.e, &dc, M, w, steps.w, alpha, err, sizeof err)) {
+            fprintf(stderr, "consort ppl: tuning on %s through the steps: %s\n", dev, err);
+            rc = 1;
+        } else {
+            steps.have_w = 1;
+            printf("step weights:");
+            for (size_t m = 0; m < M; m++) printf(" %s=%.4f", names[m], steps.w[m]);
+            printf("; pool exponents:");
+            for (size_t m = 0; m < M; m++) printf(" %s=%.4f", names[m], alpha[m]);
+            printf("\n");
+            memcpy(ecfg.pool_exponents, alpha, M * sizeof *alpha);
+            ecfg.n_pool_exponents = M;
+            ensemble_free(steps.e);
+            steps.e = ensemble_new(ms, &ecfg, err, sizeof err);
+            if (!steps.e) {
+                fprintf(stderr, "consort ppl: %s\n", err);
+                rc = 1;
+            }
+        }
+    }
     ev_ppl_result r = {0};
     if (!rc) {
-        ev_ppl_opts o = {(ev_unit_kind)unit, st, ns, w, resamples, seed, progress};
+        ev_ppl_opts o = {(ev_unit_kind)unit, st, ns, w, resamples, seed, progress, ppl_steps, &steps};
         if (ev_ppl_run(&c, sc, M, &o, &r, err, sizeof err)) {
             fprintf(stderr, "consort ppl: %s\n", err);
             rc = 1;
@@ -249,10 +372,20 @@ int ev_cmd_ppl(int argc, char **argv) {
     }
     if (!rc) {
         ev_report_ppl_table(stdout, file, &c, &r);
+        ppl_steps_notes(stdout, &steps);
         fflush(stdout);
         if (json_out) {
             json_t *j = ev_report_ppl_json(file, &c, &r);
             if (dev) json_object_set_new(j, "weights_tuned_on", json_string(dev));
+            if (steps.have_w) {
+                json_t *sw = json_array(), *pe = json_array();
+                for (size_t m = 0; m < M; m++) {
+                    json_array_append_new(sw, json_real(steps.w[m]));
+                    json_array_append_new(pe, json_real(ecfg.pool_exponents[m]));
+                }
+                json_object_set_new(j, "step_weights", sw);
+                json_object_set_new(j, "pool_exponents", pe);
+            }
             json_t *mem = json_object_get(j, "members");
             for (size_t m = 0; m < M; m++) {
                 json_t *x = json_array_get(mem, m);
@@ -273,6 +406,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         }
     }
     ev_ppl_result_free(&r);
+    ensemble_free(steps.e);
     members_free(ms);
     ev_corpus_free(&c);
     ev_corpus_free(&dc);

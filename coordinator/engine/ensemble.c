@@ -492,11 +492,6 @@ static int build_candidates(ensemble_gen *r) {
 
 /* ---- the decision's I/O ------------------------------------------------------- */
 
-typedef struct {
-    int active[CONSORT_MAX_MEMBERS], fresh[CONSORT_MAX_MEMBERS];
-    double w[CONSORT_MAX_MEMBERS], end_lq[CONSORT_MAX_MEMBERS];
-} decide_facts;
-
 static decide_in decide_input(const ensemble_gen *r, decide_facts *f) {
     for (size_t i = 0; i < r->nm; i++) {
         f->active[i] = r->m[i].active;
@@ -535,47 +530,19 @@ static void debug_step(ensemble_gen *r, int pick) {
     }
 }
 
-/* A member's masses for disjoint events must not sum above 1. They can, by
- * rounding (float32 softmaxes over tens of thousands of tokens, f16 KV
- * caches, teacher-forced candidates decoded in different batches: seen at
- * temperature 1 after some thousand steps) or because a member answers
- * nonsense; neither may stop the request. Such a member's known masses (its
- * candidates, own paths and END) are scaled down together by the excess, so
- * their ratios stay as the member gave them. Excess beyond rounding is
- * logged once per request. */
-static void bound_masses(ensemble_gen *r, decide_in *in) {
-    for (size_t i = 0; i < r->nm; i++) {
-        if (!in->active[i] || !in->fresh[i]) continue;
-        double s = ensemble_member_listed_mass(in, i);
-        if (!(s > 1)) continue;
-        double shift = isfinite(s) ? log(s) : 0;
-        double *lq = r->lq + i * r->mat_cap, *lp = r->lp ? r->lp + i * r->mat_cap : NULL;
-        for (size_t c = 0; c < r->cand.n; c++) {
-            if (!isnan(lq[c])) lq[c] = isfinite(s) ? lq[c] - shift : -INFINITY;
-            if (lp && !isnan(lp[c])) lp[c] = isfinite(s) ? lp[c] - shift : -INFINITY;
-        }
-        r->m[i].end_lq = isfinite(s) ? r->m[i].end_lq - shift : -INFINITY;
-        if (s > 1 + 1e-3 && !r->m[i].warned_mass) {
-            r->m[i].warned_mass = 1;
-            log_warn("request: member '%s' gave masses summing to %.6g > 1; scaled down",
-                     members_name(r->ms, i), s);
-        }
-    }
-}
-
 /* One step's choice: the decision, and the I/O it asks for, until it
  * chooses. Returns the event (n = END), -1 for none. */
 static int decide_step(ensemble_gen *r) {
     decide_memo_reset(&r->memo);
     for (;;) {
+        ens_rescale_inconsistent(r); /* member answers are input: never above 1 (invariant 7) */
         decide_facts f;
         decide_in in = decide_input(r, &f);
-        bound_masses(r, &in);
-        in = decide_input(r, &f); /* end_lq is copied into f: take the bounded one */
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {
             r->skipped_rounds += d.skipped;
+            r->lead_alone += r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active && !r->memo.lead_unsure;
             if (log_enabled(LOG_DEBUG) && d.choice >= 0) debug_step(r, d.choice);
             return d.choice;
         }
@@ -970,6 +937,7 @@ static void fill_stats(ensemble_gen *r) {
     out->speculative = r->spec;
     out->spec_drafted = r->spec_drafted;
     out->spec_accepted = r->spec_accepted;
+    out->lead_alone_steps = r->lead_alone;
     out->steps = r->steps;
 }
 
@@ -1059,4 +1027,16 @@ void ensemble_result_free(ensemble_result *res) {
     res->text = NULL;
     res->members = NULL;
     res->n_members = 0;
+}
+
+/* ---- for the scoring path (ensemble_score.c; ensemble_internal.h) --------------- */
+
+int ens_build_candidates(ensemble_gen *r) { return build_candidates(r); }
+decide_in ens_decide_input(const ensemble_gen *r, decide_facts *f) { return decide_input(r, f); }
+void ens_fill_missing(ensemble_gen *r, const int *need, const int *only) { fill_missing(r, need, only); }
+int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask) { return call_members(r, 0, sel, ask); }
+int ens_step_round1(ensemble_gen *r) { return step_round1(r, 0); }
+int ens_owe_step(ensemble_gen *r, size_t from) { return owe_step(r, from); }
+int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen) {
+    return ensemble_absorb_answer(r, m, n_asked, 0, ctx_full, why, whylen);
 }

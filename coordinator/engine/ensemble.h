@@ -147,6 +147,7 @@ typedef struct {
     int second_rounds;         /* steps that needed a second round for missing candidate masses */
     int skipped_rounds;        /* greedy steps whose winner was certain without the missing masses */
     int sessions_recreated;    /* member sessions the workers had evicted, re-created from prompt + G */
+    int lead_alone_steps;      /* selective: steps the lead decided alone (it was sure) */
     double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
     int speculative;           /* speculative steps were on */
     int spec_drafted;          /* drafted steps the members answered (per round, the shortest draft) */
@@ -184,6 +185,77 @@ int ensemble_end(ensemble_gen *g);
 int ensemble_generate(ensemble *e, const ensemble_request *req,
                       ensemble_on_chunk on_chunk, void *ud, ensemble_result *out);
 void ensemble_result_free(ensemble_result *r);
+
+/* ---- scoring a text through the same steps (ensemble_score.c) ----------------
+ *
+ * ensemble_score_text() walks a given text through generation's own steps:
+ * sessions on the members (prompt = context; "" = the document start), each
+ * step's candidate set and the strategy's distribution over its events
+ * exactly as a sampled generation (temperature 1, no filters) computes
+ * them, but the choice is forced by the text:
+ *
+ *  - the event committed is the LONGEST listed candidate that is a prefix
+ *    of the rest of the text and has positive probability; its probability
+ *    is multiplied in and its bytes committed (the generation path that
+ *    produces those bytes in one step);
+ *  - where no such candidate exists (the text leaves every listed event),
+ *    REST's probability times the tail rule: u = the shortest prefix of the
+ *    rest that is not a prefix of any positive candidate, scored
+ *    M(u) / M(R+) with M the step's mixture of prefix masses (the members
+ *    that answered the step, their normalised weights) and M(R+) its mass of
+ *    everything that starts with no positive candidate and is not END;
+ *    at the very end of the text (the rest is a proper prefix of a positive
+ *    candidate) the probability that the next bytes start with the rest.
+ *
+ * Summed over all texts of one length these probabilities are at most 1
+ * (docs/EVALUATION.md, "Scoring through the steps"). END is never scored:
+ * a document's end is not an event of the text. A member whose context is
+ * full is re-opened on the second half of its window (prompt "" = its
+ * document-start token, the window's text appended). A member that fails
+ * fails the scoring (no silent renormalisation). min_ppl and min_ppl_cross
+ * are refused (400): they choose among proposals, not from a distribution.
+ */
+typedef struct {
+    size_t from, len;          /* the bytes of the text this step committed */
+    double logprob;            /* natural log of its probability */
+    int rest;                  /* 1: REST times the tail rule */
+    /* What the step's probability is made of, for tuning a rule's
+     * parameters offline (valid during the callback only): */
+    size_t n_members, n_events;/* the ensemble's members; the step's events (candidates + END) */
+    const double *ev;          /* [m * n_events + e]: member m's mass of event e (rows of the
+                                * members not in the step are 0) */
+    int event;                 /* the forced event, -1 for REST */
+    const double *rest_part;   /* REST steps: [m] member m's REST-part of the piece, R_m(u) (at the
+                                * end of the text, plus its masses of the events that extend it) */
+    const double *rest_mass;   /* REST steps: [m] member m's REST mass, rest_m */
+} ensemble_score_step;
+
+typedef struct {
+    const char *strategy;      /* NULL: the ensemble's default */
+    const double *weights;     /* NULL: default; else one per member of the ensemble */
+    size_t n_weights;
+    const char *context;       /* NULL or "": from the document start */
+    const char *text;          /* the bytes scored */
+    size_t len;
+    /* optional: each step as it is scored; non-zero stops with an error */
+    int (*on_step)(void *ud, const ensemble_score_step *s);
+    void *ud;
+} ensemble_score_request;
+
+typedef struct {
+    double logprob;            /* natural log, the sum of the steps' */
+    size_t bytes;              /* == len when status is 0 */
+    int steps, rest_steps;     /* committed steps; of them, REST steps */
+    int windows;               /* member sessions re-opened for a full context */
+    int rescaled;              /* member steps whose listed events summed above 1, scaled to 1 */
+    int rounds;                /* concurrent round trips */
+    double seconds;
+    int status;                /* 0 ok, else an HTTP-like status */
+    char error[256];
+} ensemble_score_result;
+
+/* 0, or -1 with out->status and out->error. Thread-safe like generation. */
+int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_score_result *out);
 
 /* "solo:NAME", "mixture", "product", "min_ppl", "min_ppl_cross", "selective" */
 int ensemble_strategy_valid(const ensemble *e, const char *strategy, char *err, size_t errlen);

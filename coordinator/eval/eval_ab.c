@@ -32,7 +32,9 @@ ev_ab *ev_ab_new(size_t P, size_t S, size_t M, size_t K) {
         o->step_ms = malloc((M ? M : 1) * sizeof *o->step_ms);
         o->nll = malloc((K ? K : 1) * sizeof *o->nll);
         o->bytes = malloc((K ? K : 1) * sizeof *o->bytes);
-        if (!o->step_ms || !o->nll || !o->bytes) {
+        o->steps_won = calloc(M ? M : 1, sizeof *o->steps_won);
+        o->bytes_won = calloc(M ? M : 1, sizeof *o->bytes_won);
+        if (!o->step_ms || !o->nll || !o->bytes || !o->steps_won || !o->bytes_won) {
             ev_ab_free(ab);
             return NULL;
         }
@@ -52,7 +54,10 @@ void ev_ab_free(ev_ab *ab) {
             free(ab->out[i].step_ms);
             free(ab->out[i].nll);
             free(ab->out[i].bytes);
+            free(ab->out[i].steps_won);
+            free(ab->out[i].bytes_won);
         }
+    free(ab->caption);
     free(ab->prompts);
     free(ab->strategies);
     free(ab->scorers);
@@ -159,7 +164,87 @@ typedef struct {
     double *step_ms;             /* per member */
     double mean_len, distinct1, distinct2;
     size_t failures;
+    int solo;                    /* a solo:NAME strategy */
+    double diff, diff_ci[2];     /* quality minus the best solo strategy's, paired interval */
+    double *won_steps, *won_bytes; /* per member: share of steps / bytes won */
+    double lead_alone;           /* share of steps selective's lead decided alone */
 } ev_ab_sum;
+
+/* One output's quality numerator and denominator (nats, bytes): the
+ * judge's, else the mean over the members that scored it. */
+static void ev_quality_of(const ev_ab *ab, const ev_ab_output *o, double *num, double *den) {
+    size_t K = ab->n_scorers, M = ab->n_members;
+    *num = *den = 0;
+    if (o->status) return;
+    size_t k0 = ab->has_judge ? K - 1 : 0, k1 = ab->has_judge ? K : M;
+    double a = 0, b = 0;
+    size_t c = 0;
+    for (size_t k = k0; k < k1; k++)
+        if (isfinite(o->nll[k]) && isfinite(o->bytes[k])) {
+            a += o->nll[k];
+            b += o->bytes[k];
+            c++;
+        }
+    if (c) {
+        *num = a / (double)c;
+        *den = b / (double)c;
+    }
+}
+
+static int ev_is_solo(const char *strategy) { return !strncmp(strategy, "solo:", 5); }
+
+/* The best solo strategy (lowest quality figure), or (size_t)-1. */
+static size_t ev_best_solo(const ev_ab *ab, const ev_ab_sum *sum) {
+    size_t best = (size_t)-1;
+    for (size_t s = 0; s < ab->n_strategies; s++)
+        if (sum[s].solo && isfinite(sum[s].quality) && (best == (size_t)-1 || sum[s].quality < sum[best].quality))
+            best = s;
+    return best;
+}
+
+/* Paired differences of every strategy's quality from the best solo one. */
+static void ev_ab_diffs(const ev_ab *ab, ev_ab_sum *sum) {
+    size_t P = ab->n_prompts, S = ab->n_strategies, best = ev_best_solo(ab, sum);
+    double *num = calloc(S * P + 1, sizeof *num), *den = calloc(S * P + 1, sizeof *den);
+    double (*ci)[2] = calloc(S + 1, sizeof *ci), (*dci)[2] = calloc(S + 1, sizeof *dci);
+    for (size_t s = 0; s < S; s++) sum[s].diff = sum[s].diff_ci[0] = sum[s].diff_ci[1] = NAN;
+    if (num && den && ci && dci && best != (size_t)-1) {
+        for (size_t s = 0; s < S; s++)
+            for (size_t p = 0; p < P; p++) ev_quality_of(ab, &ab->out[p * S + s], &num[s * P + p], &den[s * P + p]);
+        if (!ev_bootstrap_rows(num, den, S, P, best, ab->resamples, ab->seed + 29, ci, dci))
+            for (size_t s = 0; s < S; s++) {
+                sum[s].diff = sum[s].quality - sum[best].quality;
+                sum[s].diff_ci[0] = dci[s][0];
+                sum[s].diff_ci[1] = dci[s][1];
+            }
+    }
+    free(num);
+    free(den);
+    free(ci);
+    free(dci);
+}
+
+/* Each member's share of the steps and bytes it won, and selective's lead. */
+static void ev_ab_agreement_of(const ev_ab *ab, size_t s, ev_ab_sum *x) {
+    size_t P = ab->n_prompts, S = ab->n_strategies, M = ab->n_members;
+    double steps = 0, bytes = 0, alone = 0;
+    for (size_t p = 0; p < P; p++) {
+        const ev_ab_output *o = &ab->out[p * S + s];
+        if (o->status) continue;
+        steps += o->steps;
+        alone += o->lead_alone;
+        for (size_t m = 0; m < M; m++) {
+            x->won_steps[m] += o->steps_won[m];
+            x->won_bytes[m] += o->bytes_won[m];
+        }
+        bytes += (double)o->len;
+    }
+    for (size_t m = 0; m < M; m++) {
+        x->won_steps[m] = steps > 0 ? x->won_steps[m] / steps : NAN;
+        x->won_bytes[m] = bytes > 0 ? x->won_bytes[m] / bytes : NAN;
+    }
+    x->lead_alone = steps > 0 ? alone / steps : NAN;
+}
 
 static void ev_ab_summarize(const ev_ab *ab, ev_ab_sum *sum) {
     size_t P = ab->n_prompts, S = ab->n_strategies, K = ab->n_scorers, M = ab->n_members;
@@ -169,7 +254,11 @@ static void ev_ab_summarize(const ev_ab *ab, ev_ab_sum *sum) {
         x->bpb = calloc(K ? K : 1, sizeof *x->bpb);
         x->bpb_ci = calloc(K ? K : 1, sizeof *x->bpb_ci);
         x->step_ms = calloc(M ? M : 1, sizeof *x->step_ms);
-        if (!num || !den || !x->bpb || !x->bpb_ci || !x->step_ms) continue;
+        x->won_steps = calloc(M ? M : 1, sizeof *x->won_steps);
+        x->won_bytes = calloc(M ? M : 1, sizeof *x->won_bytes);
+        x->solo = ev_is_solo(ab->strategies[s]);
+        if (!num || !den || !x->bpb || !x->bpb_ci || !x->step_ms || !x->won_steps || !x->won_bytes) continue;
+        ev_ab_agreement_of(ab, s, x);
         /* per scorer bits per byte */
         for (size_t k = 0; k < K; k++) {
             double tn = 0, tb = 0;
@@ -191,22 +280,7 @@ static void ev_ab_summarize(const ev_ab *ab, ev_ab_sum *sum) {
         {
             double tn = 0, tb = 0;
             for (size_t p = 0; p < P; p++) {
-                const ev_ab_output *o = &ab->out[p * S + s];
-                num[p] = den[p] = 0;
-                if (o->status) continue;
-                size_t k0 = ab->has_judge ? K - 1 : 0, k1 = ab->has_judge ? K : M;
-                double a = 0, b = 0;
-                size_t c = 0;
-                for (size_t k = k0; k < k1; k++)
-                    if (isfinite(o->nll[k]) && isfinite(o->bytes[k])) {
-                        a += o->nll[k];
-                        b += o->bytes[k];
-                        c++;
-                    }
-                if (c) {
-                    num[p] = a / (double)c;
-                    den[p] = b / (double)c;
-                }
+                ev_quality_of(ab, &ab->out[p * S + s], &num[p], &den[p]);
                 tn += num[p];
                 tb += den[p];
             }
@@ -271,6 +345,7 @@ static void ev_ab_summarize(const ev_ab *ab, ev_ab_sum *sum) {
     }
     free(num);
     free(den);
+    ev_ab_diffs(ab, sum);
 }
 
 static void ev_ab_sum_free(ev_ab_sum *sum, size_t S) {
@@ -278,6 +353,8 @@ static void ev_ab_sum_free(ev_ab_sum *sum, size_t S) {
         free(sum[s].bpb);
         free(sum[s].bpb_ci);
         free(sum[s].step_ms);
+        free(sum[s].won_steps);
+        free(sum[s].won_bytes);
     }
     free(sum);
 }
@@ -329,8 +406,20 @@ static json_t *ev_ab_json_sum(const ev_ab *ab, const ev_ab_sum *sum) {
         const ev_ab_sum *x = &sum[s];
         json_t *r = json_object();
         json_object_set_new(r, "strategy", json_string(ab->strategies[s]));
+        json_object_set_new(r, "kind", json_string(x->solo ? "solo" : "ensemble"));
         json_object_set_new(r, "quality_bits_per_byte", ev_json_num(x->quality));
         json_object_set_new(r, "quality_ci95", ev_pair2(x->quality_ci));
+        json_object_set_new(r, "diff_vs_best_solo", ev_json_num(x->diff));
+        json_object_set_new(r, "diff_ci95", ev_pair2(x->diff_ci));
+        json_t *won = json_object();
+        for (size_t m = 0; m < M; m++) {
+            json_t *w = json_object();
+            json_object_set_new(w, "steps_won", ev_json_num(x->won_steps[m]));
+            json_object_set_new(w, "bytes_won", ev_json_num(x->won_bytes[m]));
+            json_object_set_new(won, ab->scorers[m], w);
+        }
+        json_object_set_new(r, "member_agreement", won);
+        if (!strcmp(ab->strategies[s], "selective")) json_object_set_new(r, "lead_alone", ev_json_num(x->lead_alone));
         json_t *bs = json_object();
         for (size_t k = 0; k < K; k++) {
             json_t *b = json_object();
@@ -363,6 +452,9 @@ static json_t *ev_ab_json_sum(const ev_ab *ab, const ev_ab_sum *sum) {
         json_array_append_new(summary, r);
     }
     json_object_set_new(o, "summary", summary);
+    size_t best = ev_best_solo(ab, sum);
+    json_object_set_new(o, "best_solo", best != (size_t)-1 ? json_string(ab->strategies[best]) : json_null());
+    json_object_set_new(o, "caption", ab->caption ? json_string(ab->caption) : json_null());
     json_t *items = json_array();
     for (size_t p = 0; p < P; p++) {
         json_t *it = json_object();
@@ -452,6 +544,48 @@ static void ev_fmt_ci(FILE *f, const char *fmt, double x, const double ci[2]) {
     fputc(']', f);
 }
 
+/* "## Against the best solo strategy": paired differences of the quality. */
+static void ev_write_md_vs_solo(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
+    size_t best = ev_best_solo(ab, sum);
+    if (best == (size_t)-1) return;
+    ev_md_name(f, "\n## Against the best solo strategy\n\nQuality minus that of `", ab->strategies[best],
+               "` (the solo strategy with the lowest figure), 95% interval from the same bootstrap draws "
+               "(paired); below 0 = better.\n\n| strategy | kind | difference [95% CI] |\n|---|---|---|\n");
+    for (size_t s = 0; s < ab->n_strategies; s++) {
+        ev_md_name(f, "| ", ab->strategies[s], sum[s].solo ? " | solo | " : " | ensemble | ");
+        if (s == best) fputs("(best solo)", f);
+        else ev_fmt_ci(f, "%+.4f", sum[s].diff, sum[s].diff_ci);
+        fputs(" |\n", f);
+    }
+}
+
+/* "## Member agreement": who won the steps and bytes inside each ensemble. */
+static void ev_write_md_members(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
+    size_t S = ab->n_strategies, M = ab->n_members;
+    fputs("\n## Member agreement inside each strategy\n\nShare of the steps whose committed event was the "
+          "member's own top choice / share of the output's bytes from candidates the member proposed (members "
+          "can share both); for selective, the share of steps its lead decided alone.\n\n| strategy |",
+          f);
+    for (size_t m = 0; m < M; m++) ev_md_name(f, " ", ab->scorers[m], " steps / bytes |");
+    fputs(" lead alone |\n|---|", f);
+    for (size_t m = 0; m <= M; m++) fputs("---|", f);
+    fputc('\n', f);
+    for (size_t s = 0; s < S; s++) {
+        ev_md_name(f, "| ", ab->strategies[s], " |");
+        for (size_t m = 0; m < M; m++) {
+            fputc(' ', f);
+            ev_fmtn(f, "%.2f", sum[s].won_steps[m]);
+            fputs(" / ", f);
+            ev_fmtn(f, "%.2f", sum[s].won_bytes[m]);
+            fputs(" |", f);
+        }
+        fputc(' ', f);
+        if (!strcmp(ab->strategies[s], "selective")) ev_fmtn(f, "%.2f", sum[s].lead_alone);
+        else fputs("-", f);
+        fputs(" |\n", f);
+    }
+}
+
 static int ev_write_md(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
     size_t P = ab->n_prompts, S = ab->n_strategies, K = ab->n_scorers, M = ab->n_members;
     fprintf(f, "# consort ab\n\n%zu prompts, %zu strategies; max %d steps, temperature %g", P, S, ab->max_tokens,
@@ -500,6 +634,8 @@ static int ev_write_md(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
         ev_fmtn(f, "%.3f", x->distinct2);
         fprintf(f, " | %zu |\n", x->failures);
     }
+    ev_write_md_vs_solo(ab, sum, f);
+    ev_write_md_members(ab, sum, f);
     if (S > 1) {
         fputs("\n## Agreement between strategies\n\nIdentical outputs / mean common prefix (share of the longer "
               "output), over prompts.\n\n| |",
@@ -565,29 +701,148 @@ static int ev_write_md(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
     return ferror(f) ? -1 : 0;
 }
 
+/* ---- the SVG figure ---------------------------------------------------------- */
+
+#define SVG_FONT 12.0
+#define SVG_CHAR_W 7.2   /* generous width of one character at SVG_FONT (sans-serif) */
+#define SVG_ROW 24.0
+#define SVG_PLOT_W 420.0
+
+/* A "nice" tick step for an axis from 0 to mx (1, 2 or 5 times a power of 10). */
+static double ev_tick_step(double mx) {
+    double raw = mx / 5, p = pow(10, floor(log10(raw))), r = raw / p;
+    return (r <= 1 ? 1 : r <= 2 ? 2 : r <= 5 ? 5 : 10) * p;
+}
+
+/* Display width of a UTF-8 label in SVG units (each character counted once). */
+static double ev_label_w(const char *s) {
+    double n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n * SVG_CHAR_W;
+}
+
+typedef struct {
+    double label_w, plot_x, width;
+} ev_svg_geom;
+
+/* One panel: title, a bar per strategy (solo grey, ensembles blue), the
+ * interval whiskers, the value, and an x axis with ticks and its unit.
+ * Returns its height. */
+static double ev_svg_panel(FILE *f, const ev_svg_geom *g, double y0, const char *title, const char *unit,
+                           const ev_ab *ab, const ev_ab_sum *sum, int speed) {
+    size_t S = ab->n_strategies;
+    double mx = 0;
+    for (size_t s = 0; s < S; s++) {
+        double v = speed ? sum[s].bytes_per_s : sum[s].quality, hi = speed ? sum[s].bps_ci[1] : sum[s].quality_ci[1];
+        if (isfinite(v) && v > mx) mx = v;
+        if (isfinite(hi) && hi > mx) mx = hi;
+    }
+    if (!(mx > 0)) mx = 1;
+    double step = ev_tick_step(mx), top = 28, axis_y = top + (double)S * SVG_ROW + 4;
+    mx = ceil(mx / step) * step;
+    fprintf(f, "<g transform=\"translate(0,%.1f)\">\n<text x=\"10\" y=\"18\" font-size=\"14\" font-weight=\"bold\">",
+            y0);
+    ev_xml_escape(f, title);
+    fputs("</text>\n", f);
+    for (size_t s = 0; s < S; s++) {
+        double y = top + (double)s * SVG_ROW;
+        double v = speed ? sum[s].bytes_per_s : sum[s].quality;
+        const double *ci = speed ? sum[s].bps_ci : sum[s].quality_ci;
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" text-anchor=\"end\">", g->plot_x - 8, y + 14,
+                SVG_FONT);
+        ev_xml_escape(f, ab->strategies[s]);
+        fputs("</text>\n", f);
+        double bw = isfinite(v) && v > 0 ? SVG_PLOT_W * v / mx : 0;
+        fprintf(f, "<rect class=\"%s\" x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"16\" fill=\"%s\"/>\n",
+                sum[s].solo ? "solo" : "ensemble", g->plot_x, y + 2, bw, sum[s].solo ? "#a0a0a0" : "#3b6ea5");
+        if (isfinite(ci[0]) && isfinite(ci[1])) {
+            double x1 = g->plot_x + SVG_PLOT_W * ci[0] / mx, x2 = g->plot_x + SVG_PLOT_W * ci[1] / mx;
+            fprintf(f,
+                    "<path d=\"M%.2f %.1fH%.2fM%.2f %.1fV%.1fM%.2f %.1fV%.1f\" stroke=\"#000\" fill=\"none\"/>\n", x1,
+                    y + 10, x2, x1, y + 5, y + 15, x2, y + 5, y + 15);
+        }
+        char vb[32];
+        snprintf(vb, sizeof vb, isfinite(v) ? (speed ? "%.1f" : "%.4f") : "-", v);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\">%s</text>\n", g->plot_x + SVG_PLOT_W + 8, y + 14,
+                SVG_FONT, vb);
+    }
+    fprintf(f, "<path class=\"axis\" d=\"M%.1f %.1fH%.1f\" stroke=\"#000\"/>\n", g->plot_x, axis_y,
+            g->plot_x + SVG_PLOT_W);
+    for (double t = 0; t <= mx + step / 2; t += step) {
+        double x = g->plot_x + SVG_PLOT_W * t / mx;
+        fprintf(f,
+                "<path class=\"tick\" d=\"M%.2f %.1fV%.1f\" stroke=\"#000\"/>\n<text x=\"%.2f\" y=\"%.1f\" "
+                "font-size=\"10\" text-anchor=\"middle\">%g</text>\n",
+                x, axis_y, axis_y + 4, x, axis_y + 15, t);
+    }
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">", g->plot_x + SVG_PLOT_W / 2,
+            axis_y + 30);
+    ev_xml_escape(f, unit);
+    fputs("</text>\n</g>\n", f);
+    return axis_y + 42;
+}
+
+/* The caption, wrapped at the figure's width; returns its height. */
+static double ev_svg_caption(FILE *f, const ev_svg_geom *g, double y0, const char *text) {
+    size_t per_line = (size_t)((g->width - 20) / (SVG_CHAR_W * 11.0 / SVG_FONT));
+    double y = y0;
+    const char *p = text;
+    while (*p) {
+        size_t n = strlen(p);
+        if (n > per_line) {
+            n = per_line;
+            while (n > 0 && p[n] != ' ') n--;
+            if (!n) n = per_line;
+        }
+        while (n < strlen(p) && ((unsigned char)p[n] & 0xC0) == 0x80) n++;
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line - 1 ? n : sizeof line - 1), p);
+        y += 15;
+        fprintf(f, "<text class=\"caption\" x=\"10\" y=\"%.1f\" font-size=\"11\" fill=\"#333\">", y);
+        ev_xml_escape(f, line);
+        fputs("</text>\n", f);
+        p += n;
+        while (*p == ' ') p++;
+    }
+    return y - y0 + 10;
+}
+
 static int ev_write_svg(const ev_ab *ab, const ev_ab_sum *sum, FILE *f) {
     size_t S = ab->n_strategies;
-    ev_bar *bars = calloc(S ? S : 1, sizeof *bars);
-    if (!bars) return -1;
-    double w = 760;
-    double h1 = 30 + (double)S * 26 + 20;
-    double height = 2 * h1 + 40;
+    ev_svg_geom g;
+    g.label_w = 60;
+    for (size_t s = 0; s < S; s++)
+        if (ev_label_w(ab->strategies[s]) > g.label_w) g.label_w = ev_label_w(ab->strategies[s]);
+    g.plot_x = 20 + g.label_w;
+    g.width = g.plot_x + SVG_PLOT_W + 80;
+    if (g.width < 640) g.width = 640;
+    char fallback[256];
+    snprintf(fallback, sizeof fallback, "consort ab: %zu prompts, %zu strategies.", ab->n_prompts, S);
+    const char *caption = ab->caption ? ab->caption : fallback;
+    /* the height: two panels, the legend, the caption's lines (generously) */
+    double panel = 28 + (double)S * SVG_ROW + 46;
+    size_t per_line = (size_t)((g.width - 20) / (SVG_CHAR_W * 11.0 / SVG_FONT));
+    double height = 2 * panel + 30 + 15.0 * (double)(strlen(caption) / (per_line / 2 + 1) + 2) + 20;
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-               "font-family=\"sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n",
-            w, height, w, height);
-    for (size_t s = 0; s < S; s++)
-        bars[s] = (ev_bar){ab->strategies[s], sum[s].quality, sum[s].quality_ci[0], sum[s].quality_ci[1]};
-    double y = 0;
-    y += ev_svg_bars(f, y, w, ab->has_judge ? "Bits per byte under the judge, lower is better"
-                                            : "Bits per byte under the members (mean), lower is better",
-                     "95% CI over prompts", bars, S);
-    for (size_t s = 0; s < S; s++)
-        bars[s] = (ev_bar){ab->strategies[s], sum[s].bytes_per_s, sum[s].bps_ci[0], sum[s].bps_ci[1]};
-    y += ev_svg_bars(f, y, w, "Speed, higher is better", "bytes/s, 95% CI over prompts", bars, S);
-    fprintf(f, "<text x=\"10\" y=\"%.0f\" font-size=\"11\" fill=\"#555\">consort ab: %zu prompts</text>\n</svg>\n",
-            y + 15, ab->n_prompts);
-    free(bars);
+               "font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n",
+            g.width, height, g.width, height);
+    double y = 6;
+    y += ev_svg_panel(f, &g, y,
+                      ab->has_judge ? "Quality: bits per byte under the judge (lower is better)"
+                                    : "Quality: bits per byte under the members, mean (lower is better)",
+                      "bits per byte of the output given its prompt; whiskers: 95% CI over prompts", ab, sum, 0);
+    y += ev_svg_panel(f, &g, y, "Speed (higher is better)", "bytes per second; whiskers: 95% CI over prompts", ab,
+                      sum, 1);
+    fprintf(f,
+            "<g class=\"legend\"><rect x=\"10\" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"#a0a0a0\"/>"
+            "<text x=\"30\" y=\"%.1f\" font-size=\"11\">solo strategy (one member)</text>"
+            "<rect x=\"220\" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"#3b6ea5\"/>"
+            "<text x=\"240\" y=\"%.1f\" font-size=\"11\">ensemble strategy</text></g>\n",
+            y, y + 9, y, y + 9);
+    y += 16;
+    ev_svg_caption(f, &g, y, caption);
+    fputs("</svg>\n", f);
     return ferror(f) ? -1 : 0;
 }
 

@@ -18,7 +18,17 @@
  * distinct-1 and distinct-2 (distinct word n-grams / all word n-grams, over
  * all outputs of the strategy), agreement with every other strategy (share
  * of prompts with identical outputs, and the mean common prefix as a share
- * of the longer output).
+ * of the longer output); the quality's paired difference from the best solo
+ * strategy (the `solo:NAME` with the lowest quality figure; the same
+ * bootstrap draw for both, so the interval is paired); the member agreement
+ * inside each strategy (each member's share of the steps whose committed
+ * event was its own top choice, and of the bytes it proposed; for selective,
+ * the share of steps its lead decided alone).
+ *
+ * The SVG is meant for a paper: each panel has an axis with ticks and its
+ * unit, ensembles and solo strategies are drawn differently (with a
+ * legend), the label column is as wide as the longest name (never
+ * clipped), and a caption says who and how (ev_ab.caption).
  *
  * Contract: ev_ab_new() allocates a zeroed table of outputs; the caller
  * fills it; ev_ab_write_reports() writes DIR/report.md, DIR/report.json,
@@ -45,6 +55,9 @@ typedef struct {
     double *step_ms;       /* per member: mean step latency (NaN when unknown) */
     double *nll;           /* per scorer: NLL (nats) of the output given the prompt; NaN: not scored */
     double *bytes;         /* per scorer: bytes that NLL covers */
+    int *steps_won;        /* per member: steps whose committed event was its own top choice */
+    double *bytes_won;     /* per member: committed bytes from candidates it proposed */
+    int lead_alone;        /* selective: steps its lead decided alone */
 } ev_ab_output;
 
 typedef struct {
@@ -59,6 +72,7 @@ typedef struct {
     int has_seed;
     uint64_t seed;
     unsigned resamples;
+    char *caption;         /* malloc'ed or NULL: who and how (members, judge, settings, date, version), for the SVG */
 } ev_ab;
 
 ev_ab *ev_ab_new(size_t n_prompts, size_t n_strategies, size_t n_members, size_t n_scorers);

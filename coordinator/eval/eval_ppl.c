@@ -290,6 +290,22 @@ void ev_ppl_result_free(ev_ppl_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* One document of a step-level row, through the command's engine. */
+static int ev_steps_doc(const ev_ppl_opts *o, const ev_ppl_row *row, const double *w, size_t M,
+                        const ev_doc *doc, size_t d, double *lp, char *err, size_t errlen) {
+    char e[300];
+    if (!o->steps) {
+        snprintf(err, errlen, "strategy %s is scored through the engine's steps, which this run cannot reach",
+                 row->name);
+        return -1;
+    }
+    if (o->steps(o->steps_ud, &row->strat, w, M, doc->text, doc->len, lp, e, sizeof e)) {
+        snprintf(err, errlen, "%s, document %zu: %s", row->name, d + 1, e);
+        return -1;
+    }
+    return 0;
+}
+
 int ev_ppl_compute(const ev_corpus *c, char (*names)[64], size_t M, ev_token **scores,
                    const size_t *n_scores, const ev_ppl_opts *o, ev_ppl_result *r,
                    char *err, size_t errlen) {
@@ -341,6 +357,7 @@ int ev_ppl_compute(const ev_corpus *c, char (*names)[64], size_t M, ev_token **s
         snprintf(row->name, sizeof row->name, "%s", row->strat.name);
         row->member = row->strat.kind == SREG_SOLO ? (int)row->strat.member : -1;
         row->upper_bound = row->strat.kind == SREG_ORACLE;
+        row->steps = row->strat.steps;
         if (row->strat.kind == SREG_ROUTE_ENTROPY || row->strat.kind == SREG_ROUTE_PREV ||
             row->strat.kind == SREG_ORACLE) {
             row->routed = calloc(M, sizeof(size_t));
@@ -376,7 +393,17 @@ int ev_ppl_compute(const ev_corpus *c, char (*names)[64], size_t M, ev_token **s
         r->words += (size_t)r->doc_words[d];
         for (size_t i = 0; i < n_rows; i++) {
             ev_ppl_row *row = &r->rows[i];
-            double lp = ev_strategy_doc_logprob(&row->strat, &u, r->weights, doc->text, row->routed);
+            double lp;
+            if (row->strat.steps) {
+                if (ev_steps_doc(o, row, r->weights, M, doc, d, &lp, err, errlen)) {
+                    ev_units_free(&u);
+                    free(md);
+                    ev_ppl_result_free(r);
+                    return -1;
+                }
+            } else {
+                lp = ev_strategy_doc_logprob(&row->strat, &u, r->weights, doc->text, row->routed);
+            }
             r->doc_nll[i * D + d] = 0.0 - lp;
             row->nll += 0.0 - lp;
         }

@@ -62,6 +62,13 @@ typedef struct {
     int doc_start;
 } ev_scorer;
 
+/* Scores one document under a step-level rule (ev_strategy.steps) by
+ * walking it through the engine's own steps; weights: one per member,
+ * normalised. 0 and *logprob (natural log), or -1 with a message. The
+ * evaluation layer does not link the engine: the command supplies this. */
+typedef int (*ev_steps_fn)(void *ud, const ev_strategy *s, const double *weights, size_t n_members,
+                           const char *text, size_t len, double *logprob, char *err, size_t errlen);
+
 typedef struct {
     ev_unit_kind unit;
     const ev_strategy *strategies;
@@ -70,6 +77,8 @@ typedef struct {
     unsigned resamples;      /* bootstrap resamples (default 1000) */
     uint64_t seed;
     int progress;            /* draw a progress bar on stderr */
+    ev_steps_fn steps;       /* step-level rows; NULL: such rows fail the run */
+    void *steps_ud;
 } ev_ppl_opts;
 
 typedef struct {
@@ -77,6 +86,7 @@ typedef struct {
     ev_strategy strat;
     int member;              /* member index for solo rows, else -1 */
     int upper_bound;         /* oracle */
+    int steps;               /* scored through the engine's steps, not from units */
     double nll;              /* nats, whole corpus */
     double tokens;           /* solo rows: the member's token count, else 0 */
     ev_metrics m;

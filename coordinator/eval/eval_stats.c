@@ -91,3 +91,47 @@ int ev_bootstrap(const double *nll, const double *bytes, size_t S, size_t D, siz
     free(col);
     return 0;
 }
+
+int ev_bootstrap_rows(const double *num, const double *den, size_t S, size_t n, size_t ref, unsigned R,
+                      uint64_t seed, double (*ci)[2], double (*diff_ci)[2]) {
+    if (!S) return 0;
+    for (size_t s = 0; s < S; s++) {
+        ci[s][0] = ci[s][1] = NAN;
+        if (diff_ci) diff_ci[s][0] = diff_ci[s][1] = NAN;
+    }
+    if (!n || !R) return 0;
+    double *val = malloc((size_t)R * S * sizeof *val), *col = malloc((size_t)R * sizeof *col);
+    size_t *cnt = calloc(n, sizeof *cnt);
+    if (!val || !col || !cnt) {
+        free(val);
+        free(col);
+        free(cnt);
+        return -1;
+    }
+    uint64_t st = seed;
+    for (unsigned r = 0; r < R; r++) {
+        memset(cnt, 0, n * sizeof *cnt);
+        for (size_t i = 0; i < n; i++) cnt[rng_splitmix64(&st) % n]++;
+        for (size_t s = 0; s < S; s++) {
+            double x = 0, b = 0;
+            for (size_t i = 0; i < n; i++) {
+                x += (double)cnt[i] * num[s * n + i];
+                b += (double)cnt[i] * den[s * n + i];
+            }
+            val[(size_t)r * S + s] = b > 0 ? x / (b * M_LN2) : NAN;
+        }
+    }
+    for (size_t s = 0; s < S; s++) {
+        for (unsigned r = 0; r < R; r++) col[r] = val[(size_t)r * S + s];
+        ci[s][0] = ev_percentile(col, R, 2.5);
+        ci[s][1] = ev_percentile(col, R, 97.5);
+        if (!diff_ci || ref >= S) continue;
+        for (unsigned r = 0; r < R; r++) col[r] = val[(size_t)r * S + s] - val[(size_t)r * S + ref];
+        diff_ci[s][0] = ev_percentile(col, R, 2.5);
+        diff_ci[s][1] = ev_percentile(col, R, 97.5);
+    }
+    free(val);
+    free(col);
+    free(cnt);
+    return 0;
+}

@@ -40,4 +40,11 @@ int ev_bootstrap(const double *nll, const double *bytes, size_t n_strat, size_t 
                  size_t ref, unsigned resamples, uint64_t seed,
                  double (*ci)[2], double (*diff_ci)[2]);
 
+/* The same with a denominator per strategy and unit (ab: each strategy's
+ * outputs have their own lengths): num[s * n + i], den[s * n + i]; the
+ * ratio is sum num / (sum den ln 2). Rows whose resample has no
+ * denominator get NaN for that resample (ignored by the percentiles). */
+int ev_bootstrap_rows(const double *num, const double *den, size_t n_strat, size_t n, size_t ref,
+                      unsigned resamples, uint64_t seed, double (*ci)[2], double (*diff_ci)[2]);
+
 #endif

@@ -24,6 +24,7 @@ int ev_strategy_parse(const char *spec, const char *const *names, size_t n,
     const sreg_entry *e = sreg_parse(spec, SREG_EVALUATION, &param, err, errlen);
     if (!e) return -1;
     out->kind = e->rule;
+    out->steps = e->gen_kind >= 0 && e->rule != SREG_SOLO;
     if (!param) {
         snprintf(out->name, sizeof out->name, "%s", e->name);
         return 0;
@@ -48,7 +49,7 @@ size_t ev_strategy_default_list(const char *const *names, size_t n, char *buf, s
     }
     for (size_t i = 0; n > 1 && i < sreg_count(); i++) {
         const sreg_entry *e = sreg_at(i);
-        if (!sreg_accepts(e, SREG_EVALUATION) || e->param) continue;
+        if (!sreg_accepts(e, SREG_EVALUATION) || e->param || e->gen_kind >= 0) continue;
         size_t room = len < cap ? cap - len : 0;
         len += (size_t)snprintf(room ? buf + len : NULL, room, ",%s", e->name);
     }
@@ -175,7 +176,7 @@ double ev_strategy_doc_logprob(const ev_strategy *s, const ev_units *u, const do
             x = u->lp[s->member * N + k];
             who = s->member;
             break;
-        case SREG_MIXTURE: {
+        case SREG_MIXTURE_UNITS: {
             size_t j = 0;
             for (size_t m = 0; m < M; m++)
                 if (w[m] > 0) a[j++] = log(w[m]) + u->lp[m * N + k];
@@ -213,7 +214,7 @@ double ev_strategy_doc_logprob(const ev_strategy *s, const ev_units *u, const do
                 if (u->lp[m * N + k] > u->lp[who * N + k]) who = m;
             x = u->lp[who * N + k];
             break;
-        default: /* a rule ppl does not score: ev_strategy_parse refuses its name */
+        default: /* a step-level rule (ev_ppl_opts.steps), or one ppl refuses */
             if (a != tmp) free(a);
             return NAN;
         }

@@ -4,15 +4,22 @@
  * For unit u with history h (all bytes before u), member m gives
  * L_m(u) = log p_m(u | h). Weights w are normalised to sum to 1. The names
  * come from the strategy registry (sampler/registry.h); a name means the
- * same rule here as in generation, and ppl refuses the generation rules it
- * cannot score as generation runs them (product, min_ppl, min_ppl_cross,
- * selective), naming the evaluation-only rule below that is related.
+ * same rule here as in generation, and ppl refuses the generation rules
+ * that define no distribution to score (min_ppl, min_ppl_cross), naming the
+ * evaluation-only rule below that is related.
  *
- *  solo:NAME  L_NAME(u); the same rule as generation's solo.
- *  mixture    log sum_m w_m exp(L_m(u)) (members with w_m = 0 do not take
- *             part, so weights (1, 0) give solo of the first member exactly).
- *             The same rule as generation's mixture: a linear pool of
- *             prefix masses is exact on units.
+ *  solo:NAME  L_NAME(u): the member's own teacher-forced figure.
+ *  mixture, product, pool, selective: not on units. These are step-level
+ *             rules (their distributions depend on each step's candidates),
+ *             scored by walking the text through the engine's own steps
+ *             (ensemble.h, ensemble_score_text) via ev_ppl_opts.steps;
+ *             ev_strategy.steps is 1 for them.
+ *  mixture_units  log sum_m w_m exp(L_m(u)) (members with w_m = 0 do not
+ *             take part, so weights (1, 0) give solo of the first member
+ *             exactly): a linear pool of whole units with fixed weights.
+ *             Not generation's mixture, which mixes step by step (a unit
+ *             of several steps gets a product of per-step mixtures, not a
+ *             mixture of products); formerly ppl's `mixture`.
  *  route_entropy  the member whose predictive distribution at its first
  *             token of u has the lowest entropy (most confident) speaks for
  *             u; that entropy depends only on h, never on u's text.
@@ -44,8 +51,11 @@
 #include <stddef.h>
 
 typedef struct {
-    sreg_rule kind;    /* SREG_SOLO, SREG_MIXTURE, or an evaluation-only rule */
+    sreg_rule kind;    /* SREG_SOLO, a generation rule, or an evaluation-only rule */
     size_t member;     /* for solo */
+    int steps;         /* 1: a generation rule scored through the engine's steps
+                        * (mixture, product, pool, selective): not from units,
+                        * see ev_ppl_opts.steps */
     char name[80];     /* as reported: "solo:a", "mixture", ... */
 } ev_strategy;
 
@@ -53,7 +63,9 @@ int ev_strategy_parse(const char *spec, const char *const *member_names, size_t 
                       ev_strategy *out, char *err, size_t errlen);
 
 /* The default --strategies of ppl: solo:NAME for every member, then (with
- * more than one member) every other name ppl scores, in registry order.
+ * more than one member) every other name ppl scores from units, in
+ * registry order (the rules scored through the engine's steps cost a round
+ * of member calls per step: they are scored when named).
  * snprintf-style into buf. */
 size_t ev_strategy_default_list(const char *const *member_names, size_t n_members, char *buf,
                                 size_t cap);

@@ -4,8 +4,12 @@
 # local workers spawned by consort. docs/ARCHITECTURE.md invariants 1, 2, 3, 5:
 #  - one member's bits per byte equal a direct libllama computation
 #    (tests/tools/ppl_direct: the same doc-start token, the same windows) to 1e-6;
-#  - mixture with weights (1, 0) over different tokenizers = solo of the first;
+#  - mixture_units with weights (1, 0) over different tokenizers = solo of the first;
 #  - the same model twice = the model;
+#  - the step-level rules (mixture, product, pool, selective) scored through
+#    the engine's steps: weights (1, 0) = the first member walked through the
+#    steps, which agrees with its own figure within the documented
+#    approximation (docs/EVALUATION.md "Scoring through the steps");
 #  - every byte scored; the --json shape;
 #  - ab writes report.md, report.json, report.svg and the SVG parses as XML.
 set -uo pipefail
@@ -67,15 +71,15 @@ ok = ok and r['name'] == 'solo:a' and all(k in r for k in ('bits_per_byte','byte
 sys.exit(0 if ok else 1)"
 ok $? "every byte scored; JSON shape"
 
-"$B/consort" ppl --member a="$A" --member b="$C" --weights 1,0 --strategies solo:a,solo:b,mixture,product_bound,route_entropy,oracle \
+"$B/consort" ppl --member a="$A" --member b="$C" --weights 1,0 --strategies solo:a,solo:b,mixture_units,product_bound,route_entropy,oracle \
   --file "$tmp/ascii.jsonl" --json "$tmp/two.json" --per-doc "$tmp/two.csv" "${common[@]}" > "$tmp/two.txt" 2> "$tmp/two.err"
 ok $? "ppl with two tokenizers runs"
 py "
 import json, sys
 c = json.load(open('$tmp/two.json')); r = {x['name']: x for x in c['results']}
-print('# solo:a %.9f  solo:b %.9f  mixture(1,0) %.9f' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], r['mixture']['bits_per_byte']))
-sys.exit(0 if abs(r['mixture']['bits_per_byte'] - r['solo:a']['bits_per_byte']) <= 1e-6 else 1)"
-ok $? "mixture with weights (1,0) over different tokenizers = solo of the first (1e-6)"
+print('# solo:a %.9f  solo:b %.9f  mixture_units(1,0) %.9f' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], r['mixture_units']['bits_per_byte']))
+sys.exit(0 if abs(r['mixture_units']['bits_per_byte'] - r['solo:a']['bits_per_byte']) <= 1e-6 else 1)"
+ok $? "mixture_units with weights (1,0) over different tokenizers = solo of the first (1e-6)"
 "$B/consort" ppl --member a="$A" --file "$tmp/ascii.jsonl" --json "$tmp/one_ascii.json" "${common[@]}" > /dev/null 2>&1
 py "
 import json, sys
@@ -86,7 +90,7 @@ py "
 import json, sys
 r = {x['name']: x for x in json.load(open('$tmp/two.json'))['results']}
 o = r['oracle']
-sys.exit(0 if o.get('upper_bound') and o['bits_per_byte'] <= min(r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte']) + 1e-12 and r['mixture']['token_perplexity'] is None else 1)"
+sys.exit(0 if o.get('upper_bound') and o['bits_per_byte'] <= min(r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte']) + 1e-12 and r['mixture_units']['token_perplexity'] is None else 1)"
 ok $? "oracle labelled and bounded; ensembles have no token perplexity"
 [ "$(wc -l < "$tmp/two.csv")" = 7 ]; ok $? "per-document CSV: header + 6 lines"
 grep -q "HINDSIGHT" "$tmp/two.txt"; ok $? "the table labels the oracle"
@@ -96,9 +100,9 @@ r = {x['name']: x for x in json.load(open('$tmp/two.json'))['results']}
 sys.exit(0 if 'upper bound' in r['product_bound'].get('note', '') and 'hindsight' in r['oracle'].get('note', '') else 1)"
 ok $? "the JSON labels product_bound and oracle as bounds (registry notes)"
 
-# one name, one rule: ppl refuses the generation rules it cannot score as
-# generation runs them, naming the evaluation-only rule; generation refuses those
-for s in product:product_bound min_ppl:route_entropy min_ppl_cross:route_prev selective:route_entropy; do
+# one name, one rule: ppl refuses the generation rules that have no
+# distribution to score, naming the evaluation-only rule; generation refuses those
+for s in min_ppl:route_entropy min_ppl_cross:route_prev; do
   "$B/consort" ppl --member a="$A" --member b="$C" --strategies "mixture,${s%%:*}" --file "$tmp/ascii.jsonl" \
     "${common[@]}" > /dev/null 2> "$tmp/refused.err"
   rc=$?
@@ -116,17 +120,21 @@ rc=$?
 [ $rc = 2 ] && grep -q "evaluation-only" "$tmp/ab_refused.err" && [ ! -e "$tmp/ab_refused" ]
 ok $? "ab --strategies mixture,oracle: exit 2 before generating (rc $rc)"
 
-"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,mixture,product_bound,route_entropy \
-  --file "$tmp/docs.jsonl" --json "$tmp/same.json" "${common[@]}" > /dev/null 2>&1
+"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,mixture_units,product_bound,route_entropy,mixture,product,pool \
+  --file "$tmp/docs.jsonl" --json "$tmp/same.json" "${common[@]}" > "$tmp/same.txt" 2>&1
 ok $? "the same model twice runs"
 py "
 import json, sys
 r = {x['name']: x['bits_per_byte'] for x in json.load(open('$tmp/same.json'))['results']}
 print('# ' + str(r))
-sys.exit(0 if all(abs(v - r['solo:a']) <= 1e-9 for v in r.values()) else 1)"
-ok $? "the same model twice = the model, for mixture, product_bound and route_entropy"
+units = all(abs(r[k] - r['solo:a']) <= 1e-9 for k in ('mixture_units', 'product_bound', 'route_entropy'))
+steps = all(abs(r[k] - r['mixture']) <= 1e-9 for k in ('product', 'pool'))
+sys.exit(0 if units and steps else 1)"
+ok $? "the same model twice = the model: on units exactly; through the steps mixture = product = pool (1e-9)"
+grep -q "windows re-opened" "$tmp/same.txt" && ! grep -q " 0 windows re-opened" "$tmp/same.txt"
+ok $? "the long document fills the 64-token context: windows are re-opened"
 
-"$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture \
+"$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture_units \
   --file "$tmp/ascii.jsonl" "${common[@]}" > "$tmp/tune.txt" 2>&1
 ok $? "--tune-weights runs"
 grep -q "weights tuned on" "$tmp/tune.txt"; ok $? "tuned weights reported"
@@ -140,16 +148,23 @@ for i, l in enumerate(open('data/brown-heldout.jsonl')):
     if i >= 3: break
     print(json.dumps({'text': json.loads(l)['text'][:1500]}))" > "$tmp/brown.jsonl"
   "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --weights 1,0 \
-    --strategies solo:a,solo:b,mixture --file "$tmp/brown.jsonl" --json "$tmp/ab10.json" \
+    --strategies solo:a,solo:b,mixture_units,mixture,pool --file "$tmp/brown.jsonl" --json "$tmp/ab10.json" \
     --threads 1 --no-progress --resamples 50 > /dev/null 2>&1
   ok $? "ppl with models A and B runs"
   py "
 import json, sys
 r = {x['name']: x for x in json.load(open('$tmp/ab10.json'))['results']}
-print('# A %.9f  B %.9f  mixture(1,0) %.9f' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], r['mixture']['bits_per_byte']))
-sys.exit(0 if abs(r['mixture']['bits_per_byte'] - r['solo:a']['bits_per_byte']) <= 1e-6 else 1)"
-  ok $? "A and B (SentencePiece vs GPT-2 BPE): mixture (1,0) = solo:a (1e-6)"
-  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --strategies mixture \
+print('# A %.9f  B %.9f  mixture_units(1,0) %.9f' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], r['mixture_units']['bits_per_byte']))
+sys.exit(0 if abs(r['mixture_units']['bits_per_byte'] - r['solo:a']['bits_per_byte']) <= 1e-6 else 1)"
+  ok $? "A and B (SentencePiece vs GPT-2 BPE): mixture_units (1,0) = solo:a (1e-6)"
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/ab10.json'))['results']}
+a, m, p = r['solo:a']['bits_per_byte'], r['mixture']['bits_per_byte'], r['pool']['bits_per_byte']
+print('# A alone: own figure %.6f, through the steps %.6f (%+.2f%%); pool(1,0) %.9f' % (a, m, 100 * (m - a) / a, p))
+sys.exit(0 if abs(m - a) <= 0.01 * a and abs(p - m) <= 1e-9 and r['mixture'].get('steps') else 1)"
+  ok $? "A walked through the steps (mixture 1,0) = its own /v1/score figure within 1%; pool (1,0) the same (1e-9)"
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --strategies mixture,product,pool,selective \
     --file "$tmp/brown.jsonl" --json "$tmp/abeq.json" --threads 1 --no-progress --resamples 200 > "$tmp/abeq.txt" 2>&1
   py "
 import json, sys
@@ -158,6 +173,12 @@ m = r['mixture']
 print('# mixture %.4f bpb, %+.4f vs %s [%+.4f, %+.4f]' % (m['bits_per_byte'], m['diff_vs_best_member'], j['best_member'], m['diff_ci95'][0], m['diff_ci95'][1]))
 sys.exit(0 if j['best_member'] in ('solo:a', 'solo:b') and len(m['diff_ci95']) == 2 and m['diff_ci95'][0] <= m['diff_vs_best_member'] <= m['diff_ci95'][1] else 1)"
   ok $? "the report states the ensemble's difference from the best member with its interval"
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/abeq.json'))['results']}
+print('# ' + '  '.join('%s %s' % (k, r[k]['bits_per_byte']) for k in ('mixture', 'product', 'pool', 'selective')))
+sys.exit(0 if all(r[k].get('steps') and r[k]['bits_per_byte'] is not None and 0 < r[k]['bits_per_byte'] < 8 for k in ('mixture', 'pool', 'selective')) else 1)"
+  ok $? "mixture, pool and selective are scored through the steps, finite"
   "$B/tools/ppl_direct" --model models/b.gguf --file "$tmp/brown.jsonl" --ctx 256 --overlap 128 --threads 1 > "$tmp/bdirect.json"
   py "
 import json, sys
@@ -180,4 +201,17 @@ root = E.parse('$tmp/ab/report.svg').getroot()
 j = json.load(open('$tmp/ab/report.json'))
 sys.exit(0 if root.tag.endswith('svg') and len(j['summary']) == 2 and j['judge'] == 'j' else 1)"
 ok $? "the SVG is well-formed XML; report.json has a summary per strategy"
+py "
+import json, sys, xml.etree.ElementTree as E
+ns = '{http://www.w3.org/2000/svg}'
+root = E.parse('$tmp/ab/report.svg').getroot()
+cls = [e.get('class') for e in root.iter()]
+texts = ' '.join(e.text or '' for e in root.iter(ns + 'text'))
+j = json.load(open('$tmp/ab/report.json')); s = {x['strategy']: x for x in j['summary']}
+ok = cls.count('tick') >= 4 and 'axis' in cls and 'solo' in cls and 'ensemble' in cls and 'legend' in cls
+ok = ok and 'caption' in cls and 'Judge: j' in texts and 'consort ' in texts and 'temperature' in texts
+ok = ok and j['best_solo'] == 'solo:a' and s['mixture']['kind'] == 'ensemble' and s['mixture']['diff_ci95'][0] is not None
+ok = ok and set(s['mixture']['member_agreement']) == {'a', 'b'}
+sys.exit(0 if ok else 1)"
+ok $? "ab: the SVG has axes, ticks, a legend and a caption (members, judge, settings, date, version); the JSON the paired difference from the best solo strategy and the member agreement"
 echo "1..$n"

@@ -14,6 +14,52 @@ static int file_exists(const char *dir, const char *name) {
     return access(p, R_OK) == 0;
 }
 
+/* The SVG is a figure for a paper: axes with ticks, solo and ensemble
+ * strategies drawn apart with a legend, a caption, names never clipped. */
+static void check_svg(const char *dir) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/report.svg", dir);
+    FILE *f = fopen(path, "r");
+    char *svg = calloc(1, 1 << 16);
+    size_t n = f && svg ? fread(svg, 1, (1 << 16) - 1, f) : 0;
+    if (f) fclose(f);
+    if (!ok(n > 0, "the SVG is read")) {
+        free(svg);
+        return;
+    }
+    int ticks = 0;
+    for (const char *p = svg; (p = strstr(p, "class=\"tick\"")); p++) ticks++;
+    ok(ticks >= 6 && strstr(svg, "class=\"axis\""), "each panel has an axis with ticks");
+    ok(strstr(svg, "class=\"solo\"") && strstr(svg, "class=\"ensemble\"") && strstr(svg, "class=\"legend\"") &&
+           strstr(svg, "ensemble strategy"),
+       "solo and ensemble strategies are drawn apart, with a legend");
+    ok(strstr(svg, "class=\"caption\"") && strstr(svg, "Judge: judge (j.gguf)") && strstr(svg, "2026-01-01") &&
+           strstr(svg, "consort test"),
+       "the caption names members, judge, date and version");
+    ok(strstr(svg, "bits per byte") && strstr(svg, "bytes per second"), "the axes say their units");
+    /* every right-aligned label has room on its left: x >= 6.5 px per character */
+    int room = 1, labels = 0;
+    for (const char *p = svg; (p = strstr(p, "<text x=\"")); p++) {
+        double x;
+        const char *end = strchr(p, '>');
+        if (!end || sscanf(p, "<text x=\"%lf\"", &x) != 1 || !strstr(p, "text-anchor=\"end\"") ||
+            strstr(p, "text-anchor=\"end\"") > end)
+            continue;
+        const char *close = strstr(end, "</text>");
+        size_t chars = 0;
+        for (const char *c = end + 1; close && c < close; c++) {
+            if (*c == '&') {
+                while (c < close && *c != ';') c++;
+            }
+            chars += ((unsigned char)*c & 0xC0) != 0x80;
+        }
+        labels++;
+        if (x < 6.5 * (double)chars) room = 0;
+    }
+    ok(labels == 4 && room, "every strategy name fits left of the plot (not clipped)");
+    free(svg);
+}
+
 int main(void) {
     const char *t1 = "the cat the cat";
     size_t l1 = strlen(t1);
@@ -45,7 +91,8 @@ int main(void) {
     ab->max_tokens = 8;
     ab->resamples = 200;
     snprintf(ab->strategies[0], 80, "solo:a");
-    snprintf(ab->strategies[1], 80, "mix<&>");
+    snprintf(ab->strategies[1], 80, "mix<&> with a long name that must not be clipped");
+    ab->caption = strdup("Members: a (a.gguf), b (b.gguf). Judge: judge (j.gguf). 2 prompts. 2026-01-01, consort test.");
     snprintf(ab->scorers[0], 64, "a");
     snprintf(ab->scorers[1], 64, "b");
     snprintf(ab->scorers[2], 64, "judge");
@@ -59,7 +106,11 @@ int main(void) {
             o->steps = 4;
             o->seconds = 0.5 + s;
             snprintf(o->finish, sizeof o->finish, "length");
-            for (int m = 0; m < 2; m++) o->step_ms[m] = 10 + m;
+            for (int m = 0; m < 2; m++) {
+                o->step_ms[m] = 10 + m;
+                o->steps_won[m] = s ? 2 - m : (m == 0 ? 3 : 0); /* mix: a 2 of 4, b 1 of 4 */
+                o->bytes_won[m] = s ? (double)o->len / (m + 1) : (m == 0 ? (double)o->len : 0);
+            }
             for (int k = 0; k < 3; k++) {
                 o->nll[k] = (double)(1 + k + s) * (double)o->len * M_LN2;
                 o->bytes[k] = (double)o->len;
@@ -77,10 +128,27 @@ int main(void) {
             2.0, 1e-9, "bits per byte under member b");
     double bps = (16.0 + 13.0) / 1.0;
     is_near(json_number_value(json_object_get(s0, "bytes_per_s")), bps, 1e-9, "bytes/s = sum bytes / sum seconds");
-    json_t *ag = json_object_get(json_object_get(s0, "agreement"), "mix<&>");
+    json_t *ag = json_object_get(json_object_get(s0, "agreement"), "mix<&> with a long name that must not be clipped");
     is_near(json_number_value(json_object_get(ag, "identical")), 0.5, 1e-12, "identical on 1 of 2 prompts");
     is_near(json_number_value(json_object_get(ag, "common_prefix")), (12.0 / 16.0 + 1.0) / 2, 1e-12,
             "mean common prefix share");
+    json_t *s1 = json_array_get(sm, 1);
+    is_str(json_string_value(json_object_get(j, "best_solo")), "solo:a", "the best solo strategy");
+    is_str(json_string_value(json_object_get(s1, "kind")), "ensemble", "kinds: ensemble");
+    is_str(json_string_value(json_object_get(s0, "kind")), "solo", "and solo");
+    is_near(json_number_value(json_object_get(s1, "diff_vs_best_solo")), 1.0, 1e-9,
+            "paired difference from the best solo strategy: 4 - 3 bits per byte");
+    json_t *dci = json_object_get(s1, "diff_ci95");
+    ok(fabs(json_number_value(json_array_get(dci, 0)) - 1.0) < 1e-9 &&
+           fabs(json_number_value(json_array_get(dci, 1)) - 1.0) < 1e-9,
+       "paired: the same per-prompt difference on every prompt gives the interval [1, 1]");
+    json_t *won = json_object_get(json_object_get(s1, "member_agreement"), "a");
+    is_near(json_number_value(json_object_get(won, "steps_won")), 0.5, 1e-12, "member a won 4 of 8 steps");
+    is_near(json_number_value(json_object_get(won, "bytes_won")), 1.0, 1e-12, "and proposed every byte");
+    won = json_object_get(json_object_get(s1, "member_agreement"), "b");
+    is_near(json_number_value(json_object_get(won, "steps_won")), 0.25, 1e-12, "member b won 2 of 8 steps");
+    is_near(json_number_value(json_object_get(won, "bytes_won")), 0.5, 1e-12, "and proposed half of the bytes");
+    ok(json_string_value(json_object_get(j, "caption")) != NULL, "the caption is in the JSON");
     json_decref(j);
 
     char dir[128];
@@ -99,6 +167,10 @@ int main(void) {
     } else {
         ok(1, "# SKIP no python3 to parse the SVG");
     }
+    check_svg(dir);
+    snprintf(cmd, sizeof cmd, "grep -q 'Against the best solo strategy' %s/report.md && grep -q 'Member agreement' %s/report.md",
+             dir, dir);
+    ok(system(cmd) == 0, "report.md: the paired differences and the member agreement");
     snprintf(cmd, sizeof cmd, "! grep -q 'mix<' %s/report.md && grep -q 'mix&lt;&amp;' %s/report.md && grep -q 'The \\\\| cat' %s/report.md", dir, dir, dir);
     ok(system(cmd) == 0, "markdown escapes names and pipes");
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -123,11 +123,11 @@ static void test_run(void) {
     const char *names[] = {"a", "b"};
     ev_strategy *st;
     size_t ns;
-    ok(ev_strategy_parse_list("mixture,product_bound,route_entropy,route_prev,oracle", names, 2, &st, &ns, err,
+    ok(ev_strategy_parse_list("mixture_units,product_bound,route_entropy,route_prev,oracle", names, 2, &st, &ns, err,
                               sizeof err) == 0,
        "strategies parse");
     double w10[] = {1, 0};
-    ev_ppl_opts o = {EV_UNIT_WORD, st, ns, w10, 200, 7, 0};
+    ev_ppl_opts o = {EV_UNIT_WORD, st, ns, w10, 200, 7, 0, NULL, NULL};
     ev_ppl_result r;
     ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) == 0, "ppl runs over two tokenizers");
     is_int(r.n_rows, 7, "solo rows added first, then the 5 strategies");
@@ -141,9 +141,9 @@ static void test_run(void) {
     is_near(r.rows[0].m.bits_per_byte, nll_a / ((double)total * M_LN2), 1e-12, "solo:a bits per byte");
     is_near(r.rows[0].m.token_perplexity, exp(nll_a / tokens_a), 1e-9, "solo:a token perplexity");
     is_near(r.rows[0].m.word_perplexity, exp(nll_a / (double)words), 1e-9, "solo:a word perplexity");
-    const ev_ppl_row *mix = row_named(&r, "mixture");
+    const ev_ppl_row *mix = row_named(&r, "mixture_units");
     ok(mix && fabs(mix->m.bits_per_byte - r.rows[0].m.bits_per_byte) <= 1e-12,
-       "mixture (1,0) over different tokenizers = solo:a");
+       "mixture_units (1,0) over different tokenizers = solo:a");
     const ev_ppl_row *orc = row_named(&r, "oracle");
     ok(orc && orc->upper_bound && orc->m.bits_per_byte <= r.rows[0].m.bits_per_byte + 1e-12 &&
            orc->m.bits_per_byte <= r.rows[1].m.bits_per_byte + 1e-12,
@@ -164,7 +164,7 @@ static void test_run(void) {
     json_t *r0 = json_array_get(res, 0), *r2 = json_array_get(res, 2);
     is_str(json_string_value(json_object_get(r0, "name")), "solo:a", "json: solo name");
     ok(json_is_number(json_object_get(r0, "token_perplexity")), "json: member token perplexity");
-    is_str(json_string_value(json_object_get(r2, "name")), "mixture", "json: strategy name");
+    is_str(json_string_value(json_object_get(r2, "name")), "mixture_units", "json: strategy name");
     ok(json_is_null(json_object_get(r2, "token_perplexity")), "json: ensemble token perplexity null");
     ok(json_array_size(json_object_get(r2, "ci95")) == 2, "json: ci95 pair");
     ok(json_is_number(json_object_get(r2, "bits_per_byte")) && json_is_number(json_object_get(r2, "byte_perplexity")) &&
@@ -196,8 +196,8 @@ static void test_run(void) {
     const char *n2[] = {"a", "a2"};
     ev_strategy *st2;
     size_t ns2;
-    ev_strategy_parse_list("mixture,product_bound,route_entropy,route_prev,oracle", n2, 2, &st2, &ns2, err, sizeof err);
-    ev_ppl_opts o2 = {EV_UNIT_TOKEN, st2, ns2, NULL, 100, 1, 0};
+    ev_strategy_parse_list("mixture_units,product_bound,route_entropy,route_prev,oracle", n2, 2, &st2, &ns2, err, sizeof err);
+    ev_ppl_opts o2 = {EV_UNIT_TOKEN, st2, ns2, NULL, 100, 1, 0, NULL, NULL};
     ok(ev_ppl_run(&c, twice, 2, &o2, &r, err, sizeof err) == 0, "same model twice runs");
     int same = 1;
     for (size_t i = 0; i < r.n_rows; i++) same &= fabs(r.rows[i].m.bits_per_byte - r.rows[0].m.bits_per_byte) < 1e-12;
@@ -252,9 +252,86 @@ static void test_svg(void) {
     free(buf);
 }
 
+/* A stand-in for the engine's scoring path: each document's log-probability
+ * is -0.25 nats per byte under "pool", and the callback sees the
+ * normalised weights and the row's strategy. */
+typedef struct {
+    int calls;
+    double w0;
+    int kind_ok;
+} steps_probe;
+
+static int fake_steps(void *ud, const ev_strategy *s, const double *w, size_t n_members, const char *text,
+                      size_t len, double *lp, char *err, size_t errlen) {
+    steps_probe *p = ud;
+    (void)text;
+    p->calls++;
+    p->w0 = w[0];
+    p->kind_ok = s->steps && s->kind == SREG_POOL && n_members == 2;
+    if (len == 3) {
+        snprintf(err, errlen, "member 'a' failed");
+        return -1;
+    }
+    *lp = -0.25 * (double)len;
+    return 0;
+}
+
+/* Step-level rows take each document's log-probability from the engine's
+ * scoring path (ev_ppl_opts.steps) and join the bootstrap like any row. */
+static void test_steps_rows(void) {
+    ev_corpus c = {0};
+    const char *docs[] = {"alpha beta gamma", "delta epsilon", "zeta eta theta iota"};
+    for (size_t i = 0; i < 3; i++) ev_corpus_add(&c, docs[i], strlen(docs[i]));
+    ev_scorer sc[2] = {{"a", score_words, NULL, 0, 0, 0}, {"b", score_bytes, NULL, 0, 0, 0}};
+    const char *names[] = {"a", "b"};
+    ev_strategy *st;
+    size_t ns;
+    char err[512];
+    ok(ev_strategy_parse_list("pool,mixture_units", names, 2, &st, &ns, err, sizeof err) == 0 && st[0].steps &&
+           !st[1].steps,
+       "pool is a step-level row, mixture_units a unit row");
+    double w[] = {3, 1};
+    steps_probe probe = {0};
+    ev_ppl_opts o = {EV_UNIT_WORD, st, ns, w, 100, 3, 0, fake_steps, &probe};
+    ev_ppl_result r;
+    ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) == 0, "a run with a step-level row");
+    is_int(probe.calls, 3, "the scoring path is called once per document");
+    ok(probe.kind_ok, "with the row's strategy and both members");
+    is_near(probe.w0, 0.75, 1e-12, "and the normalised weights");
+    const ev_ppl_row *pool = row_named(&r, "pool");
+    size_t bytes = strlen(docs[0]) + strlen(docs[1]) + strlen(docs[2]);
+    ok(pool && pool->steps, "the pool row is marked as scored through the steps");
+    if (pool) {
+        is_near(pool->nll, 0.25 * (double)bytes, 1e-9, "its NLL is the scoring path's");
+        is_near(pool->m.bits_per_byte, 0.25 / M_LN2, 1e-9, "bits per byte from it");
+        ok(pool->diff_ci[0] <= pool->diff && pool->diff <= pool->diff_ci[1], "paired interval vs the best member");
+    }
+    json_t *j = ev_report_ppl_json("x", &c, &r);
+    json_t *rows = json_object_get(j, "results");
+    int marked = 0;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *x = json_array_get(rows, i);
+        if (json_is_true(json_object_get(x, "steps"))) marked += !strcmp(json_string_value(json_object_get(x, "name")), "pool");
+    }
+    is_int(marked, 1, "JSON: \"steps\": true on the pool row only");
+    json_decref(j);
+    ev_ppl_result_free(&r);
+    o.steps = NULL;
+    ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) != 0 && strstr(err, "engine's steps"),
+       "without a scoring path the step-level row fails the run");
+    ev_corpus_add(&c, "abc", 3);
+    o.steps = fake_steps;
+    ok(ev_ppl_run(&c, sc, 2, &o, &r, err, sizeof err) != 0 && strstr(err, "pool, document 4") &&
+           strstr(err, "member 'a' failed"),
+       "a failure of the scoring path fails the run, naming the row and document");
+    free(st);
+    ev_corpus_free(&c);
+}
+
 int main(void) {
     test_corpus();
     test_run();
+    test_steps_rows();
     test_tokens_check();
     test_svg();
     return tap_done();

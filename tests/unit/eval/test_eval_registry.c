@@ -1,11 +1,13 @@
 /* tests/unit/eval/test_eval_registry.c: one name, one rule between
  * generation and `consort ppl`. Walks the strategy registry: every
  * generation name is either scored by ppl under exactly the rule generation
- * runs (checked on numbers: ppl's unit log-probability equals the
- * generation formula of sampler/strategy.h applied to the two events "the
- * unit" and "anything else") or refused with a message naming the related
- * evaluation-only rule; every name ppl accepts is implemented; the default
- * list holds every name ppl scores. */
+ * runs (solo from units, checked on numbers: ppl's unit log-probability
+ * equals the generation formula of sampler/strategy.h; the step-level rules
+ * marked for the engine's scoring path, never computed from units, whose
+ * numbers tests/unit/engine/test_score.c checks against sampling) or
+ * refused with a message naming the related evaluation-only rule; every
+ * name ppl accepts is implemented; the default list holds every name ppl
+ * scores from units. */
 #include "coordinator/eval/eval_strategies.h"
 #include "coordinator/eval/eval_units.h"
 #include "sampler/registry.h"
@@ -68,9 +70,14 @@ static void test_same_rule_or_refused(const ev_units *u) {
         ok(sstrat_parse(spec, &st, err, sizeof err) == 0, "generation parses its own name");
         ev_strategy es;
         int scored = ev_strategy_parse(spec, names, 2, &es, err, sizeof err) == 0;
-        if (e->scoring == SREG_SCORE_SAME) {
+        if (e->scoring == SREG_SCORE_SAME && e->rule != SREG_SOLO) {
+            snprintf(what, sizeof what, "%s: ppl scores it through the engine's steps, as the registry's rule", spec);
+            ok(scored && es.kind == e->rule && es.steps && sreg_by_gen_kind((int)st.kind)->rule == es.kind, what);
+            snprintf(what, sizeof what, "%s: never computed from units (no unit formula stands in for it)", spec);
+            ok(isnan(eval_logprob(spec, u, w)), what);
+        } else if (e->scoring == SREG_SCORE_SAME) {
             snprintf(what, sizeof what, "%s: ppl scores it, as the registry's rule", spec);
-            ok(scored && es.kind == e->rule && sreg_by_gen_kind((int)st.kind)->rule == es.kind, what);
+            ok(scored && es.kind == e->rule && !es.steps && sreg_by_gen_kind((int)st.kind)->rule == es.kind, what);
             double want = generation_logprob(&st, p[0], w) + generation_logprob(&st, p[1], w);
             snprintf(what, sizeof what, "%s: ppl's figure = generation's rule on the same units", spec);
             is_near(eval_logprob(spec, u, w), want, 1e-12, what);
@@ -85,7 +92,7 @@ static void test_same_rule_or_refused(const ev_units *u) {
     }
 }
 
-/* Why product is refused: the unnormalised pool ppl computes is not the
+/* Why product_bound is a separate name: the unnormalised pool is not the
  * product generation runs (normalised over the listed events). */
 static void test_product_bound_is_not_product(const ev_units *u) {
     const double w[2] = {0.5, 0.5};
@@ -109,8 +116,11 @@ static void test_every_ppl_name_implemented(const ev_units *u) {
         if (!sreg_accepts(e, SREG_EVALUATION)) continue;
         char spec[96], what[160];
         snprintf(spec, sizeof spec, "%s%s", e->name, e->param ? ":a" : "");
-        snprintf(what, sizeof what, "ppl implements %s", spec);
-        ok(isfinite(eval_logprob(spec, u, w)), what);
+        ev_strategy es;
+        char perr[1024];
+        int steps = ev_strategy_parse(spec, names, 2, &es, perr, sizeof perr) == 0 && es.steps;
+        snprintf(what, sizeof what, "ppl implements %s%s", spec, steps ? " (through the engine's steps)" : "");
+        ok(steps ? e->gen_kind >= 0 : isfinite(eval_logprob(spec, u, w)), what);
         sstrat st;
         char err[1024];
         int gen = sstrat_parse(spec, &st, err, sizeof err) == 0;
@@ -130,8 +140,9 @@ static void test_default_list(void) {
     ok(ev_strategy_parse_list(buf, names, 2, &list, &n, err, sizeof err) == 0, "the default list parses");
     size_t want = 2; /* solo:a, solo:b */
     for (size_t i = 0; i < sreg_count(); i++)
-        want += sreg_accepts(sreg_at(i), SREG_EVALUATION) && !sreg_at(i)->param;
-    is_int(n, want, "the default list: every member alone, then every other rule ppl scores");
+        want += sreg_accepts(sreg_at(i), SREG_EVALUATION) && !sreg_at(i)->param && sreg_at(i)->gen_kind < 0;
+    is_int(n, want, "the default list: every member alone, then every other rule ppl scores from units");
+    ok(!strstr(buf, "pool") && strstr(buf, "mixture_units"), "the step-level rules are scored when named");
     ok(strstr(buf, "route_entropy") && !strstr(buf, "min_ppl"), "the default list uses the evaluation names");
     free(list);
     ev_strategy_default_list(names, 1, buf, sizeof buf);

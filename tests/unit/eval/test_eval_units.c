@@ -42,9 +42,9 @@ static void test_word_units(void) {
     double w[] = {0.5, 0.5};
     const char *names[] = {"a", "b"};
     ev_strategy s;
-    ok(ev_strategy_parse("mixture", names, 2, &s, err, sizeof err) == 0, "parse mixture");
+    ok(ev_strategy_parse("mixture_units", names, 2, &s, err, sizeof err) == 0, "parse mixture_units");
     double want = log(0.5 * exp(-1.0) + 0.5 * exp(-1.2)) + log(0.5 * exp(-2.0) + 0.5 * exp(-1.3));
-    is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), want, 1e-12, "mixture by hand");
+    is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), want, 1e-12, "mixture_units by hand");
     ok(ev_strategy_parse("product_bound", names, 2, &s, err, sizeof err) == 0, "parse product_bound");
     is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), 0.5 * (-3.0) + 0.5 * (-2.5), 1e-12,
             "product_bound (unnormalised) by hand");
@@ -61,8 +61,8 @@ static void test_word_units(void) {
     ok(ev_strategy_parse("oracle", names, 2, &s, err, sizeof err) == 0, "parse oracle");
     is_near(ev_strategy_doc_logprob(&s, &u, w, doc, NULL), -1.0 + -1.3, 1e-12, "oracle takes the best per unit");
     double w10[] = {1, 0};
-    ok(ev_strategy_parse("mixture", names, 2, &s, err, sizeof err) == 0, "parse mixture again");
-    is_near(ev_strategy_doc_logprob(&s, &u, w10, doc, NULL), -3.0, 1e-15, "mixture (1,0) = solo:a exactly");
+    ok(ev_strategy_parse("mixture_units", names, 2, &s, err, sizeof err) == 0, "parse mixture_units again");
+    is_near(ev_strategy_doc_logprob(&s, &u, w10, doc, NULL), -3.0, 1e-15, "mixture_units (1,0) = solo:a exactly");
     ok(ev_strategy_parse("solo:zz", names, 2, &s, err, sizeof err) != 0, "unknown member rejected");
     ok(ev_strategy_parse("avg", names, 2, &s, err, sizeof err) != 0, "unknown strategy rejected");
     ev_units_free(&u);

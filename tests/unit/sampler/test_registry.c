@@ -154,8 +154,11 @@ static void test_help_lists_every_name(void) {
     }
     ok(!bad, "help texts and name lists hold exactly each layer's names (ppl's also the refused ones)");
     ok(strstr(gen_help, "mixture ") && strstr(gen_help, "(default)"), "generation help marks the default");
-    ok(strstr(ev_help, "product         generation only") && strstr(ev_help, "related: product_bound"),
+    ok(strstr(ev_help, "min_ppl         generation only") && strstr(ev_help, "related: route_entropy"),
        "ppl help says which generation rules it refuses and what to use");
+    ok(strstr(ev_help, "pool ") && strstr(ev_help, "through the engine's steps") &&
+           !strstr(ev_help, "product         generation only"),
+       "ppl help lists the step-level rules it scores through the engine");
     char small[16];
     size_t want = sreg_help(SREG_EVALUATION, small, sizeof small);
     is_int(want, strlen(ev_help), "sreg_help reports the length it needed");

@@ -137,11 +137,14 @@ int main(void) {
     ok(sstrat_product(2, 4, full, wn, out) == 1, "product with no common support at all falls back");
     is_near(out[0], 0.5, 1e-12, "fallback is the mixture");
 
-    /* pool: the mixture's listed mass, shared out geometrically */
+    /* pool: the mixture's mass of the events every member gives mass to,
+     * shared out geometrically; the other events keep the mixture's */
     ok(sstrat_pool(2, 4, ev, wn, NULL, out) == 0, "pool has common support");
-    double mixl = 0.5 * 0.9 + 0.5 * 0.8, zg = sqrt(.08) + sqrt(.18);
-    is_near(out[1], mixl * sqrt(.08) / zg, 1e-12, "pool ' the' = S * sqrt(.4*.2) / (sqrt(.08)+sqrt(.18))");
-    is_near(out[2], mixl * sqrt(.18) / zg, 1e-12, "pool ' a'");
+    double mixl = 0.5 * 0.9 + 0.5 * 0.8, pooled = 0.5 * (.4 + .3) + 0.5 * (.2 + .6), zg = sqrt(.08) + sqrt(.18);
+    is_near(out[1], pooled * sqrt(.08) / zg, 1e-12,
+            "pool ' the' = S * sqrt(.4*.2) / (sqrt(.08)+sqrt(.18)), S the mixture's mass of ' the' and ' a'");
+    is_near(out[2], pooled * sqrt(.18) / zg, 1e-12, "pool ' a'");
+    is_near(out[0], 0.5 * 0.1, 1e-12, "pool ' th' (B gives it nothing): the mixture's, not zero");
     is_near(sstrat_rest(4, out), 1 - mixl, 1e-12, "pool REST = the mixture's REST");
     double alpha[2] = {1, 0};
     sstrat_pool(2, 4, ev, wn, alpha, out);
