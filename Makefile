@@ -43,8 +43,9 @@ ifeq ($(FUZZ),1)
   LDFLAGS_BASE += -fsanitize=address,undefined
 endif
 CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
-# The one C++ file (worker/wk_llama_safe.cpp, a try/catch wall around
-# llama.cpp) builds with the C flags but its own language standard.
+# The C++ files (worker/wk_llama_safe.cpp and coordinator/engine/tokenizer.cpp,
+# try/catch walls around llama.cpp and libsentencepiece) build with the C
+# flags but their own language standard.
 CXXFLAGS_ALL = $(filter-out -std=c11,$(CFLAGS_BASE)) -std=c++17 $(CXXFLAGS)
 LDFLAGS_ALL = $(LDFLAGS_BASE) $(LDFLAGS)
 

@@ -658,6 +658,8 @@ json_t *proto_step_req_encode(const proto_step_req *q) {
         if (q->append.n) bad |= put(o, "append_b64", b64_json(q->append));
         bad |= put(o, "k", json_integer(q->k));
         if (q->n_cands) bad |= put(o, "candidates_b64", strs_b64_json(q->cands, q->n_cands));
+        if (q->n_steps) bad |= put(o, "steps_b64", strs_b64_json(q->steps, q->n_steps));
+        if (q->draft) bad |= put(o, "draft", json_integer(q->draft));
     }
     return finish(o, bad);
 }
@@ -702,26 +704,40 @@ static int step_prompt(const json_t *o, proto_step_req *q, proto_error *err) {
     return 0;
 }
 
-static int step_candidates(const json_t *o, proto_step_req *q, proto_error *err) {
-    const json_t *v = field(o, "candidates_b64");
+/* An optional array of at most max base64 strings under key k. */
+static int b64_list(const json_t *o, const char *k, size_t max, proto_step_req *q, const proto_str **out,
+                    size_t *nout, proto_error *err) {
+    const json_t *v = field(o, k);
     if (!v) return 0;
-    if (!json_is_array(v))
-        return field_fail(err, PROTO_ERR_INVALID_TYPE, "candidates_b64", "'candidates_b64' must be an array of base64 strings");
+    if (!json_is_array(v)) return field_fail(err, PROTO_ERR_INVALID_TYPE, k, "'%s' must be an array of base64 strings", k);
     size_t n = json_array_size(v);
-    if (n > PROTO_MAX_CANDIDATES)
-        return field_fail(err, PROTO_ERR_INVALID_VALUE, "candidates_b64", "at most %d candidates", PROTO_MAX_CANDIDATES);
+    if (n > max) return field_fail(err, PROTO_ERR_INVALID_VALUE, k, "at most %zu entries in '%s'", max, k);
     proto_str *c = own_alloc(&q->own_, n, sizeof *c);
     if (!c) return oom(err);
     for (size_t i = 0; i < n; i++) {
         char what[40];
-        snprintf(what, sizeof what, "candidates_b64[%zu]", i);
+        snprintf(what, sizeof what, "%s[%zu]", k, i);
         if (b64_in(json_array_get(v, i), what, &q->own_, &c[i], err)) {
-            snprintf(err->param, sizeof err->param, "candidates_b64");
+            snprintf(err->param, sizeof err->param, "%s", k);
             return -1;
         }
     }
-    q->cands = c;
-    q->n_cands = n;
+    *out = c;
+    *nout = n;
+    return 0;
+}
+
+static int step_candidates(const json_t *o, proto_step_req *q, proto_error *err) {
+    return b64_list(o, "candidates_b64", PROTO_MAX_CANDIDATES, q, &q->cands, &q->n_cands, err);
+}
+
+/* The speculative fields: steps_b64 (each non-empty) and draft. */
+static int step_speculative(const json_t *o, proto_step_req *q, proto_error *err) {
+    if (b64_list(o, "steps_b64", PROTO_MAX_STEPS, q, &q->steps, &q->n_steps, err) ||
+        get_int(o, "draft", 0, 0, PROTO_MAX_DRAFT, &q->draft, err))
+        return -1;
+    for (size_t i = 0; i < q->n_steps; i++)
+        if (q->steps[i].n == 0) return field_fail(err, PROTO_ERR_INVALID_VALUE, "steps_b64", "steps_b64[%zu] is empty", i);
     return 0;
 }
 
@@ -732,7 +748,8 @@ int proto_step_req_decode(const json_t *o, proto_step_req *q, proto_error *err) 
     if (not_object(o, err) || step_session(o, q, err) || step_prompt(o, q, err) ||
         get_bool(o, "heal_prompt", &q->heal_prompt, err) ||
         get_b64(o, "append_b64", 0, &q->own_, &q->append, err) ||
-        get_int(o, "k", 0, 0, PROTO_MAX_K, &q->k, err) || step_candidates(o, q, err)) {
+        get_int(o, "k", 0, 0, PROTO_MAX_K, &q->k, err) || step_candidates(o, q, err) ||
+        step_speculative(o, q, err)) {
         proto_step_req_release(q);
         return -1;
     }
@@ -767,6 +784,15 @@ json_t *proto_step_res_encode(const proto_step_res *r) {
         bad |= put(o, "candidates", json_incref(ca));
         bad |= put(o, "end_logq", num_or_null(r->end_logq));
     }
+    if (!bad && r->n_draft) {
+        json_t *da = json_array();
+        bad |= !da;
+        for (size_t i = 0; !bad && i < r->n_draft; i++) {
+            json_t *d = proto_step_res_encode(&r->draft[i]);
+            bad |= !d || json_array_append_new(da, d) != 0;
+        }
+        bad |= put(o, "draft", da);
+    }
     json_decref(top);
     json_decref(ca);
     return finish(o, bad);
@@ -798,7 +824,38 @@ static int step_cands(const json_t *ca, size_t n, proto_step_res *r, proto_error
     return 0;
 }
 
+static int step_res_fields(const json_t *o, proto_step_res *r, proto_error *err);
+
+/* "draft": the answers after each drafted step (no deeper drafts). */
+static int step_draft(const json_t *o, proto_step_res *r, proto_error *err) {
+    size_t n = 0;
+    const json_t *da = field(o, "draft");
+    if (!da) return 0;
+    if (!json_is_array(da) || (n = json_array_size(da)) > PROTO_MAX_DRAFT)
+        return field_fail(err, PROTO_ERR_INVALID_TYPE, "draft", "'draft' must be an array of at most %d answers",
+                          PROTO_MAX_DRAFT);
+    proto_step_res *d = own_alloc(&r->own_, n ? n : 1, sizeof *d);
+    if (!d) return oom(err);
+    r->draft = d;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(da, i);
+        if (step_res_fields(e, &d[i], err)) return -1;
+        r->n_draft = i + 1;
+        if (field(e, "draft")) return field_fail(err, PROTO_ERR_INVALID_VALUE, "draft", "draft[%zu] has a draft", i);
+    }
+    return 0;
+}
+
 int proto_step_res_decode(const json_t *o, proto_step_res *r, proto_error *err) {
+    if (step_res_fields(o, r, err)) return -1;
+    if (step_draft(o, r, err)) {
+        proto_step_res_release(r);
+        return -1;
+    }
+    return 0;
+}
+
+static int step_res_fields(const json_t *o, proto_step_res *r, proto_error *err) {
     memset(r, 0, sizeof *r);
     r->end_logq = -INFINITY;
     zero_err(err);
@@ -818,6 +875,7 @@ int proto_step_res_decode(const json_t *o, proto_step_res *r, proto_error *err) 
 
 void proto_step_res_release(proto_step_res *r) {
     if (!r) return;
+    for (size_t i = 0; i < r->n_draft; i++) proto_step_res_release((proto_step_res *)&r->draft[i]);
     own_free(&r->own_);
     memset(r, 0, sizeof *r);
     r->end_logq = -INFINITY;

@@ -46,6 +46,8 @@
 #define PROTO_MAX_K 256           /* /v1/step "k" */
 #define PROTO_MAX_CANDIDATES 512  /* /v1/step "candidates_b64" */
 #define PROTO_DEFAULT_K 20
+#define PROTO_MAX_DRAFT 16        /* /v1/step "draft" */
+#define PROTO_MAX_STEPS 64        /* /v1/step "steps_b64" */
 
 /* Endpoint paths. */
 #define PROTO_PATH_HEALTH "/health"
@@ -210,6 +212,10 @@ typedef struct {
     int k;                 /* 0..PROTO_MAX_K; decode default PROTO_DEFAULT_K */
     const proto_str *cands;/* "candidates_b64" */
     size_t n_cands;        /* 0..PROTO_MAX_CANDIDATES */
+    const proto_str *steps;/* "steps_b64": appends taken one step at a time before append_b64 */
+    size_t n_steps;        /* 0..PROTO_MAX_STEPS */
+    int draft;             /* "draft": 0..PROTO_MAX_DRAFT steps along the member's own top entry,
+                            * answered but not committed */
     void *own_;
 } proto_step_req;
 
@@ -221,7 +227,7 @@ typedef struct {
                             * never encoded, decoded from a missing field */
 } proto_top;
 
-typedef struct {
+typedef struct proto_step_res {
     const char *session;
     int n_past;
     proto_str residue;     /* "residue_b64" */
@@ -231,6 +237,8 @@ typedef struct {
     const double *cand_logq; /* "candidates": one per asked candidate; -INFINITY = null */
     size_t n_cands;
     double end_logq;       /* -INFINITY = null */
+    const struct proto_step_res *draft; /* "draft": the answers after each drafted step */
+    size_t n_draft;
     void *own_;
 } proto_step_res;
 

@@ -46,7 +46,7 @@ elif [ "$(uname)" = Darwin ]; then
     pkg-config --exists "$p" || die "missing $p (run: brew install jansson libmicrohttpd curl pkg-config llama.cpp)"
   done
 fi
-for p in jansson libmicrohttpd libcurl; do
+for p in jansson libmicrohttpd libcurl sentencepiece; do
   pkg-config --exists "$p" || die "pkg-config cannot find $p"
 done
 
@@ -116,7 +116,7 @@ LLAMA_LIBS := $LLAMA_LIBS
 LLAMA_RPATH := $LLAMA_RPATH
 LLAMA_BACKEND_DIR := $LLAMA_BACKEND_DIR
 LLAMA_SRC := $src
-DEP_CFLAGS := $(pkg-config --cflags jansson libmicrohttpd libcurl)
-DEP_LIBS := $(pkg-config --libs jansson libmicrohttpd libcurl)
+DEP_CFLAGS := $(pkg-config --cflags jansson libmicrohttpd libcurl sentencepiece)
+DEP_LIBS := $(pkg-config --libs jansson libmicrohttpd libcurl) -lsentencepiece
 MK
 log "wrote $OUT"

@@ -29,27 +29,64 @@
  *    answer. Planning aside is what lets every failing request leave the
  *    session as it was.
  *
- * State and locking. The engine owns the llama_context, the session table
- * (slots, LRU by a logical clock), the batch, a scratch probability row and
- * the end-of-generation ids. One mutex `mu` guards all of it: every public
- * call that touches the context or a session holds it for its whole
- * duration (one decode at a time; llama.cpp contexts are not re-entrant).
- * Tokenizing a prompt happens before taking the lock.
+ * State and locking: a decode scheduler (continuous batching).
+ *  - Several HTTP threads call in at once. Everything a step computes that
+ *    is not a decode (planning, tokenizing, softmax, top-k, prefix masses,
+ *    rule-1 paths) runs on the caller's own thread, holding only its
+ *    session (`busy`, claimed under `mu`). Decodes are described as a work
+ *    (tokens, positions, sequences, which rows are wanted, a row callback)
+ *    and queued; whichever waiting thread finds no leader becomes the
+ *    leader, gathers one batch from the queue, decodes it under `dmu`,
+ *    hands each wanted row to its owner's callback (copied, or reduced to
+ *    a log-probability) and wakes the owners. So N sessions stepping at once
+ *    share about one llama_decode per step, and their softmaxes run in
+ *    parallel while the next batch decodes.
+ *  - What a batch may hold (gather): small works (a step's new tokens, the
+ *    residue token, short teacher-forced paths; at most WK_SHARED_TOKENS)
+ *    share a batch of at most WK_SHARED_TOKENS tokens; a large work (a
+ *    prompt, a scoring window) is decoded alone in the n_batch chunks it
+ *    always used. llama.cpp's CPU kernels compute each row of a batch under
+ *    64 tokens exactly as alone (checked bit for bit on the project's
+ *    models), so batching changes nobody's numbers; what remains is the
+ *    unified cache's own rounding (cells of one session in another order).
+ *    Fairness: the queue's head picks the kind; a large work with tokens
+ *    left goes to the tail after each chunk; a leader lingers (at most
+ *    batch_wait_s, never longer than a recent decode) for callers expected
+ *    to join: sessions inside a call or that finished one within 50 ms.
+ *  - Locks: `mu` guards the session table's bookkeeping, the queue, the
+ *    scratch-sequence pool, the score slot and the counters; `dmu` guards
+ *    the llama_context (decodes, KV-cache operations, the batch). No thread
+ *    ever holds both. One call per session at a time (a second waits), one
+ *    score at a time (the scoring sequence), WK_SCRATCH scratch sequences
+ *    shared by all sessions (taken per group of teacher-forced jobs).
  *
  * Budgets and cancellation. Limits that can be decided from the request
- * (candidate bytes, score tokens) are checked before the lock; the
- * teacher-forced positions once evaluate() knows them. A request's
- * wk_cancel is installed in `cancel` while it holds the lock, and decode()
- * refuses to start another llama_decode once it says stop (`stop` records
- * why). A step that stops after committing its plan is rolled back: commit
- * swaps the plan's arrays with the session's (the plan keeps the old
- * ones), and the remembered paths of the new answer are appended after the
- * old ones until the step succeeds, so undo is a swap back and a count.
+ * (candidate bytes, score tokens) are checked before any work; the
+ * teacher-forced positions once evaluate() knows them. A call carries its
+ * wk_cancel in a wk_call (which also records why it stopped); run_work
+ * checks it before queueing a work, and the leader before each further
+ * n_batch chunk of a large work, so a stopped call never starts another
+ * batch of its own (other callers' works in a shared batch go on). A step
+ * that stops after committing its plan is rolled back: commit swaps the
+ * plan's arrays with the session's (the plan keeps the old ones), and the
+ * remembered paths of the new answer are appended after the old ones until
+ * the step succeeds, so undo is a swap back and a count; the KV sequence
+ * keeps what was decoded (the mirror kv[] says what that is).
  *
- * What may change: batching several sessions' decodes into one
- * llama_decode (the phases are the seams: sync_kv and run_jobs would queue
- * instead of decoding), context shifting instead of context_length_exceeded,
- * and more scratch sequences when candidate sets grow.
+ * Speculative steps (docs/PROTOCOL.md, draft and steps_b64). Several steps
+ * of one session in one call reuse the phases unchanged: inner_step() is
+ * one step of a claimed session, undone when it fails; a draft runs it
+ * along the session's own first proposal and then puts the text state,
+ * paths and kept distributions back (wk_snapshot), leaving the drafted KV
+ * positions for the next call; steps_b64 runs it once per piece before the
+ * request's own step, all undone together on a failure. Drafted steps are
+ * decoded one after another, not as one batch (what may change).
+ *
+ * What may change: larger shared batches on backends whose kernels do not
+ * depend on the batch size, context shifting instead of
+ * context_length_exceeded, more scratch sequences when candidate sets grow,
+ * a KV budget for scratch cells (today cells beyond n_ctx * (slots + 1) +
+ * n_batch make a decode fail cleanly with decode_failed).
  */
 #include "worker/wk_engine.h"
 #include "worker/wk_llama_safe.h"
@@ -69,6 +106,7 @@
 
 #define WK_MAX_PATH 64  /* tokens of one remembered path / teacher-forced prefix */
 #define WK_DIRECT_SUM 512 /* ranges up to this size are summed directly */
+#define WK_SHARED_TOKENS 32 /* the most tokens of a batch shared by several callers (gather) */
 
 typedef struct wk_path {
     int n;
@@ -78,9 +116,10 @@ typedef struct wk_path {
 typedef struct wk_session {
     char id[72];
     char owner[24];   /* who created it (token fingerprint), "" = nobody */
-    int used;
+    int used, busy; /* busy: a call owns the session (under e->mu) */
     int seq;
     uint64_t last_use;
+    double last_done; /* clock_mono_s() when its last call ended */
     int *tok; /* X = P + C */
     int n_tok, n_prompt, cap_tok;
     unsigned char *g; /* healable tail: (healed prompt bytes) + G */
@@ -99,23 +138,39 @@ typedef struct wk_session {
     int n_paths, cap_paths;
 } wk_session;
 
+struct wk_work;
+typedef struct wk_brow { /* which caller's token a batch row is */
+    struct wk_work *w;
+    int i;
+} wk_brow;
+
 struct wk_engine {
     wk_model *m;
     struct llama_context *ctx;
-    pthread_mutex_t mu;
     int n_ctx, slots, n_batch, n_vocab;
     int score_seq, scratch0;
-    wk_session *s;
-    uint64_t clock;
-    uint64_t tokens_decoded;
-    struct llama_batch batch;
-    float *tmp;   /* n_vocab scratch probabilities */
     int *eog;     /* end-of-generation token ids */
     int n_eog;
     int max_cand_bytes, max_forced, max_score_tokens;
-    const wk_cancel *cancel; /* of the request holding the lock, or NULL */
-    int stop;                /* why the current request stopped (WK_STOP_*) */
-    int stop_forced;         /* teacher-forced positions asked, for the message */
+    double batch_wait_s;
+    /* under mu: the session table, the queue of work, the counters */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* broadcast on every change a waiter may wait for */
+    wk_session *s;
+    uint64_t clock;
+    struct wk_work *q_head, *q_tail;
+    int n_queued;       /* works in the queue (one per waiting caller) */
+    int leader;         /* a thread is gathering or decoding a batch */
+    int inside;         /* calls holding a session or the scoring sequence */
+    int score_busy;
+    unsigned scratch_free; /* bit i: sequence scratch0 + i is free */
+    double decode_s;    /* recent decode time (moving average) */
+    uint64_t tokens_decoded, decodes, shared_decodes;
+    /* under dmu: the llama_context (decodes, KV-cache operations) and the
+     * batch with its row owners, used by the leader only */
+    pthread_mutex_t dmu;
+    struct llama_batch batch;
+    wk_brow *brow;
 };
 
 enum { WK_STOP_NONE, WK_STOP_DEADLINE, WK_STOP_GONE, WK_STOP_BUDGET };
@@ -226,6 +281,11 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
         op.n_threads = nc > 0 ? (int)nc : 1;
     }
     if (op.n_batch <= 0) op.n_batch = 256;
+    if (op.n_batch < op.slots + 1 + WK_SCRATCH) { /* llama.cpp aborts on fewer outputs than sequences */
+        snprintf(err, err_size, "a batch of %d tokens is too small for %d sequences", op.n_batch,
+                 op.slots + 1 + WK_SCRATCH);
+        return NULL;
+    }
     wk_engine *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, err_size, "out of memory");
@@ -241,7 +301,11 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
     e->n_vocab = m->n_vocab;
     e->score_seq = op.slots;
     e->scratch0 = op.slots + 1;
+    e->batch_wait_s = op.batch_wait_us < 0 ? 0 : (op.batch_wait_us ? op.batch_wait_us : WK_BATCH_WAIT_US) * 1e-6;
+    e->scratch_free = (1u << WK_SCRATCH) - 1;
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->dmu, NULL);
+    pthread_cond_init(&e->cv, NULL);
 
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)(op.n_ctx * (op.slots + 1) + op.n_batch);
@@ -260,17 +324,19 @@ wk_engine *wk_engine_create(wk_model *m, const wk_engine_opts *o, char *err, siz
         snprintf(err, err_size, "llama.cpp could not create a context (n_ctx %u, %d sequences)",
                  cp.n_ctx, (int)cp.n_seq_max);
         pthread_mutex_destroy(&e->mu);
+        pthread_mutex_destroy(&e->dmu);
+        pthread_cond_destroy(&e->cv);
         free(e);
         return NULL;
     }
     e->batch = llama_batch_init(op.n_batch, 0, 1);
-    e->tmp = malloc((size_t)e->n_vocab * sizeof *e->tmp);
+    e->brow = malloc((size_t)op.n_batch * sizeof *e->brow);
     e->s = calloc((size_t)op.slots, sizeof *e->s);
     e->eog = malloc((size_t)e->n_vocab * sizeof *e->eog);
     if (e->eog)
         for (int id = 0; id < e->n_vocab; id++)
             if (m->is_eog[id]) e->eog[e->n_eog++] = id;
-    if (!e->tmp || !e->s || !e->eog) {
+    if (!e->brow || !e->s || !e->eog) {
         wk_engine_free(e);
         snprintf(err, err_size, "out of memory");
         return NULL;
@@ -291,9 +357,10 @@ static void session_release(wk_session *s) {
     free(s->p1);
     free(s->cum1);
     free(s->paths);
-    int seq = s->seq;
+    int seq = s->seq, busy = s->busy;
     memset(s, 0, sizeof *s);
     s->seq = seq;
+    s->busy = busy;
     s->p0_n = s->p1_n = -1;
 }
 
@@ -302,13 +369,15 @@ void wk_engine_free(wk_engine *e) {
     if (e->s)
         for (int i = 0; i < e->slots; i++) session_release(&e->s[i]);
     free(e->s);
-    free(e->tmp);
+    free(e->brow);
     free(e->eog);
     if (e->ctx) {
         llama_batch_free(e->batch);
         llama_free(e->ctx);
     }
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->dmu);
+    pthread_cond_destroy(&e->cv);
     free(e);
 }
 
@@ -318,12 +387,67 @@ int wk_engine_slots(const wk_engine *e) { return e->slots; }
 void wk_engine_stats(wk_engine *e, wk_stats *st) {
     pthread_mutex_lock(&e->mu);
     st->tokens_decoded = e->tokens_decoded;
+    st->decodes = e->decodes;
+    st->shared_decodes = e->shared_decodes;
     st->sessions_in_use = 0;
     for (int i = 0; i < e->slots; i++) st->sessions_in_use += e->s[i].used;
     pthread_mutex_unlock(&e->mu);
 }
 
-/* ---- decoding ----------------------------------------------------------- */
+/* ---- the decode scheduler ---------------------------------------------- */
+
+/* A caller's share of the context's work: tokens in order, each with its
+ * position, sequence and whether its logits are wanted. The scheduler may
+ * hand them to several consecutive batches (tokens of one sequence stay in
+ * order, which is all causal decoding needs); each wanted row is delivered
+ * to on_row(arg, token index, logits) by the thread that ran the decode,
+ * under the decode lock, before the work is marked done. */
+typedef void (*wk_row_fn)(void *arg, int i, const float *logits);
+
+typedef struct wk_work {
+    int *tok, *pos, *seq;
+    int8_t *want;
+    int n, cap;
+    wk_row_fn on_row;
+    void *arg;
+    struct wk_call *call; /* checked before each further chunk of a large work; NULL = never stops */
+    /* scheduler state, under e->mu */
+    int next;          /* first token not yet given to a batch */
+    int status;        /* 0 pending, 1 done, -1 a decode failed */
+    int in_batch;      /* has tokens in the batch being decoded */
+    int stopped;       /* its call stopped before its next chunk */
+    struct wk_work *qnext;
+} wk_work;
+
+static void work_free(wk_work *w) {
+    free(w->tok);
+    free(w->pos);
+    free(w->seq);
+    free(w->want);
+    memset(w, 0, sizeof *w);
+}
+
+static int work_add(wk_work *w, int tok, int pos, int seq, int want) {
+    if (w->n == w->cap) {
+        int c = w->cap ? 2 * w->cap : 16;
+        int *t = realloc(w->tok, (size_t)c * sizeof *t);
+        if (t) w->tok = t;
+        int *p = realloc(w->pos, (size_t)c * sizeof *p);
+        if (p) w->pos = p;
+        int *s = realloc(w->seq, (size_t)c * sizeof *s);
+        if (s) w->seq = s;
+        int8_t *o = realloc(w->want, (size_t)c * sizeof *o);
+        if (o) w->want = o;
+        if (!t || !p || !s || !o) return -1;
+        w->cap = c;
+    }
+    w->tok[w->n] = tok;
+    w->pos[w->n] = pos;
+    w->seq[w->n] = seq;
+    w->want[w->n] = (int8_t)want;
+    w->n++;
+    return 0;
+}
 
 static void batch_add(struct llama_batch *b, int tok, int pos, int seq, int logits) {
     int i = b->n_tokens++;
@@ -334,7 +458,15 @@ static void batch_add(struct llama_batch *b, int tok, int pos, int seq, int logi
     b->logits[i] = (int8_t)logits;
 }
 
-/* Why the request holding the lock must stop now (WK_STOP_*), or 0. */
+/* One call's cancellation and why it stopped (WK_STOP_*), on its stack. */
+typedef struct wk_call wk_call;
+struct wk_call {
+    const wk_cancel *cancel;
+    int stop;
+    int stop_forced; /* teacher-forced positions asked, for the message */
+};
+
+/* Why a call must stop now (WK_STOP_*), or 0. */
 static int stop_reason(const wk_cancel *c) {
     if (!c) return WK_STOP_NONE;
     if (c->deadline > 0 && clock_mono_s() >= c->deadline) return WK_STOP_DEADLINE;
@@ -342,107 +474,278 @@ static int stop_reason(const wk_cancel *c) {
     return WK_STOP_NONE;
 }
 
-/* The error of a stopped request. */
-static int fail_stopped(const wk_engine *e, wk_err *err) {
-    if (e->stop == WK_STOP_DEADLINE)
+/* Records and returns whether the call must stop now. */
+static int call_stopped(wk_call *call) {
+    if (!call) return 0;
+    if (!call->stop) call->stop = stop_reason(call->cancel);
+    return call->stop != WK_STOP_NONE;
+}
+
+/* The error of a stopped call. */
+static int fail_stopped(const wk_engine *e, const wk_call *call, wk_err *err) {
+    if (call->stop == WK_STOP_DEADLINE)
         set_err(err, 503, PROTO_ERR_DEADLINE_EXCEEDED, "the request's deadline passed before its work was done");
-    else if (e->stop == WK_STOP_GONE)
+    else if (call->stop == WK_STOP_GONE)
         set_err(err, 503, PROTO_ERR_CANCELLED, "the client closed its connection");
     else {
         set_err(err, 400, PROTO_ERR_BUDGET_EXCEEDED,
                 "the candidates need %d teacher-forced positions, over this worker's budget of %d per step",
-                e->stop_forced, e->max_forced);
+                call->stop_forced, e->max_forced);
         err->param = PROTO_PARAM_CANDIDATES;
     }
     return -1;
 }
 
-/* Takes the lock for a request and checks it may still run. */
-static int begin_request(wk_engine *e, const wk_cancel *cancel) {
-    pthread_mutex_lock(&e->mu);
-    e->cancel = cancel;
-    e->stop = stop_reason(cancel);
-    return e->stop ? -1 : 0;
+static void enqueue(wk_engine *e, wk_work *w) {
+    w->qnext = NULL;
+    if (e->q_tail) e->q_tail->qnext = w;
+    else e->q_head = w;
+    e->q_tail = w;
+    e->n_queued++;
 }
 
-static void end_request(wk_engine *e) {
-    e->cancel = NULL;
-    e->stop = WK_STOP_NONE;
-    pthread_mutex_unlock(&e->mu);
-}
-
-static int decode(wk_engine *e) {
-    int n = e->batch.n_tokens;
-    if (n == 0) return 0;
-    if ((e->stop = stop_reason(e->cancel)) != WK_STOP_NONE) return -1;
-    int32_t r;
-    if (wk_safe_decode(e->ctx, e->batch, &r) != 0) r = -1;
-    if (r != 0) {
-        log_error("llama_decode failed (%d) on %d tokens", r, n);
-        return -1;
-    }
-    e->tokens_decoded += (uint64_t)n;
+/* Callers that will probably want the next batch: every thread inside a
+ * step or a score, and every idle session that finished a step within
+ * WK_RECENT_S (its coordinator is likely to send the next one while we
+ * decode). */
+#define WK_RECENT_S 0.05
+static int expected_callers(const wk_engine *e, double now) {
+    int n = e->inside;
+    for (int i = 0; i < e->slots; i++)
+        if (e->s[i].used && !e->s[i].busy && now - e->s[i].last_done < WK_RECENT_S) n++;
     return n;
+}
+
+/* The leader waits a little for expected callers to queue their work, so
+ * that sessions stepping in lock-step share one decode rather than
+ * alternating between a batch of one and a batch of the rest. Never longer
+ * than the configured wait nor than the recent decode time (waiting longer
+ * than a decode cannot pay). Called and returns with e->mu held. */
+static void linger(wk_engine *e) {
+    double wait = e->batch_wait_s < e->decode_s ? e->batch_wait_s : e->decode_s;
+    if (wait <= 0) return;
+    double t0 = clock_mono_s();
+    struct timespec until = clock_abs_after(wait);
+    while (e->n_queued < expected_callers(e, t0))
+        if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0) break;
+}
+
+/* Fills e->batch from the queue. Two kinds of batch, so that batching
+ * changes no caller's numbers:
+ *  - small works (at most WK_SHARED_TOKENS tokens: a step's new token or
+ *    two, a residue token, short teacher-forced paths) share a batch of at
+ *    most WK_SHARED_TOKENS tokens, taken whole in queue order. llama.cpp's
+ *    CPU kernels compute each row of so small a batch exactly as they would
+ *    alone (checked bit for bit on the project's models; their matrix
+ *    kernels change tiling only from 64 rows up);
+ *  - a large work (a prompt, a scoring window) is decoded alone, n_batch
+ *    tokens at a time: exactly the chunks it would get with no one else
+ *    around.
+ * Fairness: the queue's head decides the kind; a large work that keeps
+ * tokens goes to the tail after its chunk (settle), so small works wait for
+ * at most one chunk of n_batch tokens, and several large works take turns.
+ * Records which work each batch row belongs to. */
+static int gather(wk_engine *e) {
+    e->batch.n_tokens = 0;
+    wk_work *h = e->q_head;
+    if (!h) return 0;
+    if (h->n > WK_SHARED_TOKENS) {
+        if (h->next > 0 && call_stopped(h->call)) { /* between its chunks: no further batch */
+            h->stopped = 1;
+            h->in_batch = 1;
+            return 0;
+        }
+        int take = h->n - h->next < e->n_batch ? h->n - h->next : e->n_batch;
+        for (int k = 0; k < take; k++, h->next++) {
+            e->brow[k] = (wk_brow){h, h->next};
+            batch_add(&e->batch, h->tok[h->next], h->pos[h->next], h->seq[h->next], h->want[h->next]);
+        }
+        h->in_batch = 1;
+        return take;
+    }
+    for (wk_work *w = h; w; w = w->qnext) {
+        if (w->n > WK_SHARED_TOKENS || e->batch.n_tokens + w->n > WK_SHARED_TOKENS) continue;
+        for (; w->next < w->n; w->next++) {
+            e->brow[e->batch.n_tokens] = (wk_brow){w, w->next};
+            batch_add(&e->batch, w->tok[w->next], w->pos[w->next], w->seq[w->next], w->want[w->next]);
+        }
+        w->in_batch = 1;
+    }
+    return e->batch.n_tokens;
+}
+
+/* After a batch: finished and failed works leave the queue (their callers
+ * are woken); works with tokens left move to its tail (round-robin). */
+static int settle(wk_engine *e, int ok) {
+    wk_work *keep = NULL, *keep_tail = NULL, *again = NULL, *again_tail = NULL;
+    int callers = 0;
+    for (wk_work *w = e->q_head, *nx; w; w = nx) {
+        nx = w->qnext;
+        w->qnext = NULL;
+        int was_in = w->in_batch;
+        w->in_batch = 0;
+        callers += was_in;
+        if (was_in && (!ok || w->stopped || w->next == w->n)) {
+            w->status = ok && !w->stopped ? 1 : -1;
+            e->n_queued--;
+            continue;
+        }
+        wk_work **h = was_in ? &again : &keep, **t = was_in ? &again_tail : &keep_tail;
+        if (*t) (*t)->qnext = w;
+        else *h = w;
+        *t = w;
+    }
+    if (keep_tail) keep_tail->qnext = again;
+    e->q_head = keep ? keep : again;
+    e->q_tail = again_tail ? again_tail : keep_tail;
+    return callers;
+}
+
+/* One batch, led by the calling thread: gather, decode, deliver the wanted
+ * rows, settle. Called with e->mu held and e->leader clear; returns with
+ * e->mu held. The decode itself runs under e->dmu only, so callers keep
+ * queueing work (and computing their answers) while it runs. */
+static void lead_one_batch(wk_engine *e) {
+    e->leader = 1;
+    if (e->q_head && e->q_head->n <= WK_SHARED_TOKENS) linger(e);
+    int n = gather(e);
+    pthread_mutex_unlock(&e->mu);
+
+    pthread_mutex_lock(&e->dmu);
+    double t0 = clock_mono_s();
+    int32_t r = 0;
+    if (n && wk_safe_decode(e->ctx, e->batch, &r) != 0) r = -1; /* a C++ exception, contained */
+    if (r != 0) log_error("llama_decode failed (%d) on %d tokens", (int)r, n);
+    for (int i = 0; r == 0 && i < n; i++)
+        if (e->batch.logits[i]) {
+            wk_work *w = e->brow[i].w;
+            w->on_row(w->arg, e->brow[i].i, llama_get_logits_ith(e->ctx, i));
+        }
+    double dt = clock_mono_s() - t0;
+    pthread_mutex_unlock(&e->dmu);
+
+    pthread_mutex_lock(&e->mu);
+    int callers = settle(e, r == 0);
+    e->decodes += n > 0;
+    e->shared_decodes += n > 0 && callers > 1;
+    if (r == 0) e->tokens_decoded += (uint64_t)n;
+    e->decode_s = e->decode_s > 0 ? 0.8 * e->decode_s + 0.2 * dt : dt;
+    e->leader = 0;
+    pthread_cond_broadcast(&e->cv);
+}
+
+/* Decodes a work for a call: queues it (unless the call must stop now), and
+ * either leads batches (when no other thread does) or waits for them,
+ * until every one of its tokens has been decoded. Returns 0, or -1 when a
+ * decode carrying its tokens failed or the call stopped (call->stop says
+ * so; some of a large work's chunks may have been decoded). */
+static int run_work(wk_engine *e, wk_work *w, wk_call *call) {
+    if (w->n == 0) return 0;
+    if (call_stopped(call)) return -1;
+    w->call = call;
+    w->next = 0;
+    w->status = 0;
+    w->in_batch = 0;
+    w->stopped = 0;
+    pthread_mutex_lock(&e->mu);
+    enqueue(e, w);
+    pthread_cond_broadcast(&e->cv); /* a lingering leader may be waiting for us */
+    while (w->status == 0) {
+        if (e->leader) pthread_cond_wait(&e->cv, &e->mu);
+        else lead_one_batch(e);
+    }
+    int st = w->status;
+    pthread_mutex_unlock(&e->mu);
+    return st > 0 ? 0 : -1;
+}
+
+/* KV-cache operations take the decode lock (never together with e->mu). */
+static void kv_rm(wk_engine *e, int seq, int from) {
+    pthread_mutex_lock(&e->dmu);
+    llama_memory_seq_rm(llama_get_memory(e->ctx), seq, from, -1);
+    pthread_mutex_unlock(&e->dmu);
 }
 
 /* Truncate a session's KV to its first L tokens. */
 static void kv_truncate(wk_engine *e, wk_session *s, int L) {
     if (L >= s->n_kv) return;
-    llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, L, -1);
+    kv_rm(e, s->seq, L);
     s->n_kv = L;
     if (s->p0_n > L) s->p0_n = -1;
     if (s->p1_n > L) s->p1_n = -1;
 }
 
-static int keep_probs(wk_engine *e, int batch_index, float **dst, double **cum) {
+static int alloc_probs(const wk_engine *e, float **dst, double **cum) {
     if (!*dst) *dst = malloc((size_t)e->n_vocab * sizeof **dst);
     if (!*cum) *cum = malloc((size_t)(e->n_vocab + 1) * sizeof **cum);
-    if (!*dst || !*cum) return -1;
-    softmax(llama_get_logits_ith(e->ctx, batch_index), e->n_vocab, *dst);
-    (*cum)[0] = NAN; /* cumulative sums on first need (mass) */
-    return 0;
+    return *dst && *cum ? 0 : -1;
+}
+
+/* Logits rows of a feed: the row after toks[0..n) into p0, the row after the
+ * residue token into p1 (softmax later, on the caller's thread). */
+typedef struct wk_feed_rows {
+    const wk_engine *e;
+    int i0, i1; /* work indices of the two rows, -1 = not wanted */
+    float *p0, *p1;
+} wk_feed_rows;
+
+static void feed_row(void *arg, int i, const float *logits) {
+    wk_feed_rows *f = arg;
+    float *dst = i == f->i0 ? f->p0 : i == f->i1 ? f->p1 : NULL;
+    if (dst) memcpy(dst, logits, (size_t)f->e->n_vocab * sizeof *dst);
 }
 
 /* Decode toks[from..n) into the session's sequence (positions from..n) and,
- * when extra >= 0, the residue token `extra` at position n, all in as few
- * llama_decode calls as the batch size allows (one, in steady state: this is
- * what keeps a healing member at about one decoded position per step).
+ * when extra >= 0, the residue token `extra` at position n, as one work (one
+ * llama_decode in steady state, shared with the other sessions' steps: this
+ * is what keeps a healing member at about one decoded position per step).
  * Probabilities after toks[0..n) go to p0 when from < n, those after
  * toks[0..n) + extra to p1. Returns positions decoded, or -1. */
-static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, int extra) {
+static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, int extra, wk_call *call) {
     int total = n + (extra >= 0);
     if (grow((void **)&s->kv, &s->cap_kv, total, sizeof(int)) != 0) return -1;
-    int done = 0, i = from;
-    while (i < total) {
-        e->batch.n_tokens = 0;
-        int end = i + e->n_batch < total ? i + e->n_batch : total;
-        int i0 = -1, i1 = -1; /* batch indices of the p0 and p1 rows */
-        for (int j = i; j < end; j++) {
-            int tok = j < n ? toks[j] : extra;
-            int want = j == n - 1 || j == n;
-            if (j == n - 1) i0 = e->batch.n_tokens;
-            if (j == n) i1 = e->batch.n_tokens;
-            batch_add(&e->batch, tok, j, s->seq, want);
-            s->kv[j] = tok;
+    wk_feed_rows rows = {e, from <= n - 1 ? n - 1 - from : -1, extra >= 0 ? n - from : -1, NULL, NULL};
+    if (rows.i0 >= 0 && alloc_probs(e, &s->p0, &s->cum0) != 0) return -1;
+    if (rows.i1 >= 0 && alloc_probs(e, &s->p1, &s->cum1) != 0) return -1;
+    rows.p0 = s->p0;
+    rows.p1 = s->p1;
+    if (rows.i0 >= 0) s->p0_n = -1; /* overwritten by the rows, valid again on success */
+    if (rows.i1 >= 0) s->p1_n = -1;
+    wk_work w = {.on_row = feed_row, .arg = &rows};
+    for (int j = from; j < total; j++) {
+        int tok = j < n ? toks[j] : extra;
+        if (work_add(&w, tok, j, s->seq, j == n - 1 || j == n) != 0) {
+            work_free(&w);
+            return -1;
         }
-        int d = decode(e);
-        if (d < 0) return -1;
-        done += d;
-        s->n_kv = end;
-        if (i0 >= 0) {
-            if (keep_probs(e, i0, &s->p0, &s->cum0) != 0) return -1;
-            s->p0_n = n;
-        }
-        if (i1 >= 0) {
-            if (keep_probs(e, i1, &s->p1, &s->cum1) != 0) return -1;
-            s->p1_n = n + 1;
-        }
-        i = end;
+        s->kv[j] = tok;
     }
-    return done;
+    int rc = run_work(e, &w, call);
+    work_free(&w);
+    if (rc != 0) { /* a stopped call may have decoded some chunks: the mirror says none */
+        kv_rm(e, s->seq, from);
+        return -1;
+    }
+    s->n_kv = total;
+    if (rows.i0 >= 0) {
+        softmax(s->p0, e->n_vocab, s->p0);
+        s->cum0[0] = NAN; /* cumulative sums on first need (mass) */
+        s->p0_n = n;
+    }
+    if (rows.i1 >= 0) {
+        softmax(s->p1, e->n_vocab, s->p1);
+        s->cum1[0] = NAN;
+        s->p1_n = n + 1;
+    }
+    return total - from;
 }
 
 /* ---- sessions ----------------------------------------------------------- */
+
+/* A session is used by one call at a time: a call claims it (busy) under
+ * e->mu, then reads and changes its state without the lock; the table's
+ * fields (used, id, owner, busy, last_use, last_done) are only touched
+ * under e->mu. */
 
 static wk_session *find_session(wk_engine *e, const char *id, const char *owner) {
     if (!owner) owner = "";
@@ -451,39 +754,85 @@ static wk_session *find_session(wk_engine *e, const char *id, const char *owner)
     return NULL;
 }
 
+/* The session `id`, waited for until no other call uses it; NULL if unknown.
+ * Under e->mu. */
+static wk_session *wait_session(wk_engine *e, const char *id, const char *owner) {
+    wk_session *s;
+    while ((s = find_session(e, id, owner)) && s->busy) pthread_cond_wait(&e->cv, &e->mu);
+    return s;
+}
+
+/* A slot for a new session: a free one, else the least recently used one
+ * that no call is using (evicted), waiting while every slot is busy. Under
+ * e->mu; the slot's KV sequence is cleared by the caller (without the lock). */
 static wk_session *new_session(wk_engine *e, const char *id, const char *owner) {
     wk_session *best = NULL;
-    for (int i = 0; i < e->slots; i++) {
-        if (!e->s[i].used) {
-            best = &e->s[i];
-            break;
+    for (;;) {
+        for (int i = 0; i < e->slots && !(best && !best->used); i++) {
+            wk_session *c = &e->s[i];
+            if (c->busy) continue;
+            if (!best || !c->used || c->last_use < best->last_use) best = c;
         }
-        if (!best || e->s[i].last_use < best->last_use) best = &e->s[i];
+        if (best) break;
+        pthread_cond_wait(&e->cv, &e->mu);
     }
     if (best->used) {
         log_info("evicting session '%s' (least recently used)", best->id);
-        llama_memory_seq_rm(llama_get_memory(e->ctx), best->seq, -1, -1);
         session_release(best);
     }
-    /* a fresh slot's KV sequence is empty */
-    llama_memory_seq_rm(llama_get_memory(e->ctx), best->seq, -1, -1);
     best->used = 1;
     snprintf(best->id, sizeof best->id, "%s", id);
     snprintf(best->owner, sizeof best->owner, "%s", owner ? owner : "");
     return best;
 }
 
+/* Claims the session for one call (creating it when `create`), counting the
+ * call as inside the engine; NULL for an unknown session without create.
+ * *fresh is set when the slot is new (its KV sequence must be cleared). */
+static wk_session *claim_session(wk_engine *e, const char *id, const char *owner, int create, int *fresh) {
+    pthread_mutex_lock(&e->mu);
+    wk_session *s = wait_session(e, id, owner);
+    *fresh = 0;
+    if (!s && create) {
+        s = new_session(e, id, owner);
+        *fresh = 1;
+    }
+    if (s) {
+        s->busy = 1;
+        s->last_use = ++e->clock;
+        e->inside++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return s;
+}
+
+static void release_session(wk_engine *e, wk_session *s) {
+    pthread_mutex_lock(&e->mu);
+    s->busy = 0;
+    s->last_done = clock_mono_s();
+    e->inside--;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
 int wk_session_delete(wk_engine *e, const char *id) { return wk_session_delete_as(e, id, ""); }
 
 int wk_session_delete_as(wk_engine *e, const char *id, const char *owner) {
     pthread_mutex_lock(&e->mu);
-    wk_session *s = find_session(e, id, owner);
+    wk_session *s = wait_session(e, id, owner);
     if (s) {
-        llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
-        session_release(s);
+        s->busy = 1;
+        s->used = 0; /* no longer found; not reused while busy */
     }
     pthread_mutex_unlock(&e->mu);
-    return s ? 0 : -1;
+    if (!s) return -1;
+    kv_rm(e, s->seq, -1);
+    session_release(s);
+    pthread_mutex_lock(&e->mu);
+    s->busy = 0;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
 }
 
 char *wk_render_chat(const wk_model *m, const wk_msg *msgs, int n, size_t *len, int *parse_special) {
@@ -542,6 +891,7 @@ typedef struct wk_job {
     int j;
     size_t rest_off;    /* x[rest_off:] is prefix-summed after the path */
     double pref;        /* p(u1 | X) */
+    double lp;          /* log p(u1..uj | X), summed as the rows arrive */
     const unsigned char *x; /* the whole string (owned by the caller) */
     size_t n;
 } wk_job;
@@ -549,6 +899,7 @@ typedef struct wk_job {
 typedef struct wk_ctx {
     wk_engine *e;
     wk_session *s;
+    wk_call *call;
     const unsigned char *r;
     size_t rl;
     int t_r; /* residue token or -1 */
@@ -658,19 +1009,114 @@ static double mass_or_job(wk_ctx *c, const unsigned char *x, size_t n, wk_job *j
     return NAN;
 }
 
-/* Run teacher-forcing jobs in batches over scratch sequences. out[job.out]
- * receives M(x). Returns tokens decoded, or -1. */
-static int run_jobs(wk_ctx *c, wk_job *jobs, int nj, double *out, int remember_it) {
+/* Scratch sequences for teacher forcing are shared by every session: a call
+ * takes up to `want` of them (at least one, waiting when none is free). */
+static int scratch_take(wk_engine *e, int want, int *seqs) {
+    int n = 0;
+    pthread_mutex_lock(&e->mu);
+    while (!e->scratch_free) pthread_cond_wait(&e->cv, &e->mu);
+    for (int i = 0; i < WK_SCRATCH && n < want; i++)
+        if (e->scratch_free & (1u << i)) {
+            e->scratch_free &= ~(1u << i);
+            seqs[n++] = e->scratch0 + i;
+        }
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+static void scratch_give(wk_engine *e, const int *seqs, int n) {
+    pthread_mutex_lock(&e->dmu);
+    for (int i = 0; i < n; i++) llama_memory_seq_rm(llama_get_memory(e->ctx), seqs[i], -1, -1);
+    pthread_mutex_unlock(&e->dmu);
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < n; i++) e->scratch_free |= 1u << (seqs[i] - e->scratch0);
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Logits rows of a group of teacher-forcing jobs: an interior row of a path
+ * only needs the log-probability of the path's next token (computed right
+ * away, by the decoding thread); the last row of each path is kept whole
+ * (softmax later, on the caller's thread). */
+typedef struct wk_job_rows {
+    const wk_engine *e;
+    wk_job *jobs;      /* the group's jobs */
+    int nj;
+    const int *first;  /* work index of each job's first token */
+    float *last;       /* nj rows of n_vocab */
+} wk_job_rows;
+
+static void job_row(void *arg, int i, const float *logits) {
+    wk_job_rows *g = arg;
+    int q = 0;
+    while (q + 1 < g->nj && g->first[q + 1] <= i) q++;
+    wk_job *jb = &g->jobs[q];
+    int at = i - g->first[q]; /* position along the path */
+    if (at + 1 < jb->j) jb->lp += log_softmax_at(logits, g->e->n_vocab, jb->path[at + 1]);
+    else memcpy(g->last + (size_t)q * g->e->n_vocab, logits, (size_t)g->e->n_vocab * sizeof *logits);
+}
+
+/* M(x) of a decoded job from its path's log-probability and its last row. */
+static double job_mass(wk_ctx *c, wk_job *jb, float *last, int remember_it) {
+    wk_engine *e = c->e;
+    softmax(last, e->n_vocab, last);
+    const unsigned char *rest = jb->x + jb->rest_off;
+    size_t rn = jb->n - jb->rest_off;
+    double m = exp(jb->lp) * mass(e, last, NULL, rest, rn);
+    if (remember_it) {
+        int pth[WK_MAX_PATH + 1];
+        memcpy(pth, jb->path, (size_t)jb->j * sizeof *pth);
+        int np = jb->j;
+        int t = rn ? best_exact(e, last, rest, rn) : -1;
+        if (t >= 0) pth[np++] = t;
+        remember(c->s, pth, np);
+    }
+    return m;
+}
+
+/* Decodes one group of jobs (each on its own scratch sequence, a copy of
+ * the session's) as one work. Returns tokens decoded, or -1. */
+static int run_job_group(wk_ctx *c, wk_job *jobs, int nj, const int *seqs, double *out, int remember_it) {
     wk_engine *e = c->e;
     wk_session *s = c->s;
-    llama_memory_t mem = llama_get_memory(e->ctx);
-    int decoded = 0;
-    int n_base = s->n_tok;
-    int first[WK_SCRATCH];
+    int n_base = s->n_tok, first[WK_SCRATCH], rc = -1;
+    wk_job_rows g = {e, jobs, nj, first, malloc((size_t)nj * e->n_vocab * sizeof(float))};
+    wk_work w = {.on_row = job_row, .arg = &g};
+    if (!g.last) return -1;
+    pthread_mutex_lock(&e->dmu);
+    for (int q = 0; q < nj; q++) {
+        llama_memory_t mem = llama_get_memory(e->ctx);
+        llama_memory_seq_rm(mem, seqs[q], -1, -1);
+        if (jobs[q].j) llama_memory_seq_cp(mem, s->seq, seqs[q], 0, n_base);
+    }
+    pthread_mutex_unlock(&e->dmu);
+    for (int q = 0; q < nj; q++) {
+        first[q] = w.n;
+        jobs[q].lp = jobs[q].pref > 0 ? log(jobs[q].pref) : -INFINITY;
+        for (int i = 0; i < jobs[q].j; i++)
+            if (work_add(&w, jobs[q].path[i], n_base + i, seqs[q], 1) != 0) goto out;
+    }
+    if (run_work(e, &w, c->call) != 0) goto out;
+    for (int q = 0; q < nj; q++)
+        if (jobs[q].j) out[jobs[q].out] = job_mass(c, &jobs[q], g.last + (size_t)q * e->n_vocab, remember_it);
+    rc = w.n;
+out:
+    work_free(&w);
+    free(g.last);
+    return rc;
+}
+
+/* Run teacher-forcing jobs in groups over scratch sequences (as many jobs
+ * per group as scratch sequences could be taken and n_batch tokens allow).
+ * out[job.out] receives M(x). Returns tokens decoded, or -1. */
+static int run_jobs(wk_ctx *c, wk_job *jobs, int nj, double *out, int remember_it) {
+    wk_engine *e = c->e;
+    int decoded = 0, n_base = c->s->n_tok;
+    int seqs[WK_SCRATCH];
     for (int a = 0; a < nj;) {
-        e->batch.n_tokens = 0;
+        int ns = scratch_take(e, nj - a < WK_SCRATCH ? nj - a : WK_SCRATCH, seqs);
         int b = a, used = 0;
-        while (b < nj && b - a < WK_SCRATCH && used + jobs[b].j <= e->n_batch) {
+        while (b < nj && b - a < ns && used + jobs[b].j <= e->n_batch) {
             if (n_base + jobs[b].j > e->n_ctx) { /* would overflow the context: null */
                 out[jobs[b].out] = 0.0;
                 jobs[b].j = 0;
@@ -679,45 +1125,15 @@ static int run_jobs(wk_ctx *c, wk_job *jobs, int nj, double *out, int remember_i
             b++;
         }
         if (b == a) { /* a single job longer than a batch: give up on it */
+            scratch_give(e, seqs, ns);
             out[jobs[a].out] = 0.0;
             a++;
             continue;
         }
-        for (int q = a; q < b; q++) {
-            int seq = e->scratch0 + (q - a);
-            first[q - a] = e->batch.n_tokens;
-            if (!jobs[q].j) continue;
-            llama_memory_seq_rm(mem, seq, -1, -1);
-            llama_memory_seq_cp(mem, s->seq, seq, 0, n_base);
-            for (int i = 0; i < jobs[q].j; i++)
-                batch_add(&e->batch, jobs[q].path[i], n_base + i, seq, 1);
-        }
-        int d = decode(e);
-        if (d >= 0) {
-            decoded += d;
-            for (int q = a; q < b; q++) {
-                wk_job *jb = &jobs[q];
-                if (!jb->j) continue;
-                double lp = jb->pref > 0 ? log(jb->pref) : -INFINITY;
-                for (int i = 1; i < jb->j; i++)
-                    lp += log_softmax_at(llama_get_logits_ith(e->ctx, first[q - a] + i - 1),
-                                         e->n_vocab, jb->path[i]);
-                softmax(llama_get_logits_ith(e->ctx, first[q - a] + jb->j - 1), e->n_vocab, e->tmp);
-                const unsigned char *rest = jb->x + jb->rest_off;
-                size_t rn = jb->n - jb->rest_off;
-                out[jb->out] = exp(lp) * mass(e, e->tmp, NULL, rest, rn);
-                if (remember_it) {
-                    int pth[WK_MAX_PATH + 1];
-                    memcpy(pth, jb->path, (size_t)jb->j * sizeof *pth);
-                    int np = jb->j;
-                    int t = rn ? best_exact(e, e->tmp, rest, rn) : -1;
-                    if (t >= 0) pth[np++] = t;
-                    remember(s, pth, np);
-                }
-            }
-        }
-        for (int q = a; q < b; q++) llama_memory_seq_rm(mem, e->scratch0 + (q - a), -1, -1);
+        int d = run_job_group(c, jobs + a, b - a, seqs, out, remember_it);
+        scratch_give(e, seqs, ns);
         if (d < 0) return -1;
+        decoded += d;
         a = b;
     }
     return decoded;
@@ -862,7 +1278,7 @@ static int fail_oom(wk_err *err) {
 /* After a failed llama_decode the session's KV sequence is in an unknown
  * state: drop it (the next step decodes the session again). */
 static int fail_decode(wk_engine *e, wk_session *s, wk_err *err) {
-    llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+    kv_rm(e, s->seq, -1);
     s->n_kv = 0;
     s->p0_n = s->p1_n = -1;
     set_err(err, 500, "decode_failed", "llama_decode failed");
@@ -1044,23 +1460,20 @@ typedef struct wk_undo {
     int reset_paths; /* the step's answer replaces them */
 } wk_undo;
 
-/* Phase 2, commit: install the plan in the session (creating it, which may
- * evict the least recently used one); the plan keeps the old state until
+/* Phase 2, commit: install the plan in the claimed session; the plan keeps the old state until
  * the step succeeds (finish_step) or is undone (undo_step). The paths
  * remembered for rule 1 are those of the answers since the last call that
  * changed the text: the new ones are appended after the old ones and moved
  * to the front by finish_step. */
-static wk_session *commit_plan(wk_engine *e, wk_session *s, const wk_step_req *q, int reset, wk_plan *pl,
-                               wk_undo *u) {
-    u->created = s == NULL;
-    if (!s) s = new_session(e, q->session, q->owner);
+static void commit_plan(wk_engine *e, wk_session *s, const wk_step_req *q, int reset, int created, wk_plan *pl,
+                        wk_undo *u) {
+    (void)e;
+    u->created = created;
     if (!pl->r_len) pl->t_r = -1;
     swap_state(s, pl);
     u->old_paths = s->n_paths;
     u->reset_paths = reset || q->append_len || s->n_paths > 4096;
-    s->last_use = ++e->clock;
     assert(session_sane(e, s));
-    return s;
 }
 
 static void finish_step(wk_session *s, const wk_undo *u) {
@@ -1071,8 +1484,11 @@ static void finish_step(wk_session *s, const wk_undo *u) {
 
 /* Puts a stopped step's session back as it was (a created one goes). */
 static void undo_step(wk_engine *e, wk_session *s, wk_plan *pl, const wk_undo *u) {
-    if (u->created) {
-        llama_memory_seq_rm(llama_get_memory(e->ctx), s->seq, -1, -1);
+    if (u->created) { /* still claimed (busy): nobody else touches it */
+        pthread_mutex_lock(&e->mu);
+        s->used = 0;
+        pthread_mutex_unlock(&e->mu);
+        kv_rm(e, s->seq, -1);
         session_release(s);
         return;
     }
@@ -1098,7 +1514,7 @@ static void undo_step(wk_engine *e, wk_session *s, wk_plan *pl, const wk_undo *u
  *    decode (L, or one less to recompute p0's logits when X is all cached)
  *    and feed the rest, t_r included, in one batch (feed()).
  * Returns the positions decoded, or -1 (the caller drops the sequence). */
-static int sync_kv(wk_engine *e, wk_session *s) {
+static int sync_kv(wk_engine *e, wk_session *s, wk_call *call) {
     int L = common_prefix(s->kv, s->n_kv, s->tok, s->n_tok);
     if (L >= s->n_tok && s->p0_n != s->n_tok && s->p1_n == s->n_tok) {
         float *tp = s->p0; s->p0 = s->p1; s->p1 = tp;
@@ -1113,7 +1529,7 @@ static int sync_kv(wk_engine *e, wk_session *s) {
     if (!need0 && !need1) return 0;
     int from = need0 ? (L < s->n_tok ? L : s->n_tok - 1) : s->n_tok;
     kv_truncate(e, s, from);
-    return feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1);
+    return feed(e, s, s->tok, from, s->n_tok, need1 ? t_r : -1, call);
 }
 
 /* The k most probable tokens of p whose bytes are not empty (by id). */
@@ -1210,8 +1626,8 @@ static int evaluate(wk_ctx *c, const wk_step_req *q, wk_eval *ev) {
     int d = 0, forced = 0;
     for (int i = 0; i < ev->nj; i++) forced += ev->jobs[i].j;
     if (forced > c->e->max_forced) {
-        c->e->stop = WK_STOP_BUDGET;
-        c->e->stop_forced = forced;
+        c->call->stop = WK_STOP_BUDGET;
+        c->call->stop_forced = forced;
         return -2;
     }
     if (ev->nj) {
@@ -1278,9 +1694,10 @@ static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_re
 }
 
 /* Phases 4-6 on a synced session. */
-static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_step_res *res, wk_err *err) {
+static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res,
+                       wk_err *err) {
     const unsigned char *r = s->g + s->g_len - s->r_len;
-    wk_ctx c = {e, s, r, s->r_len, s->r_len ? s->t_r : -1};
+    wk_ctx c = {e, s, call, r, s->r_len, s->r_len ? s->t_r : -1};
     wk_eval ev = {0};
     int maxn = 2 * q->k + q->n_cands, rc = -1;
     ev.items = calloc((size_t)(maxn ? maxn : 1), sizeof *ev.items);
@@ -1291,7 +1708,7 @@ static int step_answer(wk_engine *e, wk_session *s, const wk_step_req *q, wk_ste
     ev.n_top = ev.n_items;
     int d = evaluate(&c, q, &ev);
     if (d == -2) {
-        rc = e->stop ? -1 : fail_decode(e, s, err);
+        rc = call->stop ? -1 : fail_decode(e, s, err);
         goto out;
     }
     if (d < 0) goto oom;
@@ -1304,6 +1721,25 @@ oom:
 out:
     eval_free(&ev);
     return rc;
+}
+
+/* Phase 1 with the session claimed: a request with a prompt is planned
+ * before its session is claimed or created (a failing one evicts nothing);
+ * one without is planned from the claimed session's state. Returns the
+ * claimed session (*fresh: a new slot, KV sequence still to clear), or NULL
+ * with err set. */
+static void run_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res);
+
+static wk_session *plan_and_claim(wk_engine *e, const wk_step_req *q, const int *ptok, int np, wk_plan *pl,
+                                  int *fresh, wk_err *err) {
+    if (ptok) {
+        if (plan_step(e, NULL, q, ptok, np, pl, err) != 0) return NULL;
+        return claim_session(e, q->session, q->owner, 1, fresh);
+    }
+    wk_session *s = claim_session(e, q->session, q->owner, 0, fresh);
+    if (plan_step(e, s, q, NULL, 0, pl, err) == 0) return s;
+    if (s) release_session(e, s);
+    return NULL;
 }
 
 /* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
@@ -1320,30 +1756,216 @@ static int check_step_budget(const wk_engine *e, const wk_step_req *q, wk_err *e
     return -1;
 }
 
-/* Phases 2-6 under the lock, with undo when the request stops midway. */
-static int step_locked(wk_engine *e, const wk_step_req *q, int has_prompt, const int *ptok, int np,
-                       wk_step_res *res, wk_err *err) {
-    wk_session *s = find_session(e, q->session, q->owner);
+/* Phases 1-6 with the session claimed, and undo when the call stops
+ * midway. Only the decodes (sync_kv, the teacher-forced candidates) go
+ * through the scheduler; the rest runs here, on the caller's thread,
+ * holding nothing but the session. */
+static int step_claimed(wk_engine *e, const wk_step_req *q, const int *ptok, int np, wk_call *call,
+                        wk_step_res *res, wk_err *err) {
+    wk_plan pl = {0};
+    wk_undo u = {0};
+    int fresh = 0, rc = -1;
+    wk_session *s = plan_and_claim(e, q, ptok, np, &pl, &fresh, err);
+    if (!s) {
+        plan_free(&pl);
+        return -1;
+    }
+    if (fresh) kv_rm(e, s->seq, -1); /* a fresh slot's KV sequence is empty */
+    commit_plan(e, s, q, ptok != NULL, fresh, &pl, &u);
+    int d = sync_kv(e, s, call);
+    if (d >= 0) {
+        res->decoded += d;
+        rc = step_answer(e, s, q, call, res, err);
+    }
+    if (rc != 0 && call->stop) {
+        undo_step(e, s, &pl, &u);
+        fail_stopped(e, call, err);
+    } else if (d < 0) {
+        fail_decode(e, s, err);
+    }
+    if (rc == 0) finish_step(s, &u);
+    if (rc == 0 && q->draft) run_draft(e, s, q, call, res);
+    assert(session_sane(e, s));
+    release_session(e, s);
+    plan_free(&pl);
+    return rc;
+}
+
+/* ---- speculative steps: several steps of one session in one call ----------
+
+ * A session's text state and remembered paths, kept aside so that steps
+ * taken within one call (steps_b64, a draft) can be undone together. The
+ * KV sequence is not part of it: its mirror kv[] always says what it
+ * holds, so drafted positions stay and a later step reuses them. */
+typedef struct wk_snapshot {
+    wk_plan text;
+    wk_path *paths;
+    int n_paths;
+    /* the kept distributions, moved aside (the steps allocate their own),
+     * and the KV tokens they belong to: restored when still valid */
+    float *p0, *p1;
+    double *cum0, *cum1;
+    int p0_n, p1_n;
+    int *kv, n_kv;
+} wk_snapshot;
+
+static int snapshot_take(const wk_engine *e, const wk_session *s, wk_snapshot *sn) {
+    memset(sn, 0, sizeof *sn);
+    if (plan_start(e, s, NULL, 0, 0, &sn->text) != 0) return -1;
+    sn->n_paths = s->n_paths;
+    sn->paths = malloc((size_t)(s->n_paths ? s->n_paths : 1) * sizeof *sn->paths);
+    if (!sn->paths) {
+        plan_free(&sn->text);
+        return -1;
+    }
+    if (s->n_paths) memcpy(sn->paths, s->paths, (size_t)s->n_paths * sizeof *s->paths);
+    sn->kv = malloc((size_t)(s->n_kv ? s->n_kv : 1) * sizeof *sn->kv);
+    if (!sn->kv) {
+        free(sn->paths);
+        plan_free(&sn->text);
+        return -1;
+    }
+    sn->n_kv = s->n_kv;
+    if (s->n_kv) memcpy(sn->kv, s->kv, (size_t)s->n_kv * sizeof *s->kv);
+    return 0;
+}
+
+/* Moves the session's kept distributions into the snapshot. */
+static void snapshot_probs(wk_session *s, wk_snapshot *sn) {
+    sn->p0 = s->p0, sn->cum0 = s->cum0, sn->p0_n = s->p0_n;
+    sn->p1 = s->p1, sn->cum1 = s->cum1, sn->p1_n = s->p1_n;
+    s->p0 = s->p1 = NULL;
+    s->cum0 = s->cum1 = NULL;
+    s->p0_n = s->p1_n = -1;
+}
+
+/* Gives the snapshot's distributions back when the KV sequence still holds
+ * the positions they belong to (else the steps' own stay). */
+static void restore_probs(wk_session *s, wk_snapshot *sn) {
+    int keep = sn->p0 && sn->p0_n >= 0 && s->n_kv >= sn->p0_n && s->n_kv >= sn->p1_n &&
+               common_prefix(s->kv, s->n_kv, sn->kv, sn->n_kv) >= (sn->p0_n > sn->p1_n ? sn->p0_n : sn->p1_n);
+    if (keep) {
+        free(s->p0), free(s->cum0), free(s->p1), free(s->cum1);
+        s->p0 = sn->p0, s->cum0 = sn->cum0, s->p0_n = sn->p0_n;
+        s->p1 = sn->p1, s->cum1 = sn->cum1, s->p1_n = sn->p1_n;
+    } else {
+        free(sn->p0), free(sn->cum0), free(sn->p1), free(sn->cum1);
+    }
+    sn->p0 = sn->p1 = NULL;
+    sn->cum0 = sn->cum1 = NULL;
+}
+
+static void snapshot_free(wk_snapshot *sn) {
+    plan_free(&sn->text);
+    free(sn->paths);
+    free(sn->kv);
+    free(sn->p0), free(sn->cum0), free(sn->p1), free(sn->cum1);
+    memset(sn, 0, sizeof *sn);
+}
+
+/* Puts the session back as the snapshot has it (cannot fail: the session's
+ * paths array only grew since, so it holds the old ones). */
+static void snapshot_restore(const wk_engine *e, wk_session *s, wk_snapshot *sn) {
+    if (!sn->text.r_len) sn->text.t_r = -1;
+    swap_state(s, &sn->text);
+    assert(s->cap_paths >= sn->n_paths);
+    if (sn->n_paths) memcpy(s->paths, sn->paths, (size_t)sn->n_paths * sizeof *s->paths);
+    s->n_paths = sn->n_paths;
+    snapshot_free(sn);
+    assert(session_sane(e, s));
+    (void)e;
+}
+
+/* One step of an existing, claimed session (phases 1-6), undone when it
+ * fails. Returns 0 or -1 with err set (a stopped call: call->stop). */
+static int inner_step(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res,
+                      wk_err *err) {
+    memset(res, 0, sizeof *res);
+    res->end_logq = -INFINITY;
     wk_plan pl = {0};
     wk_undo u = {0};
     int rc = -1;
-    if (plan_step(e, s, q, has_prompt ? ptok : NULL, np, &pl, err) == 0) {
-        s = commit_plan(e, s, q, has_prompt, &pl, &u);
-        int d = sync_kv(e, s);
+    if (plan_step(e, s, q, NULL, 0, &pl, err) == 0) {
+        commit_plan(e, s, q, 0, 0, &pl, &u);
+        int d = sync_kv(e, s, call);
         if (d >= 0) {
             res->decoded += d;
-            rc = step_answer(e, s, q, res, err);
+            rc = step_answer(e, s, q, call, res, err);
         }
-        if (rc != 0 && e->stop) {
+        if (rc != 0) {
             undo_step(e, s, &pl, &u);
-            fail_stopped(e, err);
-        } else if (d < 0) {
-            fail_decode(e, s, err);
+            if (call->stop) fail_stopped(e, call, err);
+            else if (d < 0) fail_decode(e, s, err);
+        } else {
+            finish_step(s, &u);
         }
-        if (rc == 0) finish_step(s, &u);
-        assert(session_sane(e, s));
     }
     plan_free(&pl);
+    if (rc != 0) wk_step_res_free(res);
+    return rc;
+}
+
+/* The steps_b64 of a request: each piece as its own step (k, no
+ * candidates; answers dropped), exactly as if sent one request each. */
+static int take_steps(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, int *decoded,
+                      wk_err *err) {
+    for (int i = 0; i < q->n_steps; i++) {
+        wk_step_req vq = {.session = q->session, .owner = q->owner, .append = q->steps[i].p,
+                          .append_len = q->steps[i].n, .k = q->k};
+        wk_step_res tmp;
+        if (inner_step(e, s, &vq, call, &tmp, err) != 0) return -1;
+        *decoded += tmp.decoded;
+        wk_step_res_free(&tmp);
+    }
+    return 0;
+}
+
+/* A draft: q->draft more steps, each appending the first top entry of the
+ * previous answer (the member's own proposal, absorbed as its own path),
+ * answered into res->draft and then undone. A step that fails ends the
+ * draft early (the answers so far stand). */
+static void run_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res) {
+    wk_snapshot sn;
+    res->draft = calloc((size_t)q->draft, sizeof *res->draft);
+    if (!res->draft || snapshot_take(e, s, &sn) != 0) return;
+    snapshot_probs(s, &sn);
+    const wk_step_res *prev = res;
+    for (int j = 0; j < q->draft && prev->n_top > 0 && prev->top[0].len > 0; j++) {
+        wk_step_req vq = {.session = q->session, .owner = q->owner, .append = prev->top[0].s,
+                          .append_len = prev->top[0].len, .k = q->k};
+        wk_err derr;
+        if (inner_step(e, s, &vq, call, &res->draft[j], &derr) != 0) break;
+        res->n_draft = j + 1;
+        prev = &res->draft[j];
+    }
+    restore_probs(s, &sn);
+    snapshot_restore(e, s, &sn);
+}
+
+/* A request with steps_b64: the session takes each piece as a step, then
+ * the request's own step and draft; all undone together when one fails. */
+static int step_with_steps(wk_engine *e, const wk_step_req *q, wk_call *call, wk_step_res *res, wk_err *err) {
+    int fresh = 0;
+    wk_session *s = claim_session(e, q->session, q->owner, 0, &fresh);
+    if (!s) {
+        set_err(err, 404, "session_not_found",
+                "unknown session '%s' (never created, deleted or evicted): send a prompt", q->session);
+        return -1;
+    }
+    wk_snapshot sn;
+    int rc = -1;
+    if (snapshot_take(e, s, &sn) != 0) {
+        fail_oom(err);
+    } else {
+        int decoded = 0;
+        rc = take_steps(e, s, q, call, &decoded, err);
+        if (rc == 0) rc = inner_step(e, s, q, call, res, err);
+        if (rc == 0) res->decoded += decoded;
+        if (rc == 0 && q->draft) run_draft(e, s, q, call, res);
+        if (rc != 0) snapshot_restore(e, s, &sn);
+        else snapshot_free(&sn);
+    }
+    release_session(e, s);
     return rc;
 }
 
@@ -1362,15 +1984,22 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
     }
     if (check_step_budget(e, q, err) != 0) goto done;
     if (has_prompt && tokenize_prompt(e->m, q, &ptok, &np, err) != 0) goto done;
-    if (has_prompt && np > e->n_ctx) { /* refused before the lock; plan_step checks exactly */
+    if (has_prompt && np > e->n_ctx) { /* refused before any work; plan_step checks exactly */
         set_err(err, 400, "context_length_exceeded",
                 "the prompt is %d tokens, over this member's context of %d tokens per session", np, e->n_ctx);
         err->param = PROTO_PARAM_PROMPT;
         goto done;
     }
-    if (begin_request(e, q->cancel) != 0) fail_stopped(e, err);
-    else rc = step_locked(e, q, has_prompt, ptok, np, res, err);
-    end_request(e);
+    if (q->n_steps < 0 || q->n_steps > PROTO_MAX_STEPS || q->draft < 0 || q->draft > PROTO_MAX_DRAFT ||
+        (q->n_steps && has_prompt)) {
+        set_err(err, 400, "invalid_value", "steps (at most %d, not with a prompt) or draft (at most %d) out of range",
+                PROTO_MAX_STEPS, PROTO_MAX_DRAFT);
+        goto done;
+    }
+    wk_call call = {q->cancel, WK_STOP_NONE, 0};
+    if (call_stopped(&call)) fail_stopped(e, &call, err);
+    else if (q->n_steps) rc = step_with_steps(e, q, &call, res, err);
+    else rc = step_claimed(e, q, has_prompt ? ptok : NULL, np, &call, res, err);
 done:
     free(ptok);
     if (rc != 0) {
@@ -1382,6 +2011,8 @@ done:
 
 void wk_step_res_free(wk_step_res *r) {
     if (!r) return;
+    for (int i = 0; i < r->n_draft; i++) wk_step_res_free(&r->draft[i]);
+    free(r->draft);
     for (int i = 0; i < r->n_top; i++) free(r->top[i].s);
     free(r->top);
     free(r->cand_logq);
@@ -1391,6 +2022,76 @@ void wk_step_res_free(wk_step_res *r) {
 }
 
 /* ---- scoring ------------------------------------------------------------ */
+
+/* Rows of a scoring chunk: token `all[first + i + 1]` is predicted by work
+ * row i; its log-probability, the entropy and the top probability are
+ * computed by the decoding thread (copying up to n_batch whole rows would
+ * cost n_batch * n_vocab floats per chunk). */
+typedef struct wk_score_rows {
+    const wk_engine *e;
+    const int *all;
+    int first, off;
+    wk_score_res *res;
+} wk_score_rows;
+
+static void score_row(void *arg, int i, const float *lg) {
+    wk_score_rows *sr = arg;
+    int nv = sr->e->n_vocab, j = sr->first + i;
+    float mx = lg[0];
+    for (int v = 1; v < nv; v++)
+        if (lg[v] > mx) mx = lg[v];
+    double z = 0, zl = 0;
+    for (int v = 0; v < nv; v++) {
+        double w = exp((double)lg[v] - mx);
+        z += w;
+        zl += w * ((double)lg[v] - mx);
+    }
+    double lz = log(z);
+    wk_score_tok *st = &sr->res->toks[j + 1 - sr->off];
+    st->logprob = (double)lg[sr->all[j + 1]] - mx - lz;
+    st->entropy = lz - zl / z;
+    st->top1 = 1.0 / z;
+}
+
+/* One score at a time owns the scoring sequence. */
+static void score_claim(wk_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    while (e->score_busy) pthread_cond_wait(&e->cv, &e->mu);
+    e->score_busy = 1;
+    e->inside++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void score_release(wk_engine *e) {
+    kv_rm(e, e->score_seq, -1);
+    pthread_mutex_lock(&e->mu);
+    e->score_busy = 0;
+    e->inside--;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Decodes all[ws..we) into the scoring sequence in chunks of n_batch (the
+ * chunks a lone scorer always used), scoring the predictions of tokens
+ * next..we-1. Returns 0 or -1. */
+static int score_window(wk_engine *e, const int *all, int off, int ws, int we, int next, wk_call *call,
+                        wk_score_res *res) {
+    kv_rm(e, e->score_seq, -1);
+    for (int i = ws; i < we;) {
+        int end = i + e->n_batch < we ? i + e->n_batch : we;
+        wk_score_rows rows = {e, all, i, off, res};
+        wk_work w = {.on_row = score_row, .arg = &rows};
+        int rc = 0;
+        for (int j = i; j < end && rc == 0; j++)
+            rc = work_add(&w, all[j], j - ws, e->score_seq, j + 1 >= next && j + 1 < we);
+        if (rc == 0) rc = run_work(e, &w, call);
+        work_free(&w);
+        if (rc != 0) return -1;
+        res->decoded += end - i;
+        i = end;
+    }
+    return 0;
+}
 
 int wk_score(wk_engine *e, const char *text, size_t len, int doc_start, wk_score_res *res,
              wk_err *err) {
@@ -1442,68 +2143,23 @@ int wk_score_until(wk_engine *e, const char *text, size_t len, int doc_start, co
     free(tt);
     free(sp);
 
-    int W = e->n_ctx, ov = res->overlap, rc = begin_request(e, cancel);
-    llama_memory_t mem = llama_get_memory(e->ctx);
-    int seq = e->score_seq;
     /* predicted tokens: all[1..N); token i is predicted from position i-1 */
-    int next = 1; /* first token index not yet scored */
-    int ws = 0;
-    while (next < N) {
+    int W = e->n_ctx, ov = res->overlap, rc = 0;
+    wk_call call = {cancel, WK_STOP_NONE, 0};
+    score_claim(e);
+    for (int next = 1, ws = 0; next < N;) { /* next: first token not yet scored */
         int we = ws + W < N ? ws + W : N;
-        llama_memory_seq_rm(mem, seq, -1, -1);
-        for (int i = ws; i < we && rc == 0;) {
-            e->batch.n_tokens = 0;
-            int end = i + e->n_batch < we ? i + e->n_batch : we;
-            int first_out = -1;
-            for (int j = i; j < end; j++) {
-                int out = j + 1 >= next && j + 1 < we;
-                if (out && first_out < 0) first_out = j;
-                batch_add(&e->batch, all[j], j - ws, seq, out);
-            }
-            if (first_out < 0) { /* nothing to read here: still fill the cache */
-                if (decode(e) < 0) rc = -1;
-                else res->decoded += end - i;
-                i = end;
-                continue;
-            }
-            if (decode(e) < 0) {
-                rc = -1;
-                break;
-            }
-            res->decoded += end - i;
-            for (int j = first_out; j < end; j++) {
-                if (!(j + 1 >= next && j + 1 < we)) continue;
-                const float *lg = llama_get_logits_ith(e->ctx, j - i);
-                float mx = lg[0];
-                for (int v = 1; v < e->n_vocab; v++)
-                    if (lg[v] > mx) mx = lg[v];
-                double z = 0, zl = 0;
-                for (int v = 0; v < e->n_vocab; v++) {
-                    double w = exp((double)lg[v] - mx);
-                    z += w;
-                    zl += w * ((double)lg[v] - mx);
-                }
-                double lz = log(z);
-                wk_score_tok *st = &res->toks[j + 1 - off];
-                st->logprob = (double)lg[all[j + 1]] - mx - lz;
-                st->entropy = lz - zl / z;
-                st->top1 = 1.0 / z;
-            }
-            i = end;
-        }
-        if (rc) break;
+        if ((rc = score_window(e, all, off, ws, we, next, &call, res)) != 0) break;
         if (we > next) next = we;
         if (we >= N) break;
         ws = we - ov;
     }
-    llama_memory_seq_rm(mem, seq, -1, -1);
-    int stopped = e->stop;
-    if (rc && stopped) fail_stopped(e, err);
-    end_request(e);
+    score_release(e);
+    if (rc && call.stop) fail_stopped(e, &call, err);
     free(all);
     if (rc) {
         wk_score_res_free(res);
-        if (!stopped) set_err(err, 500, "decode_failed", "llama_decode failed");
+        if (!call.stop) set_err(err, 500, "decode_failed", "llama_decode failed");
         return -1;
     }
     for (int i = 0; i < n; i++)

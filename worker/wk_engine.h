@@ -6,8 +6,15 @@
  *    n_batch cells and slots + 1 + WK_SCRATCH sequences: one per session
  *    slot, one for scoring, and scratch sequences for teacher forcing. Every
  *    session may hold up to n_ctx positions.
- *  - Every call is serialized by one mutex (one decode at a time); the
- *    functions are thread-safe.
+ *  - Every function is thread-safe. Calls on different sessions (and one
+ *    score) run at the same time: their decodes are gathered by a scheduler
+ *    into shared llama_decode calls (continuous batching, round-robin between
+ *    callers), and everything else a step computes (softmax, top-k, prefix
+ *    masses) runs on the caller's thread outside the decode lock. Two calls
+ *    on the same session run one after the other; so do two scores.
+ *  - Batching changes no answer beyond the rounding the unified KV cache
+ *    already allows (an f16 cache, kernels whose tiling depends on the
+ *    cells in use): a caller alone gets exactly the unbatched decodes.
  *  - wk_step() decodes only the tokens not already in the session's KV cache
  *    (plus the residue token when healing, plus teacher-forced candidate
  *    tokens in scratch sequences), and answers a repeated state from the
@@ -25,9 +32,10 @@
  *    decoded; the teacher-forced positions of a step once they are known
  *    (after its tokenization, before they are decoded; the session is then
  *    left as it was).
- *  - Cancellation (wk_cancel): checked after waiting for the lock and
- *    before every llama_decode call (one batch, at most n_batch
- *    positions); a request whose deadline passed fails with 503
+ *  - Cancellation (wk_cancel): checked when a call starts and before each
+ *    batch its decodes need (a work is queued for the scheduler, and a
+ *    large work is checked again before each of its n_batch chunks); a
+ *    request whose deadline passed fails with 503
  *    deadline_exceeded, one whose client left with 503 cancelled, and the
  *    session is left as it was (its text, tokens and remembered paths; the
  *    KV cache keeps whatever was already decoded, which the next step
@@ -43,6 +51,7 @@
 #include "worker/wk_model.h"
 
 #define WK_SCRATCH 16
+#define WK_BATCH_WAIT_US 2000
 #define WK_MAX_K PROTO_MAX_K
 #define WK_MAX_CANDIDATES PROTO_MAX_CANDIDATES
 
@@ -52,7 +61,9 @@ typedef struct wk_engine_opts {
     int n_ctx;     /* per session; 0 = min(n_ctx_train, 4096) */
     int n_threads; /* 0 = number of CPUs */
     int slots;     /* 0 = 4 */
-    int n_batch;   /* 0 = 256 */
+    int n_batch;   /* 0 = 256: tokens per llama_decode, shared by the callers batched together */
+    int batch_wait_us; /* how long a decode may wait for callers expected to join it:
+                          0 = the default (WK_BATCH_WAIT_US, capped by the recent decode time), < 0 = never */
     int max_cand_bytes;   /* bytes of all candidates of one step; 0 = WK_DEFAULT_MAX_CAND_BYTES */
     int max_forced;       /* teacher-forced positions of one step; 0 = WK_DEFAULT_MAX_FORCED */
     int max_score_tokens; /* tokens of one /v1/score text; 0 = WK_DEFAULT_MAX_SCORE_TOKENS */
@@ -96,6 +107,11 @@ typedef struct wk_step_req {
     int n_cands;
     const char *owner;        /* the session's owner; NULL = "" */
     const wk_cancel *cancel;  /* NULL = never cancelled */
+    const proto_str *steps;   /* appends taken one step at a time (k, no candidates) before `append`;
+                               * needs an existing session, no prompt */
+    int n_steps;
+    int draft;                /* then this many steps along the first top entry of each answer,
+                               * answered in wk_step_res.draft and not committed */
 } wk_step_req;
 
 typedef struct wk_top {
@@ -114,6 +130,8 @@ typedef struct wk_step_res {
     int n_top;
     double *cand_logq; /* n_cands entries; -INFINITY = zero mass (null) */
     double end_logq;   /* -INFINITY = zero mass (null) */
+    struct wk_step_res *draft; /* n_draft answers (no candidates), after each drafted step */
+    int n_draft;
 } wk_step_res;
 
 typedef struct wk_score_tok {
@@ -154,6 +172,8 @@ char *wk_render_chat(const wk_model *m, const wk_msg *msgs, int n, size_t *len, 
 
 typedef struct wk_stats {
     uint64_t tokens_decoded;
+    uint64_t decodes;        /* llama_decode calls */
+    uint64_t shared_decodes; /* of those, the ones carrying the work of more than one caller */
     int sessions_in_use;
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);

@@ -229,7 +229,7 @@ static wk_step_req step_req_of(const proto_step_req *p, const char *owner, const
                          .messages = p->messages, .n_messages = (int)p->n_messages,
                          .heal_prompt = p->heal_prompt, .append = p->append.p, .append_len = p->append.n,
                          .k = p->k, .cands = p->cands, .n_cands = (int)p->n_cands, .owner = owner,
-                         .cancel = cancel};
+                         .cancel = cancel, .steps = p->steps, .n_steps = (int)p->n_steps, .draft = p->draft};
 }
 
 static int conn_gone(void *c) { return http_conn_gone(c); }
@@ -262,16 +262,34 @@ static int cancel_of(wk_http *h, http_conn *c, wk_cancel *out) {
     return 0;
 }
 
-/* The wire form of the engine's answer (NULL when out of memory). */
-static json_t *step_res_json(const char *session, const wk_step_res *w, int n_cands) {
+/* The protocol's view of an engine answer (borrows w; *top is allocated). */
+static int step_res_view(const char *session, const wk_step_res *w, int n_cands, proto_step_res *r) {
     proto_top *top = calloc((size_t)w->n_top + 1, sizeof *top);
-    if (!top) return NULL;
+    if (!top) return -1;
     for (int i = 0; i < w->n_top; i++) top[i] = (proto_top){{w->top[i].s, w->top[i].len}, w->top[i].logq, w->top[i].logp};
-    proto_step_res r = {.session = session, .n_past = w->n_past, .residue = {w->residue, w->residue_len},
-                        .decoded = w->decoded, .top = top, .n_top = (size_t)w->n_top,
-                        .cand_logq = w->cand_logq, .n_cands = (size_t)n_cands, .end_logq = w->end_logq};
-    json_t *j = proto_step_res_encode(&r);
-    free(top);
+    *r = (proto_step_res){.session = session, .n_past = w->n_past, .residue = {w->residue, w->residue_len},
+                          .decoded = w->decoded, .top = top, .n_top = (size_t)w->n_top,
+                          .cand_logq = w->cand_logq, .n_cands = (size_t)n_cands, .end_logq = w->end_logq};
+    return 0;
+}
+
+/* The wire form of the engine's answer and its draft (NULL when out of memory). */
+static json_t *step_res_json(const char *session, const wk_step_res *w, int n_cands) {
+    proto_step_res r = {0}, *d = calloc((size_t)w->n_draft + 1, sizeof *d);
+    json_t *j = NULL;
+    int nd = 0, ok = d && step_res_view(session, w, n_cands, &r) == 0;
+    while (ok && nd < w->n_draft) {
+        ok = step_res_view(NULL, &w->draft[nd], 0, &d[nd]) == 0;
+        if (ok) nd++;
+    }
+    if (ok) {
+        r.draft = d;
+        r.n_draft = (size_t)nd;
+        j = proto_step_res_encode(&r);
+    }
+    for (int i = 0; i < nd; i++) free((void *)d[i].top);
+    free((void *)r.top);
+    free(d);
     return j;
 }
 
@@ -368,6 +386,10 @@ static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
                         h->errors);
     bad |= prom_counter(b, "consort_worker_tokens_decoded_total", "Token positions decoded by llama.cpp.",
                         (unsigned long long)st->tokens_decoded);
+    bad |= prom_counter(b, "consort_worker_decodes_total", "llama_decode calls.", (unsigned long long)st->decodes);
+    bad |= prom_counter(b, "consort_worker_shared_decodes_total",
+                        "llama_decode calls carrying the work of more than one caller (batching).",
+                        (unsigned long long)st->shared_decodes);
     bad |= prom_gauge(b, "consort_worker_sessions_in_use", "Sessions holding a slot.", st->sessions_in_use);
     return bad | prom_histogram(b, "consort_worker_step_seconds", "Latency of successful /v1/step requests.",
                                 &h->step_hist);

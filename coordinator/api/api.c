@@ -66,6 +66,7 @@ struct api_server {
     struct { char endpoint[40]; int status; unsigned long long n; } rows[API_MAX_ROWS];
     size_t n_rows;
     unsigned long long steps, prompt_tokens, completion_tokens, disconnects;
+    unsigned long long spec_drafted, spec_accepted; /* speculative steps (ensemble_result) */
     unsigned long long member_failures[CONSORT_MAX_MEMBERS];
     prom_hist step_hist; /* seconds between text chunks */
     long in_flight;
@@ -132,6 +133,8 @@ static void account_result(api_server *s, const ensemble_result *r) {
         s->steps += (unsigned long long)(r->steps > 0 ? r->steps : 0);
         s->prompt_tokens += (unsigned long long)(r->prompt_tokens > 0 ? r->prompt_tokens : 0);
         s->completion_tokens += (unsigned long long)(r->steps > 0 ? r->steps : 0);
+        s->spec_drafted += (unsigned long long)r->spec_drafted;
+        s->spec_accepted += (unsigned long long)r->spec_accepted;
     }
     for (size_t i = 0; i < r->n_members; i++) {
         if (!r->members[i].failed) continue;
@@ -760,6 +763,11 @@ static int write_metrics(api_server *s, const int *up, sbuf *b) {
     bad |= prom_gauge(b, "consort_parallel_limit", "Generations allowed at once (0: no limit).",
                       s->max_parallel);
     bad |= prom_counter(b, "consort_steps_total", "Generation steps (committed candidates).", s->steps);
+    bad |= prom_counter(b, "consort_speculative_drafted_total",
+                        "Drafted steps the members were asked for (speculative steps).", s->spec_drafted);
+    bad |= prom_counter(b, "consort_speculative_accepted_total",
+                        "Steps decided from drafted answers, without a round trip (speculative steps).",
+                        s->spec_accepted);
     bad |= prom_counter(b, "consort_prompt_tokens_total", "Prompt tokens (max over members) of finished requests.",
                         s->prompt_tokens);
     bad |= prom_counter(b, "consort_completion_tokens_total", "Completion tokens (steps) of finished requests.",

@@ -227,10 +227,10 @@ static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request 
     json_t *v;
     json_object_foreach((json_t *)ens, key, v) {
         if (strcmp(key, "strategy") && strcmp(key, "weights") && strcmp(key, "members") &&
-            strcmp(key, "threshold"))
+            strcmp(key, "threshold") && strcmp(key, "speculative"))
             return oai_fail(err, 400, "ensemble", "unknown_parameter",
                             "Unrecognized field 'ensemble.%s' (known: strategy, weights, "
-                            "members, threshold).", key);
+                            "members, threshold, speculative).", key);
     }
     ensemble_request *q = &rq->req;
     if ((v = opt(ens, "members"))) {
@@ -306,6 +306,12 @@ static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request 
             return oai_fail(err, 400, "ensemble.threshold", "invalid_value",
                             "'ensemble.threshold' must be a number in (0, 1].");
         q->threshold = json_number_value(v);
+    }
+    if ((v = opt(ens, "speculative"))) {
+        if (!json_is_boolean(v))
+            return oai_fail(err, 400, "ensemble.speculative", "invalid_type",
+                            "'ensemble.speculative' must be true or false.");
+        q->speculative = json_is_true(v) ? 1 : -1;
     }
     return 0;
 }
@@ -800,6 +806,10 @@ json_t *oai_ensemble_json(const ensemble_result *r, const char *strategy) {
                           members, "failures", failures);
     /* only when it happened: answers without it keep their old shape */
     if (o && r->deadline_exceeded) json_object_set_new(o, "deadline_exceeded", json_true());
+    if (o && r->speculative)
+        json_object_set_new(o, "speculative",
+                            json_pack("{s:i, s:i, s:f}", "drafted", r->spec_drafted, "accepted", r->spec_accepted,
+                                      "acceptance", r->spec_drafted ? (double)r->spec_accepted / r->spec_drafted : 0.0));
     return o;
 }
 

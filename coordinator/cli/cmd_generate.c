@@ -252,6 +252,10 @@ int cmd_generate(int argc, char **argv) {
         json_object_set_new(o, "second_rounds", json_integer(res.second_rounds));
         json_object_set_new(o, "skipped_rounds", json_integer(res.skipped_rounds));
         json_object_set_new(o, "sessions_recreated", json_integer(res.sessions_recreated));
+        if (res.speculative) {
+            json_object_set_new(o, "speculative_drafted", json_integer(res.spec_drafted));
+            json_object_set_new(o, "speculative_accepted", json_integer(res.spec_accepted));
+        }
         json_object_set_new(o, "cpu_seconds", json_real(res.cpu_seconds));
         json_object_set_new(o, "cpu_us_per_step", json_real(res.steps ? 1e6 * res.cpu_seconds / res.steps : 0));
         if (rc) {

@@ -6,13 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ids 100..199: a command's own options use smaller ids, the server's 200.. */
 const opt_spec members_cli_opts[] = {
     {"member", NULL, OPT_VALUE, MO_MEMBER, "NAME=SPEC",
      "a member: SPEC is http://host:port of a running consort-worker, llama+http://host:port of a "
-     "running llama.cpp llama-server, or a .gguf file to run locally (repeat for each member; "
-     "order sets weight order)"},
+     "running llama.cpp llama-server, openai+http://host:port/v1 of any OpenAI-compatible server "
+     "that returns logprobs (needs --tokenizer), or a .gguf file to run locally (repeat for each "
+     "member; order sets weight order)"},
+    {"tokenizer", NULL, OPT_VALUE, MO_TOKENIZER, "NAME=PATH",
+     "the local tokenizer of openai+ member NAME: a GGUF file of its model (vocabulary only is "
+     "read) or its SentencePiece tokenizer.model"},
     {"strategy", NULL, OPT_VALUE, MO_STRATEGY, "S",
      "the strategy (default mixture; the strategies are listed below)"},
     {"weights", NULL, OPT_VALUE, MO_WEIGHTS, "W", "comma-separated weights (one per member) or auto"},
@@ -25,10 +30,14 @@ const opt_spec members_cli_opts[] = {
     {"start-timeout", NULL, OPT_VALUE, MO_START_TIMEOUT, "SEC", "how long a spawned worker may take to start (120)"},
     {"member-k", NULL, OPT_VALUE, MO_MEMBER_K, "K", "proposals of each member per step (1 greedy, 8 sampling)"},
     {"member-nprobs", NULL, OPT_VALUE, MO_MEMBER_NPROBS, "N",
-     "top-n list asked of llama-server members per position (512; more is closer to exact, slower)"},
+     "top-n list asked of llama-server and openai+ members per position (512, or the most an "
+     "openai+ server accepts of 512, 20, 5; more is closer to exact, slower)"},
     {"tolerate-down", NULL, OPT_FLAG, MO_TOLERATE_DOWN, NULL, "start even if some members do not answer"},
     {"no-round-skip", NULL, OPT_FLAG, MO_NO_ROUND_SKIP, NULL,
      "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
+    {"speculative", NULL, OPT_FLAG, MO_SPECULATIVE, NULL,
+     "speculative steps: each member drafts steps along its own proposals, verified in one round trip "
+     "(greedy mixture and solo; the same text)"},
     {"token-file", NULL, OPT_VALUE, MO_TOKEN_FILE, "FILE",
      "the members' shared secret, sent as \"Authorization: Bearer\" (first line of FILE; default "
      "$CONSORT_TOKEN; spawned workers get it, or a random one)"},
@@ -123,6 +132,64 @@ int members_cli_add(members_cli *cli, const char *v, char *err, size_t errlen) {
     return 0;
 }
 
+/* --tokenizer NAME=PATH (checked against the members in members_cli_check). */
+static int add_tokenizer(members_cli *cli, const char *v, char *err, size_t errlen) {
+    const char *eq = strchr(v, '=');
+    if (!eq || !members_name_ok(v, (size_t)(eq - v)) || !eq[1]) {
+        snprintf(err, errlen, "--tokenizer '%s': expected NAME=PATH (NAME a member's name)", v);
+        return -1;
+    }
+    size_t nl = (size_t)(eq - v);
+    for (size_t j = 0; j < cli->n_tokenizers; j++)
+        if (strlen(cli->tokenizer_name[j]) == nl && !strncmp(cli->tokenizer_name[j], v, nl)) {
+            snprintf(err, errlen, "--tokenizer '%s': member %.*s has a tokenizer already", v, (int)nl, v);
+            return -1;
+        }
+    if (cli->n_tokenizers >= CONSORT_MAX_MEMBERS || strlen(eq + 1) >= sizeof cli->tokenizer_path[0]) {
+        snprintf(err, errlen, "--tokenizer '%s': too many tokenizers or path too long", v);
+        return -1;
+    }
+    memcpy(cli->tokenizer_name[cli->n_tokenizers], v, nl);
+    cli->tokenizer_name[cli->n_tokenizers][nl] = 0;
+    snprintf(cli->tokenizer_path[cli->n_tokenizers], sizeof cli->tokenizer_path[0], "%s", eq + 1);
+    cli->n_tokenizers++;
+    return 0;
+}
+
+/* The --tokenizer path of member name, or NULL. */
+static const char *tokenizer_of(const members_cli *cli, const char *name) {
+    for (size_t j = 0; j < cli->n_tokenizers; j++)
+        if (!strcmp(cli->tokenizer_name[j], name)) return cli->tokenizer_path[j];
+    return NULL;
+}
+
+static int check_tokenizers(const members_cli *cli, char *err, size_t errlen) {
+    for (size_t j = 0; j < cli->n_tokenizers; j++) {
+        int found = 0;
+        for (size_t i = 0; i < cli->n; i++) found |= !strcmp(cli->name[i], cli->tokenizer_name[j]);
+        if (!found) {
+            snprintf(err, errlen, "--tokenizer %s=...: there is no member named '%s'", cli->tokenizer_name[j],
+                     cli->tokenizer_name[j]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < cli->n; i++) {
+        const char *path = tokenizer_of(cli, cli->name[i]);
+        if (!path && !strncmp(cli->spec[i], "openai+", 7)) {
+            snprintf(err, errlen,
+                     "member '%s' is an openai+ member: give its tokenizer with --tokenizer %s=PATH "
+                     "(a GGUF file of its model, or its SentencePiece tokenizer.model)",
+                     cli->name[i], cli->name[i]);
+            return -1;
+        }
+        if (path && access(path, R_OK)) {
+            snprintf(err, errlen, "--tokenizer %s=%s: cannot read the file: %s", cli->name[i], path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int set_strategy(members_cli *cli, const char *v, char *err, size_t errlen) {
     if (!*v || strlen(v) >= sizeof cli->strategy) {
         snprintf(err, errlen, "--strategy '%s': expected a strategy name (see --help)", v);
@@ -147,12 +214,14 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
     case MO_MEMBER_NPROBS: rc = opt_int("--member-nprobs", v, 1, 1 << 20, &cli->nprobs, err, errlen); break;
     case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
     case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
+    case MO_SPECULATIVE: cli->speculative = 1; rc = 0; break;
     case MO_POOL_EXPONENTS:
         rc = opt_double_list("--pool-exponents", v, 0, 1e3, cli->pool_exponents, CONSORT_MAX_MEMBERS,
                              &cli->n_pool_exponents, err, errlen);
         break;
     case MO_TOKEN_FILE: rc = cli_read_secret_file("--token-file", v, cli->token, sizeof cli->token, err, errlen); break;
     case MO_TLS_CA: rc = set_path("--tls-ca", v, cli->tls_ca, sizeof cli->tls_ca, err, errlen); break;
+    case MO_TOKENIZER: rc = add_tokenizer(cli, v, err, errlen); break;
     default: return 0;
     }
     return rc ? -1 : 1;
@@ -171,7 +240,7 @@ int members_cli_check(const members_cli *cli, char *err, size_t errlen) {
         snprintf(err, errlen, "--pool-exponents has %zu values for %zu members", cli->n_pool_exponents, cli->n);
         return -1;
     }
-    return 0;
+    return check_tokenizers(cli, err, errlen);
 }
 
 
@@ -188,6 +257,10 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         mc->token = cli->token[0] ? cli->token : getenv("CONSORT_TOKEN");
         mc->tls_ca = cli->tls_ca[0] ? cli->tls_ca : NULL;
         mc->nprobs = cli->nprobs;
+        for (size_t i = 0; i < cli->n; i++) {
+            const char *path = tokenizer_of(cli, cli->name[i]);
+            if (path) snprintf(mc->tokenizer[i], sizeof mc->tokenizer[i], "%s", path);
+        }
     }
     if (ec) {
         memset(ec, 0, sizeof *ec);
@@ -199,6 +272,7 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         ec->step_timeout = cli->step_timeout;
         ec->member_k = cli->top_k_members;
         ec->no_round_skip = cli->no_round_skip;
+        ec->speculative = cli->speculative;
         memcpy(ec->pool_exponents, cli->pool_exponents, sizeof ec->pool_exponents);
         ec->n_pool_exponents = cli->n_pool_exponents;
     }

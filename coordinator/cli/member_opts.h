@@ -58,10 +58,14 @@ typedef struct {
     int tolerate_down;                 /* --tolerate-down: open even if some members are down */
     int nprobs;                        /* --member-nprobs: top-n of llama-server members, 0 = default */
     int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
+    int speculative;                   /* --speculative: speculative steps by default (greedy mixture/solo) */
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* --pool-exponents a,b,... */
     size_t n_pool_exponents;           /* 0 = not given (1/M each) */
     char token[256];                   /* --token-file's first line; "" = $CONSORT_TOKEN or none */
     char tls_ca[512];                  /* --tls-ca FILE for https:// members; "" = system CAs */
+    size_t n_tokenizers;               /* --tokenizer NAME=PATH options */
+    char tokenizer_name[CONSORT_MAX_MEMBERS][MEMBERS_NAME_MAX];
+    char tokenizer_path[CONSORT_MAX_MEMBERS][512];
 } members_cli;
 
 #define MEMBERS_SECRET_MAX 255
@@ -78,10 +82,10 @@ void members_cli_init(members_cli *cli);
  * so a command's own ids stay below 100 (the server's are 200..). */
 enum {
     MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
-    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP,
+    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP, MO_SPECULATIVE,
     MO_POOL_EXPONENTS,
     MO_TOKEN_FILE, MO_TLS_CA,
-    MO_MEMBER_NPROBS
+    MO_MEMBER_NPROBS, MO_TOKENIZER
 };
 extern const opt_spec members_cli_opts[];
 
@@ -94,7 +98,9 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
 int members_cli_add(members_cli *cli, const char *name_eq_spec, char *err, size_t errlen);
 
 /* Checks what only makes sense once all options are read (at least one
- * member, weights count = member count, ...). 0 ok, -1 with err. */
+ * member, weights count = member count, every openai+ member has a
+ * readable --tokenizer and every --tokenizer names a member, ...). 0 ok,
+ * -1 with err. */
 int members_cli_check(const members_cli *cli, char *err, size_t errlen);
 
 /* The engine's view of the options: mc for members_open (members and how to

@@ -217,6 +217,7 @@ static int queue_state_step(ensemble_gen *r, mstate *m, int create, int with_g, 
     } else {
         q.append = (proto_str){(const unsigned char *)m->lag.p, m->lag.n};
     }
+    ensemble_spec_request(r, m, &q, create);
     if (ask && ask->n) {
         q.cands = as_strs(r, ask);
         q.n_cands = ask->n;
@@ -236,6 +237,7 @@ static void run_steps(ensemble_gen *r, int count) {
         mstate *m = &r->m[i];
         if (!m->pending) continue;
         m->rc = m->s->ops->step_result(m->s, &m->res, &m->perr);
+        m->root = m->rc ? NULL : m->res;
         m->unreachable = m->rc && m->perr.status == 0;
         if (count) {
             m->rtt_sum += m->s->last_seconds;
@@ -255,8 +257,8 @@ static int grow_doubles(double **p, size_t *cap, size_t n) {
 
 /* Member m's latest step answer into m->top, top_lq, cand_lq, end_lq.
  * 0, or -1 with why (ctx_full set for a full context). */
-static int absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why, size_t whylen) {
-    (void)r;
+int ensemble_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why,
+                           size_t whylen) {
     if (m->rc) {
         if (!strcmp(m->perr.code, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED)) *ctx_full = 1;
         copy_str(why, whylen, m->perr.message);
@@ -324,6 +326,7 @@ static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_
         m->lag.n = 0;
     }
     run_steps(r, 1);
+    ensemble_spec_sent(r);
     if (!first) {
         if (recreate_lost_sessions(r, ask)) return -1;
         for (size_t i = 0; i < r->nm; i++) r->m[i].pending = r->m[i].active && sel[i];
@@ -334,7 +337,7 @@ static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_
         if (!m->pending) continue;
         char why[256];
         int ctx_full = 0;
-        if (absorb_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
+        if (ensemble_absorb_answer(r, m, m->asked.n, first, &ctx_full, why, sizeof why)) {
             if (ctx_full && first) {
                 r->status = 400;
                 r->code = PROTO_ERR_CONTEXT_LENGTH_EXCEEDED;
@@ -391,6 +394,7 @@ static void fill_missing(ensemble_gen *r, const int *need, const int *only) {
         q.k = r->k_ask;
         q.cands = as_strs(r, &ask);
         q.n_cands = ask.n;
+        q.draft = r->spec ? r->n_draft : 0; /* (the re-answer replaces the one whose draft is walked) */
         if (!q.cands || m->s->ops->step(m->s, &q, r->round)) continue;
         m->pending = 1;
         any = 1;
@@ -407,7 +411,7 @@ static void fill_missing(ensemble_gen *r, const int *need, const int *only) {
         int ctx_full = 0;
         char why[256];
         /* (the answer's top and END are the same state's values again) */
-        if (absorb_answer(r, m, k, 0, &ctx_full, why, sizeof why)) {
+        if (ensemble_absorb_answer(r, m, k, 0, &ctx_full, why, sizeof why)) {
             fail_member(r, m, why);
             continue;
         }
@@ -519,8 +523,9 @@ static void debug_step(ensemble_gen *r, int pick) {
                       r->buf.dist[c]);
         for (size_t i = 0; i < r->nm && o < 480; i++)
             if (r->m[i].active)
-                o += snprintf(line + o, sizeof line - (size_t)o, " %s: q %.4f", members_name(r->ms, i),
-                              c < n ? exp(r->lq[i * r->mat_cap + c]) : exp(r->m[i].end_lq));
+                o += snprintf(line + o, sizeof line - (size_t)o, " %s: q %.4f lp %.4f", members_name(r->ms, i),
+                              c < n ? exp(r->lq[i * r->mat_cap + c]) : exp(r->m[i].end_lq),
+                              c < n ? exp(r->lp[i * r->mat_cap + c]) : NAN);
         log_debug("%s", line);
     }
 }
@@ -570,6 +575,12 @@ static int decide_step(ensemble_gen *r) {
             r->lead_alone += r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active && !r->memo.lead_unsure;
             if (log_enabled(LOG_DEBUG) && d.choice >= 0) debug_step(r, d.choice);
             return d.choice;
+        }
+        if (d.kind == DECIDE_MASSES && r->vdepth > 0) { /* drafted answers: bring the members here first */
+            if (step_round1(r, 0) != 0) return -1;
+            if (build_candidates(r)) return -1;
+            decide_memo_reset(&r->memo); /* the same step, asked afresh at the real state */
+            continue;
         }
         if (d.kind == DECIDE_MASSES) {
             fill_missing(r, d.need, d.only);
@@ -680,6 +691,11 @@ static int check_request(ensemble_gen *r, int *used, int *want_auto) {
     if (req->messages && read_messages(r, err, sizeof err)) goto bad;
     if (!(req->temperature >= 0) || !isfinite(req->temperature))
         return fail_gen(r, 400, "temperature must be >= 0"), -1;
+    if (ensemble_spec_setup(r, err, sizeof err)) {
+        fail_gen(r, 400, err);
+        r->out->code = "speculative_unsupported";
+        return -1;
+    }
     size_t n_used = 0;
     if (req->members && req->n_members) {
         for (size_t j = 0; j < req->n_members; j++) {
@@ -906,6 +922,7 @@ int ensemble_step(ensemble_gen *r) {
     if (ensemble_after_commit(r, ch) || r->stopped) return finish(r, "stop");
     if (r->steps >= r->req->max_tokens) return finish(r, "length");
     if (owe_step(r, from)) return fail_gen(r, 500, "out of memory"), 0;
+    if (ensemble_spec_advance(r, from)) return 1; /* the next step from the members' drafts */
     if (step_round1(r, 0) < 0) return fail_gen(r, 500, r->err[0] ? r->err : "request failed"), 0;
     return 1;
 }
@@ -948,6 +965,9 @@ static void fill_stats(ensemble_gen *r) {
     out->skipped_rounds = r->skipped_rounds;
     out->sessions_recreated = r->sessions_recreated;
     out->lead_alone_steps = r->lead_alone;
+    out->speculative = r->spec;
+    out->spec_drafted = r->spec_drafted;
+    out->spec_accepted = r->spec_accepted;
     out->steps = r->steps;
 }
 
@@ -1047,6 +1067,3 @@ void ens_fill_missing(ensemble_gen *r, const int *need, const int *only) { fill_
 int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask) { return call_members(r, 0, sel, ask); }
 int ens_step_round1(ensemble_gen *r) { return step_round1(r, 0); }
 int ens_owe_step(ensemble_gen *r, size_t from) { return owe_step(r, from); }
-int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen) {
-    return absorb_answer(r, m, n_asked, 0, ctx_full, why, whylen);
-}

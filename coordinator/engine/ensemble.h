@@ -67,6 +67,7 @@ typedef struct {
     int no_round_skip;         /* 1: always pay the second round (tests: the skip never changes a text) */
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* pool: one per member */
     size_t n_pool_exponents;   /* 0 = 1/M over the members taking part */
+    int speculative;           /* 1: speculative steps by default (docs/STRATEGIES.md) */
 } ensemble_config;
 
 #define ENSEMBLE_MAX_LOGPROBS 20
@@ -99,6 +100,8 @@ typedef struct {
      * stops the generation there, like a callback asking to stop (a
      * client that went away without any text being due). */
     int (*should_stop)(void *ud);
+    int speculative;           /* 0 = the ensemble's default, 1 = on, -1 = off; on: greedy mixture
+                                * or solo only (else 400 speculative_unsupported) */
 } ensemble_request;
 
 typedef struct {
@@ -146,6 +149,9 @@ typedef struct {
     int sessions_recreated;    /* member sessions the workers had evicted, re-created from prompt + G */
     int lead_alone_steps;      /* selective: steps the lead decided alone (it was sure) */
     double cpu_seconds;        /* coordinator CPU time of this request (the calling thread) */
+    int speculative;           /* speculative steps were on */
+    int spec_drafted;          /* drafted steps the members answered (per round, the shortest draft) */
+    int spec_accepted;         /* steps decided from drafted answers, without a round trip */
 } ensemble_result;
 
 /* members: taken by reference, must outlive the ensemble. cfg is copied;

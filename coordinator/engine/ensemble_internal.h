@@ -44,6 +44,7 @@ typedef struct {
     int pending;             /* has a call in the current round */
     int rc;                  /* result of its latest call (0 ok) */
     const proto_step_res *res;
+    const proto_step_res *root; /* the answer of its latest call (res is it or one of its drafts) */
     proto_error perr;
     double rtt_sum;
     int n_calls;
@@ -101,6 +102,14 @@ struct ensemble_gen {
     int rounds, second_rounds, skipped_rounds, catchups, sessions_recreated;
     int lead_alone;          /* selective: steps the lead decided alone */
     int ctx_full;            /* a member's context is full: finish with "length" */
+    /* speculative steps (ensemble_spec.c) */
+    int spec;                /* on for this request */
+    int n_draft;             /* drafted steps asked per call (adaptive) */
+    int vdepth;              /* the members' answers are their drafts' [vdepth - 1]; 0 = the real ones */
+    size_t piece_len[PROTO_MAX_STEPS + 1]; /* the committed pieces in the members' lag, in order */
+    int n_pieces;
+    proto_str piece_strs[PROTO_MAX_STEPS];
+    int spec_drafted, spec_accepted;
     int stopped;             /* callback asked to stop */
     int deadline_hit;        /* the request's deadline passed */
     int done;                /* no more steps */
@@ -121,15 +130,14 @@ typedef struct {
  * round 1's answers; the decision's input; round 2 (missing masses); a
  * state-changing call to the members in sel (selective's catch-up); the
  * next round 1 (returns 1 when a member's context is full); the committed
- * bytes since `from` owed to every active member; one member's latest
- * answer absorbed (0, or -1 with why; *ctx_full for a full context). */
+ * bytes since `from` owed to every active member (a member's latest
+ * answer is absorbed by ensemble_absorb_answer, below). */
 int ens_build_candidates(ensemble_gen *r);
 decide_in ens_decide_input(const ensemble_gen *r, decide_facts *f);
 void ens_fill_missing(ensemble_gen *r, const int *need, const int *only);
 int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask);
 int ens_step_round1(ensemble_gen *r);
 int ens_owe_step(ensemble_gen *r, size_t from);
-int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen);
 
 /* ensemble_score.c: a member whose answers this step are inconsistent
  * (its outermost known prefix masses and END, or, when all are known, its
@@ -139,6 +147,22 @@ int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full,
  * and the scoring path call it before every decision, so they decide on
  * the same masses (and invariant 7 holds). Returns how many were scaled. */
 int ens_rescale_inconsistent(ensemble_gen *r);
+/* ensemble.c, for ensemble_spec.c: member m's current answer (m->res) into
+ * its top list, masses and END; n_asked candidates. 0, or -1 with why. */
+int ensemble_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why,
+                           size_t whylen);
+
+/* ensemble_spec.c: speculative steps (docs/STRATEGIES.md). */
+/* Whether this request may and wants to use them: 0, or -1 with a 400 message. */
+int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen);
+/* Fills a state-changing call's draft, steps_b64 and append from the lag. */
+void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int create);
+/* After a real round of state-changing calls: the lag is sent. */
+void ensemble_spec_sent(ensemble_gen *r);
+/* After a commit of the bytes G[from..): records the piece and, when every
+ * member's draft continues with it, loads their next drafted answers (1);
+ * 0: a real round is needed. */
+int ensemble_spec_advance(ensemble_gen *r, size_t from);
 
 /* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
  * the step's logprobs. */

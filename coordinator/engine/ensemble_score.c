@@ -154,7 +154,7 @@ static int open_window(scorer *s, size_t i, const vcand_set *ask) {
     if (rc) return fail(s, 500, "out of memory");
     char why[256];
     int full = 0;
-    if (ens_absorb_answer(r, m, ask->n, &full, why, sizeof why)) return full ? 1 : fail(s, 502, why);
+    if (ensemble_absorb_answer(r, m, ask->n, 0, &full, why, sizeof why)) return full ? 1 : fail(s, 502, why);
     vcand_clear(&m->asked);
     for (size_t j = 0; j < ask->n; j++)
         if (vcand_add(&m->asked, vcand_str(ask, j), ask->len[j], -1) < 0) return fail(s, 500, "out of memory");
@@ -659,6 +659,7 @@ int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_s
     req.max_tokens = INT_MAX;
     req.temperature = 1;
     req.top_p = 1;
+    req.speculative = -1; /* one real step at a time: the forced choice is not a drafted one */
     req.has_seed = 1;
     req.seed = 1;
     req.strategy = strategy;

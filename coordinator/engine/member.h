@@ -107,5 +107,8 @@ extern const member_ops member_worker_ops;
 /* The table of llama.cpp llama-server members (member_llama.c; SPEC
  * llama+http://host:port). */
 extern const member_ops member_llama_ops;
+/* The table of OpenAI-compatible members (member_openai.c; SPEC
+ * openai+http://host:port/v1, with a local tokenizer). */
+extern const member_ops member_openai_ops;
 
 #endif

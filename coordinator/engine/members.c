@@ -46,6 +46,9 @@ typedef struct {
     curl_pool pool;
     proto_info info;
     json_t *info_json;      /* what info borrows from */
+    char tokenizer[512];    /* --tokenizer: a local tokenizer file (openai+ members) */
+    void *kind_state;       /* per-member state of its kind (member.h), freed with kind_state_free */
+    void (*kind_state_free)(void *);
     int connected;
     pthread_mutex_t mu;     /* guards the health fields below */
     int down;
@@ -286,13 +289,14 @@ member_set *members_new(void) {
 }
 
 /* The kind of member behind a SPEC, and the SPEC without its kind prefix:
- * llama+URL is a llama-server; any other URL or .gguf file a consort-worker.
+ * llama+URL is a llama-server, openai+URL an OpenAI-compatible server; any other URL or .gguf file a consort-worker.
  * A new kind is chosen here. */
 static const member_ops *kind_of(const char **spec) {
     if (!strncmp(*spec, "llama+", 6)) {
         *spec += 6;
         return &member_llama_ops;
     }
+    if (!strncmp(*spec, "openai+", 7)) return *spec += 7, &member_openai_ops;
     return &member_worker_ops;
 }
 
@@ -444,7 +448,9 @@ member_set *members_open(const members_config *cfg, char *err, size_t errlen) {
         return NULL;
     }
     for (size_t i = 0; i < cfg->n; i++)
-        if (members_add(ms, cfg->name[i], cfg->spec[i], err, errlen)) goto fail;
+        if (members_add(ms, cfg->name[i], cfg->spec[i], err, errlen) ||
+            members_set_tokenizer(ms, i, cfg->tokenizer[i], err, errlen))
+            goto fail;
     if (members_connect(ms, cfg, err, errlen)) goto fail;
     return ms;
 fail:
@@ -465,6 +471,7 @@ void members_free(member_set *ms) {
         curl_pool_free(&m->pool);
         json_decref(m->info_json);
         free(m->model);
+        if (m->kind_state_free) m->kind_state_free(m->kind_state);
         pthread_mutex_destroy(&m->mu);
     }
     free(ms);
@@ -480,6 +487,26 @@ const proto_info *members_info(const member_set *ms, size_t i) {
 }
 const member_ops *members_ops(const member_set *ms, size_t i) { return i < ms->n ? ms->m[i].ops : NULL; }
 curl_pool *members_pool(member_set *ms, size_t i) { return i < ms->n ? &ms->m[i].pool : NULL; }
+
+int members_set_tokenizer(member_set *ms, size_t i, const char *path, char *err, size_t errlen) {
+    if (i >= ms->n || !path) return 0;
+    if (strlen(path) >= sizeof ms->m[i].tokenizer) {
+        snprintf(err, errlen, "member '%s': tokenizer path too long", ms->m[i].name);
+        return -1;
+    }
+    snprintf(ms->m[i].tokenizer, sizeof ms->m[i].tokenizer, "%s", path);
+    return 0;
+}
+const char *members_tokenizer(const member_set *ms, size_t i) {
+    return i < ms->n && ms->m[i].tokenizer[0] ? ms->m[i].tokenizer : NULL;
+}
+void *members_kind_state(const member_set *ms, size_t i) { return i < ms->n ? ms->m[i].kind_state : NULL; }
+void members_set_kind_state(member_set *ms, size_t i, void *state, void (*free_fn)(void *)) {
+    member *m = &ms->m[i];
+    if (m->kind_state_free) m->kind_state_free(m->kind_state);
+    m->kind_state = state;
+    m->kind_state_free = free_fn;
+}
 
 int members_index(const member_set *ms, const char *name) {
     for (size_t i = 0; i < ms->n; i++)

@@ -24,7 +24,8 @@
  *  - Errors are messages that name the member and its URL (or model path);
  *    functions return NULL / -1 and fill err.
  *  - Each member has a kind (member.h: its table of operations, chosen
- *    from its SPEC: llama+URL is a llama-server, docs/MEMBERS.md; any other
+ *    from its SPEC: llama+URL is a llama-server, openai+URL any
+ *    OpenAI-compatible server with a local --tokenizer, docs/MEMBERS.md; any other
  *    SPEC a consort-worker) and a pool of
  *    keep-alive curl handles (curl_pool.h) its calls reuse.
  *  - members_score() is blocking and thread-safe (`consort ppl` and `ab`
@@ -73,6 +74,8 @@ typedef struct {
     const char *tls_ca;                /* CA file checking https:// members; NULL = system CAs */
     int supervise;                     /* restart spawned workers that die (serve, run) */
     int nprobs;                        /* top-n list of llama-server members, 0 = MEMBERS_DEFAULT_NPROBS */
+    char tokenizer[CONSORT_MAX_MEMBERS][512]; /* local tokenizer file of each member ("" = none;
+                                                 openai+ members need one) */
 } members_config;
 
 /* 1 if s[0..n) is a valid member name: 1..63 bytes of [A-Za-z0-9_.-]. */
@@ -127,5 +130,13 @@ void members_mark_down(member_set *ms, size_t i, const char *why);
  * keep-alive handle pool. */
 const member_ops *members_ops(const member_set *ms, size_t i);
 curl_pool *members_pool(member_set *ms, size_t i);
+/* Member i's local tokenizer file (--tokenizer NAME=PATH), NULL if none;
+ * set before members_connect (members_open does it from cfg->tokenizer). */
+int members_set_tokenizer(member_set *ms, size_t i, const char *path, char *err, size_t errlen);
+const char *members_tokenizer(const member_set *ms, size_t i);
+/* A kind's per-member state (set by its connect, read by its sessions;
+ * free_fn runs when it is replaced and in members_free). */
+void *members_kind_state(const member_set *ms, size_t i);
+void members_set_kind_state(member_set *ms, size_t i, void *state, void (*free_fn)(void *));
 
 #endif

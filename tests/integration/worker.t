@@ -175,22 +175,35 @@ is "$(code)" deadline_exceeded "... deadline_exceeded"
 [ "$ms" -lt 3000 ]; ok $? "... and stops early (deadline 200 ms, answered in $ms ms)"
 req POST /v1/step '{"session":"dl","prompt":"Once upon a time","k":3}' >/dev/null
 req POST /v1/step '{"session":"dl","k":3}' >/dev/null; dlstate=$(body)
-# A client that gives up after 1.5 s holds the decode lock until then; a step
-# with a 200 ms deadline waits for the lock and is refused when it gets it.
-# (a text four times longer than the one above, so that its scoring
-# outlasts the client's 1.5 s even on a quiet machine)
+# A client that gives up after 1.5 s while its long /v1/score runs (a text
+# four times longer than the one above, so that its scoring outlasts the
+# client's 1.5 s even on a quiet machine). Steps are not held up by it (the
+# decode scheduler gives a step its batch between the score's chunks); a
+# step whose 200 ms deadline passes before the worker has its whole body
+# (sent chunked, 0.6 s late) is refused when it starts.
 printf '{"text":"%s%s%s%s"}' "$longtext" "$longtext" "$longtext" "$longtext" >"$tmp/longer.json"
 curl -s -m 1.5 -o /dev/null --data-binary @"$tmp/longer.json" "$U/v1/score" &
 bg=$!
 sleep 0.3
-is "$(curl -s -m 20 -o "$tmp/body" -w '%{http_code}' -H 'X-Consort-Deadline-Ms: 200' --data-binary "{\"session\":\"dl\",\"append_b64\":\"IGE=\",\"candidates_b64\":[\"$(printf ' and then' | base64)\"],\"k\":3}" "$U/v1/step")" \
-  503 "a step whose deadline passed while it waited is 503"
+dlreq="{\"session\":\"dl\",\"append_b64\":\"IGE=\",\"candidates_b64\":[\"$(printf ' and then' | base64)\"],\"k\":3}"
+is "$( (sleep 0.6; printf '%s' "$dlreq") | curl -s -m 20 -o "$tmp/body" -w '%{http_code}' -X POST -H 'X-Consort-Deadline-Ms: 200' -H 'Transfer-Encoding: chunked' -T - "$U/v1/step")" \
+  503 "a step whose deadline passed before it could start is 503"
 is "$(code)" deadline_exceeded "... deadline_exceeded"
 wait $bg
 for _ in $(seq 150); do grep -q 'rejected 503 cancelled' "$tmp/err" && break; sleep 0.1; done
 grep -q "rejected 503 cancelled" "$tmp/err"; ok $? "a client that hangs up stops its /v1/score (logged as cancelled)"
 is "$(req POST /v1/step '{"session":"dl","k":3}')" 200 "the session after a step past its deadline"
 [ "$(body)" = "$dlstate" ]; ok $? "... is as it was"
+
+# ---- speculative steps: draft and steps_b64 ----
+is "$(req POST /v1/step '{"session":"sp","prompt":"Once upon a time","k":1,"draft":3}')" 200 "a step with draft 3"
+drafts=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d["draft"]), d["draft"][0]["n_past"] > d["n_past"], "session" in d["draft"][0])' "$tmp/body")
+is "$drafts" "3 True False" "... answers 3 drafted steps (no session field, further along)"
+p1=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["top"][0]["s_b64"], d["draft"][0]["top"][0]["s_b64"], d["draft"][1]["n_past"])' "$tmp/body")
+set -- $p1
+is "$(req POST /v1/step "{\"session\":\"sp\",\"k\":1,\"steps_b64\":[\"$1\"],\"append_b64\":\"$2\"}")" 200 "steps_b64 + append of the first two drafted strings"
+is "$(field n_past)" "$3" "... reaches the second drafted state"
+is "$(req POST /v1/step '{"session":"sp","k":1,"draft":17}')" 400 "draft over 16 is 400"
 
 # ---- no internal paths in answers ----
 grep -h -o '"message":"[^"]*"' "$tmp"/body 2>/dev/null >/dev/null

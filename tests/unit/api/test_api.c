@@ -834,6 +834,20 @@ static void test_health_degraded(void) {
     free(b.data);
 }
 
+/* Polls /metrics (up to 5 s: slow under valgrind) until it holds `line`.
+ * Timing by state, not by sleeps, so the test holds on a slow machine. */
+static int wait_metric(const char *line) {
+    for (int i = 0; i < 500; i++) {
+        buf b = {0};
+        http("GET", "/metrics", NULL, &b);
+        int found = b.data && strstr(b.data, line) != NULL;
+        free(b.data);
+        if (found) return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
 static void test_drain(const api_backend *be) {
     api_config cfg = {0};
     cfg.max_parallel = 2;
@@ -848,9 +862,9 @@ static void test_drain(const api_backend *be) {
     pthread_t t1, t2, t3;
     pthread_create(&t1, NULL, request_thread, &st);
     pthread_create(&t2, NULL, request_thread, &plain);
-    sleep_ms(60);
+    ok(wait_metric("consort_requests_in_flight 2"), "two generations running");
     pthread_create(&t3, NULL, request_thread, &queued);
-    sleep_ms(40);
+    ok(wait_metric("consort_requests_queued 1"), "a third one queued");
     double t0 = clock_mono_s();
     api_drain(s, 0.6);
     double took = clock_mono_s() - t0;

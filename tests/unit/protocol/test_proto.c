@@ -276,7 +276,7 @@ static void test_step_res(void) {
     const unsigned char half[] = {0xc3};
     proto_top top[3] = {{{(const unsigned char *)"e", 1}, -0.11, -0.5}, {{half, 1}, -2.5, NAN}, {{NULL, 0}, -INFINITY, -INFINITY}};
     double cands[3] = {-0.625, -INFINITY, 0};
-    proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL}, s2;
+    proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL, 0, NULL}, s2;
     proto_error err;
     char *text = proto_dumps(proto_step_res_encode(&s), NULL);
     is_str(text,
@@ -433,6 +433,40 @@ static void test_error_codes_documented(void) {
     }
 }
 
+/* The speculative fields: steps_b64 and draft in a request, draft answers
+ * in an answer (docs/PROTOCOL.md). */
+static void test_step_speculative(void) {
+    proto_str steps[2] = {{(const unsigned char *)" the", 4}, {(const unsigned char *)" cat", 4}};
+    proto_step_req q = {.session = "s", .k = 1, .steps = steps, .n_steps = 2, .draft = 4}, q2;
+    proto_error err;
+    json_t *j = wire(proto_step_req_encode(&q));
+    ok(proto_step_req_decode(j, &q2, &err) == 0 && q2.n_steps == 2 && same_str(q2.steps[1], " cat", 4) &&
+           q2.draft == 4, "step request: steps_b64 and draft round-trip");
+    proto_step_req_release(&q2);
+    json_decref(j);
+    step_bad("{\"session\":\"s\",\"draft\":17}", 400, "invalid_value", "draft over 16 is 400");
+    step_bad("{\"session\":\"s\",\"steps_b64\":[\"\"]}", 400, "invalid_value", "an empty piece in steps_b64 is 400");
+    step_bad("{\"session\":\"s\",\"steps_b64\":\"IA==\"}", 400, "invalid_type", "steps_b64 not an array is 400");
+
+    proto_top t1 = {{(const unsigned char *)" a", 2}, -0.5, -0.5}, t2 = {{(const unsigned char *)" b", 2}, -1.5, -1.5};
+    proto_step_res d[2] = {{NULL, 5, {NULL, 0}, 1, &t1, 1, NULL, 0, -7, NULL, 0, NULL},
+                           {NULL, 6, {NULL, 0}, 1, &t2, 1, NULL, 0, -INFINITY, NULL, 0, NULL}};
+    proto_step_res s = {"s", 4, {NULL, 0}, 2, &t1, 1, NULL, 0, -3, d, 2, NULL}, s2;
+    j = wire(proto_step_res_encode(&s));
+    ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_draft == 2 && s2.draft[0].n_past == 5 &&
+           s2.draft[1].n_past == 6 && same_str(s2.draft[1].top[0].s, " b", 2) && s2.draft[0].end_logq == -7 &&
+           s2.draft[1].end_logq == -INFINITY && s2.draft[0].session == NULL,
+       "step answer: draft answers round-trip");
+    proto_step_res_release(&s2);
+    ok(s2.n_draft == 0 && s2.draft == NULL, "... and are released");
+    json_decref(j);
+    j = parse("{\"n_past\":1,\"residue_b64\":\"\",\"top\":[],\"candidates\":[],\"end_logq\":null,"
+              "\"draft\":[{\"n_past\":2,\"residue_b64\":\"\",\"top\":[],\"candidates\":[],\"end_logq\":null,"
+              "\"draft\":[]}]}");
+    ok(proto_step_res_decode(j, &s2, &err) == -1 && s2.own_ == NULL, "a draft answer with its own draft is refused");
+    json_decref(j);
+}
+
 int main(void) {
     test_error_codes_documented();
     test_health_info();
@@ -442,6 +476,7 @@ int main(void) {
     test_step_req();
     test_step_req_errors();
     test_step_res();
+    test_step_speculative();
     test_score();
     test_errors();
     return tap_done();

@@ -1,0 +1,117 @@
+/* coordinator/engine/ensemble_spec.c: speculative ensemble steps (greedy).
+ *
+ * Why it is shaped so. Every committed step costs every member a round trip
+ * (and the coordinator its I/O); when the members agree, most of those round
+ * trips only confirm what a member already proposed. So every
+ * state-changing call also asks for a draft (docs/PROTOCOL.md, "draft"):
+ * the member takes n more steps along its own first proposal and answers
+ * each, without committing them. The loop (ensemble.c) then decides the
+ * next steps from those drafted answers instead of asking again, for as
+ * long as every member's draft continues with exactly the piece the
+ * ensemble committed. The decision itself does not change: it runs on
+ * answers that are, by the protocol's contract, the very answers the
+ * members would give to the same steps sent one by one. So the text is the
+ * non-speculative text (to the KV cache's rounding), for any strategy whose
+ * decision reads only the members' answers: greedy mixture and solo.
+ *
+ * A walk stops when a member's draft does not continue with the committed
+ * piece, when the decision needs something a draft lacks (a missing mass:
+ * a round 2 must run at the real state), when a carried candidate would have
+ * to be asked, or when the drafts run out. The members' sessions are then
+ * brought to the walked state in one call: the committed pieces since their
+ * last call go as steps_b64 (each taken as its own step, so each member
+ * absorbs or heals each piece exactly as it would have one call at a time)
+ * and the last as append_b64.
+ *
+ * State (in ensemble_gen): spec, n_draft (adapted: doubled, up to the
+ * protocol's 16, when a walk used every drafted answer; else the walk's
+ * length + 1, at least 2), vdepth (which draft the members' current answers
+ * are), the committed pieces of the lag, and the counts reported as
+ * acceptance statistics.
+ *
+ * What may change: sampling with the standard speculative acceptance rule;
+ * a separate, faster drafter member; carrying candidates into drafts.
+ */
+#include "coordinator/engine/ensemble_internal.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SPEC_DRAFT_START 4
+#define SPEC_DRAFT_MIN 2
+
+int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
+    int want = r->req->speculative ? r->req->speculative > 0 : r->e->cfg.speculative;
+    r->spec = 0;
+    if (!want) return 0;
+    if (r->st.kind != SSTRAT_MIXTURE && r->st.kind != SSTRAT_SOLO) {
+        snprintf(err, errlen, "speculative steps are exact only for the mixture and solo strategies, not %s",
+                 sstrat_name(r->st.kind));
+        return -1;
+    }
+    if (r->req->temperature > 1e-6) {
+        snprintf(err, errlen, "speculative steps are exact only for greedy decoding (temperature 0) so far");
+        return -1;
+    }
+    r->spec = 1;
+    r->n_draft = SPEC_DRAFT_START;
+    return 0;
+}
+
+void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int create) {
+    if (!r->spec) return;
+    q->draft = r->n_draft;
+    if (create || r->n_pieces < 2) return;
+    size_t off = 0;
+    for (int i = 0; i < r->n_pieces - 1; i++) {
+        r->piece_strs[i] = (proto_str){(const unsigned char *)m->lag.p + off, r->piece_len[i]};
+        off += r->piece_len[i];
+    }
+    assert(off < m->lag.n);
+    q->steps = r->piece_strs;
+    q->n_steps = (size_t)r->n_pieces - 1;
+    q->append = (proto_str){(const unsigned char *)m->lag.p + off, m->lag.n - off};
+}
+
+void ensemble_spec_sent(ensemble_gen *r) {
+    if (!r->spec) return;
+    if (r->n_pieces || r->vdepth) { /* a walk ended: adapt the draft to how far it went */
+        int n = r->vdepth >= r->n_draft ? 2 * r->n_draft : r->vdepth + 1;
+        r->n_draft = n > PROTO_MAX_DRAFT ? PROTO_MAX_DRAFT : n < SPEC_DRAFT_MIN ? SPEC_DRAFT_MIN : n;
+    }
+    r->spec_drafted += r->n_draft;
+    r->vdepth = 0;
+    r->n_pieces = 0;
+}
+
+/* Whether member m's current answer is followed, in its draft, by the
+ * answer after appending exactly the piece p. */
+static int draft_continues(const ensemble_gen *r, const mstate *m, const char *p, size_t n) {
+    const proto_step_res *cur = m->res, *root = m->root;
+    return root && cur && r->vdepth < (int)root->n_draft && cur->n_top > 0 && cur->top[0].s.n == n &&
+           memcmp(cur->top[0].s.p, p, n) == 0;
+}
+
+int ensemble_spec_advance(ensemble_gen *r, size_t from) {
+    if (!r->spec) return 0;
+    size_t n = r->g.n - from;
+    if (r->n_pieces > PROTO_MAX_STEPS) return 0; /* (cannot happen: drafts are shorter) */
+    r->piece_len[r->n_pieces++] = n;
+    if (r->carry.n) return 0;
+    for (size_t i = 0; i < r->nm; i++)
+        if (r->m[i].active && !draft_continues(r, &r->m[i], r->g.p + from, n)) return 0;
+    for (size_t i = 0; i < r->nm; i++) {
+        mstate *m = &r->m[i];
+        if (!m->active) continue;
+        m->res = &m->root->draft[r->vdepth];
+        vcand_clear(&m->asked);
+        char why[256];
+        int ctx_full = 0;
+        if (ensemble_absorb_answer(r, m, 0, 0, &ctx_full, why, sizeof why)) return 0; /* a real round decides */
+        m->fresh = 1;
+    }
+    r->vdepth++;
+    r->spec_accepted++;
+    return 1;
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# tests/integration/speculative.t: speculative ensemble steps (docs/STRATEGIES.md,
+# "Speculative steps") with real consort-workers on the project's two models
+# (models/a.gguf: SentencePiece, models/b.gguf: GPT-2 byte-level BPE).
+#
+# What must hold: greedy text with --speculative is the text without it, for
+# solo, the cross-tokenizer mixture, weights (1,0) across tokenizers and the
+# same model twice; the invariants still hold with it on (a one-member
+# ensemble is that member's greedy text, (1,0) is member 0, a model twice is
+# that model); steps were really decided from drafts (acceptance
+# statistics); sampling and non-exact strategies are refused (CLI and API).
+set -u
+cd "${CONSORT_ROOT:-$(dirname "$0")/../..}"
+B=${CONSORT_BUILD:-build}
+MA=${CONSORT_TEST_MODEL_A:-$PWD/models/a.gguf}
+MB=${CONSORT_TEST_MODEL_B:-$PWD/models/b.gguf}
+WORKER=${CONSORT_WORKER:-$B/consort-worker}
+C=$B/consort
+REF=$B/tools/greedy_ref
+for f in "$MA" "$MB"; do [ -f "$f" ] || { echo "1..0 # SKIP model $f not found"; exit 0; }; done
+[ -x "$WORKER" ] && [ -x "$C" ] && [ -x "$REF" ] || { echo "1..0 # SKIP binaries not built"; exit 0; }
+command -v python3 >/dev/null || { echo "1..0 # SKIP python3 needed for the JSON checks"; exit 0; }
+export CONSORT_LOG=${CONSORT_LOG:-warn}
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+n=0; failed=0
+ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed+1)); fi; }
+
+start_worker() { # name model -> URL
+  local out=$tmp/$1.out; : >"$out"
+  "$WORKER" --model "$2" --port 0 --threads 1 --parallel 4 --name "$1" >"$out" 2>"$tmp/$1.err" &
+  pids+=($!)
+  for _ in $(seq 300); do
+    URL=$(sed -n 's/^consort-worker listening on \(http[^ ]*\).*/\1/p' "$out")
+    [ -n "$URL" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+start_worker a "$MA" && UA=$URL
+start_worker a2 "$MA" && UA2=$URL
+start_worker b "$MB" && UB=$URL
+[ -n "${UA:-}" ] && [ -n "${UA2:-}" ] && [ -n "${UB:-}" ] || { echo "1..0 # SKIP workers did not start"; exit 0; }
+
+N=64
+P1="Once upon a time"
+P2="She opened the door and"
+text() { python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["text"])' "$1"; }
+num() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], -1))' "$1" "$2"; }
+gen() { "$C" generate --json --max-tokens $N "$@" 2>>"$tmp/gen.err"; }
+
+# ---- the same text with and without speculative steps -----------------------------
+check_same() { # description args...
+  local d=$1; shift
+  gen "$@" >"$tmp/plain.json"; gen "$@" --speculative >"$tmp/spec.json"
+  [ -s "$tmp/plain.json" ] && [ "$(text "$tmp/plain.json")" = "$(text "$tmp/spec.json")" ]
+  ok $? "$d: the same text with --speculative"
+}
+for P in "$P1" "$P2"; do
+  check_same "solo:a, '$P'" --member a="$UA" --strategy solo:a --prompt "$P"
+  [ "$(num "$tmp/spec.json" speculative_accepted)" -gt $((N / 2)) ]
+  ok $? "... most steps decided from drafts (accepted $(num "$tmp/spec.json" speculative_accepted) of $N, $(num "$tmp/spec.json" rounds) rounds)"
+  check_same "solo:b, '$P'" --member b="$UB" --strategy solo:b --prompt "$P"
+  check_same "mixture a+b (two tokenizers), '$P'" --member a="$UA" --member b="$UB" --prompt "$P"
+  [ "$(num "$tmp/spec.json" speculative_drafted)" -gt 0 ]; ok $? "... drafts were asked"
+  check_same "weights 1,0 across tokenizers, '$P'" --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P"
+  check_same "the same model twice, '$P'" --member a="$UA" --member a2="$UA2" --prompt "$P"
+done
+
+# ---- the invariants with speculative steps on -------------------------------------
+"$REF" "$MA" "$P1" $N 1 >"$tmp/refA"
+gen --member a="$UA" --prompt "$P1" --speculative >"$tmp/s1.json"
+[ "$(text "$tmp/s1.json")" = "$(cat "$tmp/refA")" ]; ok $? "a one-member ensemble with --speculative is the member's own greedy text"
+gen --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P1" --speculative >"$tmp/s10.json"
+[ "$(text "$tmp/s10.json")" = "$(cat "$tmp/refA")" ]; ok $? "weights (1,0) across tokenizers with --speculative = member 0"
+gen --member a="$UA" --member a2="$UA2" --prompt "$P1" --speculative >"$tmp/saa.json"
+[ "$(text "$tmp/saa.json")" = "$(cat "$tmp/refA")" ]; ok $? "the same model twice with --speculative = that model"
+[ "$(num "$tmp/saa.json" speculative_accepted)" -gt $((N / 2)) ]; ok $? "... mostly from drafts"
+
+# ---- refused where it is not exact ------------------------------------------------
+"$C" generate --member a="$UA" --prompt "$P1" --max-tokens 4 --speculative --temperature 0.8 >/dev/null 2>"$tmp/t.err"
+[ $? -ne 0 ] && grep -q "greedy" "$tmp/t.err"; ok $? "--speculative with sampling: a clear error"
+"$C" generate --member a="$UA" --member b="$UB" --strategy product --prompt "$P1" --max-tokens 4 --speculative >/dev/null 2>"$tmp/p.err"
+[ $? -ne 0 ] && grep -q "mixture and solo" "$tmp/p.err"; ok $? "--speculative with product: a clear error"
+
+# ---- the API: ensemble.speculative, its statistics, /metrics, 400 -----------------
+"$C" serve --member a="$UA" --member b="$UB" --port 0 >"$tmp/serve.out" 2>"$tmp/serve.err" &
+pids+=($!)
+S=
+for _ in $(seq 100); do S=$(grep -o 'http://[0-9.:]*/v1' "$tmp/serve.out" | head -1); [ -n "$S" ] && break; sleep 0.1; done
+if [ -n "$S" ]; then
+  post() { curl -s -m 60 -o "$tmp/resp.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$1" "$S/completions"; }
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"strategy\":\"solo:a\",\"speculative\":true}}")
+  [ "$code" = 200 ] && python3 - "$tmp/resp.json" "$tmp/refA" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1])); ref = open(sys.argv[2]).read()
+s = d["ensemble"]["speculative"]
+sys.exit(0 if d["choices"][0]["text"] == ref and s["accepted"] > 0 and s["drafted"] >= s["accepted"] else 1)
+EOF
+  ok $? "ensemble.speculative: the member's text, acceptance statistics in the ensemble object"
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"temperature\":0.9,\"ensemble\":{\"speculative\":true}}")
+  [ "$code" = 400 ] && grep -q speculative_unsupported "$tmp/resp.json"; ok $? "ensemble.speculative with sampling: 400 speculative_unsupported"
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"speculative\":\"yes\"}}")
+  [ "$code" = 400 ]; ok $? "ensemble.speculative not a boolean: 400"
+  curl -s -m 10 "$S/../metrics" 2>/dev/null | grep -q '^consort_speculative_accepted_total [1-9]' ||
+    curl -s -m 10 "${S%/v1}/metrics" | grep -q '^consort_speculative_accepted_total [1-9]'
+  ok $? "/metrics counts the steps decided from drafts"
+else
+  ok 1 "consort serve did not start: $(tail -2 "$tmp/serve.err")"
+fi
+echo "1..$n"
+[ $failed = 0 ]
