@@ -530,44 +530,14 @@ static void debug_step(ensemble_gen *r, int pick) {
     }
 }
 
-/* A member's masses for disjoint events must not sum above 1. They can, by
- * rounding (float32 softmaxes over tens of thousands of tokens, f16 KV
- * caches, teacher-forced candidates decoded in different batches: seen at
- * temperature 1 after some thousand steps) or because a member answers
- * nonsense; neither may stop the request. Such a member's known masses (its
- * candidates, own paths and END) are scaled down together by the excess, so
- * their ratios stay as the member gave them. Excess beyond rounding is
- * logged once per request. */
-static void bound_masses(ensemble_gen *r, decide_in *in) {
-    for (size_t i = 0; i < r->nm; i++) {
-        if (!in->active[i] || !in->fresh[i]) continue;
-        double s = ensemble_member_listed_mass(in, i);
-        if (!(s > 1)) continue;
-        double shift = isfinite(s) ? log(s) : 0;
-        double *lq = r->lq + i * r->mat_cap, *lp = r->lp ? r->lp + i * r->mat_cap : NULL;
-        for (size_t c = 0; c < r->cand.n; c++) {
-            if (!isnan(lq[c])) lq[c] = isfinite(s) ? lq[c] - shift : -INFINITY;
-            if (lp && !isnan(lp[c])) lp[c] = isfinite(s) ? lp[c] - shift : -INFINITY;
-        }
-        r->m[i].end_lq = isfinite(s) ? r->m[i].end_lq - shift : -INFINITY;
-        if (s > 1 + 1e-3 && !r->m[i].warned_mass) {
-            r->m[i].warned_mass = 1;
-            log_warn("request: member '%s' gave masses summing to %.6g > 1; scaled down",
-                     members_name(r->ms, i), s);
-        }
-    }
-}
-
 /* One step's choice: the decision, and the I/O it asks for, until it
  * chooses. Returns the event (n = END), -1 for none. */
 static int decide_step(ensemble_gen *r) {
     decide_memo_reset(&r->memo);
     for (;;) {
-        ens_rescale_inconsistent(r);
+        ens_rescale_inconsistent(r); /* member answers are input: never above 1 (invariant 7) */
         decide_facts f;
         decide_in in = decide_input(r, &f);
-        bound_masses(r, &in);
-        in = decide_input(r, &f); /* end_lq is copied into f: take the bounded one */
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {
@@ -964,10 +934,10 @@ static void fill_stats(ensemble_gen *r) {
     out->second_rounds = r->second_rounds;
     out->skipped_rounds = r->skipped_rounds;
     out->sessions_recreated = r->sessions_recreated;
-    out->lead_alone_steps = r->lead_alone;
     out->speculative = r->spec;
     out->spec_drafted = r->spec_drafted;
     out->spec_accepted = r->spec_accepted;
+    out->lead_alone_steps = r->lead_alone;
     out->steps = r->steps;
 }
 
@@ -1067,3 +1037,6 @@ void ens_fill_missing(ensemble_gen *r, const int *need, const int *only) { fill_
 int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask) { return call_members(r, 0, sel, ask); }
 int ens_step_round1(ensemble_gen *r) { return step_round1(r, 0); }
 int ens_owe_step(ensemble_gen *r, size_t from) { return owe_step(r, from); }
+int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen) {
+    return ensemble_absorb_answer(r, m, n_asked, 0, ctx_full, why, whylen);
+}

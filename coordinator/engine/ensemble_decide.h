@@ -99,12 +99,12 @@ decision ensemble_decide(const decide_in *in, decide_buf *b, decide_memo *memo, 
  * 1 in exact arithmetic; a member's answers can exceed it by rounding (its
  * masses come from several float32 softmaxes and f16 KV caches) or by being
  * wrong (it is input from the network), so the loop scales such a member's
- * masses down before deciding (ensemble.c, bound_masses()). */
+ * masses down before deciding (ens_rescale_inconsistent(), ensemble_score.c). */
 double ensemble_member_listed_mass(const decide_in *in, size_t i);
 
 /* Invariant check, for assert(): for each active member that answered this
  * step, ensemble_member_listed_mass() is at most 1 (+1e-9). The loop
- * guarantees it (bound_masses) before every decision. Returns 1 when it
+ * guarantees it (ens_rescale_inconsistent) before every decision. Returns 1 when it
  * holds. */
 int ensemble_events_sane(const decide_in *in);
 

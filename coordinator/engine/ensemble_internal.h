@@ -63,7 +63,7 @@ typedef struct {
     double end_lq;
     vcand_set asked;         /* the candidates of its latest state-changing call */
     int fresh;               /* answered for the current text this step */
-    int warned_mass;         /* logged once: its masses summed above 1 (bound_masses) */
+    int warned_mass;         /* logged once: its masses summed above 1 (ens_rescale_inconsistent) */
     sbuf lag;                /* committed bytes not yet sent to it */
 } mstate;
 
@@ -119,34 +119,6 @@ struct ensemble_gen {
     const char *code;        /* error code of a failure (static) */
 };
 
-/* What the decision reads of each member (ensemble.c's decide_input). */
-typedef struct {
-    int active[CONSORT_MAX_MEMBERS], fresh[CONSORT_MAX_MEMBERS];
-    double w[CONSORT_MAX_MEMBERS], end_lq[CONSORT_MAX_MEMBERS];
-} decide_facts;
-
-/* ensemble.c's step pieces, for the scoring path (ensemble_score.c), which
- * drives the same machinery with a forced choice: the candidate set from
- * round 1's answers; the decision's input; round 2 (missing masses); a
- * state-changing call to the members in sel (selective's catch-up); the
- * next round 1 (returns 1 when a member's context is full); the committed
- * bytes since `from` owed to every active member (a member's latest
- * answer is absorbed by ensemble_absorb_answer, below). */
-int ens_build_candidates(ensemble_gen *r);
-decide_in ens_decide_input(const ensemble_gen *r, decide_facts *f);
-void ens_fill_missing(ensemble_gen *r, const int *need, const int *only);
-int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask);
-int ens_step_round1(ensemble_gen *r);
-int ens_owe_step(ensemble_gen *r, size_t from);
-
-/* ensemble_score.c: a member whose answers this step are inconsistent
- * (its outermost known prefix masses and END, or, when all are known, its
- * events, sum above 1: the canonical-tokenization approximation can give a
- * teacher-forced prefix mass larger than the class it lies in) has all its
- * masses of the step scaled so that both sums are at most 1. Generation
- * and the scoring path call it before every decision, so they decide on
- * the same masses (and invariant 7 holds). Returns how many were scaled. */
-int ens_rescale_inconsistent(ensemble_gen *r);
 /* ensemble.c, for ensemble_spec.c: member m's current answer (m->res) into
  * its top list, masses and END; n_asked candidates. 0, or -1 with why. */
 int ensemble_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first, int *ctx_full, char *why,
@@ -163,6 +135,36 @@ void ensemble_spec_sent(ensemble_gen *r);
  * member's draft continues with it, loads their next drafted answers (1);
  * 0: a real round is needed. */
 int ensemble_spec_advance(ensemble_gen *r, size_t from);
+
+/* What the decision reads of each member (ensemble.c's decide_input). */
+typedef struct {
+    int active[CONSORT_MAX_MEMBERS], fresh[CONSORT_MAX_MEMBERS];
+    double w[CONSORT_MAX_MEMBERS], end_lq[CONSORT_MAX_MEMBERS];
+} decide_facts;
+
+/* ensemble.c's step pieces, for the scoring path (ensemble_score.c), which
+ * drives the same machinery with a forced choice: the candidate set from
+ * round 1's answers; the decision's input; round 2 (missing masses); a
+ * state-changing call to the members in sel (selective's catch-up); the
+ * next round 1 (returns 1 when a member's context is full); the committed
+ * bytes since `from` owed to every active member; one member's latest
+ * answer absorbed (0, or -1 with why; *ctx_full for a full context). */
+int ens_build_candidates(ensemble_gen *r);
+decide_in ens_decide_input(const ensemble_gen *r, decide_facts *f);
+void ens_fill_missing(ensemble_gen *r, const int *need, const int *only);
+int ens_call_members(ensemble_gen *r, const int *sel, const vcand_set *ask);
+int ens_step_round1(ensemble_gen *r);
+int ens_owe_step(ensemble_gen *r, size_t from);
+int ens_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int *ctx_full, char *why, size_t whylen);
+
+/* ensemble_score.c: a member whose answers this step are inconsistent
+ * (its outermost known prefix masses and END, or, when all are known, its
+ * events, sum above 1: the canonical-tokenization approximation can give a
+ * teacher-forced prefix mass larger than the class it lies in) has all its
+ * masses of the step scaled so that both sums are at most 1. Generation
+ * and the scoring path call it before every decision, so they decide on
+ * the same masses (and invariant 7 holds). Returns how many were scaled. */
+int ens_rescale_inconsistent(ensemble_gen *r);
 
 /* ensemble_output.c: emits G[emitted, upto) (sanitised) to the callback with
  * the step's logprobs. */

@@ -154,7 +154,7 @@ static int open_window(scorer *s, size_t i, const vcand_set *ask) {
     if (rc) return fail(s, 500, "out of memory");
     char why[256];
     int full = 0;
-    if (ensemble_absorb_answer(r, m, ask->n, 0, &full, why, sizeof why)) return full ? 1 : fail(s, 502, why);
+    if (ens_absorb_answer(r, m, ask->n, &full, why, sizeof why)) return full ? 1 : fail(s, 502, why);
     vcand_clear(&m->asked);
     for (size_t j = 0; j < ask->n; j++)
         if (vcand_add(&m->asked, vcand_str(ask, j), ask->len[j], -1) < 0) return fail(s, 500, "out of memory");
@@ -213,7 +213,11 @@ int ens_rescale_inconsistent(ensemble_gen *r) {
         }
         double sum = outer > events ? outer : events;
         if (!(sum > 1 + 1e-9)) continue;
-        double d = log(sum);
+        if (sum > 1 + 1e-3 && !m->warned_mass) { /* beyond rounding: say so, once per request */
+            m->warned_mass = 1;
+            log_warn("request: member '%s' gave masses summing to %.6g > 1; scaled down", members_name(r->ms, i), sum);
+        }
+        double d = isfinite(sum) ? log(sum) : INFINITY;
         for (size_t c = 0; c < n; c++) {
             lq[c] -= d;
             lp[c] -= d;

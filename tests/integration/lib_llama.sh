@@ -52,8 +52,13 @@ llama_greedy() {
 }
 
 # consort_text URL PROMPT N [EXTRA_JSON]: a greedy /v1/completions text
+# (an answer without a text is shown on stderr as a TAP comment, so a failing
+# comparison says what the server answered)
 consort_text() {
-  curl -s "$1/completions" -H 'Content-Type: application/json' \
-    -d "$(jq -cn --arg p "$2" --argjson n "$3" --argjson x "${4:-{\}}" '{prompt: $p, max_tokens: $n, temperature: 0} + $x')" |
-    jq -j '.choices[0].text'
+  local body
+  body=$(curl -s -w '\n%{http_code}' "$1/completions" -H 'Content-Type: application/json' \
+    -d "$(jq -cn --arg p "$2" --argjson n "$3" --argjson x "${4:-{\}}" '{prompt: $p, max_tokens: $n, temperature: 0} + $x')")
+  jq -j '.choices[0].text // empty' <<<"${body%$'\n'*}" 2>/dev/null || true
+  jq -e '.choices[0].text' >/dev/null 2>&1 <<<"${body%$'\n'*}" ||
+    printf '# consort_text: HTTP %s: %s\n' "${body##*$'\n'}" "$(head -c 300 <<<"${body%$'\n'*}")" >&2
 }

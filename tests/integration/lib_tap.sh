@@ -11,6 +11,12 @@ check() {
   if "$@"; then echo "ok $n - $what"; else echo "not ok $n - $what"; failed=$((failed + 1)); fi
 }
 
+# same "what" A B: exact equality; both texts shown as comments when they differ
+same() {
+  if [ "$2" = "$3" ]; then check "$1" true; else
+    printf '#   got:  %q\n#   want: %q\n' "$2" "$3"; check "$1" false; fi
+}
+
 # tap_done: the plan, and a non-zero exit status when a check failed
 tap_done() {
   echo "1..$n"

@@ -18,10 +18,6 @@ need_stack
 command -v curl >/dev/null && command -v jq >/dev/null || skip_all "curl and jq are needed"
 need_llama_tools
 n=0 failed=0
-same() { # same "what" A B: exact equality, the two texts shown when they differ
-  if [ "$2" = "$3" ]; then check "$1" true; else
-    printf '#   got:  %q\n#   want: %q\n' "$2" "$3"; check "$1" false; fi
-}
 
 STEPS=24
 start_llama_server llb "$M2" || { echo "1..1"; echo "not ok 1 - llama-server starts"; exit 1; }
