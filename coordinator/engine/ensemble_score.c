@@ -663,6 +663,7 @@ int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_s
     req.max_tokens = INT_MAX;
     req.temperature = 1;
     req.top_p = 1;
+    req.speculative = -1; /* one real step at a time: the forced choice is not a drafted one */
     req.has_seed = 1;
     req.seed = 1;
     req.strategy = strategy;
