@@ -126,22 +126,8 @@ int cmd_run(int argc, char **argv) {
     api_serve_opts o = {0};
     o.port = 8080;
     o.command = "run";
-    const opt_spec *const tables[] = {members_cli_opts, api_serve_options, cli_std_options, NULL};
-    opt_parser p;
-    opt_begin_positional(&p, "consort run", tables, argc, argv);
-    const char *v;
-    char err[512];
-    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
-        int r = cli_std_option(id, run_usage);
-        if (r >= 0) return r;
-        if (id == OPT_POSITIONAL) r = add_model_file(&cli, v, err, sizeof err) ? -1 : 1;
-        else r = members_cli_set(&cli, id, v, err, sizeof err);
-        if (r == 0) r = api_serve_set(&o, id, v, err, sizeof err);
-        if (r < 0) {
-            fprintf(stderr, "consort run: %s\n", err);
-            return 2;
-        }
-    }
+    int rc = api_serve_parse(&cli, &o, run_usage, add_model_file, argc, argv);
+    if (rc >= 0) return rc;
     if (cli.n == 0) {
         char dir[PATH_MAX];
         if (models_dir(dir, sizeof dir)) {
@@ -152,7 +138,7 @@ int cmd_run(int argc, char **argv) {
         }
         const char *own[] = {"a", "b"};
         for (size_t k = 0; k < 2; k++) {
-            char path[PATH_MAX + 16], spec[PATH_MAX + 32];
+            char path[PATH_MAX + 16], spec[PATH_MAX + 32], err[512];
             snprintf(path, sizeof path, "%s/%s.gguf", dir, own[k]);
             if (!is_file(path)) {
                 fprintf(stderr, "consort run: %s is missing (the project's models are a.gguf and "

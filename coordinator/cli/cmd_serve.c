@@ -295,27 +295,39 @@ static void serve_usage(FILE *f) {
     sreg_fprint_help(f, SREG_GENERATION);
 }
 
+int api_serve_parse(members_cli *cli, api_serve_opts *o, void (*usage)(FILE *),
+                    int (*add_file)(members_cli *cli, const char *path, char *err, size_t errlen),
+                    int argc, char **argv) {
+    const opt_spec *const tables[] = {members_cli_opts, api_serve_options, cli_std_options, NULL};
+    char prog[64];
+    snprintf(prog, sizeof prog, "consort %s", o->command);
+    opt_parser p;
+    if (add_file) opt_begin_positional(&p, prog, tables, argc, argv);
+    else opt_begin(&p, prog, tables, argc, argv);
+    const char *v;
+    char err[512];
+    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
+        int r = cli_std_option(id, usage);
+        if (r >= 0) return r;
+        if (id == OPT_POSITIONAL) r = add_file(cli, v, err, sizeof err) ? -1 : 1;
+        else r = members_cli_set(cli, id, v, err, sizeof err);
+        if (r == 0) r = api_serve_set(o, id, v, err, sizeof err);
+        if (r < 0) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return 2;
+        }
+    }
+    return -1;
+}
+
 int cmd_serve(int argc, char **argv) {
     members_cli cli;
     members_cli_init(&cli);
     api_serve_opts o = {0};
     o.port = 8080;
     o.command = "serve";
-    const opt_spec *const tables[] = {members_cli_opts, api_serve_options, cli_std_options, NULL};
-    opt_parser p;
-    opt_begin(&p, "consort serve", tables, argc, argv);
-    const char *v;
-    char err[512];
-    for (int id; (id = opt_next(&p, &v)) != OPT_END;) {
-        int r = cli_std_option(id, serve_usage);
-        if (r >= 0) return r;
-        r = members_cli_set(&cli, id, v, err, sizeof err);
-        if (r == 0) r = api_serve_set(&o, id, v, err, sizeof err);
-        if (r < 0) {
-            fprintf(stderr, "consort serve: %s\n", err);
-            return 2;
-        }
-    }
+    int rc = api_serve_parse(&cli, &o, serve_usage, NULL, argc, argv);
+    if (rc >= 0) return rc;
     if (cli.n == 0) {
         fprintf(stderr, "consort serve: give at least one --member NAME=SPEC (see --help; "
                         "`consort run` starts local models without setup)\n");

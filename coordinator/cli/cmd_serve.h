@@ -7,6 +7,8 @@
 
 #include "coordinator/cli/member_opts.h"
 
+#include <stdio.h>
+
 typedef struct {
     const char *host;        /* NULL: 127.0.0.1 */
     int port;                /* 0: ephemeral */
@@ -41,5 +43,14 @@ extern const opt_spec api_serve_options[];
 /* Applies option id with value v: 1 when it is a server option and v is
  * good, 0 when id is not one of them, -1 on a bad value (err says why). */
 int api_serve_set(api_serve_opts *o, int id, const char *v, char *err, size_t errlen);
+
+/* The command line of `serve` and `run` (o->command names it): the member
+ * options, the server's and --help/--version. add_file, when not NULL,
+ * takes positional arguments (run's model files: 0 or -1 with err); else
+ * they are refused. Returns -1 to go on, else the exit status (0 after
+ * --help/--version, 2 on a usage error, with the message on stderr). */
+int api_serve_parse(members_cli *cli, api_serve_opts *o, void (*usage)(FILE *),
+                    int (*add_file)(members_cli *cli, const char *path, char *err, size_t errlen),
+                    int argc, char **argv);
 
 #endif
