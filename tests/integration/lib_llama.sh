@@ -6,7 +6,9 @@
 
 # need_llama_tools: sets LLAMA_BIN, or fails the whole test with a reason
 # (CONSORT_SKIP_LLAMA_TOOLS=1 skips instead, for machines without cmake).
-need_llama_tools() {
+need_llama_tools() { # (also: the stack, curl and jq, which these tests use)
+  need_stack
+  command -v curl >/dev/null && command -v jq >/dev/null || skip_all "curl and jq are needed"
   if ! LLAMA_BIN=$(scripts/llama_tools.sh 2>"$TMP/llama_tools.err"); then
     [ "${CONSORT_SKIP_LLAMA_TOOLS:-0}" = 1 ] && skip_all "llama tools not built (CONSORT_SKIP_LLAMA_TOOLS=1)"
     echo "1..1"

@@ -18,10 +18,7 @@ set -u
 cd "$(dirname "$0")/../.."
 . tests/integration/lib_serve.sh
 . tests/integration/lib_llama.sh
-need_stack
-command -v curl >/dev/null && command -v jq >/dev/null || skip_all "curl and jq are needed"
 need_llama_tools
-n=0 failed=0
 
 STEPS=24
 start_llama_server lla "$M1" || { echo "1..1"; echo "not ok 1 - llama-server (a) starts"; exit 1; }

@@ -12,10 +12,7 @@ set -u
 cd "$(dirname "$0")/../.."
 . tests/integration/lib_serve.sh
 . tests/integration/lib_llama.sh
-need_stack
-command -v curl >/dev/null && command -v jq >/dev/null || skip_all "curl and jq are needed"
 need_llama_tools
-n=0 failed=0
 check() {
   local what=$1; shift
   n=$((n + 1))
