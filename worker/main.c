@@ -58,7 +58,7 @@ static const opt_spec worker_opts[] = {
     {"max-forced", NULL, OPT_VALUE, O_MAX_FORCED, "N", "budget: teacher-forced positions per step (default 512)"},
     {"max-score-tokens", NULL, OPT_VALUE, O_MAX_SCORE_TOKENS, "N", "budget: tokens per /v1/score (default 32768)"},
     {"n-gpu-layers", "ngl", OPT_VALUE, O_NGL, "N", "layers to offload to the GPU: a number, or all (default: llama.cpp's)"},
-    {"flash-attn", "fa", OPT_VALUE, O_FA, "on|off|auto", "flash attention (default auto)"},
+    {"flash-attn", "fa", OPT_VALUE, O_FA, "on|off|auto", "flash attention (default auto; off keeps concurrent sessions' numbers as alone, see docs/WORKER.md)"},
     {"cache-type-k", "ctk", OPT_VALUE, O_CTK, "TYPE", "KV cache type of K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1 (default f16)"},
     {"cache-type-v", "ctv", OPT_VALUE, O_CTV, "TYPE", "KV cache type of V, the same types (default f16; quantized V needs flash attention)"},
     {"mlock", NULL, OPT_FLAG, O_MLOCK, NULL, "lock the model in RAM (no swapping out)"},

@@ -48,7 +48,9 @@
  *    always used. llama.cpp's CPU kernels compute each row of a batch under
  *    64 tokens exactly as alone (checked bit for bit on the project's
  *    models), so batching changes nobody's numbers; what remains is the
- *    unified cache's own rounding (cells of one session in another order).
+ *    unified cache's own rounding (cells of one session in another order:
+ *    large with CPU flash attention, whose V accumulator is f16; see
+ *    docs/WORKER.md, "Concurrent sessions and rounding").
  *    Fairness: the queue's head picks the kind; a large work with tokens
  *    left goes to the tail after each chunk; a leader lingers (at most
  *    batch_wait_s, never longer than a recent decode) for callers expected
