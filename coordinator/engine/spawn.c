@@ -179,6 +179,7 @@ static int spawn_exec(spawned_worker *w, const char *worker, const char *model, 
         close(fds[1]);
         return -1;
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "member '%s': fork: %s", name, strerror(errno));
@@ -189,7 +190,10 @@ static int spawn_exec(spawned_worker *w, const char *worker, const char *model, 
     }
     if (pid == 0) {
 #ifdef __linux__
+        /* Stop with the coordinator; a coordinator already gone before
+         * the prctl (a SIGTERM right after fork) would never send it. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(0);
 #endif
         dup2(fds[1], 1);
         close(fds[1]);
