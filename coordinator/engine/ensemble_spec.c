@@ -50,10 +50,6 @@ int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
                  sstrat_name(r->st.kind));
         return -1;
     }
-    if (r->req->temperature > 1e-6) {
-        snprintf(err, errlen, "speculative steps are exact only for greedy decoding (temperature 0) so far");
-        return -1;
-    }
     r->spec = 1;
     r->n_draft = SPEC_DRAFT_START;
     return 0;
