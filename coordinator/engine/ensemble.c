@@ -542,6 +542,7 @@ static int decide_step(ensemble_gen *r) {
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {
+            ensemble_spec_decided(r);
             r->skipped_rounds += d.skipped;
             r->lead_alone += r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active && !r->memo.lead_unsure;
             if (log_enabled(LOG_DEBUG) && d.choice >= 0) debug_step(r, d.choice);

@@ -48,7 +48,10 @@
  * protocol's 16, when a walk used every drafted answer; else the walk's
  * length + 1, at least 2), vdepth (which draft the members' current answers
  * are), the committed pieces of the lag, and the counts reported as
- * acceptance statistics.
+ * acceptance statistics: drafted steps asked, and steps decided from
+ * drafted answers (a drafted state whose decision is abandoned for a real
+ * round is not one; so, for the same text, the round trips without
+ * speculation are those with it plus the accepted steps).
  *
  * What may change: drafts that are not point masses (a draft distribution
  * q would need the general rule, min(1, p/q) and the residual); a separate,
@@ -130,7 +133,8 @@ int ensemble_spec_advance(ensemble_gen *r, size_t from) {
         if (ensemble_absorb_answer(r, m, 0, 0, &ctx_full, why, sizeof why)) return 0; /* a real round decides */
         m->fresh = 1;
     }
-    r->vdepth++;
-    r->spec_accepted++;
+    r->vdepth++; /* (counted as accepted once the decision there chooses: ensemble_spec_decided) */
     return 1;
 }
+
+void ensemble_spec_decided(ensemble_gen *r) { r->spec_accepted += r->vdepth > 0; }

@@ -66,6 +66,15 @@ check_same() { # description args...
   gen "$@" >"$tmp/plain.json"; gen "$@" --speculative >"$tmp/spec.json"
   [ -s "$tmp/plain.json" ] && [ "$(text "$tmp/plain.json")" = "$(text "$tmp/spec.json")" ]
   ok $? "$d: the same text with --speculative"
+  rounds_add_up "$tmp/plain.json" "$tmp/spec.json"
+}
+# rounds_add_up PLAIN SPEC: for the same text, each step decided from drafts
+# saves exactly the round trip it had without (a drafted state abandoned
+# for a real round is not counted as accepted)
+rounds_add_up() {
+  local rp rs acc; rp=$(num "$1" rounds); rs=$(num "$2" rounds); acc=$(num "$2" speculative_accepted)
+  [ "$rp" -ge 0 ] && [ "$rp" -eq $((rs + acc)) ]
+  ok $? "... round trips: $rp without = $rs with + $acc steps accepted from drafts"
 }
 for P in "$P1" "$P2"; do
   check_same "solo:a, '$P'" --member a="$UA" --strategy solo:a --prompt "$P"
