@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# bench/speculative_bench.sh: greedy generation with and without speculative
-# steps, side by side in one run, on workers started here: one member alone
-# (the slower one), the same model twice (members that always agree) and a
-# two-tokenizer mixture (members that often disagree).
+# bench/speculative_bench.sh: generation with and without speculative steps,
+# side by side in one run, on workers started here: one member alone (the
+# slower one), the same model twice (members that always agree) and a
+# two-tokenizer mixture (members that often disagree); greedy, then sampled
+# (temperature 1, a fixed seed).
 #
-#   bench/speculative_bench.sh [-a MODEL_A] [-b MODEL_B] [-n TOKENS] [-r ROUNDS] [BUILD_DIR]
+#   bench/speculative_bench.sh [-a MODEL_A] [-b MODEL_B] [-n TOKENS] [-r ROUNDS] [-s SEED] [BUILD_DIR]
 #
-# For each configuration and prompt: steps/s of `consort generate` (best of
-# ROUNDS), round trips, and the steps decided from drafts (accepted of
-# drafted). Text equality with and without is checked and reported.
+# For each decoding, configuration and prompt: steps/s of `consort generate`
+# (best of ROUNDS), round trips, and the steps decided from drafts (accepted
+# of drafted). Text equality with and without is checked and reported (for
+# sampling: the same seed, so the same text is expected).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-MA=models/a.gguf MB=models/b.gguf N=128 ROUNDS=3
-while getopts "a:b:n:r:" o; do case $o in
-  a) MA=$OPTARG ;; b) MB=$OPTARG ;; n) N=$OPTARG ;; r) ROUNDS=$OPTARG ;;
-  *) echo "usage: $0 [-a MODEL_A] [-b MODEL_B] [-n TOKENS] [-r ROUNDS] [BUILD_DIR]" >&2; exit 2 ;;
+MA=models/a.gguf MB=models/b.gguf N=128 ROUNDS=3 SEED=7
+while getopts "a:b:n:r:s:" o; do case $o in
+  a) MA=$OPTARG ;; b) MB=$OPTARG ;; n) N=$OPTARG ;; r) ROUNDS=$OPTARG ;; s) SEED=$OPTARG ;;
+  *) echo "usage: $0 [-a MODEL_A] [-b MODEL_B] [-n TOKENS] [-r ROUNDS] [-s SEED] [BUILD_DIR]" >&2; exit 2 ;;
 esac; done
 shift $((OPTIND - 1))
 B=${1:-build}
@@ -46,18 +48,21 @@ print("%.1f %d %d %d" % (d["steps_per_second"], d["rounds"], d.get("speculative_
   echo "$line"
 }
 
-echo "| configuration | prompt | plain steps/s | speculative steps/s | ratio | round trips (plain / spec) | accepted of drafted | same text |"
-echo "|---|---|---|---|---|---|---|---|"
-for P in "Once upon a time" "The committee said that"; do
-  for cfg in "solo b|--member b=$UB --strategy solo:b" "solo a|--member a=$UA --strategy solo:a" \
-             "a twice (agree)|--member a=$UA --member a2=$UA2" "a+b mixture|--member a=$UA --member b=$UB"; do
-    name=${cfg%%|*}; args=${cfg#*|}
-    # shellcheck disable=SC2086
-    read -r p_sps p_rounds _ _ < <(one $args --prompt "$P"); cp "$tmp/text" "$tmp/plain"
-    # shellcheck disable=SC2086
-    read -r s_sps s_rounds s_acc s_dr < <(one $args --prompt "$P" --speculative)
-    same=no; cmp -s "$tmp/plain" "$tmp/text" && same=yes
-    ratio=$(python3 -c "print('%.2f' % ($s_sps / $p_sps))" 2>/dev/null || echo "?")
-    echo "| $name | $P | $p_sps | $s_sps | $ratio | $p_rounds / $s_rounds | $s_acc of $s_dr | $same |"
+echo "| decoding | configuration | prompt | plain steps/s | speculative steps/s | ratio | round trips (plain / spec) | accepted of drafted | same text |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for mode in "greedy|" "T=1, seed $SEED|--temperature 1 --seed $SEED"; do
+  dec=${mode%%|*} dargs=${mode#*|}
+  for P in "Once upon a time" "The committee said that"; do
+    for cfg in "solo b|--member b=$UB --strategy solo:b" "solo a|--member a=$UA --strategy solo:a" \
+               "a twice (agree)|--member a=$UA --member a2=$UA2" "a+b mixture|--member a=$UA --member b=$UB"; do
+      name=${cfg%%|*}; args=${cfg#*|}
+      # shellcheck disable=SC2086
+      read -r p_sps p_rounds _ _ < <(one $args $dargs --prompt "$P"); cp "$tmp/text" "$tmp/plain"
+      # shellcheck disable=SC2086
+      read -r s_sps s_rounds s_acc s_dr < <(one $args $dargs --prompt "$P" --speculative)
+      same=no; cmp -s "$tmp/plain" "$tmp/text" && same=yes
+      ratio=$(python3 -c "print('%.2f' % ($s_sps / $p_sps))" 2>/dev/null || echo "?")
+      echo "| $dec | $name | $P | $p_sps | $s_sps | $ratio | $p_rounds / $s_rounds | $s_acc of $s_dr | $same |"
+    done
   done
 done

@@ -37,7 +37,7 @@ const opt_spec members_cli_opts[] = {
      "always ask for every missing mass (for tests: the greedy round skip must not change a text)"},
     {"speculative", NULL, OPT_FLAG, MO_SPECULATIVE, NULL,
      "speculative steps: each member drafts steps along its own proposals, verified in one round trip "
-     "(greedy mixture and solo; the same text)"},
+     "(mixture and solo, greedy or sampled; the same text)"},
     {"token-file", NULL, OPT_VALUE, MO_TOKEN_FILE, "FILE",
      "the members' shared secret, sent as \"Authorization: Bearer\" (first line of FILE; default "
      "$CONSORT_TOKEN; spawned workers get it, or a random one)"},

@@ -58,7 +58,7 @@ typedef struct {
     int tolerate_down;                 /* --tolerate-down: open even if some members are down */
     int nprobs;                        /* --member-nprobs: top-n of llama-server members, 0 = default */
     int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
-    int speculative;                   /* --speculative: speculative steps by default (greedy mixture/solo) */
+    int speculative;                   /* --speculative: speculative steps by default (mixture/solo, greedy or sampled) */
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* --pool-exponents a,b,... */
     size_t n_pool_exponents;           /* 0 = not given (1/M each) */
     char token[256];                   /* --token-file's first line; "" = $CONSORT_TOKEN or none */

@@ -534,6 +534,7 @@ static void debug_step(ensemble_gen *r, int pick) {
  * chooses. Returns the event (n = END), -1 for none. */
 static int decide_step(ensemble_gen *r) {
     decide_memo_reset(&r->memo);
+    rng_state at_start = r->rng; /* (for the check below) */
     for (;;) {
         ens_rescale_inconsistent(r); /* member answers are input: never above 1 (invariant 7) */
         decide_facts f;
@@ -541,12 +542,17 @@ static int decide_step(ensemble_gen *r) {
         assert(ensemble_events_sane(&in));
         decision d = ensemble_decide(&in, &r->buf, &r->memo, &r->rng);
         if (d.kind == DECIDE_CHOICE) {
+            ensemble_spec_decided(r);
             r->skipped_rounds += d.skipped;
             r->lead_alone += r->st.kind == SSTRAT_SELECTIVE && r->m[r->lead].active && !r->memo.lead_unsure;
             if (log_enabled(LOG_DEBUG) && d.choice >= 0) debug_step(r, d.choice);
             return d.choice;
         }
         if (d.kind == DECIDE_MASSES && r->vdepth > 0) { /* drafted answers: bring the members here first */
+            /* abandoned here, redone below: it must have drawn nothing, or a
+             * seeded sampled text would change with speculative steps */
+            assert(!memcmp(&at_start, &r->rng, sizeof at_start));
+            (void)at_start;
             if (step_round1(r, 0) != 0) return -1;
             if (build_candidates(r)) return -1;
             decide_memo_reset(&r->memo); /* the same step, asked afresh at the real state */

@@ -100,8 +100,8 @@ typedef struct {
      * stops the generation there, like a callback asking to stop (a
      * client that went away without any text being due). */
     int (*should_stop)(void *ud);
-    int speculative;           /* 0 = the ensemble's default, 1 = on, -1 = off; on: greedy mixture
-                                * or solo only (else 400 speculative_unsupported) */
+    int speculative;           /* 0 = the ensemble's default, 1 = on, -1 = off; on: mixture or solo
+                                * only, greedy or sampled (else 400 speculative_unsupported) */
 } ensemble_request;
 
 typedef struct {

@@ -135,6 +135,9 @@ void ensemble_spec_sent(ensemble_gen *r);
  * member's draft continues with it, loads their next drafted answers (1);
  * 0: a real round is needed. */
 int ensemble_spec_advance(ensemble_gen *r, size_t from);
+/* After the decision chose: counts the step as accepted when it was decided
+ * from drafted answers. */
+void ensemble_spec_decided(ensemble_gen *r);
 
 /* What the decision reads of each member (ensemble.c's decide_input). */
 typedef struct {

@@ -1,4 +1,5 @@
-/* coordinator/engine/ensemble_spec.c: speculative ensemble steps (greedy).
+/* coordinator/engine/ensemble_spec.c: speculative ensemble steps (greedy
+ * and sampled).
  *
  * Why it is shaped so. Every committed step costs every member a round trip
  * (and the coordinator its I/O); when the members agree, most of those round
@@ -12,7 +13,24 @@
  * answers that are, by the protocol's contract, the very answers the
  * members would give to the same steps sent one by one. So the text is the
  * non-speculative text (to the KV cache's rounding), for any strategy whose
- * decision reads only the members' answers: greedy mixture and solo.
+ * decision reads only the members' answers and the rng: mixture and solo.
+ *
+ * Sampling. A draft is a point mass on the member's first proposal x, and
+ * the standard speculative rule for such a draft (accept x with probability
+ * min(1, p(x)/1) = p(x); on rejection draw from (p - q)+ normalised, which
+ * is p without x) is the same as: draw from the ensemble's own p at the
+ * drafted state; if the draw is x, go on; else commit the draw and stop.
+ * That is what the walk does, since the decision at a drafted state is the
+ * real step's sampling decision. It is also the same seeded text, because
+ * the rng stream is consumed as without speculation: one draw per
+ * committed step, none by a decision that is abandoned at a drafted state
+ * (when it needs a mass a draft lacks) and redone at the real state. The
+ * decision draws only when it chooses, after every mass it needs is known
+ * (ensemble_decide.c's combine_all; tests/unit/engine/test_decide.c checks
+ * that asking for masses leaves the rng as it was, and ensemble.c asserts
+ * it where a drafted decision is abandoned). A strategy that draws before
+ * it asks (min_ppl_cross's proposals) would need its rng state restored
+ * there; it is refused, with the other strategies, for now.
  *
  * A walk stops when a member's draft does not continue with the committed
  * piece, when the decision needs something a draft lacks (a missing mass:
@@ -21,16 +39,24 @@
  * brought to the walked state in one call: the committed pieces since their
  * last call go as steps_b64 (each taken as its own step, so each member
  * absorbs or heals each piece exactly as it would have one call at a time)
- * and the last as append_b64.
+ * and the last as append_b64. When sampling, every member proposes several
+ * candidates, so a walk also stops more often: a sampled piece that a
+ * longer candidate extends leaves a carried candidate, and members with
+ * different tokenizers rarely list each other's proposals (missing masses).
  *
  * State (in ensemble_gen): spec, n_draft (adapted: doubled, up to the
  * protocol's 16, when a walk used every drafted answer; else the walk's
  * length + 1, at least 2), vdepth (which draft the members' current answers
  * are), the committed pieces of the lag, and the counts reported as
- * acceptance statistics.
+ * acceptance statistics: drafted steps asked, and steps decided from
+ * drafted answers (a drafted state whose decision is abandoned for a real
+ * round is not one; so, for the same text, the round trips without
+ * speculation are those with it plus the accepted steps).
  *
- * What may change: sampling with the standard speculative acceptance rule;
- * a separate, faster drafter member; carrying candidates into drafts.
+ * What may change: drafts that are not point masses (a draft distribution
+ * q would need the general rule, min(1, p/q) and the residual); a separate,
+ * faster drafter member; carrying candidates into drafts; the other
+ * strategies once their decisions are shown to draw the same way.
  */
 #include "coordinator/engine/ensemble_internal.h"
 
@@ -48,10 +74,6 @@ int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
     if (r->st.kind != SSTRAT_MIXTURE && r->st.kind != SSTRAT_SOLO) {
         snprintf(err, errlen, "speculative steps are exact only for the mixture and solo strategies, not %s",
                  sstrat_name(r->st.kind));
-        return -1;
-    }
-    if (r->req->temperature > 1e-6) {
-        snprintf(err, errlen, "speculative steps are exact only for greedy decoding (temperature 0) so far");
         return -1;
     }
     r->spec = 1;
@@ -111,7 +133,8 @@ int ensemble_spec_advance(ensemble_gen *r, size_t from) {
         if (ensemble_absorb_answer(r, m, 0, 0, &ctx_full, why, sizeof why)) return 0; /* a real round decides */
         m->fresh = 1;
     }
-    r->vdepth++;
-    r->spec_accepted++;
+    r->vdepth++; /* (counted as accepted once the decision there chooses: ensemble_spec_decided) */
     return 1;
 }
+
+void ensemble_spec_decided(ensemble_gen *r) { r->spec_accepted += r->vdepth > 0; }

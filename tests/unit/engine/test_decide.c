@@ -182,6 +182,29 @@ int main(void) {
     d = ensemble_decide(&in, &f.b, &f.memo, &f.rng);
     ok(d.kind == DECIDE_MASSES, "sampling never skips (every mass shapes the distribution)");
 
+    /* sampling draws only when it chooses: a decision that asks for masses
+     * leaves the rng as it was (speculative steps abandon such a decision
+     * at a drafted state and redo it at the real one, ensemble_spec.c) */
+    for (int s = 0; s < 2; s++) {
+        setup(&f, s ? "solo:x" : "mixture");
+        lq_set(&f, 0, 0, 0.6);
+        lq_set(&f, 1, 1, 0.5);
+        if (s) f.w[1] = f.active[1] = f.fresh[1] = 0; /* (as the loop sets a solo request) */
+        in = input(&f, 1, 0);
+        in.sp.top_p = 0.9;
+        decide_memo_reset(&f.memo);
+        rng_state at_start = f.rng;
+        d = ensemble_decide(&in, &f.b, &f.memo, &f.rng);
+        ok(d.kind == DECIDE_MASSES && !memcmp(&at_start, &f.rng, sizeof at_start),
+           s ? "solo, temperature 1: asking for masses draws nothing"
+             : "mixture, temperature 1: asking for masses draws nothing");
+        lq_set(&f, 0, 1, 0.3);
+        lq_set(&f, 1, 0, 0.4);
+        d = ensemble_decide(&in, &f.b, &f.memo, &f.rng);
+        ok(d.kind == DECIDE_CHOICE && memcmp(&at_start, &f.rng, sizeof at_start),
+           "... and the choice then draws");
+    }
+
     /* selective: an unsure lead makes the lagging members catch up */
     setup(&f, "selective");
     lq_set(&f, 0, 0, 0.3);
