@@ -32,3 +32,13 @@ burst() {
 }
 
 max_of() { echo "$1 $2" | awk '{print ($2 > $1) ? $2 : $1}'; }
+
+# counters URL -> "decodes tokens steps" of a consort-worker (its /metrics):
+# llama_decode calls, token positions decoded, /v1/step requests
+counters() {
+  curl -s -m 5 "$1/metrics" | awk '
+    /^consort_worker_decodes_total / { d = $2 }
+    /^consort_worker_tokens_decoded_total / { t = $2 }
+    /^consort_worker_requests_total\{endpoint="step"\} / { s = $2 }
+    END { printf "%d %d %d", d, t, s }'
+}
