@@ -53,8 +53,11 @@
  *    docs/WORKER.md, "Concurrent sessions and rounding").
  *    Fairness: the queue's head picks the kind; a large work with tokens
  *    left goes to the tail after each chunk; a leader lingers (at most
- *    batch_wait_s, never longer than a recent decode) for callers expected
- *    to join: sessions inside a call or that finished one within 50 ms.
+ *    batch_wait_s or a quarter of a recent decode, whichever is longer,
+ *    never longer than a recent decode) for callers expected to join:
+ *    sessions inside a call or that finished one within 50 ms or two
+ *    recent decodes (an ensemble's sessions come back only after the other
+ *    members have answered).
  *  - Locks: `mu` guards the session table's bookkeeping, the queue, the
  *    scratch-sequence pool, the score slot and the counters; `dmu` guards
  *    the llama_context (decodes, KV-cache operations, the batch). No thread
@@ -508,23 +511,39 @@ static void enqueue(wk_engine *e, wk_work *w) {
 
 /* Callers that will probably want the next batch: every thread inside a
  * step or a score, and every idle session that finished a step within
- * WK_RECENT_S (its coordinator is likely to send the next one while we
- * decode). */
+ * WK_RECENT_S or two recent decodes, whichever is longer (its coordinator
+ * is likely to send the next one while we decode; in an ensemble it first
+ * waits for the other members, whose decodes take about as long as ours). */
 #define WK_RECENT_S 0.05
+double wk_recent_window_s(double decode_s) { return WK_RECENT_S > 2 * decode_s ? WK_RECENT_S : 2 * decode_s; }
+
 static int expected_callers(const wk_engine *e, double now) {
     int n = e->inside;
+    double recent = wk_recent_window_s(e->decode_s);
     for (int i = 0; i < e->slots; i++)
-        if (e->s[i].used && !e->s[i].busy && now - e->s[i].last_done < WK_RECENT_S) n++;
+        if (e->s[i].used && !e->s[i].busy && now - e->s[i].last_done < recent) n++;
     return n;
 }
 
 /* The leader waits a little for expected callers to queue their work, so
  * that sessions stepping in lock-step share one decode rather than
- * alternating between a batch of one and a batch of the rest. Never longer
- * than the configured wait nor than the recent decode time (waiting longer
- * than a decode cannot pay). Called and returns with e->mu held. */
+ * alternating between a batch of one and a batch of the rest. At most the
+ * configured wait or a quarter of the recent decode time, whichever is
+ * longer (a decode whose cost hardly grows with its batch gains more from
+ * a fuller batch than a quarter decode of waiting costs: the mixture's
+ * sessions, which reach a worker out of step, were split into batches of
+ * about 5 of 8 on a 200M-parameter model with the fixed 2 ms; see
+ * bench/RESULTS.md), and never longer than a recent decode (waiting longer
+ * than a decode cannot pay). linger() is called and returns with e->mu
+ * held. */
+double wk_linger_wait_s(double batch_wait_s, double decode_s) {
+    if (batch_wait_s <= 0 || decode_s <= 0) return 0;
+    double wait = batch_wait_s > decode_s / 4 ? batch_wait_s : decode_s / 4;
+    return wait < decode_s ? wait : decode_s;
+}
+
 static void linger(wk_engine *e) {
-    double wait = e->batch_wait_s < e->decode_s ? e->batch_wait_s : e->decode_s;
+    double wait = wk_linger_wait_s(e->batch_wait_s, e->decode_s);
     if (wait <= 0) return;
     double t0 = clock_mono_s();
     struct timespec until = clock_abs_after(wait);

@@ -63,7 +63,8 @@ typedef struct wk_engine_opts {
     int slots;     /* 0 = 4 */
     int n_batch;   /* 0 = 256: tokens per llama_decode, shared by the callers batched together */
     int batch_wait_us; /* how long a decode may wait for callers expected to join it:
-                          0 = the default (WK_BATCH_WAIT_US, capped by the recent decode time), < 0 = never */
+                          0 = the default (WK_BATCH_WAIT_US); the wait is at least a quarter of the
+                          recent decode time and at most that time; < 0 = never */
     int max_cand_bytes;   /* bytes of all candidates of one step; 0 = WK_DEFAULT_MAX_CAND_BYTES */
     int max_forced;       /* teacher-forced positions of one step; 0 = WK_DEFAULT_MAX_FORCED */
     int max_score_tokens; /* tokens of one /v1/score text; 0 = WK_DEFAULT_MAX_SCORE_TOKENS */
@@ -177,5 +178,13 @@ typedef struct wk_stats {
     int sessions_in_use;
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);
+
+/* The batching wait (docs/ARCHITECTURE.md, "Waiting a little to batch"), as
+ * pure functions of the configured wait and the recent decode time, in
+ * seconds: how long a leader may wait for expected callers (0 when
+ * batch_wait_s <= 0), and how recently an idle session must have finished
+ * a call to be expected. */
+double wk_linger_wait_s(double batch_wait_s, double decode_s);
+double wk_recent_window_s(double decode_s);
 
 #endif

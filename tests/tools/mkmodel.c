@@ -2,11 +2,15 @@
  * tokenizer of a vocab-only GGUF file, for end-to-end tests over real
  * tokenizers without real weights.
  *
- *   mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1]
+ *   mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1] [type=f32]
  *
  * Every key of VOCAB.gguf is copied (tokenizer.*), then the llama
  * hyper-parameters are set; output.weight is left out (tied to
- * token_embd.weight). Weights are deterministic pseudo-random numbers. */
+ * token_embd.weight). Weights are deterministic pseudo-random numbers: the
+ * same seed draws the same numbers whatever the type. `type` is the storage
+ * of the matrices (the norm vectors stay f32): f32, f16 or q8_0 (as real
+ * members are stored; q8_0 needs n_embd a multiple of 32). The bench makes
+ * decode-bound models with it (bench/mkmodel_big.sh). */
 #include <ggml.h>
 #include <gguf.h>
 #include <math.h>
@@ -23,21 +27,57 @@ static float rnd(float scale) { /* uniform in [-scale, scale] */
     return scale * (2.0f * (float)((rng >> 11) * (1.0 / 9007199254740992.0)) - 1.0f);
 }
 
+static enum ggml_type wtype = GGML_TYPE_F32; /* storage of the matrices */
+
+/* Stores n floats drawn in f32 into t's data in t's type. */
+static void store(struct ggml_tensor *t, const float *d, int64_t n) {
+    if (t->type == GGML_TYPE_F16)
+        ggml_fp32_to_fp16_row(d, t->data, n);
+    else
+        ggml_quantize_chunk(t->type, d, t->data, 0, n / t->ne[0], t->ne[0], NULL);
+}
+
 static struct ggml_tensor *add(struct ggml_context *g, struct gguf_context *out, const char *name,
                                int64_t ne0, int64_t ne1, float scale, float fill) {
-    struct ggml_tensor *t = ne1 ? ggml_new_tensor_2d(g, GGML_TYPE_F32, ne0, ne1)
-                                : ggml_new_tensor_1d(g, GGML_TYPE_F32, ne0);
+    enum ggml_type type = ne1 ? wtype : GGML_TYPE_F32;
+    struct ggml_tensor *t = ne1 ? ggml_new_tensor_2d(g, type, ne0, ne1) : ggml_new_tensor_1d(g, type, ne0);
     ggml_set_name(t, name);
-    float *d = t->data;
     int64_t n = ggml_nelements(t);
+    float *d = type == GGML_TYPE_F32 ? t->data : malloc((size_t)n * sizeof *d);
+    if (!d) {
+        fprintf(stderr, "mkmodel: out of memory\n");
+        exit(1);
+    }
     for (int64_t i = 0; i < n; i++) d[i] = scale > 0 ? rnd(scale) : fill;
+    if (type != GGML_TYPE_F32) {
+        store(t, d, n);
+        free(d);
+    }
     gguf_add_tensor(out, t);
     return t;
 }
 
+/* The type named on the command line; GGML_TYPE_COUNT when unknown. */
+static enum ggml_type parse_type(const char *s) {
+    if (!strcmp(s, "f32")) return GGML_TYPE_F32;
+    if (!strcmp(s, "f16")) return GGML_TYPE_F16;
+    if (!strcmp(s, "q8_0")) return GGML_TYPE_Q8_0;
+    return GGML_TYPE_COUNT;
+}
+
+/* general.file_type (llama_ftype) of a model stored in `type`. */
+static uint32_t file_type(enum ggml_type type) {
+    return type == GGML_TYPE_F16 ? 1 : type == GGML_TYPE_Q8_0 ? 7 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1]\n");
+        fprintf(stderr, "usage: mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1] [type=f32|f16|q8_0]\n");
+        return 2;
+    }
+    wtype = argc > 6 ? parse_type(argv[6]) : GGML_TYPE_F32;
+    if (wtype == GGML_TYPE_COUNT) {
+        fprintf(stderr, "mkmodel: type must be f32, f16 or q8_0\n");
         return 2;
     }
     int n_embd = argc > 3 ? atoi(argv[3]) : 32;
@@ -45,6 +85,11 @@ int main(int argc, char **argv) {
     rng = 0x2545F4914F6CDD1Dull ^ (uint64_t)(argc > 5 ? atoll(argv[5]) : 1);
     if (n_embd < 8 || n_embd % 4 || n_layer < 1) {
         fprintf(stderr, "mkmodel: n_embd must be a multiple of 4 (>= 8), n_layer >= 1\n");
+        return 2;
+    }
+    if (n_embd % ggml_blck_size(wtype)) {
+        fprintf(stderr, "mkmodel: %s needs n_embd a multiple of %lld\n", ggml_type_name(wtype),
+                (long long)ggml_blck_size(wtype));
         return 2;
     }
     struct gguf_init_params ip = {.no_alloc = true, .ctx = NULL};
@@ -76,7 +121,7 @@ int main(int argc, char **argv) {
     gguf_set_val_u32(out, "llama.rope.dimension_count", (uint32_t)hd);
     gguf_set_val_f32(out, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     gguf_set_val_u32(out, "llama.vocab_size", (uint32_t)n_vocab);
-    gguf_set_val_u32(out, "general.file_type", 0);
+    gguf_set_val_u32(out, "general.file_type", file_type(wtype));
 
     size_t floats = (size_t)n_vocab * n_embd + (size_t)n_embd +
                     (size_t)n_layer * (2 * n_embd + 4 * n_embd * n_embd + 3 * n_embd * n_ff);

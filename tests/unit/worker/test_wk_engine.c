@@ -2,7 +2,8 @@
  * independently with libllama on the real tiny models in models/external:
  * prefix masses (one token and teacher-forced several), healing, KV reuse,
  * end-of-text mass, scoring (single window and rolling windows), LRU
- * eviction, context overflow, concurrency. */
+ * eviction, context overflow, concurrency, and the batching wait (a pure
+ * function of the configured wait and the recent decode time). */
 #include "tests/tap.h"
 #include "common/clock.h"
 #include "worker/wk_engine.h"
@@ -997,8 +998,31 @@ static void run_model(const char *path, const char *name) {
     wk_model_free(M);
 }
 
+/* The batching wait: the configured 2 ms (capped by the decode) while a
+ * decode is short, a quarter decode once that is longer, never more than a
+ * decode, nothing when switched off; idle sessions expected for 50 ms or
+ * two decodes. */
+static void test_linger_policy(void) {
+    const double eps = 1e-12, w = WK_BATCH_WAIT_US * 1e-6;
+    ok(wk_linger_wait_s(w, 0.001) > 0.001 - eps && wk_linger_wait_s(w, 0.001) < 0.001 + eps,
+       "linger: a 1 ms decode waits at most 1 ms (capped by the decode)");
+    ok(wk_linger_wait_s(w, 0.004) > w - eps && wk_linger_wait_s(w, 0.004) < w + eps,
+       "linger: a 4 ms decode waits at most the configured 2 ms");
+    ok(wk_linger_wait_s(w, 0.1) > 0.025 - eps && wk_linger_wait_s(w, 0.1) < 0.025 + eps,
+       "linger: a 100 ms decode waits at most a quarter decode, 25 ms");
+    ok(wk_linger_wait_s(0.5, 0.1) > 0.1 - eps && wk_linger_wait_s(0.5, 0.1) < 0.1 + eps,
+       "linger: never longer than a decode");
+    ok(wk_linger_wait_s(-1, 0.1) == 0 && wk_linger_wait_s(w, 0) == 0,
+       "linger: no wait when switched off or before the first decode");
+    ok(wk_recent_window_s(0.001) > 0.05 - eps && wk_recent_window_s(0.001) < 0.05 + eps,
+       "linger: sessions idle for up to 50 ms are expected after a short decode");
+    ok(wk_recent_window_s(0.1) > 0.2 - eps && wk_recent_window_s(0.1) < 0.2 + eps,
+       "linger: and for up to two decodes after a long one");
+}
+
 int main(void) {
     const char *root = getenv("CONSORT_ROOT");
+    test_linger_policy();
     char path[1024];
     wk_backend_init();
     snprintf(path, sizeof path, "%s/models/external/stories260K.gguf", root ? root : ".");
