@@ -276,7 +276,7 @@ static void test_step_res(void) {
     const unsigned char half[] = {0xc3};
     proto_top top[3] = {{{(const unsigned char *)"e", 1}, -0.11, -0.5}, {{half, 1}, -2.5, NAN}, {{NULL, 0}, -INFINITY, -INFINITY}};
     double cands[3] = {-0.625, -INFINITY, 0};
-    proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL, 0, NULL}, s2;
+    proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL, 0, NULL, 0, NULL}, s2;
     proto_error err;
     char *text = proto_dumps(proto_step_res_encode(&s), NULL);
     is_str(text,
@@ -449,9 +449,9 @@ static void test_step_speculative(void) {
     step_bad("{\"session\":\"s\",\"steps_b64\":\"IA==\"}", 400, "invalid_type", "steps_b64 not an array is 400");
 
     proto_top t1 = {{(const unsigned char *)" a", 2}, -0.5, -0.5}, t2 = {{(const unsigned char *)" b", 2}, -1.5, -1.5};
-    proto_step_res d[2] = {{NULL, 5, {NULL, 0}, 1, &t1, 1, NULL, 0, -7, NULL, 0, NULL},
-                           {NULL, 6, {NULL, 0}, 1, &t2, 1, NULL, 0, -INFINITY, NULL, 0, NULL}};
-    proto_step_res s = {"s", 4, {NULL, 0}, 2, &t1, 1, NULL, 0, -3, d, 2, NULL}, s2;
+    proto_step_res d[2] = {{NULL, 5, {NULL, 0}, 1, &t1, 1, NULL, 0, -7, NULL, 0, NULL, 0, NULL},
+                           {NULL, 6, {NULL, 0}, 1, &t2, 1, NULL, 0, -INFINITY, NULL, 0, NULL, 0, NULL}};
+    proto_step_res s = {"s", 4, {NULL, 0}, 2, &t1, 1, NULL, 0, -3, d, 2, NULL, 0, NULL}, s2;
     j = wire(proto_step_res_encode(&s));
     ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_draft == 2 && s2.draft[0].n_past == 5 &&
            s2.draft[1].n_past == 6 && same_str(s2.draft[1].top[0].s, " b", 2) && s2.draft[0].end_logq == -7 &&
