@@ -26,8 +26,10 @@
  *    approximation of the protocol.
  *  - A step is a sequence of named phases (wk_step at the end): plan the new
  *    state aside, commit it, sync the KV cache, propose, evaluate candidates,
- *    answer. Planning aside is what lets every failing request leave the
- *    session as it was.
+ *    answer (with, when asked, the next-byte distribution: range sums, and
+ *    for depth > 1 the distributions before the last committed tokens
+ *    decoded again in a scratch sequence). Planning aside is what lets
+ *    every failing request leave the session as it was.
  *
  * State and locking: a decode scheduler (continuous batching).
  *  - Several HTTP threads call in at once. Everything a step computes that

@@ -467,8 +467,41 @@ static void test_step_speculative(void) {
     json_decref(j);
 }
 
+/* next_bytes: its depth in a request, its 257 masses in an answer (absent
+ * when not asked; any other length refused). */
+static void test_step_next_bytes(void) {
+    proto_step_req q = {.session = "s", .k = 0, .next_bytes = 3}, q2;
+    proto_error err;
+    json_t *j = wire(proto_step_req_encode(&q));
+    ok(proto_step_req_decode(j, &q2, &err) == 0 && q2.next_bytes == 3, "step request: next_bytes round-trips");
+    proto_step_req_release(&q2);
+    json_decref(j);
+    step_bad("{\"session\":\"s\",\"next_bytes\":5}", 400, "invalid_value", "next_bytes over 4 is 400");
+    step_bad("{\"session\":\"s\",\"next_bytes\":true}", 400, "invalid_type", "next_bytes must be a number");
+    double nb[PROTO_NEXT_BYTES];
+    for (int i = 0; i < PROTO_NEXT_BYTES; i++) nb[i] = i == 'q' ? -INFINITY : -5.0 - i / 100.0;
+    proto_step_res s = {.session = "s", .n_past = 3, .end_logq = -2, .next_bytes = nb, .n_next_bytes = PROTO_NEXT_BYTES},
+                   s2;
+    j = wire(proto_step_res_encode(&s));
+    ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_next_bytes == PROTO_NEXT_BYTES && s2.next_bytes[7] == nb[7] &&
+           s2.next_bytes['q'] == -INFINITY && s2.next_bytes[256] == nb[256],
+       "step answer: next_bytes round-trips (null for no mass)");
+    proto_step_res_release(&s2);
+    json_decref(j);
+    proto_step_res s3 = {.session = "s", .n_past = 3, .end_logq = -2};
+    j = wire(proto_step_res_encode(&s3));
+    ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_next_bytes == 0 && s2.next_bytes == NULL,
+       "an answer without next_bytes has none");
+    proto_step_res_release(&s2);
+    json_decref(j);
+    j = parse("{\"n_past\":1,\"residue_b64\":\"\",\"top\":[],\"candidates\":[],\"end_logq\":null,\"next_bytes\":[1,2]}");
+    ok(proto_step_res_decode(j, &s2, &err) == -1, "next_bytes of another length is refused");
+    json_decref(j);
+}
+
 int main(void) {
     test_error_codes_documented();
+    test_step_next_bytes();
     test_health_info();
     test_vocab();
     test_tokenize();
