@@ -147,9 +147,10 @@ static void test_copies_and_inflated(mock_member *A, mock_member *A2, mock_membe
     members_free(ms);
 }
 
+static mock_member S, A, A2, Inf; /* large: not on the stack */
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    mock_member S, A, A2, Inf;
     init_mock(&S, "s", bytes_vocab);
     init_mock(&A, "a", multi_vocab);
     init_mock(&A2, "a2", multi_vocab);

@@ -417,8 +417,8 @@ static void check_next_bytes(wk_engine *e) {
         size_t yl = plen[tl] + rl;
         double Mr = brute_T(p0, r, rl), den2 = Mr + brute_T(q1, y, yl) / q1[tl];
         for (int depth = 1; depth <= 2; depth++) {
-            char sid[16];
-            snprintf(sid, sizeof sid, "nb%d%d", g, depth);
+            char sid[32];
+            snprintf(sid, sizeof sid, "nb%d_%d", g & 15, depth);
             wk_step_req q = {.session = sid, .prompt = prompt, .prompt_len = strlen(prompt),
                              .append = (const unsigned char *)gens[g], .append_len = strlen(gens[g]), .k = 0,
                              .next_bytes = depth};
