@@ -274,7 +274,8 @@ static const opt_spec ppl_options[] = {
     {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "word, token or byte: units the ensembles are scored on (default word)"},
     {"tune-weights", NULL, OPT_VALUE, PP_TUNE, "DEV",
      "pick the weights on DEV (EM on units; with mixture or pool listed, also the step weights and the pool's "
-     "exponents, DEV walked through the steps), report them, then score FILE"},
+     "exponents, DEV walked through the steps; with byte_pool listed, its exponents on the first 1000 bytes of "
+     "each DEV document), report them, then score FILE"},
     {"json", NULL, OPT_VALUE, PP_JSON, "OUT", "write the results as JSON to OUT"},
     {"per-doc", NULL, OPT_VALUE, PP_PER_DOC, "CSV", "write one line per document to CSV"},
     {"resamples", NULL, OPT_VALUE, PP_RESAMPLES, "N", "bootstrap resamples (default 1000)"},
