@@ -262,8 +262,9 @@ int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_s
  * ensemble_score_bytes() walks a given text one byte at a time: a session
  * on every member taking part (prompt "" = its document-start token), and at
  * each position pos < len one concurrent round in which every member
- * appends the previous byte (healing, PROTOCOL.md) and answers its prefix
- * masses of the 256 one-byte strings and its end-of-text mass. on_byte gets
+ * appends the previous byte (healing, PROTOCOL.md) and answers its
+ * next-byte distribution (the step request's next_bytes, at `depth`): its
+ * masses of the 256 byte values and of the end of text. on_byte gets
  * them as lq[m * 257 + e] (natural logs; e = the byte value, 256 = END;
  * -INFINITY for no mass, and for every event of a member not taking part).
  * A member whose context is full is re-opened on the second half of its
