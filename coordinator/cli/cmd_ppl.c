@@ -442,6 +442,13 @@ int ev_cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "consort ppl: %s\n", err);
         rc = 1;
     }
+    /* byte_pool's exponents: --pool-exponents as given (before the step
+     * tuning replaces them with the step pool's), else 1/M over the members
+     * taking part */
+    size_t n_part = 0;
+    for (size_t m = 0; m < M; m++) n_part += w[m] > 0;
+    for (size_t m = 0; m < M; m++)
+        steps.bp_alpha[m] = !(w[m] > 0) ? 0 : ecfg.n_pool_exponents ? ecfg.pool_exponents[m] : 1.0 / (double)n_part;
     if (!rc && dev && wants_step_tuning(st, ns)) {
         double alpha[CONSORT_MAX_MEMBERS];
         for (size_t m = 0; m < M; m++) alpha[m] = ecfg.n_pool_exponents ? ecfg.pool_exponents[m] : 1.0 / (double)M;
@@ -465,10 +472,6 @@ int ev_cmd_ppl(int argc, char **argv) {
             }
         }
     }
-    size_t n_part = 0;
-    for (size_t m = 0; m < M; m++) n_part += w[m] > 0;
-    for (size_t m = 0; m < M; m++)
-        steps.bp_alpha[m] = !(w[m] > 0) ? 0 : ecfg.n_pool_exponents ? ecfg.pool_exponents[m] : 1.0 / (double)n_part;
     if (!rc && dev && wants_byte_pool(st, ns)) {
         if (tune_byte_pool(steps.e, &dc, M, steps.bp_alpha, err, sizeof err)) {
             fprintf(stderr, "consort ppl: tuning byte_pool on %s: %s\n", dev, err);
