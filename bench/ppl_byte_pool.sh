@@ -4,10 +4,10 @@
 # (models/a.gguf, b.gguf, c.gguf) on data/brown-heldout.jsonl; mixture_units'
 # weights and byte_pool's exponents tuned on data/brown-dev.jsonl only (the
 # exponents on the first 1000 bytes of each dev document). One round of
-# member calls per byte: about 35 s per 1,000 bytes with three members on two
-# shared cores, so the whole held-out file takes over an hour. SUBSET=DxC
-# scores the first C characters of the first D documents of both files
-# instead (SUBSET=10x3000 is the run in bench/RESULTS.md).
+# member calls per byte: 12-23 ms per byte with three members on two shared
+# cores, so the whole held-out file takes 25-45 minutes. SUBSET=DxC scores
+# the first C characters of the first D documents of both files instead
+# (SUBSET=10x6000 is the run in bench/RESULTS.md).
 # Writes OUTDIR/byte_pool.txt (the table) and OUTDIR/byte_pool.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
