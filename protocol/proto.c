@@ -660,6 +660,7 @@ json_t *proto_step_req_encode(const proto_step_req *q) {
         if (q->n_cands) bad |= put(o, "candidates_b64", strs_b64_json(q->cands, q->n_cands));
         if (q->n_steps) bad |= put(o, "steps_b64", strs_b64_json(q->steps, q->n_steps));
         if (q->draft) bad |= put(o, "draft", json_integer(q->draft));
+        if (q->next_bytes) bad |= put(o, "next_bytes", json_integer(q->next_bytes));
     }
     return finish(o, bad);
 }
@@ -749,7 +750,7 @@ int proto_step_req_decode(const json_t *o, proto_step_req *q, proto_error *err) 
         get_bool(o, "heal_prompt", &q->heal_prompt, err) ||
         get_b64(o, "append_b64", 0, &q->own_, &q->append, err) ||
         get_int(o, "k", 0, 0, PROTO_MAX_K, &q->k, err) || step_candidates(o, q, err) ||
-        step_speculative(o, q, err)) {
+        step_speculative(o, q, err) || get_int(o, "next_bytes", 0, 0, PROTO_MAX_NEXT_BYTES, &q->next_bytes, err)) {
         proto_step_req_release(q);
         return -1;
     }
@@ -783,6 +784,13 @@ json_t *proto_step_res_encode(const proto_step_res *r) {
         bad |= put(o, "top", json_incref(top));
         bad |= put(o, "candidates", json_incref(ca));
         bad |= put(o, "end_logq", num_or_null(r->end_logq));
+    }
+    if (!bad && r->n_next_bytes) {
+        json_t *nb = json_array();
+        bad |= !nb;
+        for (size_t i = 0; !bad && i < r->n_next_bytes; i++)
+            bad |= json_array_append_new(nb, num_or_null(r->next_bytes[i])) != 0;
+        bad |= put(o, "next_bytes", nb);
     }
     if (!bad && r->n_draft) {
         json_t *da = json_array();
@@ -821,6 +829,22 @@ static int step_cands(const json_t *ca, size_t n, proto_step_res *r, proto_error
         if (num_in(json_array_get(ca, i), "candidates", -INFINITY, &c[i], err)) return -1;
     r->cand_logq = c;
     r->n_cands = n;
+    return 0;
+}
+
+/* "next_bytes": absent, or exactly PROTO_NEXT_BYTES numbers or nulls. */
+static int step_next_bytes(const json_t *o, proto_step_res *r, proto_error *err) {
+    const json_t *nb = field(o, "next_bytes");
+    if (!nb) return 0;
+    if (!json_is_array(nb) || json_array_size(nb) != PROTO_NEXT_BYTES)
+        return field_fail(err, PROTO_ERR_INVALID_TYPE, "next_bytes", "'next_bytes' must be an array of %d numbers",
+                          PROTO_NEXT_BYTES);
+    double *v = own_alloc(&r->own_, PROTO_NEXT_BYTES, sizeof *v);
+    if (!v) return oom(err);
+    for (size_t i = 0; i < PROTO_NEXT_BYTES; i++)
+        if (num_in(json_array_get(nb, i), "next_bytes", -INFINITY, &v[i], err)) return -1;
+    r->next_bytes = v;
+    r->n_next_bytes = PROTO_NEXT_BYTES;
     return 0;
 }
 
@@ -866,7 +890,7 @@ static int step_res_fields(const json_t *o, proto_step_res *r, proto_error *err)
         get_b64(o, "residue_b64", 1, &r->own_, &r->residue, err) ||
         get_int(o, "decoded", 0, 0, INT_MAX, &r->decoded, err) || !(ta = get_array(o, "top", 1, &nt, err)) ||
         !(ca = get_array(o, "candidates", 1, &nc, err)) || get_num(o, "end_logq", 1, -INFINITY, &r->end_logq, err) ||
-        step_top(ta, nt, r, err) || step_cands(ca, nc, r, err)) {
+        step_top(ta, nt, r, err) || step_cands(ca, nc, r, err) || step_next_bytes(o, r, err)) {
         proto_step_res_release(r);
         return -1;
     }

@@ -42,6 +42,8 @@
 #include <stddef.h>
 
 #define PROTO_VERSION 1
+#define PROTO_NEXT_BYTES 257     /* "next_bytes": the 256 byte values, then END */
+#define PROTO_MAX_NEXT_BYTES 4   /* "next_bytes" depth */
 #define PROTO_SESSION_MAX 64      /* session ids: 1..64 chars of [A-Za-z0-9_.:-] */
 #define PROTO_MAX_K 256           /* /v1/step "k" */
 #define PROTO_MAX_CANDIDATES 512  /* /v1/step "candidates_b64" */
@@ -216,6 +218,9 @@ typedef struct {
     size_t n_steps;        /* 0..PROTO_MAX_STEPS */
     int draft;             /* "draft": 0..PROTO_MAX_DRAFT steps along the member's own top entry,
                             * answered but not committed */
+    int next_bytes;        /* "next_bytes": 0..PROTO_MAX_NEXT_BYTES; n > 0: also answer the next-byte
+                            * distribution, counting tokens that start up to n - 1 committed tokens
+                            * before the residue (docs/PROTOCOL.md) */
     void *own_;
 } proto_step_req;
 
@@ -239,6 +244,9 @@ typedef struct proto_step_res {
     double end_logq;       /* -INFINITY = null */
     const struct proto_step_res *draft; /* "draft": the answers after each drafted step */
     size_t n_draft;
+    const double *next_bytes; /* "next_bytes": PROTO_NEXT_BYTES log masses (bytes 0..255, then END;
+                            * -INFINITY = null) when asked; n_next_bytes 0 when absent */
+    size_t n_next_bytes;
     void *own_;
 } proto_step_res;
 

@@ -12,7 +12,8 @@
  * gets a new sreg_rule value); an UNSUPPORTED row becomes SAME once ppl can
  * score the rule exactly as generation runs it (mixture, product, pool and
  * selective became SAME with the engine's scoring path; the unit-level
- * linear pool ppl used to call `mixture` is now `mixture_units`).
+ * linear pool ppl used to call `mixture` is now `mixture_units`; byte_pool
+ * is scored from the members' next-byte masses, not from units).
  */
 #include "sampler/registry.h"
 
@@ -53,6 +54,9 @@ static const sreg_entry table[] = {
     {"oracle", NULL, SREG_ORACLE, SREG_NEEDS_UNIT_LOGPROBS, SREG_SCORE_EVAL_ONLY, -1,
      "the best member per unit, chosen with hindsight", NULL, NULL,
      "not a model, a hindsight bound"},
+    {"byte_pool", NULL, SREG_BYTE_POOL, SREG_NEEDS_BYTE_MASSES, SREG_SCORE_EVAL_ONLY, -1,
+     "one byte at a time: a normalised geometric pool of the members' next-byte distributions", NULL, NULL,
+     NULL},
 };
 
 #define N_ENTRIES (sizeof table / sizeof table[0])

@@ -48,6 +48,7 @@ typedef enum {
     SREG_ROUTE_PREV,
     SREG_PRODUCT_BOUND,
     SREG_ORACLE,
+    SREG_BYTE_POOL,
     SREG_N_RULES
 } sreg_rule;
 
@@ -59,7 +60,8 @@ typedef enum {
     SREG_NEEDS_CROSS_PROPOSALS,  /* every member's mass of every member's proposal */
     SREG_NEEDS_LEAD,             /* the lead's own proposals; everyone's masses when it is unsure */
     SREG_NEEDS_UNIT_ENTROPY,     /* unit log-probabilities and each member's entropy before the unit */
-    SREG_NEEDS_UNIT_LOGPROBS     /* unit log-probabilities of every member */
+    SREG_NEEDS_UNIT_LOGPROBS,    /* unit log-probabilities of every member */
+    SREG_NEEDS_BYTE_MASSES       /* every member's masses of the 256 next bytes and END, at every byte */
 } sreg_needs;
 
 typedef enum { SREG_SCORE_SAME, SREG_SCORE_UNSUPPORTED, SREG_SCORE_EVAL_ONLY } sreg_scoring;

@@ -26,8 +26,10 @@
  *    approximation of the protocol.
  *  - A step is a sequence of named phases (wk_step at the end): plan the new
  *    state aside, commit it, sync the KV cache, propose, evaluate candidates,
- *    answer. Planning aside is what lets every failing request leave the
- *    session as it was.
+ *    answer (with, when asked, the next-byte distribution: range sums, and
+ *    for depth > 1 the distributions before the last committed tokens
+ *    decoded again in a scratch sequence). Planning aside is what lets
+ *    every failing request leave the session as it was.
  *
  * State and locking: a decode scheduler (continuous batching).
  *  - Several HTTP threads call in at once. Everything a step computes that
@@ -1687,9 +1689,120 @@ static double own_path_logp(const wk_item *it, double Mr) {
     return it->path_p > 0 && Mr > 0 ? log(it->path_p / Mr) : -INFINITY;
 }
 
+/* p(. | tok[0..n-d)) for d = 1..nd, the distributions before the last nd
+ * committed tokens (never into the prompt), decoded again in a scratch
+ * sequence from the session's KV: rows[(d - 1) * n_vocab ...], as
+ * probabilities. Returns nd (0 when there is nothing to go back to), -1 on
+ * error. */
+typedef struct {
+    const wk_engine *e;
+    float *rows;
+    int nd;
+} wk_back_rows;
+
+static void back_row(void *arg, int i, const float *logits) {
+    wk_back_rows *b = arg;
+    int d = b->nd - i; /* work row i is position n - 1 - nd + i: p(. | tok[0..n - d)) */
+    if (d >= 1 && d <= b->nd) memcpy(b->rows + (size_t)(d - 1) * b->e->n_vocab, logits, (size_t)b->e->n_vocab * sizeof *logits);
+}
+
+static int earlier_rows(wk_ctx *c, int want, float **out) {
+    wk_engine *e = c->e;
+    const wk_session *s = c->s;
+    int n = s->n_tok, nd = want < n - s->n_prompt ? want : n - s->n_prompt;
+    *out = NULL;
+    if (nd <= 0 || n - 1 - nd < 0) return 0;
+    wk_back_rows b = {e, malloc((size_t)nd * e->n_vocab * sizeof(float)), nd};
+    if (!b.rows) return -1;
+    int seq;
+    scratch_take(e, 1, &seq);
+    pthread_mutex_lock(&e->dmu);
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    llama_memory_seq_rm(mem, seq, -1, -1);
+    llama_memory_seq_cp(mem, s->seq, seq, 0, n - 1 - nd);
+    pthread_mutex_unlock(&e->dmu);
+    wk_work w = {.on_row = back_row, .arg = &b};
+    int rc = 0;
+    for (int j = n - 1 - nd; !rc && j <= n - 2; j++) rc = work_add(&w, s->tok[j], j, seq, 1);
+    if (!rc) rc = run_work(e, &w, c->call);
+    work_free(&w);
+    scratch_give(e, &seq, 1);
+    if (rc) {
+        free(b.rows);
+        return -1;
+    }
+    for (int d = 0; d < nd; d++) softmax(b.rows + (size_t)d * e->n_vocab, e->n_vocab, b.rows + (size_t)d * e->n_vocab);
+    *out = b.rows;
+    return nd;
+}
+
+/* The next-byte distribution of the session (request field next_bytes =
+ * depth): for each byte b, the mass of every token sequence the healing
+ * session allows whose bytes continue G with b, relative to the mass of
+ * those that continue G at all:
+ *   - tokens extending r + b after X, T(r + b | X);
+ *   - the residue token, then a token starting with b: p(t_r | X) T(b | X + t_r);
+ *   - (depth > 1) for d = 1..depth - 1, a token that starts where the
+ *     committed token tok[n - d] starts and extends y_d + b, y_d = the bytes
+ *     of tok[n - d..n) + r: T(y_d + b | tok[0..n - d)) / prod_{j <= d} p(tok[n - j] | tok[0..n - j))
+ *     (its weight relative to X), from the distributions before those
+ *     tokens (earlier_rows: depth - 1 more decoded positions).
+ * These sequences are disjoint; the denominator is M(r | X) plus the depth
+ * terms' T(y_d | ...). END last. A one-byte *candidate*'s mass counts only
+ * the first kind when some token extends r + b. Returns decoded positions,
+ * or -1. */
+static int next_byte_masses(wk_ctx *c, int depth, double Mr, double endq, double *out) {
+    const wk_engine *e = c->e;
+    const wk_session *s = c->s;
+    size_t ymax = c->rl + 1 + (size_t)(depth > 1 ? depth - 1 : 0) * 512;
+    unsigned char *x = malloc(ymax + 1);
+    double num[256];
+    if (!x) return -1;
+    memcpy(x, c->r, c->rl);
+    int via_residue = c->rl && c->t_r >= 0 && s->p1_n >= 0;
+    double pr = via_residue ? s->p0[c->t_r] : 0, den = Mr;
+    for (int b = 0; b < 256; b++) {
+        x[c->rl] = (unsigned char)b;
+        num[b] = mass(e, s->p0, s->cum0, x, c->rl + 1);
+        if (via_residue) num[b] += pr * mass(e, s->p1, s->cum1, x + c->rl, 1);
+    }
+    float *rows = NULL;
+    int nd = c->rl && depth > 1 ? earlier_rows(c, depth - 1, &rows) : 0;
+    if (nd < 0) {
+        free(x);
+        return -1;
+    }
+    /* y_d, built backwards: x holds y at x + off .. x + off + yl */
+    size_t yl = c->rl, off = ymax - c->rl;
+    memmove(x + off, c->r, c->rl);
+    double wgt = 1;
+    for (int d = 1; d <= nd; d++) {
+        const float *q = rows + (size_t)(d - 1) * e->n_vocab;
+        int t = s->tok[s->n_tok - d];
+        size_t bl;
+        const unsigned char *tb = va_token_bytes(e->m->va, t, &bl);
+        if (!(q[t] > 0) || bl > off) break;
+        wgt /= q[t];
+        off -= bl;
+        memcpy(x + off, tb, bl);
+        yl += bl;
+        den += wgt * mass(e, q, NULL, x + off, yl);
+        unsigned char *last = x + off + yl; /* the byte after y (x has ymax + 1 bytes) */
+        for (int b = 0; b < 256; b++) {
+            *last = (unsigned char)b;
+            num[b] += wgt * mass(e, q, NULL, x + off, yl + 1);
+        }
+    }
+    for (int b = 0; b < 256; b++) out[b] = num[b] > 0 && den > 0 ? log(num[b] / den) : -INFINITY;
+    out[256] = isfinite(endq) && den > 0 ? endq + log(Mr / den) : -INFINITY;
+    free(rows);
+    free(x);
+    return nd;
+}
+
 /* Phase 6, answer: the k best proposals by logq, the candidates' logq in
  * the order asked, the residue, n_past and the end-of-text mass. */
-static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_res *res) {
+static int answer(wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_res *res) {
     const wk_session *s = c->s;
     qsort(ev->items, (size_t)ev->n_top, sizeof *ev->items, cmp_items);
     int nt_out = ev->n_top < q->k ? ev->n_top : q->k;
@@ -1711,6 +1824,12 @@ static int answer(const wk_ctx *c, const wk_step_req *q, wk_eval *ev, wk_step_re
     res->residue_len = s->r_len;
     res->n_past = s->n_tok;
     res->end_logq = end_logq(c, ev->Mr);
+    if (q->next_bytes > 0) {
+        res->next_bytes = malloc(PROTO_NEXT_BYTES * sizeof *res->next_bytes);
+        int d = res->next_bytes ? next_byte_masses(c, q->next_bytes, ev->Mr, res->end_logq, res->next_bytes) : -1;
+        if (d < 0) return -1;
+        res->decoded += d;
+    }
     return 0;
 }
 
@@ -2038,6 +2157,7 @@ void wk_step_res_free(wk_step_res *r) {
     free(r->top);
     free(r->cand_logq);
     free(r->residue);
+    free(r->next_bytes);
     memset(r, 0, sizeof *r);
     r->end_logq = -INFINITY;
 }

@@ -113,6 +113,8 @@ typedef struct wk_step_req {
     int n_steps;
     int draft;                /* then this many steps along the first top entry of each answer,
                                * answered in wk_step_res.draft and not committed */
+    int next_bytes;           /* n > 0: also answer the next-byte distribution (wk_step_res.next_bytes),
+                               * with tokens starting up to n - 1 committed tokens back */
 } wk_step_req;
 
 typedef struct wk_top {
@@ -131,6 +133,7 @@ typedef struct wk_step_res {
     int n_top;
     double *cand_logq; /* n_cands entries; -INFINITY = zero mass (null) */
     double end_logq;   /* -INFINITY = zero mass (null) */
+    double *next_bytes; /* NULL, or PROTO_NEXT_BYTES log masses when asked (docs/PROTOCOL.md) */
     struct wk_step_res *draft; /* n_draft answers (no candidates), after each drafted step */
     int n_draft;
 } wk_step_res;

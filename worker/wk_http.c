@@ -229,7 +229,8 @@ static wk_step_req step_req_of(const proto_step_req *p, const char *owner, const
                          .messages = p->messages, .n_messages = (int)p->n_messages,
                          .heal_prompt = p->heal_prompt, .append = p->append.p, .append_len = p->append.n,
                          .k = p->k, .cands = p->cands, .n_cands = (int)p->n_cands, .owner = owner,
-                         .cancel = cancel, .steps = p->steps, .n_steps = (int)p->n_steps, .draft = p->draft};
+                         .cancel = cancel, .steps = p->steps, .n_steps = (int)p->n_steps, .draft = p->draft,
+                         .next_bytes = p->next_bytes};
 }
 
 static int conn_gone(void *c) { return http_conn_gone(c); }
@@ -269,7 +270,8 @@ static int step_res_view(const char *session, const wk_step_res *w, int n_cands,
     for (int i = 0; i < w->n_top; i++) top[i] = (proto_top){{w->top[i].s, w->top[i].len}, w->top[i].logq, w->top[i].logp};
     *r = (proto_step_res){.session = session, .n_past = w->n_past, .residue = {w->residue, w->residue_len},
                           .decoded = w->decoded, .top = top, .n_top = (size_t)w->n_top,
-                          .cand_logq = w->cand_logq, .n_cands = (size_t)n_cands, .end_logq = w->end_logq};
+                          .cand_logq = w->cand_logq, .n_cands = (size_t)n_cands, .end_logq = w->end_logq,
+                          .next_bytes = w->next_bytes, .n_next_bytes = w->next_bytes ? PROTO_NEXT_BYTES : 0};
     return 0;
 }
 

@@ -3,12 +3,14 @@
  * NAME=URL or NAME=model.gguf, --weights, ...); each member scores each
  * document with POST /v1/score, concurrently across members; the
  * step-level rules (mixture, product, pool, selective) walk each document
- * through the engine's own steps (ensemble_score_text); eval_ppl does the
+ * through the engine's own steps (ensemble_score_text), byte_pool through
+ * the members' next-byte masses (ensemble_score_bytes); eval_ppl does the
  * rest. Exit status: 0 ok, 1 runtime failure, 2 usage. */
 #include "coordinator/cli/cmd_ppl.h"
 #include "coordinator/cli/commands.h"
 
 #include "coordinator/engine/ensemble.h"
+#include "coordinator/eval/eval_byte_pool.h"
 #include "coordinator/eval/eval_ppl.h"
 #include "coordinator/eval/eval_report.h"
 #include "coordinator/eval/eval_tune.h"
@@ -75,13 +77,64 @@ void ev_member_scorer_init(ev_scorer *sc, ev_member_scorer *ud, member_set *ms, 
     sc->doc_start = info ? info->doc_start : -1;
 }
 
+/* ---- byte_pool: the text byte by byte (eval_byte_pool.h) ------------------- */
+
+typedef struct {
+    const char *text;
+    const double *alpha;
+    size_t n_members;
+    double lp;
+    ev_byte_pool_stats *st;
+    ev_bpool_tune_set *rec;
+} byte_pool_walk;
+
+static int byte_pool_on_byte(void *ud, size_t pos, const double *lq, size_t M) {
+    byte_pool_walk *b = ud;
+    int event = (unsigned char)b->text[pos];
+    for (size_t m = 0; m < M && m < b->n_members; m++) {
+        if (!(b->alpha[m] > 0)) continue;
+        b->st->member_bytes[m]++;
+        if (fabs(ev_bpool_mass_sum(lq + m * EV_BPOOL_EVENTS) - 1) > EV_BPOOL_DEVIATION) b->st->deviating[m]++;
+    }
+    b->lp += ev_bpool_logp(lq, M, b->alpha, event);
+    if (b->rec && ev_bpool_tune_add(b->rec, lq, event)) return -1;
+    return 0;
+}
+
+int ev_byte_pool_doc(ensemble *e, const double *alpha, size_t M, const char *text, size_t len, double *lp,
+                     ev_byte_pool_stats *st, ev_bpool_tune_set *rec, char *err, size_t errlen) {
+    *lp = 0;
+    byte_pool_walk b = {text, alpha, M, 0, st, rec};
+    ensemble_bytes_request q = {alpha, M, text, len, 0, byte_pool_on_byte, &b};
+    ensemble_bytes_result res;
+    int rc = ensemble_score_bytes(e, &q, &res);
+    st->bytes += (long)res.bytes;
+    st->windows += res.windows;
+    st->rounds += res.rounds;
+    st->seconds += res.seconds;
+    if (rc) {
+        snprintf(err, errlen, "%s", res.error);
+        return -1;
+    }
+    *lp = b.lp;
+    return 0;
+}
+
+/* The first bytes of each dev document that tuning walks: the records take
+ * 257 floats per member per byte (about 3 KB per byte with three members). */
+#define PPL_BYTE_POOL_TUNE_BYTES 1000
+
 /* The step-level rows: each document through ensemble_score_text, with
- * per-strategy totals for the notes printed after the table. */
+ * per-strategy totals for the notes printed after the table; byte_pool
+ * rows through ev_byte_pool_doc. */
 #define PPL_MAX_STEP_ROWS 16
 typedef struct {
     ensemble *e;
     int have_w;                       /* weights tuned through the steps (else the rows' weights) */
     double w[CONSORT_MAX_MEMBERS];
+    double bp_alpha[CONSORT_MAX_MEMBERS]; /* byte_pool's exponents */
+    ev_byte_pool_stats bp;
+    int bp_used;
     struct {
         char name[80];
         long steps, rest_steps, windows, bytes;
@@ -95,6 +148,10 @@ static int ppl_steps(void *ud, const ev_strategy *s, const double *w, size_t M, 
     ppl_steps_ud *u = ud;
     *lp = 0;
     if (!len) return 0;
+    if (s->kind == SREG_BYTE_POOL) {
+        u->bp_used = 1;
+        return ev_byte_pool_doc(u->e, u->bp_alpha, M, text, len, lp, &u->bp, NULL, err, errlen);
+    }
     ensemble_score_request q = {s->name, u->have_w ? u->w : w, M, "", text, len, NULL, NULL};
     ensemble_score_result res;
     if (ensemble_score_text(u->e, &q, &res)) {
@@ -113,6 +170,20 @@ static int ppl_steps(void *ud, const ev_strategy *s, const double *w, size_t M, 
         u->row[k].seconds += res.seconds;
     }
     return 0;
+}
+
+static void byte_pool_notes(FILE *f, const ev_byte_pool_stats *st, size_t M, const char *const *names,
+                            const double *alpha) {
+    fprintf(f, "byte_pool: %ld bytes, one round of member calls per byte (%ld rounds), %ld windows re-opened, "
+               "%.1f s; exponents",
+            st->bytes, st->rounds, st->windows, st->seconds);
+    for (size_t m = 0; m < M; m++) fprintf(f, " %s=%.4f", names[m], alpha[m]);
+    fprintf(f, "; member masses of the 257 events summing off 1 by more than %g (normalised by the pool):",
+            EV_BPOOL_DEVIATION);
+    for (size_t m = 0; m < M; m++)
+        fprintf(f, " %s %ld/%ld (%.2f%%)", names[m], st->deviating[m], st->member_bytes[m],
+                st->member_bytes[m] ? 100.0 * (double)st->deviating[m] / (double)st->member_bytes[m] : 0.0);
+    fprintf(f, "\n");
 }
 
 static void ppl_steps_notes(FILE *f, const ppl_steps_ud *u) {
@@ -163,6 +234,37 @@ static int tune_steps(ensemble *e, const ev_corpus *dev, size_t M, const double 
     return 0;
 }
 
+/* 1 if a byte_pool row is listed. */
+static int wants_byte_pool(const ev_strategy *st, size_t ns) {
+    for (size_t i = 0; i < ns; i++)
+        if (st[i].kind == SREG_BYTE_POOL) return 1;
+    return 0;
+}
+
+/* Walks the first PPL_BYTE_POOL_TUNE_BYTES bytes of every DEV document byte
+ * by byte and tunes byte_pool's exponents (coordinate search) on them. */
+static int tune_byte_pool(ensemble *e, const ev_corpus *dev, size_t M, double *alpha, char *err, size_t errlen) {
+    ev_bpool_tune_set t;
+    ev_bpool_tune_init(&t, M);
+    ev_byte_pool_stats st = {0};
+    for (size_t d = 0; d < dev->n; d++) {
+        size_t len = dev->docs[d].len < PPL_BYTE_POOL_TUNE_BYTES ? dev->docs[d].len : PPL_BYTE_POOL_TUNE_BYTES;
+        double lp;
+        char e2[300];
+        if (len && ev_byte_pool_doc(e, alpha, M, dev->docs[d].text, len, &lp, &st, &t, e2, sizeof e2)) {
+            snprintf(err, errlen, "document %zu: %s", d + 1, e2);
+            ev_bpool_tune_free(&t);
+            return -1;
+        }
+    }
+    double ll0 = ev_bpool_tune_loglik(&t, alpha), ll = ev_bpool_tune(&t, alpha, 200);
+    printf("byte_pool tuned on the first %d bytes of each dev document (%zu bytes, %.1f s walking): "
+           "log-likelihood %.1f -> %.1f nats\n",
+           PPL_BYTE_POOL_TUNE_BYTES, t.n, st.seconds, ll0, ll);
+    ev_bpool_tune_free(&t);
+    return 0;
+}
+
 enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS };
 
 static const opt_spec ppl_options[] = {
@@ -172,7 +274,8 @@ static const opt_spec ppl_options[] = {
     {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "word, token or byte: units the ensembles are scored on (default word)"},
     {"tune-weights", NULL, OPT_VALUE, PP_TUNE, "DEV",
      "pick the weights on DEV (EM on units; with mixture or pool listed, also the step weights and the pool's "
-     "exponents, DEV walked through the steps), report them, then score FILE"},
+     "exponents, DEV walked through the steps; with byte_pool listed, its exponents on the first 1000 bytes of "
+     "each DEV document), report them, then score FILE"},
     {"json", NULL, OPT_VALUE, PP_JSON, "OUT", "write the results as JSON to OUT"},
     {"per-doc", NULL, OPT_VALUE, PP_PER_DOC, "CSV", "write one line per document to CSV"},
     {"resamples", NULL, OPT_VALUE, PP_RESAMPLES, "N", "bootstrap resamples (default 1000)"},
@@ -339,6 +442,13 @@ int ev_cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "consort ppl: %s\n", err);
         rc = 1;
     }
+    /* byte_pool's exponents: --pool-exponents as given (before the step
+     * tuning replaces them with the step pool's), else 1/M over the members
+     * taking part */
+    size_t n_part = 0;
+    for (size_t m = 0; m < M; m++) n_part += w[m] > 0;
+    for (size_t m = 0; m < M; m++)
+        steps.bp_alpha[m] = !(w[m] > 0) ? 0 : ecfg.n_pool_exponents ? ecfg.pool_exponents[m] : 1.0 / (double)n_part;
     if (!rc && dev && wants_step_tuning(st, ns)) {
         double alpha[CONSORT_MAX_MEMBERS];
         for (size_t m = 0; m < M; m++) alpha[m] = ecfg.n_pool_exponents ? ecfg.pool_exponents[m] : 1.0 / (double)M;
@@ -362,6 +472,16 @@ int ev_cmd_ppl(int argc, char **argv) {
             }
         }
     }
+    if (!rc && dev && wants_byte_pool(st, ns)) {
+        if (tune_byte_pool(steps.e, &dc, M, steps.bp_alpha, err, sizeof err)) {
+            fprintf(stderr, "consort ppl: tuning byte_pool on %s: %s\n", dev, err);
+            rc = 1;
+        } else {
+            printf("byte_pool exponents:");
+            for (size_t m = 0; m < M; m++) printf(" %s=%.4f", names[m], steps.bp_alpha[m]);
+            printf("\n");
+        }
+    }
     ev_ppl_result r = {0};
     if (!rc) {
         ev_ppl_opts o = {(ev_unit_kind)unit, st, ns, w, resamples, seed, progress, ppl_steps, &steps};
@@ -373,6 +493,7 @@ int ev_cmd_ppl(int argc, char **argv) {
     if (!rc) {
         ev_report_ppl_table(stdout, file, &c, &r);
         ppl_steps_notes(stdout, &steps);
+        if (steps.bp_used) byte_pool_notes(stdout, &steps.bp, M, names, steps.bp_alpha);
         fflush(stdout);
         if (json_out) {
             json_t *j = ev_report_ppl_json(file, &c, &r);
@@ -385,6 +506,15 @@ int ev_cmd_ppl(int argc, char **argv) {
                 }
                 json_object_set_new(j, "step_weights", sw);
                 json_object_set_new(j, "pool_exponents", pe);
+            }
+            if (steps.bp_used) {
+                json_t *be = json_array(), *dv = json_array();
+                for (size_t m = 0; m < M; m++) {
+                    json_array_append_new(be, json_real(steps.bp_alpha[m]));
+                    json_array_append_new(dv, json_integer(steps.bp.deviating[m]));
+                }
+                json_object_set_new(j, "byte_pool_exponents", be);
+                json_object_set_new(j, "byte_pool_deviating_bytes", dv);
             }
             json_t *mem = json_object_get(j, "members");
             for (size_t m = 0; m < M; m++) {

@@ -257,6 +257,45 @@ typedef struct {
 /* 0, or -1 with out->status and out->error. Thread-safe like generation. */
 int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_score_result *out);
 
+/* ---- the members' next-byte masses along a text (ensemble_bytes.c) ---------
+ *
+ * ensemble_score_bytes() walks a given text one byte at a time: a session
+ * on every member taking part (prompt "" = its document-start token), and at
+ * each position pos < len one concurrent round in which every member
+ * appends the previous byte (healing, PROTOCOL.md) and answers its
+ * next-byte distribution (the step request's next_bytes, at `depth`): its
+ * masses of the 256 byte values and of the end of text. on_byte gets
+ * them as lq[m * 257 + e] (natural logs; e = the byte value, 256 = END;
+ * -INFINITY for no mass, and for every event of a member not taking part).
+ * A member whose context is full is re-opened on the second half of its
+ * window (prompt "", the window's text appended from a word start); a
+ * member that fails fails the walk. The end of the text is not asked.
+ */
+typedef struct {
+    const double *take_part;   /* NULL: every member; else one per member, > 0 takes part */
+    size_t n_take_part;
+    const char *text;
+    size_t len;
+    int depth;                 /* the next-byte distribution's depth (PROTOCOL.md, next_bytes): 1..4;
+                                * 0 = ENSEMBLE_BYTES_DEPTH */
+    int (*on_byte)(void *ud, size_t pos, const double *lq, size_t n_members); /* non-zero stops */
+    void *ud;
+} ensemble_bytes_request;
+
+#define ENSEMBLE_BYTES_DEPTH 3
+
+typedef struct {
+    size_t bytes;              /* positions answered (== len when status is 0) */
+    int windows;               /* member sessions re-opened for a full context */
+    int rounds;                /* concurrent round trips */
+    double seconds;
+    int status;                /* 0 ok, else an HTTP-like status */
+    char error[256];
+} ensemble_bytes_result;
+
+/* 0, or -1 with out->status and out->error. Thread-safe like generation. */
+int ensemble_score_bytes(ensemble *e, const ensemble_bytes_request *q, ensemble_bytes_result *out);
+
 /* "solo:NAME", "mixture", "product", "min_ppl", "min_ppl_cross", "selective" */
 int ensemble_strategy_valid(const ensemble *e, const char *strategy, char *err, size_t errlen);
 

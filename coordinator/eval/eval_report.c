@@ -131,7 +131,8 @@ json_t *ev_report_ppl_json(const char *file, const ev_corpus *c, const ev_ppl_re
         json_object_set_new(x, "diff_ci95", ev_pair(row->diff_ci[0], row->diff_ci[1]));
         if (row->member >= 0) json_object_set_new(x, "tokens", json_integer((json_int_t)row->tokens));
         if (row->upper_bound) json_object_set_new(x, "upper_bound", json_true());
-        if (row->steps) json_object_set_new(x, "steps", json_true());
+        if (row->strat.kind == SREG_BYTE_POOL) json_object_set_new(x, "byte_level", json_true());
+        else if (row->steps) json_object_set_new(x, "steps", json_true());
         const sreg_entry *rule = sreg_by_rule(row->strat.kind);
         if (rule && rule->note) json_object_set_new(x, "note", json_string(rule->note));
         if (row->routed) {

@@ -24,7 +24,7 @@ int ev_strategy_parse(const char *spec, const char *const *names, size_t n,
     const sreg_entry *e = sreg_parse(spec, SREG_EVALUATION, &param, err, errlen);
     if (!e) return -1;
     out->kind = e->rule;
-    out->steps = e->gen_kind >= 0 && e->rule != SREG_SOLO;
+    out->steps = (e->gen_kind >= 0 && e->rule != SREG_SOLO) || e->needs == SREG_NEEDS_BYTE_MASSES;
     if (!param) {
         snprintf(out->name, sizeof out->name, "%s", e->name);
         return 0;
@@ -49,7 +49,8 @@ size_t ev_strategy_default_list(const char *const *names, size_t n, char *buf, s
     }
     for (size_t i = 0; n > 1 && i < sreg_count(); i++) {
         const sreg_entry *e = sreg_at(i);
-        if (!sreg_accepts(e, SREG_EVALUATION) || e->param || e->gen_kind >= 0) continue;
+        if (!sreg_accepts(e, SREG_EVALUATION) || e->param || e->gen_kind >= 0 || e->needs == SREG_NEEDS_BYTE_MASSES)
+            continue;
         size_t room = len < cap ? cap - len : 0;
         len += (size_t)snprintf(room ? buf + len : NULL, room, ",%s", e->name);
     }

@@ -14,6 +14,11 @@
  *             scored by walking the text through the engine's own steps
  *             (ensemble.h, ensemble_score_text) via ev_ppl_opts.steps;
  *             ev_strategy.steps is 1 for them.
+ *  byte_pool  not on units either: the text one byte at a time, a
+ *             normalised geometric pool of the members' next-byte
+ *             distributions (eval_byte_pool.h), from their prefix masses
+ *             along the text (ensemble.h, ensemble_score_bytes), also via
+ *             ev_ppl_opts.steps (ev_strategy.steps is 1); evaluation only.
  *  mixture_units  log sum_m w_m exp(L_m(u)) (members with w_m = 0 do not
  *             take part, so weights (1, 0) give solo of the first member
  *             exactly): a linear pool of whole units with fixed weights.
@@ -53,7 +58,8 @@
 typedef struct {
     sreg_rule kind;    /* SREG_SOLO, a generation rule, or an evaluation-only rule */
     size_t member;     /* for solo */
-    int steps;         /* 1: a generation rule scored through the engine's steps
+    int steps;         /* 1: scored through the members, not from units (byte_pool),
+                        * or a generation rule scored through the engine's steps
                         * (mixture, product, pool, selective): not from units,
                         * see ev_ppl_opts.steps */
     char name[80];     /* as reported: "solo:a", "mixture", ... */
@@ -64,7 +70,8 @@ int ev_strategy_parse(const char *spec, const char *const *member_names, size_t 
 
 /* The default --strategies of ppl: solo:NAME for every member, then (with
  * more than one member) every other name ppl scores from units, in
- * registry order (the rules scored through the engine's steps cost a round
+ * registry order (the rules scored through the engine's steps or byte by
+ * byte (byte_pool) cost a round
  * of member calls per step: they are scored when named).
  * snprintf-style into buf. */
 size_t ev_strategy_default_list(const char *const *member_names, size_t n_members, char *buf,

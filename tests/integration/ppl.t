@@ -134,6 +134,18 @@ ok $? "the same model twice = the model: on units exactly; through the steps mix
 grep -q "windows re-opened" "$tmp/same.txt" && ! grep -q " 0 windows re-opened" "$tmp/same.txt"
 ok $? "the long document fills the 64-token context: windows are re-opened"
 
+"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,byte_pool --file "$tmp/docs.jsonl" \
+  --json "$tmp/bytes.json" "${common[@]}" > "$tmp/bytes.txt" 2>&1
+py "
+import json, sys
+j = json.load(open('$tmp/bytes.json')); r = {x['name']: x for x in j['results']}
+b = r['byte_pool']['bits_per_byte']
+print('# solo:a %.4f, byte_pool of the model with itself %.4f bits/byte' % (r['solo:a']['bits_per_byte'], b))
+sys.exit(0 if b is not None and 0 < b < 8 and j['byte_pool_exponents'] == [0.5, 0.5] and r['byte_pool'].get('byte_level') and not r['byte_pool'].get('steps') else 1)"
+ok $? "byte_pool runs (one round per byte), finite, default exponents 1/M"
+grep -q "byte_pool: .* windows re-opened" "$tmp/bytes.txt" && ! grep -q "byte_pool: .* 0 windows re-opened" "$tmp/bytes.txt"
+ok $? "byte_pool: the long document fills the 64-token context, windows are re-opened"
+
 "$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture_units \
   --file "$tmp/ascii.jsonl" "${common[@]}" > "$tmp/tune.txt" 2>&1
 ok $? "--tune-weights runs"
@@ -179,6 +191,20 @@ r = {x['name']: x for x in json.load(open('$tmp/abeq.json'))['results']}
 print('# ' + '  '.join('%s %s' % (k, r[k]['bits_per_byte']) for k in ('mixture', 'product', 'pool', 'selective')))
 sys.exit(0 if all(r[k].get('steps') and r[k]['bits_per_byte'] is not None and 0 < r[k]['bits_per_byte'] < 8 for k in ('mixture', 'pool', 'selective')) else 1)"
   ok $? "mixture, pool and selective are scored through the steps, finite"
+  python3 -c "
+import json
+for i, l in enumerate(open('data/brown-heldout.jsonl')):
+    if i >= 2: break
+    print(json.dumps({'text': json.loads(l)['text'][:300]}))" > "$tmp/brown_short.jsonl"
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --strategies solo:a,solo:b,byte_pool \
+    --file "$tmp/brown_short.jsonl" --json "$tmp/abbytes.json" --threads 1 --no-progress --resamples 50 > /dev/null 2>&1
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/abbytes.json'))['results']}
+b = r['byte_pool']['bits_per_byte']
+print('# 600 bytes of the held-out text: A %.4f  B %.4f  byte_pool %s bits/byte' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], b))
+sys.exit(0 if b is not None and 0 < b < 8 else 1)"
+  ok $? "byte_pool on models A and B (two tokenizers): a finite figure"
   "$B/tools/ppl_direct" --model models/b.gguf --file "$tmp/brown.jsonl" --ctx 256 --overlap 128 --threads 1 > "$tmp/bdirect.json"
   py "
 import json, sys

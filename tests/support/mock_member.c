@@ -146,7 +146,33 @@ typedef struct {
     mock_entry e[2 * MOCK_MAXV + 2];
     proto_top top[2 * MOCK_MAXV + 2];
     double cand[PROTO_MAX_CANDIDATES];
+    double next_bytes[PROTO_NEXT_BYTES];
 } mock_store;
+
+/* T(x): the mass of the tokens whose bytes start with x, at pos. */
+static double mock_T(const mock_member *mk, const char *x, size_t xl, size_t pos) {
+    double t = 0;
+    for (int i = 0; i < mk->nv; i++)
+        if (mock_starts(mk->vocab[i], mk->vlen[i], x, xl)) t += mock_p(mk, i, pos);
+    return t;
+}
+
+/* The next-byte distribution (PROTOCOL.md, next_bytes): the tokens that
+ * extend r, and after the residue token the tokens that start with b. */
+static void mock_next_bytes(const mock_member *mk, const mock_session *s, int tr, double den, double endq_log,
+                            double *out) {
+    const char *r = s->g + s->clen;
+    size_t rl = s->glen - s->clen;
+    char x[4096];
+    memcpy(x, r, rl);
+    for (int b = 0; b < 256; b++) {
+        x[rl] = (char)b;
+        double m = mock_T(mk, x, rl + 1, s->clen);
+        if (rl && tr >= 0) m += mock_p(mk, tr, s->clen) * mock_T(mk, x + rl, 1, s->clen + rl);
+        out[b] = mock_logq(den > 0 ? m / den : 0) + mk->inflate_logq;
+    }
+    out[256] = endq_log;
+}
 
 static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *q, mock_store *st,
                         proto_step_res *out) {
@@ -208,6 +234,11 @@ static void mock_answer(mock_member *mk, mock_session *s, const proto_step_req *
     if (rl == 0) endq = mock_p(mk, mk->nv, s->clen);
     else if (tr >= 0) endq = mock_p(mk, tr, s->clen) * mock_p(mk, mk->nv, s->clen + rl) / den;
     out->end_logq = mock_logq(endq) + mk->inflate_logq;
+    if (q->next_bytes) {
+        mock_next_bytes(mk, s, tr, den, out->end_logq, st->next_bytes);
+        out->next_bytes = st->next_bytes;
+        out->n_next_bytes = PROTO_NEXT_BYTES;
+    }
     out->decoded = 1;
 }
 

@@ -2,7 +2,7 @@
  * engine's tests, speaking the member protocol of docs/PROTOCOL.md through
  * the protocol module (protocol/proto.h): step with healing and own-token
  * absorption, prefix masses by the exact definition, end_logq, candidates,
- * score, info, health, session delete.
+ * the next-byte distribution, score, info, health, session delete.
  *
  * Its "model": a fixed vocabulary of byte strings plus EOS, and a next-token
  * distribution that depends on pos = bytes of the committed tokens: tokens

@@ -6,7 +6,8 @@
  * marked for the engine's scoring path, never computed from units, whose
  * numbers tests/unit/engine/test_score.c checks against sampling) or
  * refused with a message naming the related evaluation-only rule; every
- * name ppl accepts is implemented; the default list holds every name ppl
+ * name ppl accepts is implemented (byte_pool byte by byte, through the
+ * members); the default list holds every name ppl
  * scores from units. */
 #include "coordinator/eval/eval_strategies.h"
 #include "coordinator/eval/eval_units.h"
@@ -119,8 +120,10 @@ static void test_every_ppl_name_implemented(const ev_units *u) {
         ev_strategy es;
         char perr[1024];
         int steps = ev_strategy_parse(spec, names, 2, &es, perr, sizeof perr) == 0 && es.steps;
-        snprintf(what, sizeof what, "ppl implements %s%s", spec, steps ? " (through the engine's steps)" : "");
-        ok(steps ? e->gen_kind >= 0 : isfinite(eval_logprob(spec, u, w)), what);
+        int bytes = e->needs == SREG_NEEDS_BYTE_MASSES;
+        snprintf(what, sizeof what, "ppl implements %s%s", spec,
+                 bytes ? " (byte by byte, through the members)" : steps ? " (through the engine's steps)" : "");
+        ok(bytes ? steps && e->gen_kind < 0 : steps ? e->gen_kind >= 0 : isfinite(eval_logprob(spec, u, w)), what);
         sstrat st;
         char err[1024];
         int gen = sstrat_parse(spec, &st, err, sizeof err) == 0;
@@ -140,9 +143,10 @@ static void test_default_list(void) {
     ok(ev_strategy_parse_list(buf, names, 2, &list, &n, err, sizeof err) == 0, "the default list parses");
     size_t want = 2; /* solo:a, solo:b */
     for (size_t i = 0; i < sreg_count(); i++)
-        want += sreg_accepts(sreg_at(i), SREG_EVALUATION) && !sreg_at(i)->param && sreg_at(i)->gen_kind < 0;
+        want += sreg_accepts(sreg_at(i), SREG_EVALUATION) && !sreg_at(i)->param && sreg_at(i)->gen_kind < 0 &&
+                sreg_at(i)->needs != SREG_NEEDS_BYTE_MASSES;
     is_int(n, want, "the default list: every member alone, then every other rule ppl scores from units");
-    ok(!strstr(buf, "pool") && strstr(buf, "mixture_units"), "the step-level rules are scored when named");
+    ok(!strstr(buf, "pool") && strstr(buf, "mixture_units"), "the step-level rules and byte_pool are scored when named");
     ok(strstr(buf, "route_entropy") && !strstr(buf, "min_ppl"), "the default list uses the evaluation names");
     free(list);
     ev_strategy_default_list(names, 1, buf, sizeof buf);

@@ -276,7 +276,7 @@ static void test_step_res(void) {
     const unsigned char half[] = {0xc3};
     proto_top top[3] = {{{(const unsigned char *)"e", 1}, -0.11, -0.5}, {{half, 1}, -2.5, NAN}, {{NULL, 0}, -INFINITY, -INFINITY}};
     double cands[3] = {-0.625, -INFINITY, 0};
-    proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL, 0, NULL}, s2;
+    proto_step_res s = {"s1", 57, {r, 3}, 1, top, 3, cands, 3, -9.25, NULL, 0, NULL, 0, NULL}, s2;
     proto_error err;
     char *text = proto_dumps(proto_step_res_encode(&s), NULL);
     is_str(text,
@@ -449,9 +449,9 @@ static void test_step_speculative(void) {
     step_bad("{\"session\":\"s\",\"steps_b64\":\"IA==\"}", 400, "invalid_type", "steps_b64 not an array is 400");
 
     proto_top t1 = {{(const unsigned char *)" a", 2}, -0.5, -0.5}, t2 = {{(const unsigned char *)" b", 2}, -1.5, -1.5};
-    proto_step_res d[2] = {{NULL, 5, {NULL, 0}, 1, &t1, 1, NULL, 0, -7, NULL, 0, NULL},
-                           {NULL, 6, {NULL, 0}, 1, &t2, 1, NULL, 0, -INFINITY, NULL, 0, NULL}};
-    proto_step_res s = {"s", 4, {NULL, 0}, 2, &t1, 1, NULL, 0, -3, d, 2, NULL}, s2;
+    proto_step_res d[2] = {{NULL, 5, {NULL, 0}, 1, &t1, 1, NULL, 0, -7, NULL, 0, NULL, 0, NULL},
+                           {NULL, 6, {NULL, 0}, 1, &t2, 1, NULL, 0, -INFINITY, NULL, 0, NULL, 0, NULL}};
+    proto_step_res s = {"s", 4, {NULL, 0}, 2, &t1, 1, NULL, 0, -3, d, 2, NULL, 0, NULL}, s2;
     j = wire(proto_step_res_encode(&s));
     ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_draft == 2 && s2.draft[0].n_past == 5 &&
            s2.draft[1].n_past == 6 && same_str(s2.draft[1].top[0].s, " b", 2) && s2.draft[0].end_logq == -7 &&
@@ -467,8 +467,41 @@ static void test_step_speculative(void) {
     json_decref(j);
 }
 
+/* next_bytes: its depth in a request, its 257 masses in an answer (absent
+ * when not asked; any other length refused). */
+static void test_step_next_bytes(void) {
+    proto_step_req q = {.session = "s", .k = 0, .next_bytes = 3}, q2;
+    proto_error err;
+    json_t *j = wire(proto_step_req_encode(&q));
+    ok(proto_step_req_decode(j, &q2, &err) == 0 && q2.next_bytes == 3, "step request: next_bytes round-trips");
+    proto_step_req_release(&q2);
+    json_decref(j);
+    step_bad("{\"session\":\"s\",\"next_bytes\":5}", 400, "invalid_value", "next_bytes over 4 is 400");
+    step_bad("{\"session\":\"s\",\"next_bytes\":true}", 400, "invalid_type", "next_bytes must be a number");
+    double nb[PROTO_NEXT_BYTES];
+    for (int i = 0; i < PROTO_NEXT_BYTES; i++) nb[i] = i == 'q' ? -INFINITY : -5.0 - i / 100.0;
+    proto_step_res s = {.session = "s", .n_past = 3, .end_logq = -2, .next_bytes = nb, .n_next_bytes = PROTO_NEXT_BYTES},
+                   s2;
+    j = wire(proto_step_res_encode(&s));
+    ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_next_bytes == PROTO_NEXT_BYTES && s2.next_bytes[7] == nb[7] &&
+           s2.next_bytes['q'] == -INFINITY && s2.next_bytes[256] == nb[256],
+       "step answer: next_bytes round-trips (null for no mass)");
+    proto_step_res_release(&s2);
+    json_decref(j);
+    proto_step_res s3 = {.session = "s", .n_past = 3, .end_logq = -2};
+    j = wire(proto_step_res_encode(&s3));
+    ok(proto_step_res_decode(j, &s2, &err) == 0 && s2.n_next_bytes == 0 && s2.next_bytes == NULL,
+       "an answer without next_bytes has none");
+    proto_step_res_release(&s2);
+    json_decref(j);
+    j = parse("{\"n_past\":1,\"residue_b64\":\"\",\"top\":[],\"candidates\":[],\"end_logq\":null,\"next_bytes\":[1,2]}");
+    ok(proto_step_res_decode(j, &s2, &err) == -1, "next_bytes of another length is refused");
+    json_decref(j);
+}
+
 int main(void) {
     test_error_codes_documented();
+    test_step_next_bytes();
     test_health_info();
     test_vocab();
     test_tokenize();

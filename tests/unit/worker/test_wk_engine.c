@@ -381,6 +381,84 @@ static void check_healing(wk_engine *e) {
     ok(bad == 0 && checks > 5, "healing: restricted distribution of the context one token earlier");
 }
 
+/* next_bytes (PROTOCOL.md) against brute force over the reference's full
+ * distributions: depth 1 counts the tokens extending the residue r and the
+ * residue token followed by a token starting with the byte; depth 2 adds
+ * the tokens starting where the last committed token starts. */
+static void check_next_bytes(wk_engine *e) {
+    const char *prompt = "Once upon a time";
+    const char *gens[] = {", there was a li", " in a big ho", " and the do", " she was ha", " they pla",
+                          " a little gi", " happily ev", " the sunshi"};
+    int n_gens = (int)(sizeof gens / sizeof gens[0]), bad = 0, checks = 0, beyond = 0;
+    double *p0 = malloc((size_t)V * sizeof *p0), *p1 = malloc((size_t)V * sizeof *p1),
+           *q1 = malloc((size_t)V * sizeof *q1);
+    for (int g = 0; g < n_gens; g++) {
+        int *pt, *ct;
+        int np = tokenize(prompt, 1, &pt);
+        int nct = canon_after(pt[np - 1], gens[g], &ct);
+        if (nct < 2) {
+            free(pt);
+            if (nct > 0) free(ct);
+            continue;
+        }
+        int nf = np + nct, *ft = malloc((size_t)nf * sizeof *ft);
+        memcpy(ft, pt, (size_t)np * sizeof *pt);
+        memcpy(ft + np, ct, (size_t)nct * sizeof *ct);
+        free(pt);
+        free(ct);
+        int tr = ft[nf - 1], tl = ft[nf - 2]; /* the residue token, the last committed one */
+        ref_dist(ft, nf - 1, p0);
+        ref_dist(ft, nf, p1);
+        ref_dist(ft, nf - 2, q1);
+        const unsigned char *r = pieces[tr];
+        size_t rl = plen[tr];
+        unsigned char y[256];
+        memcpy(y, pieces[tl], plen[tl]);
+        memcpy(y + plen[tl], r, rl);
+        size_t yl = plen[tl] + rl;
+        double Mr = brute_T(p0, r, rl), den2 = Mr + brute_T(q1, y, yl) / q1[tl];
+        for (int depth = 1; depth <= 2; depth++) {
+            char sid[32];
+            snprintf(sid, sizeof sid, "nb%d_%d", g & 15, depth);
+            wk_step_req q = {.session = sid, .prompt = prompt, .prompt_len = strlen(prompt),
+                             .append = (const unsigned char *)gens[g], .append_len = strlen(gens[g]), .k = 0,
+                             .next_bytes = depth};
+            wk_step_res res;
+            wk_err err = {0};
+            if (wk_step(e, &q, &res, &err) || !res.next_bytes) {
+                bad++;
+                continue;
+            }
+            double sum = 0;
+            for (int b = 0; b < 256; b++) {
+                unsigned char x[260], c = (unsigned char)b;
+                memcpy(x, r, rl);
+                x[rl] = c;
+                double num = brute_T(p0, x, rl + 1) + p0[tr] * brute_T(p1, &c, 1), den = Mr;
+                if (depth == 2) {
+                    y[yl] = c;
+                    num += brute_T(q1, y, yl + 1) / q1[tl];
+                    den = den2;
+                    beyond += brute_T(q1, y, yl + 1) > 0;
+                }
+                double got = isfinite(res.next_bytes[b]) ? exp(res.next_bytes[b]) : 0;
+                bad += fabs(got - num / den) > 1e-6;
+                checks++;
+                sum += got;
+            }
+            sum += isfinite(res.next_bytes[256]) ? exp(res.next_bytes[256]) : 0;
+            if (depth == 1) bad += fabs(sum - 1) > 1e-3;
+            wk_step_res_free(&res);
+        }
+        free(ft);
+    }
+    free(p0);
+    free(p1);
+    free(q1);
+    diag("next_bytes: %d checks, %d bytes with a token spanning the last boundary", checks, beyond);
+    ok(bad == 0 && checks >= 512, "next_bytes: the next-byte distribution by brute force (depth 1 and 2)");
+}
+
 /* Greedy steps reuse the KV cache: one decoded position per step. */
 static void check_kv_reuse(wk_engine *e, char *text, size_t cap) {
     wk_step_res res;
@@ -981,6 +1059,7 @@ static void run_model(const char *path, const char *name) {
     check_masses(e, name);
     check_teacher_forcing(e);
     check_healing(e);
+    check_next_bytes(e);
     check_kv_reuse(e, text, sizeof text);
     check_score(e, small);
     check_concurrency(conc, e);
