@@ -9,6 +9,7 @@
  * the command tunes on a bounded prefix of the dev file).
  */
 #include "coordinator/eval/eval_byte_pool.h"
+#include "coordinator/eval/eval_tune.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -102,27 +103,10 @@ double ev_bpool_tune_loglik(const ev_bpool_tune_set *t, const double *alpha) {
     return total;
 }
 
+static double bpool_tune_loglik(const double *alpha, void *arg) {
+    return ev_bpool_tune_loglik(arg, alpha);
+}
+
 double ev_bpool_tune(const ev_bpool_tune_set *t, double *alpha, int rounds) {
-    size_t M = t->n_members;
-    for (size_t m = 0; m < M; m++)
-        if (!(alpha[m] > 0)) alpha[m] = 1.0 / (double)M;
-    double best = ev_bpool_tune_loglik(t, alpha);
-    double step = 0.5; /* in log alpha */
-    for (int r = 0; r < rounds && step > 1e-3; r++) {
-        int moved = 0;
-        for (size_t m = 0; m < M; m++)
-            for (int dir = -1; dir <= 1; dir += 2) {
-                double keep = alpha[m];
-                alpha[m] = keep * exp(dir * step);
-                double ll = ev_bpool_tune_loglik(t, alpha);
-                if (ll > best) {
-                    best = ll;
-                    moved = 1;
-                } else {
-                    alpha[m] = keep;
-                }
-            }
-        if (!moved) step /= 2;
-    }
-    return best;
+    return ev_tune_exponents(t->n_members, alpha, rounds, bpool_tune_loglik, (void *)t);
 }

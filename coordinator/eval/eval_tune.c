@@ -154,19 +154,19 @@ double ev_tune_mixture(const ev_tune_set *t, double *w, int max_iter) {
     return ll;
 }
 
-double ev_tune_pool(const ev_tune_set *t, const double *w, double *alpha, int rounds) {
-    size_t M = t->n_members;
-    for (size_t m = 0; m < M; m++)
-        if (!(alpha[m] > 0)) alpha[m] = 1.0 / (double)M;
-    double best = ev_tune_pool_loglik(t, w, alpha);
+double ev_tune_exponents(size_t n, double *alpha, int rounds, double (*loglik)(const double *alpha, void *arg),
+                         void *arg) {
+    for (size_t m = 0; m < n; m++)
+        if (!(alpha[m] > 0)) alpha[m] = 1.0 / (double)n;
+    double best = loglik(alpha, arg);
     double step = 0.5; /* in log alpha */
     for (int r = 0; r < rounds && step > 1e-3; r++) {
         int moved = 0;
-        for (size_t m = 0; m < M; m++)
+        for (size_t m = 0; m < n; m++)
             for (int dir = -1; dir <= 1; dir += 2) {
                 double keep = alpha[m];
                 alpha[m] = keep * exp(dir * step);
-                double ll = ev_tune_pool_loglik(t, w, alpha);
+                double ll = loglik(alpha, arg);
                 if (ll > best) {
                     best = ll;
                     moved = 1;
@@ -177,4 +177,19 @@ double ev_tune_pool(const ev_tune_set *t, const double *w, double *alpha, int ro
         if (!moved) step /= 2;
     }
     return best;
+}
+
+typedef struct {
+    const ev_tune_set *t;
+    const double *w;
+} pool_tune_arg;
+
+static double pool_tune_loglik(const double *alpha, void *arg) {
+    const pool_tune_arg *a = arg;
+    return ev_tune_pool_loglik(a->t, a->w, alpha);
+}
+
+double ev_tune_pool(const ev_tune_set *t, const double *w, double *alpha, int rounds) {
+    pool_tune_arg a = {t, w};
+    return ev_tune_exponents(t->n_members, alpha, rounds, pool_tune_loglik, &a);
 }

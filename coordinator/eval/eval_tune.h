@@ -60,8 +60,15 @@ double ev_tune_pool_loglik(const ev_tune_set *t, const double *w, const double *
 /* Mixture weights by EM (the log-likelihood is concave in w). */
 double ev_tune_mixture(const ev_tune_set *t, double *w, int max_iter);
 
-/* The pool's exponents for fixed weights: coordinate search on log alpha,
- * from alpha's values (0 or negative: start at 1/M). */
+/* Exponents alpha[0..n) that maximise loglik(alpha, arg): coordinate
+ * search on log alpha (steps of 0.5 halved until 1e-3, at most `rounds`
+ * sweeps), from alpha's values (0 or negative: start at 1/n). Returns the
+ * best log-likelihood; alpha holds its exponents. */
+double ev_tune_exponents(size_t n, double *alpha, int rounds, double (*loglik)(const double *alpha, void *arg),
+                         void *arg);
+
+/* The pool's exponents for fixed weights (ev_tune_exponents on
+ * ev_tune_pool_loglik). */
 double ev_tune_pool(const ev_tune_set *t, const double *w, double *alpha, int rounds);
 
 #endif
