@@ -162,7 +162,7 @@ static void fail_member(ensemble_gen *r, mstate *m, const char *why) {
     m->failed = 1;
     m->active = 0;
     copy_str(m->failure, sizeof m->failure, why);
-    log_warn("request: member '%s' dropped: %s", members_name(r->ms, m->idx), why);
+    log_warn("request: member '%s' (%s) dropped: %s", members_name(r->ms, m->idx), members_url(r->ms, m->idx), why);
 }
 
 static size_t n_active(const ensemble_gen *r) {

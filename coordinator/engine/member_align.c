@@ -121,8 +121,7 @@ void align_fail(member_session *s, proto_error *err, int status, const char *cod
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    proto_fail(err, status, code, "member '%s' (%s): %s", members_name(s->ms, s->idx), members_url(s->ms, s->idx),
-               msg);
+    proto_fail(err, status, code, "member '%s': %s", members_name(s->ms, s->idx), msg);
 }
 
 static int push_int(int **a, size_t *n, size_t *cap, int v) {
@@ -161,7 +160,7 @@ int align_call(member_set *ms, size_t i, const char *path, json_t *body, double 
     free(text);
     if (st < 0) {
         free(b.p);
-        proto_fail(err, 0, "", "member '%s' (%s): %s: %s", members_name(ms, i), members_url(ms, i), path, cerr);
+        proto_fail(err, 0, "", "member '%s': %s: %s", members_name(ms, i), path, cerr);
         err->status = 0;
         members_mark_down(ms, i, err->message);
         return -1;
@@ -172,15 +171,14 @@ int align_call(member_set *ms, size_t i, const char *path, json_t *body, double 
         const char *m = json_string_value(json_object_get(json_object_get(*out, "error"), "message"));
         int ctx = m && (strstr(m, "context") || strstr(m, "exceed"));
         proto_fail(err, st >= 400 ? st : 502, ctx ? "context_length_exceeded" : "member_error",
-                   "member '%s' (%s): %s: HTTP %d%s%s", members_name(ms, i), members_url(ms, i), path, st, m ? ": " : "",
+                   "member '%s': %s: HTTP %d%s%s", members_name(ms, i), path, st, m ? ": " : "",
                    m ? m : "");
         json_decref(*out);
         *out = NULL;
         return -1;
     }
     if (!*out) {
-        proto_fail(err, 502, "invalid_json", "member '%s' (%s): %s: the answer is not JSON", members_name(ms, i),
-                   members_url(ms, i), path);
+        proto_fail(err, 502, "invalid_json", "member '%s': %s: the answer is not JSON", members_name(ms, i), path);
         return -1;
     }
     return 0;

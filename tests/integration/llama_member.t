@@ -18,7 +18,7 @@ need_llama_tools
 
 STEPS=24
 start_llama_server llb "$M2" || { echo "1..1"; echo "not ok 1 - llama-server starts"; exit 1; }
-LLB=$LLAMA_URL
+LLB=$LLAMA_URL LLB_PID=$LLAMA_PID
 start_worker wa "$M1" || { echo "1..1"; echo "not ok 1 - worker starts"; exit 1; }
 WA=$WORKER_URL
 
@@ -28,6 +28,7 @@ if start_consort solo serve --port 0 --member lb=llama+$LLB; then
     want=$(llama_greedy "$LLB" "$prompt" $STEPS)
     got=$(consort_text "$SERVER_URL" "$prompt" $STEPS)
     check "one llama-server member: text is not empty ($prompt)" test -n "$got"
+    [ -n "$got" ] || sed 's/^/#   consort: /' "$TMP/solo.err" | tail -n 12 # (seen once under CI load: say why)
     same "one llama-server member = llama-server's greedy text ($prompt)" "$got" "$want"
   done
   models=$(curl -s "$SERVER_URL/models")
@@ -72,6 +73,22 @@ if start_consort mix serve --port 0 --member a=$WA --member lb=llama+$LLB; then
   stop_consort
 else
   check "consort serve with a mixture starts" false
+fi
+
+# 4. a llama-server that stops answering: a clear 503 naming the member by
+#    name, never its address (the address is in consort's log only)
+if start_consort stall serve --port 0 --member lb=llama+$LLB --step-timeout 1; then
+  kill -STOP "$LLB_PID"
+  code=$(curl -s -o "$TMP/stall.body" -w '%{http_code}' "$SERVER_URL/completions" -H 'Content-Type: application/json' \
+    -d '{"prompt": "The old man said that", "max_tokens": 8, "temperature": 0}')
+  kill -CONT "$LLB_PID"
+  check "a stalled llama-server member: 503 with an error object" bash -c \
+    "[ '$code' = 503 ] && jq -e '.error.message | length > 0' '$TMP/stall.body' >/dev/null"
+  check "... whose message has no address" bash -c "! grep -q '127.0.0.1\\|http://' '$TMP/stall.body'"
+  check "... which consort's log has" grep -q "lb.*http://127.0.0.1" "$TMP/stall.err"
+  stop_consort
+else
+  check "consort serve with a llama-server member starts (stall)" false
 fi
 
 echo "1..$n"
