@@ -8,27 +8,7 @@
 # cores, so the whole held-out file takes 25-45 minutes. SUBSET=DxC scores
 # the first C characters of the first D documents of both files instead
 # (SUBSET=10x6000 is the run in bench/RESULTS.md).
-# Writes OUTDIR/byte_pool.txt (the table) and OUTDIR/byte_pool.json.
+# Writes OUTDIR/byte_pool.txt (the table) and OUTDIR/byte_pool.json; the
+# run itself is bench/ppl_steps.sh's.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-B=${CONSORT_BUILD:-build}
-OUT=${1:-bench/out}
-mkdir -p "$OUT"
-[ -x "$B/consort" ] || { echo "no $B/consort (make first)" >&2; exit 1; }
-FILE=data/brown-heldout.jsonl
-DEV=data/brown-dev.jsonl
-if [ -n "${SUBSET:-}" ]; then
-  cut_file() { python3 -c "
-import json, sys
-d, c = map(int, sys.argv[2].split('x'))
-for i, l in enumerate(open(sys.argv[1])):
-    if i >= d: break
-    print(json.dumps({'text': json.loads(l)['text'][:c]}))" "$1" "$SUBSET"; }
-  cut_file "$FILE" > "$OUT/heldout_subset.jsonl"; FILE=$OUT/heldout_subset.jsonl
-  cut_file "$DEV" > "$OUT/dev_subset.jsonl"; DEV=$OUT/dev_subset.jsonl
-fi
-uptime
-"$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --member c=models/c.gguf -t 1 \
-  --file "$FILE" --tune-weights "$DEV" --strategies solo:a,solo:b,solo:c,mixture_units,byte_pool \
-  --no-progress --json "$OUT/byte_pool.json" | tee "$OUT/byte_pool.txt"
-uptime
+STRATEGIES=solo:a,solo:b,solo:c,mixture_units,byte_pool NAME=byte_pool exec "$(dirname "$0")/ppl_steps.sh" "$@"

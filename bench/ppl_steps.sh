@@ -7,7 +7,8 @@
 # Writes OUTDIR/heldout.txt (the table) and OUTDIR/heldout.json; takes
 # about half an hour on two cores (one round of member calls per step).
 # SUBSET=DxC scores the first C characters of the first D documents of
-# both files instead (a quick look).
+# both files instead (a quick look). STRATEGIES=LIST and NAME=BASE score
+# other rules into OUTDIR/BASE.txt and .json (bench/ppl_byte_pool.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CONSORT_BUILD:-build}
@@ -26,7 +27,10 @@ for i, l in enumerate(open(sys.argv[1])):
   cut_file "$FILE" > "$OUT/heldout_subset.jsonl"; FILE=$OUT/heldout_subset.jsonl
   cut_file "$DEV" > "$OUT/dev_subset.jsonl"; DEV=$OUT/dev_subset.jsonl
 fi
+STRATEGIES=${STRATEGIES:-solo:a,solo:b,solo:c,mixture_units,product_bound,route_entropy,route_prev,oracle,mixture,pool,selective,product}
+NAME=${NAME:-heldout}
+uptime
 "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --member c=models/c.gguf -t 1 \
-  --file "$FILE" --tune-weights "$DEV" \
-  --strategies solo:a,solo:b,solo:c,mixture_units,product_bound,route_entropy,route_prev,oracle,mixture,pool,selective,product \
-  --no-progress --json "$OUT/heldout.json" | tee "$OUT/heldout.txt"
+  --file "$FILE" --tune-weights "$DEV" --strategies "$STRATEGIES" \
+  --no-progress --json "$OUT/$NAME.json" | tee "$OUT/$NAME.txt"
+uptime
