@@ -12,46 +12,21 @@
 # sampling is allowed (its exactness: tests/integration/speculative_sampling.t).
 set -u
 cd "${CONSORT_ROOT:-$(dirname "$0")/../..}"
-B=${CONSORT_BUILD:-build}
-MA=${CONSORT_TEST_MODEL_A:-$PWD/models/a.gguf}
-MB=${CONSORT_TEST_MODEL_B:-$PWD/models/b.gguf}
-WORKER=${CONSORT_WORKER:-$B/consort-worker}
+. tests/integration/lib_serve.sh # B, M1 (SentencePiece), M2 (GPT-2 BPE), TMP, start_worker, cleanup
+need_stack
 C=$B/consort
 REF=$B/tools/greedy_ref
-for f in "$MA" "$MB"; do [ -f "$f" ] || { echo "1..0 # SKIP model $f not found"; exit 0; }; done
-[ -x "$WORKER" ] && [ -x "$C" ] && [ -x "$REF" ] || { echo "1..0 # SKIP binaries not built"; exit 0; }
-command -v python3 >/dev/null || { echo "1..0 # SKIP python3 needed for the JSON checks"; exit 0; }
+MA=$M1 MB=$M2 tmp=$TMP
+[ -x "$REF" ] || skip_all "no $REF"
+command -v python3 >/dev/null || skip_all "python3 needed for the JSON checks"
 export CONSORT_LOG=${CONSORT_LOG:-warn}
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
 n=0; failed=0
 ok() { n=$((n+1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed+1)); fi; }
 
-start_worker() { # name model -> URL
-  local out=$tmp/$1.out; : >"$out"
-  "$WORKER" --model "$2" --port 0 --threads 1 --parallel 4 --name "$1" >"$out" 2>"$tmp/$1.err" &
-  pids+=($!)
-  for _ in $(seq 300); do
-    URL=$(sed -n 's/^consort-worker listening on \(http[^ ]*\).*/\1/p' "$out")
-    [ -n "$URL" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-start_worker a "$MA" && UA=$URL
-start_worker a2 "$MA" && UA2=$URL
-start_worker b "$MB" && UB=$URL
-[ -n "${UA:-}" ] && [ -n "${UA2:-}" ] && [ -n "${UB:-}" ] || { echo "1..0 # SKIP workers did not start"; exit 0; }
+start_worker a "$MA" && UA=$WORKER_URL
+start_worker a2 "$MA" && UA2=$WORKER_URL
+start_worker b "$MB" && UB=$WORKER_URL
+[ -n "${UA:-}" ] && [ -n "${UA2:-}" ] && [ -n "${UB:-}" ] || skip_all "workers did not start"
 
 N=64
 P1="Once upon a time"
@@ -105,7 +80,7 @@ gen --member a="$UA" --prompt "$P1" --speculative --temperature 0.8 --seed 5 >"$
 
 # ---- the API: ensemble.speculative, its statistics, /metrics, 400 -----------------
 "$C" serve --member a="$UA" --member b="$UB" --port 0 >"$tmp/serve.out" 2>"$tmp/serve.err" &
-pids+=($!)
+PIDS+=($!)
 S=
 for _ in $(seq 100); do S=$(grep -o 'http://[0-9.:]*/v1' "$tmp/serve.out" | head -1); [ -n "$S" ] && break; sleep 0.1; done
 if [ -n "$S" ]; then
