@@ -8,6 +8,9 @@
 #   bench/concurrency_bench.sh [-m MODEL] [-n TOKENS] [-c "1 4 8 16"] [-r ROUNDS]
 #                              [-t THREADS] BUILD_DIR...
 #   LLAMA_SERVER=/path/to/llama-server bench/concurrency_bench.sh ... (adds it)
+#   WORKER_ARGS="-ngl all" LLAMA_ARGS="-ngl 999" ... (extra flags of each
+#   consort-worker and of llama-server, e.g. to offload to a GPU:
+#   bench/gpu_bench.sh)
 #
 # Every server is started first and stays up; then each round runs every
 # concurrency on every server in turn (interleaved, so that load from other
@@ -39,7 +42,7 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for b in "$@"; do
   port=$((port + 2))
   "$b/consort-worker" --model "$MODEL" --port $((port + 1)) --threads "$THREADS" --parallel "$SLOTS" \
-    >"$TMP/wk.$port.log" 2>&1 &
+    ${WORKER_ARGS:-} >"$TMP/wk.$port.log" 2>&1 &
   PIDS+=($!)
   wait_health "http://127.0.0.1:$((port + 1))" || { echo "$b's worker did not start:" >&2; tail "$TMP/wk.$port.log" >&2; exit 1; }
   "$b/consort" serve --port $port --member m="http://127.0.0.1:$((port + 1))" --strategy solo:m --parallel "$SLOTS" \
@@ -51,7 +54,7 @@ done
 if [ -n "${LLAMA_SERVER:-}" ]; then
   port=$((port + 2))
   "$LLAMA_SERVER" -m "$MODEL" --port $port -t "$THREADS" -tb "$THREADS" -np "$SLOTS" -c $((SLOTS * 512)) \
-    >"$TMP/ls.log" 2>&1 &
+    ${LLAMA_ARGS:-} >"$TMP/ls.log" 2>&1 &
   PIDS+=($!)
   wait_up "http://127.0.0.1:$port" || { echo "llama-server did not start" >&2; tail "$TMP/ls.log" >&2; exit 1; }
   names+=(llama-server); url[llama-server]="http://127.0.0.1:$port"; extra[llama-server]=',"ignore_eos":true'
@@ -74,4 +77,4 @@ for c in $CONC; do
   [ ${#names[@]} -gt 1 ] && printf ' %s |' "$(echo "${rate[${names[0]},$c]} ${rate[${names[-1]},$c]}" | awk '{printf "%.2f", $1 / $2}')"
   echo
 done
-echo "model $MODEL, $N tokens per request, $THREADS thread(s), $SLOTS slots, best of $ROUNDS interleaved rounds; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "model $MODEL, ${WORKER_ARGS:+worker flags $WORKER_ARGS, }${LLAMA_ARGS:+llama-server flags $LLAMA_ARGS, }$N tokens per request, $THREADS thread(s), $SLOTS slots, best of $ROUNDS interleaved rounds; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -25,6 +25,8 @@
 # to the slower member alone in each. A second table gives, per worker and
 # over all rounds, the token positions per llama_decode (how well the
 # worker batched the concurrent sessions) and the decodes per /v1/step.
+# WORKER_ARGS: extra flags of each consort-worker (e.g. "-ngl all" to
+# offload to a GPU: bench/gpu_bench.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib_conc.sh
@@ -48,7 +50,7 @@ for B in "$@"; do # two workers and one mixture server per build
     port=$((port + 1))
     model=$MA; [ $m = b ] && model=$MB
     "$B/consort-worker" --model "$model" --port $port --threads "$THREADS" --parallel "$SLOTS" --name $m \
-      >"$TMP/wk.$port.log" 2>&1 &
+      ${WORKER_ARGS:-} >"$TMP/wk.$port.log" 2>&1 &
     PIDS+=($!)
     wait_health "http://127.0.0.1:$port" || { echo "$B: worker $m did not start:" >&2; tail "$TMP/wk.$port.log" >&2; exit 1; }
     members+=(--member "$m=http://127.0.0.1:$port")
@@ -110,4 +112,4 @@ for c in $CONC; do
     done
   done
 done
-echo "members a=$MA b=$MB, $N steps per request, $THREADS thread(s) per worker, $SLOTS slots, best of $ROUNDS interleaved rounds; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "members a=$MA b=$MB, ${WORKER_ARGS:+worker flags $WORKER_ARGS, }$N steps per request, $THREADS thread(s) per worker, $SLOTS slots, best of $ROUNDS interleaved rounds; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -11,6 +11,8 @@
 # (best of ROUNDS), round trips, and the steps decided from drafts (accepted
 # of drafted). Text equality with and without is checked and reported (for
 # sampling: the same seed, so the same text is expected).
+# WORKER_ARGS: extra flags of each consort-worker (e.g. "-ngl all" to
+# offload to a GPU: bench/gpu_bench.sh); THREADS: their threads (default 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MA=models/a.gguf MB=models/b.gguf N=128 ROUNDS=3 SEED=7
@@ -25,7 +27,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/nu
 trap cleanup EXIT
 
 start() { # name model -> URL
-  "$B/consort-worker" --model "$2" --port 0 --threads 1 --parallel 4 >"$tmp/$1.out" 2>/dev/null &
+  "$B/consort-worker" --model "$2" --port 0 --threads "${THREADS:-1}" --parallel 4 ${WORKER_ARGS:-} >"$tmp/$1.out" 2>/dev/null &
   pids+=($!)
   for _ in $(seq 300); do
     URL=$(sed -n 's/^consort-worker listening on //p' "$tmp/$1.out"); [ -n "$URL" ] && return 0; sleep 0.1
