@@ -18,8 +18,9 @@
 #   - consort's programs: $CONSORT_GPU_BUILD (consort, consort-worker,
 #     tools/mkmodel, tools/decode_batch_bench), else KIT/runtime.tar.xz
 #     unpacked (bench/gpu_kit.sh: built on another machine against the same
-#     llama.cpp headers, with the shared libraries they need). Either way the
-#     programs load this machine's libllama (CUDA) through LD_LIBRARY_PATH.
+#     llama.cpp headers, with the shared libraries they need), run through
+#     small wrapper scripts. Either way the programs load this machine's
+#     libllama (CUDA) through LD_LIBRARY_PATH. curl and jq must be installed.
 # Settings (environment): GPU_WORK (default /tmp/consort-gpu), KIT (.gpu),
 # CUDA_ARCH (CMake's CUDA architectures, default native), CUDA_FA (ON to
 # compile llama.cpp's flash-attention kernels; default OFF: they are most of
@@ -83,23 +84,30 @@ stage_build() {
   log "built: $(ls "$WORK/lib" | tr '\n' ' ')"
 }
 
-consort_bin() { # sets BIN, PATH and LD_LIBRARY_PATH for consort's programs
+consort_bin() { # sets BIN: a folder with consort, consort-worker and tools/
   if [ -n "${CONSORT_GPU_BUILD:-}" ]; then
     BIN=$CONSORT_GPU_BUILD
-  else
-    [ -f "$KIT/runtime.tar.xz" ] || die "set CONSORT_GPU_BUILD or bring $KIT/runtime.tar.xz (bench/gpu_kit.sh)"
-    mkdir -p "$WORK/kit" && tar xJf "$KIT/runtime.tar.xz" -C "$WORK/kit"
-    mkdir -p "$WORK/kit/consort/tools"
-    for p in consort consort-worker; do ln -sf "$WORK/kit/bin/$p" "$WORK/kit/consort/$p"; done
-    for p in mkmodel decode_batch_bench; do ln -sf "$WORK/kit/bin/$p" "$WORK/kit/consort/tools/$p"; done
-    BIN=$WORK/kit/consort
-    command -v curl >/dev/null || PATH=$PATH:$WORK/kit/bin
-    command -v jq >/dev/null || PATH=$PATH:$WORK/kit/bin
+    [ -d "$WORK/lib" ] || die "no $WORK/lib: run the build stage first"
+    export LD_LIBRARY_PATH=$WORK/lib
+    return 0
   fi
+  [ -f "$KIT/runtime.tar.xz" ] || die "set CONSORT_GPU_BUILD or bring $KIT/runtime.tar.xz (bench/gpu_kit.sh)"
   [ -d "$WORK/lib" ] || die "no $WORK/lib: run the build stage first"
-  LD_LIBRARY_PATH=$WORK/lib
-  [ -z "${CONSORT_GPU_BUILD:-}" ] && LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$WORK/kit/lib
-  export LD_LIBRARY_PATH
+  mkdir -p "$WORK/kit" && tar xJf "$KIT/runtime.tar.xz" -C "$WORK/kit"
+  # Wrappers, not an exported LD_LIBRARY_PATH: the kit's libraries (Debian's
+  # libcurl, libjq) must not reach this machine's own curl and jq, which the
+  # benchmarks call (a newer curl against an older libcurl fails to load, and
+  # every health check then times out).
+  BIN=$WORK/kit/consort
+  mkdir -p "$BIN/tools"
+  wrap() { # program -> a script that runs the kit's program with the libraries
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s/lib:%s/kit/lib exec %s/kit/bin/%s "$@"\n' \
+      "$WORK" "$WORK" "$WORK" "$1" >"$2" && chmod +x "$2"
+  }
+  for p in consort consort-worker; do wrap $p "$BIN/$p"; done
+  for p in mkmodel decode_batch_bench; do wrap $p "$BIN/tools/$p"; done
+  command -v curl >/dev/null || die "curl is missing"
+  command -v jq >/dev/null || die "jq is missing"
 }
 
 big_model() { echo "$WORK/models/big-$1-${EMBD}x$LAYER-$TYPE.gguf"; }
@@ -144,7 +152,7 @@ stage_run() {
   bench/mixture_concurrency_bench.sh -n 64 -c "1 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
     >"$out/mix-tiny.md" 2>"$out/mix-tiny.log" || true
   log "speculative steps"
-  THREADS=$THREADS bench/speculative_bench.sh -a "$A" -b "$B" -n 128 -r 2 "$BIN" >"$out/spec-big.md" 2>"$out/spec-big.log" || true
+  THREADS=$THREADS timeout "${SPEC_TIMEOUT:-900}" bench/speculative_bench.sh -a "$A" -b "$B" -n 128 -r 2 "$BIN" >"$out/spec-big.md" 2>"$out/spec-big.log" || true
   echo "load average after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/gpu.txt"
 }
 

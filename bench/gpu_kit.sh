@@ -35,7 +35,7 @@ rm -rf "$KIT/lib" "$KIT/bin"; mkdir -p "$KIT/lib" "$KIT/bin"
 
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 git clone -q --bare "$bundle" "$tmp/src.git"
-git -C "$tmp/src.git" archive HEAD -- CMakeLists.txt cmake common ggml include src tools vendor \
+git -C "$tmp/src.git" archive HEAD -- CMakeLists.txt cmake common ggml include src tools vendor scripts/ui-assets.cmake \
   licenses LICENSE app | xz -T2 -6 >"$KIT/llama-src.tar.xz"
 git -C "$tmp/src.git" rev-parse --short=12 HEAD >"$KIT/llama-commit"
 

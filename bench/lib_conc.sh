@@ -7,11 +7,11 @@ PIDS=()
 conc_cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$TMP"; }
 
 wait_up() { # url
-  for _ in $(seq 600); do curl -s -m 1 "$1/v1/models" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1
+  for _ in $(seq 600); do curl --noproxy '*' -s -m 1 "$1/v1/models" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1
 }
 
 wait_health() { # url of a consort-worker
-  for _ in $(seq 600); do curl -s -m 1 "$1/health" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1
+  for _ in $(seq 600); do curl --noproxy '*' -s -m 1 "$1/health" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1
 }
 
 # burst URL C MODEL [extra JSON fields] -> "completion_tokens/s text_bytes/s"
@@ -20,7 +20,7 @@ burst() {
   local body="{\"model\":\"$model\",\"prompt\":\"The committee said that\",\"max_tokens\":$N,\"temperature\":0${4:-}}"
   t0=$(date +%s.%N)
   for i in $(seq "$c"); do
-    curl -s -m 600 "$url/v1/completions" -H 'Content-Type: application/json' -d "$body" >"$TMP/r.$i" &
+    curl --noproxy '*' -s -m 600 "$url/v1/completions" -H 'Content-Type: application/json' -d "$body" >"$TMP/r.$i" &
   done
   wait
   t1=$(date +%s.%N)
@@ -36,7 +36,7 @@ max_of() { echo "$1 $2" | awk '{print ($2 > $1) ? $2 : $1}'; }
 # counters URL -> "decodes tokens steps" of a consort-worker (its /metrics):
 # llama_decode calls, token positions decoded, /v1/step requests
 counters() {
-  curl -s -m 5 "$1/metrics" | awk '
+  curl --noproxy '*' -s -m 5 "$1/metrics" | awk '
     /^consort_worker_decodes_total / { d = $2 }
     /^consort_worker_tokens_decoded_total / { t = $2 }
     /^consort_worker_requests_total\{endpoint="step"\} / { s = $2 }
