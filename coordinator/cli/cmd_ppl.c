@@ -271,7 +271,7 @@ static const opt_spec ppl_options[] = {
     {"file", NULL, OPT_VALUE, PP_FILE, "FILE", "JSONL with a \"text\" per line, or plain UTF-8 text (one document)"},
     {"strategies", NULL, OPT_VALUE, PP_STRATEGIES, "LIST",
      "comma-separated, from the list below (default: all of them)"},
-    {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "word, token or byte: units the ensembles are scored on (default word)"},
+    {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "token, word or byte: units the ensembles are scored on (default token, the finest fair one)"},
     {"tune-weights", NULL, OPT_VALUE, PP_TUNE, "DEV",
      "pick the weights on DEV (EM on units; with mixture or pool listed, also the step weights and the pool's "
      "exponents, DEV walked through the steps; with byte_pool listed, its exponents on the first 1000 bytes of "
@@ -347,7 +347,7 @@ static int ev_write_json_file(const char *path, json_t *o) {
 
 int ev_cmd_ppl(int argc, char **argv) {
     char err[1024];
-    ppl_args a = {.unit = "word", .resamples = 1000, .seed = 1, .progress = isatty(2)};
+    ppl_args a = {.unit = "token", .resamples = 1000, .seed = 1, .progress = isatty(2)};
     members_cli_init(&a.cli);
     int usage_status = ppl_parse_args(&a, argc, argv);
     if (usage_status >= 0) return usage_status;

@@ -65,7 +65,7 @@ import json, sys
 c = json.load(open('$tmp/one.json'))
 text = sum(len(json.loads(l)['text'].encode()) for l in open('$tmp/docs.jsonl') if l.strip())
 ok = c['documents'] == 6 and c['bytes'] == text and all(m['scored_bytes'] == text for m in c['members'])
-ok = ok and c['unit'] == 'word' and c['file'].endswith('docs.jsonl')
+ok = ok and c['unit'] == 'token' and c['file'].endswith('docs.jsonl')
 r = c['results'][0]
 ok = ok and r['name'] == 'solo:a' and all(k in r for k in ('bits_per_byte','byte_perplexity','word_perplexity','token_perplexity','ci95'))
 sys.exit(0 if ok else 1)"
