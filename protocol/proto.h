@@ -72,6 +72,8 @@
 #define PROTO_PARAM_APPEND "append_b64"
 #define PROTO_PARAM_CANDIDATES "candidates_b64"
 #define PROTO_PARAM_TEXT "text"
+#define PROTO_PARAM_TEXT_B64 "text_b64"
+#define PROTO_PARAM_BEAM "beam"
 
 /* A byte string (not NUL-terminated; p may be NULL when n == 0). */
 typedef struct {

@@ -10,7 +10,8 @@
  *  - Anchors. Tokens of SentencePiece and GPT-2 vocabularies begin at word
  *    starts, so the sum is taken exactly inside the current word only: the
  *    text before the anchor (the start of the last run of whitespace, or a
- *    UTF-8 boundary after WK_BYTES_MAX_SEG bytes of one word) is held as
+ *    UTF-8 boundary after WK_BYTES_MAX_SEG bytes of one word, n_ctx / 4 - 4
+ *    in a smaller context) is held as
  *    its canonical tokens in the main sequence, word by word
  *    (wk_tokenize_after), after the document-start token of /v1/score. A
  *    SentencePiece model reads a virtual space before the text (as its
@@ -35,7 +36,7 @@
  *  - Fairness. Row i is emitted before byte i is read; whether byte i
  *    moves the anchor is decided after, for rows i + 1 on.
  *  - Long texts: when the main sequence would leave fewer than
- *    WK_BYTES_RESERVE positions for a path, it is re-read from its last
+ *    max_seg + 8 positions for a path, it is re-read from its last
  *    n_ctx / 2 tokens (no document-start token), as /v1/score's windows.
  *
  * State: one walk per call, on the stack (wk_walk): the main tokens, the
@@ -52,7 +53,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WK_BYTES_RESERVE (WK_BYTES_MAX_SEG + 8) /* positions kept free after the main tokens */
 
 typedef struct wk_path_h {
     int *tok; /* the path's tokens from the anchor */
@@ -77,6 +77,8 @@ typedef struct wk_walk {
     wk_err *err;
     wk_bytes_res *res;
     int V, n_ctx, beam, main_seq;
+    size_t max_seg; /* bytes of a word before re-anchoring: WK_BYTES_MAX_SEG, less in a small context */
+    int reserve;    /* positions kept free after the main tokens for a path: max_seg + 8 */
     const unsigned char *vt; /* the virtual text */
     size_t n_vt;
     int *mt, n_mt, cap_mt, ws; /* main tokens; the KV holds mt[ws..n_mt) */
@@ -214,7 +216,7 @@ static int main_push(wk_walk *w, const int *t, int n) {
  * context would leave too little room) and makes the root path at `at`,
  * the only path alive. */
 static int main_extend(wk_walk *w, int from, size_t at) {
-    if (w->n_mt - w->ws + WK_BYTES_RESERVE > w->n_ctx) {
+    if (w->n_mt - w->ws + w->reserve > w->n_ctx) {
         w->ws = w->n_mt - w->n_ctx / 2;
         from = w->ws;
         wk_engine_seq_trim(w->e, w->main_seq, 0);
@@ -269,7 +271,7 @@ static void row_at(wk_walk *w, size_t i, float *out) {
     double num[WK_BYTES_EVENTS] = {0}, mx = -INFINITY;
     for (int k = 0; k < w->n_h; k++)
         if (w->h[k].logp > mx) mx = w->h[k].logp;
-    unsigned char x[WK_BYTES_MAX_SEG + 16];
+    unsigned char x[WK_BYTES_MAX_SEG + 16]; /* a path's bytes before row i: at most max_seg + 4 */
     for (int k = 0; k < w->n_h; k++) {
         wk_path_h *h = &w->h[k];
         double wt = exp(h->logp - mx);
@@ -440,8 +442,8 @@ static int consume(wk_walk *w, size_t i) {
 static int anchor_at(const wk_walk *w, size_t i, size_t anchor) {
     if (i <= anchor) return 0;
     if (is_space(w->vt[i]) && !is_space(w->vt[i - 1])) return 1;
-    if (i - anchor >= WK_BYTES_MAX_SEG + 4) return 1; /* invalid UTF-8: a long run of continuation bytes */
-    return i - anchor >= WK_BYTES_MAX_SEG && (w->vt[i] & 0xC0) != 0x80;
+    if (i - anchor >= w->max_seg + 4) return 1; /* invalid UTF-8: a long run of continuation bytes */
+    return i - anchor >= w->max_seg && (w->vt[i] & 0xC0) != 0x80;
 }
 
 static int walk_setup(wk_walk *w, const unsigned char *text, size_t len, unsigned char **vt) {
@@ -506,17 +508,19 @@ int wk_next_bytes(wk_engine *e, const unsigned char *text, size_t len, int beam,
     w.V = w.m->n_vocab;
     if (beam < 1 || beam > WK_BYTES_MAX_BEAM) {
         walk_fail(&w, 400, PROTO_ERR_INVALID_VALUE, "beam must be 1 to 256");
-        err->param = "beam";
+        err->param = PROTO_PARAM_BEAM;
         return -1;
     }
     if (len == 0 || len > WK_BYTES_MAX_TEXT) {
         walk_fail(&w, 400, len ? PROTO_ERR_BUDGET_EXCEEDED : PROTO_ERR_INVALID_VALUE,
                   len ? "the text is over this worker's limit of 65536 bytes per walk" : "the text is empty");
-        err->param = "text_b64";
+        err->param = PROTO_PARAM_TEXT_B64;
         return -1;
     }
-    if (w.n_ctx < 2 * WK_BYTES_RESERVE + 8)
-        return walk_fail(&w, 400, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED, "the context is too small for the walk");
+    if (w.n_ctx < 32)
+        return walk_fail(&w, 400, PROTO_ERR_CONTEXT_LENGTH_EXCEEDED, "the walk needs a context of 32 positions");
+    w.max_seg = (size_t)(w.n_ctx / 4 - 4) < WK_BYTES_MAX_SEG ? (size_t)(w.n_ctx / 4 - 4) : WK_BYTES_MAX_SEG;
+    w.reserve = (int)w.max_seg + 8; /* a path has at most max_seg + 4 bytes, so as many tokens */
     unsigned char *vt = NULL;
     int rc = walk_setup(&w, text, len, &vt);
     if (rc == 0) {

@@ -16,8 +16,8 @@
  *    score at a time) and borrows scratch sequences; its decodes share the
  *    engine's scheduler. Thread-safe.
  *  - Refused with 400: empty text, more than WK_BYTES_MAX_TEXT bytes, beam
- *    out of range (err->param names the field), a context too small for
- *    the walk. Cancellation as wk_score (503). On failure res is empty.
+ *    out of range (err->param names the field), a context of fewer than 32
+ *    positions. Cancellation as wk_score (503). On failure res is empty.
  */
 #ifndef CONSORT_WK_BYTES_H
 #define CONSORT_WK_BYTES_H
@@ -29,7 +29,8 @@
 #define WK_BYTES_EVENTS 257
 #define WK_BYTES_MAX_BEAM 256
 #define WK_BYTES_MAX_TEXT 65536
-#define WK_BYTES_MAX_SEG 32 /* bytes of a word before the walk re-anchors (at a UTF-8 boundary) */
+#define WK_BYTES_MAX_SEG 32 /* bytes of a word before the walk re-anchors (at a UTF-8 boundary);
+                              * n_ctx / 4 - 4 when that is less */
 
 typedef struct wk_bytes_res {
     int n_bytes;
