@@ -89,6 +89,11 @@
  * request's own step, all undone together on a failure. Drafted steps are
  * decoded one after another, not as one batch (what may change).
  *
+ * The byte walk (worker/wk_bytes.c, POST /v1/next_bytes) is a client of
+ * this engine through a few calls at the end of this file: it holds the
+ * scoring sequence as a score does, forks it into scratch sequences and
+ * queues its decodes to the same scheduler (wk_engine_decode_rows).
+ *
  * What may change: larger shared batches on backends whose kernels do not
  * depend on the batch size, context shifting instead of
  * context_length_exceeded, more scratch sequences when candidate sets grow,

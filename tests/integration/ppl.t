@@ -11,6 +11,9 @@
 #    steps, which agrees with its own figure within the documented
 #    approximation (docs/EVALUATION.md "Scoring through the steps");
 #  - every byte scored; the --json shape;
+#  - byte_pool: the covering walk (/v1/next_bytes, bad input refused with
+#    400 and an error object) and the per-byte step walk (--byte-beam 0);
+#    model A alone through the covering walk matches its own figure;
 #  - ab writes report.md, report.json, report.svg and the SVG parses as XML.
 set -uo pipefail
 cd "${CONSORT_ROOT:-$(dirname "$0")/../..}"
@@ -142,9 +145,47 @@ j = json.load(open('$tmp/bytes.json')); r = {x['name']: x for x in j['results']}
 b = r['byte_pool']['bits_per_byte']
 print('# solo:a %.4f, byte_pool of the model with itself %.4f bits/byte' % (r['solo:a']['bits_per_byte'], b))
 sys.exit(0 if b is not None and 0 < b < 8 and j['byte_pool_exponents'] == [0.5, 0.5] and r['byte_pool'].get('byte_level') and not r['byte_pool'].get('steps') else 1)"
-ok $? "byte_pool runs (one round per byte), finite, default exponents 1/M"
-grep -q "byte_pool: .* windows re-opened" "$tmp/bytes.txt" && ! grep -q "byte_pool: .* 0 windows re-opened" "$tmp/bytes.txt"
-ok $? "byte_pool: the long document fills the 64-token context, windows are re-opened"
+ok $? "byte_pool runs (covering walk, one /v1/next_bytes call per member per document), finite, default exponents 1/M"
+grep -q "byte_pool: .*covering tokenizations (beam 4).* windows rolled" "$tmp/bytes.txt" && ! grep -q "byte_pool: .* 0 windows rolled" "$tmp/bytes.txt"
+ok $? "byte_pool: default beam 4; the long document fills the 64-token context, the worker rolls its window"
+"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,byte_pool --byte-beam 0 --file "$tmp/docs.jsonl" \
+  --json "$tmp/bytes0.json" "${common[@]}" > "$tmp/bytes0.txt" 2>&1
+grep -q "byte_pool: .*canonical prefix.* windows re-opened" "$tmp/bytes0.txt" && ! grep -q "byte_pool: .* 0 windows re-opened" "$tmp/bytes0.txt"
+ok $? "byte_pool --byte-beam 0: the per-byte step walk, windows re-opened"
+"$B/consort" ppl --member a="$A" --strategies byte_pool --byte-beam 257 --file "$tmp/docs.jsonl" "${common[@]}" > /dev/null 2> "$tmp/beam.err"
+[ $? = 2 ] && grep -q -- "--byte-beam" "$tmp/beam.err"
+ok $? "--byte-beam 257: exit 2 naming the flag"
+
+# /v1/next_bytes over HTTP: bad input is a 400 with an OpenAI-style error object
+: > "$tmp/w.out"
+"$B/consort-worker" --model "$A" --port 0 --threads 1 -c 64 > "$tmp/w.out" 2> "$tmp/w.err" &
+wpid=$!
+wurl=""
+for _ in $(seq 600); do
+  wurl=$(grep -o 'http://[0-9.:]*' "$tmp/w.out" | head -1); [ -n "$wurl" ] && break
+  kill -0 $wpid 2>/dev/null || break; sleep 0.1
+done
+nb() { curl -s -o "$tmp/nb.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d "$1" "$wurl/v1/next_bytes"; }
+errobj() { py "
+import json, sys
+e = json.load(open('$tmp/nb.json'))['error']
+sys.exit(0 if e['type'] == 'invalid_request_error' and e['message'] and e['code'] == '$1' and e.get('param') == '$2' else 1)"; }
+[ "$(nb '{"text_b64": "***"}')" = 400 ] && errobj invalid_base64 text_b64
+ok $? "/v1/next_bytes: invalid base64 is 400 invalid_base64 naming text_b64"
+[ "$(nb '{"text_b64": "YWJj", "beam": 0}')" = 400 ] && errobj invalid_value beam
+ok $? "/v1/next_bytes: beam 0 is 400 invalid_value naming beam"
+[ "$(nb '{"text_b64": ""}')" = 400 ] && errobj invalid_value text_b64
+ok $? "/v1/next_bytes: an empty text is 400 naming text_b64"
+[ "$(nb '{"beam": 4}')" = 400 ] && errobj invalid_type text_b64
+ok $? "/v1/next_bytes: no text_b64 is 400 invalid_type"
+[ "$(nb '{"text_b64": "T25jZSB1cG9uIGEgdGltZQ==", "beam": 2}')" = 200 ] && py "
+import json, sys, base64, struct, math
+j = json.load(open('$tmp/nb.json')); d = base64.b64decode(j['dist_b64'])
+rows = [struct.unpack_from('<257f', d, 4 * 257 * i) for i in range(j['n_bytes'])]
+sums = [sum(math.exp(x) for x in r if x > -1e30) for r in rows]
+sys.exit(0 if j['n_bytes'] == 16 and len(d) == 16 * 257 * 4 and all(abs(s - 1) < 1e-4 for s in sums) else 1)"
+ok $? "/v1/next_bytes answers 16 rows of 257 little-endian float32 log-probabilities, each summing to 1"
+kill $wpid 2>/dev/null; wait $wpid 2>/dev/null
 
 "$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture_units \
   --file "$tmp/ascii.jsonl" "${common[@]}" > "$tmp/tune.txt" 2>&1
@@ -205,6 +246,20 @@ b = r['byte_pool']['bits_per_byte']
 print('# 600 bytes of the held-out text: A %.4f  B %.4f  byte_pool %s bits/byte' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], b))
 sys.exit(0 if b is not None and 0 < b < 8 else 1)"
   ok $? "byte_pool on models A and B (two tokenizers): a finite figure"
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --weights 1,0 --pool-exponents 1,0 \
+    --strategies solo:a,byte_pool --file "$tmp/brown_short.jsonl" --json "$tmp/abytes.json" --threads 1 \
+    --no-progress --resamples 50 > /dev/null 2>&1
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --weights 1,0 --pool-exponents 1,0 --byte-beam 0 \
+    --strategies solo:a,byte_pool --file "$tmp/brown_short.jsonl" --json "$tmp/abytes0.json" --threads 1 \
+    --no-progress --resamples 50 > /dev/null 2>&1
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/abytes.json'))['results']}
+r0 = {x['name']: x for x in json.load(open('$tmp/abytes0.json'))['results']}
+a, c, k = r['solo:a']['bits_per_byte'], r['byte_pool']['bits_per_byte'], r0['byte_pool']['bits_per_byte']
+print('# A alone: /v1/score %.4f, byte walk over covering tokenizations %.4f, canonical prefix (beam 0) %.4f bits/byte' % (a, c, k))
+sys.exit(0 if c <= a + 0.005 and c < k - 0.05 else 1)"
+  ok $? "A (SentencePiece) alone byte by byte: the covering walk closes the canonical prefix's gap (within 0.005 of /v1/score)"
   "$B/tools/ppl_direct" --model models/b.gguf --file "$tmp/brown.jsonl" --ctx 256 --overlap 128 --threads 1 > "$tmp/bdirect.json"
   py "
 import json, sys

@@ -5,7 +5,8 @@
  * the rest of the text with each byte; on real tiny models (SentencePiece)
  * and a random-weight GPT-2 model. Also: rows are proper distributions,
  * fairness (a row never depends on its own byte or later ones), a smaller
- * beam changes rows only where paths were pruned, and bad input is refused. */
+ * beam changes rows, the window rolls in a small context (fairly), and bad
+ * input is refused. */
 #include "tests/tap.h"
 #include "worker/wk_bytes.h"
 #include "worker/wk_engine.h"
@@ -240,6 +241,43 @@ static void check_beam(wk_engine *e) {
     wk_bytes_res_free(&rk);
 }
 
+/* A 64-position context: the walk rolls its window on a long text; every
+ * row stays a distribution giving the text's bytes mass, and rows still
+ * depend only on the text before them across the rolls. */
+static void check_windows(void) {
+    char emsg[256];
+    wk_engine_opts o = {.n_ctx = 64, .n_threads = 1, .slots = 1};
+    wk_engine *e = wk_engine_create(M, &o, emsg, sizeof emsg);
+    if (!ok(e != NULL, "a 64-position engine")) return;
+    char text[1200] = "";
+    for (int k = 0; k < 9; k++) strcat(text, "Once upon a time, Lily and Ben went to the park to play. ");
+    size_t len = strlen(text), cut = len - 100;
+    wk_bytes_res r, rt;
+    if (walk(e, text, len, 4, &r) || walk(e, text, cut, 4, &rt)) {
+        ok(0, "the walks answer");
+        wk_engine_free(e);
+        return;
+    }
+    int finite = 1, same = 1;
+    for (size_t i = 0; i < len; i++) finite &= isfinite(r.dist[i * WK_BYTES_EVENTS + (unsigned char)text[i]]);
+    for (size_t i = 0; i < cut * WK_BYTES_EVENTS; i++)
+        same &= r.dist[i] == rt.dist[i] || fabsf(r.dist[i] - rt.dist[i]) < 1e-6f;
+    char what[160];
+    snprintf(what, sizeof what, "a %zu-byte text in a 64-position context: the window rolled (%d times)", len, r.windows);
+    ok(r.windows > 0, what);
+    ok(finite, "every byte of the text keeps mass across the rolls");
+    ok(same, "a truncated text's rows are the first rows of the whole, across the rolls");
+    wk_bytes_res_free(&r);
+    wk_bytes_res_free(&rt);
+    wk_err err = {0};
+    wk_engine_opts tiny = {.n_ctx = 16, .n_threads = 1, .slots = 1};
+    wk_engine *t = wk_engine_create(M, &tiny, emsg, sizeof emsg);
+    ok(t && wk_next_bytes(t, (const unsigned char *)"abc", 3, 4, NULL, &r, &err) == -1 && err.status == 400,
+       "a 16-position context: 400 (the walk needs 32)");
+    wk_engine_free(t);
+    wk_engine_free(e);
+}
+
 static void check_refusals(wk_engine *e) {
     wk_bytes_res r;
     wk_err err = {0};
@@ -270,6 +308,7 @@ static void run_model(const char *path, const char *name, int full) {
             check_fair(e);
             check_beam(e);
             check_refusals(e);
+            check_windows();
         }
         wk_engine_free(e);
     }
