@@ -11,8 +11,8 @@
 #    steps, which agrees with its own figure within the documented
 #    approximation (docs/EVALUATION.md "Scoring through the steps");
 #  - every byte scored; the --json shape;
-#  - byte_pool: the covering walk (/v1/next_bytes, bad input refused with
-#    400 and an error object) and the per-byte step walk (--byte-beam 0);
+#  - byte_pool: the covering walk (/v1/next_bytes; its HTTP refusals are in
+#    worker.t) and the per-byte step walk (--byte-beam 0);
 #    model A alone through the covering walk matches its own figure;
 #  - ab writes report.md, report.json, report.svg and the SVG parses as XML.
 set -uo pipefail
@@ -156,36 +156,6 @@ ok $? "byte_pool --byte-beam 0: the per-byte step walk, windows re-opened"
 [ $? = 2 ] && grep -q -- "--byte-beam" "$tmp/beam.err"
 ok $? "--byte-beam 257: exit 2 naming the flag"
 
-# /v1/next_bytes over HTTP: bad input is a 400 with an OpenAI-style error object
-: > "$tmp/w.out"
-"$B/consort-worker" --model "$A" --port 0 --threads 1 -c 64 > "$tmp/w.out" 2> "$tmp/w.err" &
-wpid=$!
-wurl=""
-for _ in $(seq 600); do
-  wurl=$(grep -o 'http://[0-9.:]*' "$tmp/w.out" | head -1); [ -n "$wurl" ] && break
-  kill -0 $wpid 2>/dev/null || break; sleep 0.1
-done
-nb() { curl -s -o "$tmp/nb.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d "$1" "$wurl/v1/next_bytes"; }
-errobj() { py "
-import json, sys
-e = json.load(open('$tmp/nb.json'))['error']
-sys.exit(0 if e['type'] == 'invalid_request_error' and e['message'] and e['code'] == '$1' and e.get('param') == '$2' else 1)"; }
-[ "$(nb '{"text_b64": "***"}')" = 400 ] && errobj invalid_base64 text_b64
-ok $? "/v1/next_bytes: invalid base64 is 400 invalid_base64 naming text_b64"
-[ "$(nb '{"text_b64": "YWJj", "beam": 0}')" = 400 ] && errobj invalid_value beam
-ok $? "/v1/next_bytes: beam 0 is 400 invalid_value naming beam"
-[ "$(nb '{"text_b64": ""}')" = 400 ] && errobj invalid_value text_b64
-ok $? "/v1/next_bytes: an empty text is 400 naming text_b64"
-[ "$(nb '{"beam": 4}')" = 400 ] && errobj invalid_type text_b64
-ok $? "/v1/next_bytes: no text_b64 is 400 invalid_type"
-[ "$(nb '{"text_b64": "T25jZSB1cG9uIGEgdGltZQ==", "beam": 2}')" = 200 ] && py "
-import json, sys, base64, struct, math
-j = json.load(open('$tmp/nb.json')); d = base64.b64decode(j['dist_b64'])
-rows = [struct.unpack_from('<257f', d, 4 * 257 * i) for i in range(j['n_bytes'])]
-sums = [sum(math.exp(x) for x in r if x > -1e30) for r in rows]
-sys.exit(0 if j['n_bytes'] == 16 and len(d) == 16 * 257 * 4 and all(abs(s - 1) < 1e-4 for s in sums) else 1)"
-ok $? "/v1/next_bytes answers 16 rows of 257 little-endian float32 log-probabilities, each summing to 1"
-kill $wpid 2>/dev/null; wait $wpid 2>/dev/null
 
 "$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture_units \
   --file "$tmp/ascii.jsonl" "${common[@]}" > "$tmp/tune.txt" 2>&1
