@@ -53,7 +53,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 typedef struct wk_path_h {
     int *tok; /* the path's tokens from the anchor */
     int n;
