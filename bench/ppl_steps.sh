@@ -8,7 +8,8 @@
 # about half an hour on two cores (one round of member calls per step).
 # SUBSET=DxC scores the first C characters of the first D documents of
 # both files instead (a quick look). STRATEGIES=LIST and NAME=BASE score
-# other rules into OUTDIR/BASE.txt and .json (bench/ppl_byte_pool.sh).
+# other rules into OUTDIR/BASE.txt and .json (bench/ppl_byte_pool.sh);
+# PPL_EXTRA adds options to consort ppl (word-split).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CONSORT_BUILD:-build}
@@ -31,6 +32,6 @@ STRATEGIES=${STRATEGIES:-solo:a,solo:b,solo:c,mixture_units,product_bound,route_
 NAME=${NAME:-heldout}
 uptime
 "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --member c=models/c.gguf -t 1 \
-  --file "$FILE" --tune-weights "$DEV" --strategies "$STRATEGIES" \
+  --file "$FILE" --tune-weights "$DEV" --strategies "$STRATEGIES" ${PPL_EXTRA:-} \
   --no-progress --json "$OUT/$NAME.json" | tee "$OUT/$NAME.txt"
 uptime

@@ -32,6 +32,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -996,6 +997,108 @@ fail:
 }
 
 void proto_score_res_release(proto_score_res *r) {
+    if (!r) return;
+    own_free(&r->own_);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- POST /v1/next_bytes --------------------------------------------------- */
+
+json_t *proto_next_bytes_req_encode(const proto_next_bytes_req *q) {
+    json_t *o = json_object();
+    int bad = !o;
+    if (!bad) {
+        bad |= put(o, "text_b64", b64_json(q->text));
+        if (q->beam) bad |= put(o, "beam", json_integer(q->beam));
+    }
+    return finish(o, bad);
+}
+
+int proto_next_bytes_req_decode(const json_t *o, proto_next_bytes_req *q, proto_error *err) {
+    memset(q, 0, sizeof *q);
+    zero_err(err);
+    if (not_object(o, err) || get_b64(o, "text_b64", 1, &q->own_, &q->text, err) ||
+        get_int(o, "beam", 0, 1, PROTO_MAX_BYTE_BEAM, &q->beam, err)) {
+        proto_next_bytes_req_release(q);
+        return -1;
+    }
+    if (!q->beam) q->beam = PROTO_DEFAULT_BYTE_BEAM;
+    return 0;
+}
+
+void proto_next_bytes_req_release(proto_next_bytes_req *q) {
+    if (!q) return;
+    own_free(&q->own_);
+    memset(q, 0, sizeof *q);
+}
+
+/* float32 <-> 4 little-endian bytes, whatever the host's order. */
+static void f32_le(float f, unsigned char *b) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    for (int k = 0; k < 4; k++) b[k] = (unsigned char)(u >> (8 * k));
+}
+
+static float le_f32(const unsigned char *b) {
+    uint32_t u = 0;
+    for (int k = 0; k < 4; k++) u |= (uint32_t)b[k] << (8 * k);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+json_t *proto_next_bytes_res_encode(const proto_next_bytes_res *r) {
+    size_t n = (size_t)r->n_bytes * PROTO_NEXT_BYTES;
+    unsigned char *raw = malloc(n * 4 + 1);
+    json_t *o = json_object();
+    int bad = !o || !raw;
+    for (size_t i = 0; !bad && i < n; i++) f32_le(r->dist[i], raw + 4 * i);
+    if (!bad) {
+        bad |= put(o, "n_bytes", json_integer(r->n_bytes));
+        bad |= put(o, "dist_b64", b64_json((proto_str){raw, n * 4}));
+        bad |= put(o, "beam", json_integer(r->beam));
+        bad |= put(o, "decoded", json_integer(r->decoded));
+        bad |= put(o, "decodes", json_integer(r->decodes));
+        bad |= put(o, "paths", json_integer((json_int_t)r->paths));
+        bad |= put(o, "max_beam", json_integer(r->max_beam));
+        bad |= put(o, "windows", json_integer(r->windows));
+        bad |= put(o, "reanchors", json_integer(r->reanchors));
+    }
+    free(raw);
+    return finish(o, bad);
+}
+
+int proto_next_bytes_res_decode(const json_t *o, proto_next_bytes_res *r, proto_error *err) {
+    memset(r, 0, sizeof *r);
+    zero_err(err);
+    proto_str raw = {0};
+    int paths = 0;
+    if (not_object(o, err) || get_int(o, "n_bytes", 1, 0, INT_MAX / (4 * PROTO_NEXT_BYTES), &r->n_bytes, err) ||
+        get_b64(o, "dist_b64", 1, &r->own_, &raw, err) || get_int(o, "beam", 0, 0, PROTO_MAX_BYTE_BEAM, &r->beam, err) ||
+        get_int(o, "decoded", 0, 0, INT_MAX, &r->decoded, err) || get_int(o, "decodes", 0, 0, INT_MAX, &r->decodes, err) ||
+        get_int(o, "paths", 0, 0, INT_MAX, &paths, err) || get_int(o, "max_beam", 0, 0, INT_MAX, &r->max_beam, err) ||
+        get_int(o, "windows", 0, 0, INT_MAX, &r->windows, err) || get_int(o, "reanchors", 0, 0, INT_MAX, &r->reanchors, err))
+        goto fail;
+    size_t n = (size_t)r->n_bytes * PROTO_NEXT_BYTES;
+    if (raw.n != 4 * n) {
+        field_fail(err, PROTO_ERR_INVALID_VALUE, "dist_b64", "'dist_b64' must hold n_bytes * 257 float32 values");
+        goto fail;
+    }
+    float *d = own_alloc(&r->own_, n ? n : 1, sizeof *d);
+    if (!d) {
+        oom(err);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) d[i] = le_f32(raw.p + 4 * i);
+    r->dist = d;
+    r->paths = paths;
+    return 0;
+fail:
+    proto_next_bytes_res_release(r);
+    return -1;
+}
+
+void proto_next_bytes_res_release(proto_next_bytes_res *r) {
     if (!r) return;
     own_free(&r->own_);
     memset(r, 0, sizeof *r);

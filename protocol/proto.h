@@ -59,6 +59,7 @@
 #define PROTO_PATH_DETOKENIZE "/v1/detokenize"
 #define PROTO_PATH_STEP "/v1/step"
 #define PROTO_PATH_SCORE "/v1/score"
+#define PROTO_PATH_NEXT_BYTES "/v1/next_bytes"
 #define PROTO_PATH_SESSION "/v1/session/" /* + id, DELETE */
 #define PROTO_PATH_METRICS "/metrics"
 
@@ -71,6 +72,8 @@
 #define PROTO_PARAM_APPEND "append_b64"
 #define PROTO_PARAM_CANDIDATES "candidates_b64"
 #define PROTO_PARAM_TEXT "text"
+#define PROTO_PARAM_TEXT_B64 "text_b64"
+#define PROTO_PARAM_BEAM "beam"
 
 /* A byte string (not NUL-terminated; p may be NULL when n == 0). */
 typedef struct {
@@ -284,6 +287,35 @@ int proto_score_req_decode(const json_t *o, proto_score_req *q, proto_error *err
 json_t *proto_score_res_encode(const proto_score_res *r);
 int proto_score_res_decode(const json_t *o, proto_score_res *r, proto_error *err);
 void proto_score_res_release(proto_score_res *r);
+
+/* ---- POST /v1/next_bytes ----------------------------------------------------
+ * Every byte's next-byte distribution along a text, over the member's
+ * covering tokenizations (docs/PROTOCOL.md "The next-byte walk"). On the
+ * wire dist_b64 is n_bytes * PROTO_NEXT_BYTES little-endian float32 natural
+ * logs (-inf for no mass); here it is host floats. Required: text_b64
+ * (request); n_bytes and dist_b64 (answer, of exactly that size). */
+#define PROTO_MAX_BYTE_BEAM 256
+#define PROTO_DEFAULT_BYTE_BEAM 16
+typedef struct {
+    proto_str text;
+    int beam;              /* 1..PROTO_MAX_BYTE_BEAM; 0 = PROTO_DEFAULT_BYTE_BEAM */
+    void *own_;
+} proto_next_bytes_req;
+
+typedef struct {
+    int n_bytes;
+    const float *dist;     /* n_bytes * PROTO_NEXT_BYTES */
+    int beam, decoded, decodes, max_beam, windows, reanchors;
+    long long paths;
+    void *own_;
+} proto_next_bytes_res;
+
+json_t *proto_next_bytes_req_encode(const proto_next_bytes_req *q);
+int proto_next_bytes_req_decode(const json_t *o, proto_next_bytes_req *q, proto_error *err);
+void proto_next_bytes_req_release(proto_next_bytes_req *q);
+json_t *proto_next_bytes_res_encode(const proto_next_bytes_res *r);
+int proto_next_bytes_res_decode(const json_t *o, proto_next_bytes_res *r, proto_error *err);
+void proto_next_bytes_res_release(proto_next_bytes_res *r);
 
 /* ---- DELETE /v1/session/{id} ---------------------------------------------- */
 json_t *proto_deleted_encode(void); /* {"deleted": true} */

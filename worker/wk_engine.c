@@ -89,6 +89,11 @@
  * request's own step, all undone together on a failure. Drafted steps are
  * decoded one after another, not as one batch (what may change).
  *
+ * The byte walk (worker/wk_bytes.c, POST /v1/next_bytes) is a client of
+ * this engine through a few calls at the end of this file: it holds the
+ * scoring sequence as a score does, forks it into scratch sequences and
+ * queues its decodes to the same scheduler (wk_engine_decode_rows).
+ *
  * What may change: larger shared batches on backends whose kernels do not
  * depend on the batch size, context shifting instead of
  * context_length_exceeded, more scratch sequences when candidate sets grow,
@@ -2312,4 +2317,50 @@ void wk_score_res_free(wk_score_res *r) {
     if (!r) return;
     free(r->toks);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- for the byte walk (worker/wk_bytes.c) ------------------------------ */
+
+const wk_model *wk_engine_model(const wk_engine *e) { return e->m; }
+
+int wk_engine_walk_claim(wk_engine *e) {
+    score_claim(e);
+    kv_rm(e, e->score_seq, -1);
+    return e->score_seq;
+}
+
+void wk_engine_walk_release(wk_engine *e) { score_release(e); }
+
+int wk_engine_scratch_take(wk_engine *e, int want, int *seqs) {
+    return scratch_take(e, want < 1 ? 1 : want > WK_SCRATCH ? WK_SCRATCH : want, seqs);
+}
+
+void wk_engine_scratch_give(wk_engine *e, const int *seqs, int n) { scratch_give(e, seqs, n); }
+
+void wk_engine_seq_fork(wk_engine *e, int src, int dst, int n) {
+    pthread_mutex_lock(&e->dmu);
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    llama_memory_seq_rm(mem, dst, -1, -1);
+    if (n > 0) llama_memory_seq_cp(mem, src, dst, 0, n);
+    pthread_mutex_unlock(&e->dmu);
+}
+
+void wk_engine_seq_trim(wk_engine *e, int seq, int from) { kv_rm(e, seq, from); }
+
+int wk_engine_decode_rows(wk_engine *e, const wk_rows *r, const wk_cancel *cancel, wk_err *err) {
+    wk_work w = {.on_row = r->on_row, .arg = r->arg};
+    wk_call call = {cancel, WK_STOP_NONE, 0};
+    int rc = 0;
+    for (int i = 0; i < r->n && rc == 0; i++) rc = work_add(&w, r->tok[i], r->pos[i], r->seq[i], r->want[i]);
+    if (rc) {
+        work_free(&w);
+        set_err(err, 500, "internal", "out of memory");
+        return -1;
+    }
+    rc = run_work(e, &w, &call);
+    work_free(&w);
+    if (rc == 0) return 0;
+    if (call.stop) return fail_stopped(e, &call, err);
+    set_err(err, 500, "decode_failed", "llama_decode failed");
+    return -1;
 }

@@ -182,6 +182,35 @@ typedef struct wk_stats {
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);
 
+/* ---- for the byte walk (worker/wk_bytes.c) -------------------------------
+ * The walk over covering tokenizations holds the scoring sequence (one
+ * score or walk at a time, as /v1/score) and borrows scratch sequences;
+ * its decodes go through the same scheduler as everyone's.
+ *  - wk_engine_walk_claim() waits for the scoring sequence and returns its
+ *    id (cleared); wk_engine_walk_release() clears and frees it.
+ *  - wk_engine_scratch_take() takes 1..want scratch sequences (waits for
+ *    one), wk_engine_scratch_give() clears and returns them.
+ *  - wk_engine_seq_fork(): dst := the first n positions of src.
+ *  - wk_engine_seq_trim(): drop seq's positions from `from` on.
+ *  - wk_engine_decode_rows(): decodes r's tokens (positions and sequences
+ *    given), handing each wanted row's logits to on_row on the decoding
+ *    thread; 0, or -1 with err set (deadline, client gone, decode failed). */
+typedef struct wk_rows {
+    const int *tok, *pos, *seq;
+    const signed char *want;
+    int n;
+    void (*on_row)(void *arg, int i, const float *logits);
+    void *arg;
+} wk_rows;
+const wk_model *wk_engine_model(const wk_engine *e);
+int wk_engine_walk_claim(wk_engine *e);
+void wk_engine_walk_release(wk_engine *e);
+int wk_engine_scratch_take(wk_engine *e, int want, int *seqs);
+void wk_engine_scratch_give(wk_engine *e, const int *seqs, int n);
+void wk_engine_seq_fork(wk_engine *e, int src, int dst, int n);
+void wk_engine_seq_trim(wk_engine *e, int seq, int from);
+int wk_engine_decode_rows(wk_engine *e, const wk_rows *r, const wk_cancel *cancel, wk_err *err);
+
 /* The batching wait (docs/ARCHITECTURE.md, "Waiting a little to batch"), as
  * pure functions of the configured wait and the recent decode time, in
  * seconds: how long a leader may wait for expected callers (0 when

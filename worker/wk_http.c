@@ -22,6 +22,7 @@
  * pair in protocol/), new metrics (a counter here, a line in write_metrics).
  */
 #include "worker/wk_http.h"
+#include "worker/wk_bytes.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/prom.h"
@@ -33,10 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-enum { EP_HEALTH, EP_INFO, EP_VOCAB, EP_TOKENIZE, EP_DETOKENIZE, EP_STEP, EP_SCORE, EP_SESSION,
-       EP_METRICS, EP_OTHER, EP_N };
+enum { EP_HEALTH, EP_INFO, EP_VOCAB, EP_TOKENIZE, EP_DETOKENIZE, EP_STEP, EP_SCORE, EP_NEXT_BYTES,
+       EP_SESSION, EP_METRICS, EP_OTHER, EP_N };
 static const char *ep_names[EP_N] = {"health", "info", "vocab", "tokenize", "detokenize",
-                                     "step", "score", "session", "metrics", "other"};
+                                     "step", "score", "next_bytes", "session", "metrics", "other"};
 static const double step_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 struct wk_http {
@@ -364,6 +365,37 @@ static void do_score(wk_http *h, http_conn *c, const http_request *req) {
     json_decref(o);
 }
 
+/* The next-byte walk (wk_bytes.h): one request holds the scoring sequence. */
+static void do_next_bytes(wk_http *h, http_conn *c, const http_request *req) {
+    wk_cancel cancel;
+    if (cancel_of(h, c, &cancel) != 0) return;
+    json_t *o = http_json_body(c, req);
+    proto_next_bytes_req q;
+    proto_error err;
+    if (!o) {
+        count_error(h);
+        return;
+    }
+    if (proto_next_bytes_req_decode(o, &q, &err) != 0) {
+        reply_error(h, c, &err);
+        json_decref(o);
+        return;
+    }
+    wk_bytes_res res = {0};
+    wk_err we = {0};
+    if (wk_next_bytes(h->e, q.text.p, q.text.n, q.beam, &cancel, &res, &we) != 0) {
+        reply_engine_error(h, c, &we);
+    } else {
+        proto_next_bytes_res r = {.n_bytes = res.n_bytes, .dist = res.dist, .beam = q.beam,
+                                  .decoded = res.decoded, .decodes = res.decodes, .max_beam = res.max_beam,
+                                  .windows = res.windows, .reanchors = res.reanchors, .paths = res.paths};
+        reply(h, c, proto_next_bytes_res_encode(&r));
+    }
+    wk_bytes_res_free(&res);
+    proto_next_bytes_req_release(&q);
+    json_decref(o);
+}
+
 static void do_delete(wk_http *h, http_conn *c, const char *id) {
     proto_error err;
     if (!proto_session_id_ok(id)) {
@@ -414,7 +446,8 @@ static int endpoint_of(const char *p) {
     static const struct { const char *path; int ep; } table[] = {
         {PROTO_PATH_HEALTH, EP_HEALTH}, {PROTO_PATH_INFO, EP_INFO}, {PROTO_PATH_VOCAB, EP_VOCAB},
         {PROTO_PATH_TOKENIZE, EP_TOKENIZE}, {PROTO_PATH_DETOKENIZE, EP_DETOKENIZE},
-        {PROTO_PATH_STEP, EP_STEP}, {PROTO_PATH_SCORE, EP_SCORE}, {PROTO_PATH_METRICS, EP_METRICS}};
+        {PROTO_PATH_STEP, EP_STEP}, {PROTO_PATH_SCORE, EP_SCORE}, {PROTO_PATH_NEXT_BYTES, EP_NEXT_BYTES},
+        {PROTO_PATH_METRICS, EP_METRICS}};
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (!strcmp(p, table[i].path)) return table[i].ep;
     return !strncmp(p, PROTO_PATH_SESSION, strlen(PROTO_PATH_SESSION)) ? EP_SESSION : EP_OTHER;
@@ -423,7 +456,7 @@ static int endpoint_of(const char *p) {
 /* The one method an endpoint accepts. */
 static const char *method_of(int ep) {
     switch (ep) {
-    case EP_TOKENIZE: case EP_DETOKENIZE: case EP_STEP: case EP_SCORE: return "POST";
+    case EP_TOKENIZE: case EP_DETOKENIZE: case EP_STEP: case EP_SCORE: case EP_NEXT_BYTES: return "POST";
     case EP_SESSION: return "DELETE";
     default: return "GET";
     }
@@ -456,6 +489,7 @@ void wk_http_route(http_conn *c, const http_request *req, void *user) {
     case EP_DETOKENIZE: do_detokenize(h, c, req); break;
     case EP_STEP: do_step(h, c, req); break;
     case EP_SCORE: do_score(h, c, req); break;
+    case EP_NEXT_BYTES: do_next_bytes(h, c, req); break;
     case EP_METRICS: do_metrics(h, c); break;
     case EP_SESSION: do_delete(h, c, p + strlen(PROTO_PATH_SESSION)); break;
     default: break;

@@ -101,16 +101,18 @@ static int byte_pool_on_byte(void *ud, size_t pos, const double *lq, size_t M) {
     return 0;
 }
 
-int ev_byte_pool_doc(ensemble *e, const double *alpha, size_t M, const char *text, size_t len, double *lp,
+int ev_byte_pool_doc(ensemble *e, const double *alpha, size_t M, int beam, const char *text, size_t len, double *lp,
                      ev_byte_pool_stats *st, ev_bpool_tune_set *rec, char *err, size_t errlen) {
     *lp = 0;
     byte_pool_walk b = {text, alpha, M, 0, st, rec};
-    ensemble_bytes_request q = {alpha, M, text, len, 0, byte_pool_on_byte, &b};
+    ensemble_bytes_request q = {.take_part = alpha, .n_take_part = M, .text = text, .len = len,
+                                .on_byte = byte_pool_on_byte, .ud = &b, .beam = beam};
     ensemble_bytes_result res;
     int rc = ensemble_score_bytes(e, &q, &res);
     st->bytes += (long)res.bytes;
     st->windows += res.windows;
     st->rounds += res.rounds;
+    st->decoded += res.decoded;
     st->seconds += res.seconds;
     if (rc) {
         snprintf(err, errlen, "%s", res.error);
@@ -121,8 +123,16 @@ int ev_byte_pool_doc(ensemble *e, const double *alpha, size_t M, const char *tex
 }
 
 /* The first bytes of each dev document that tuning walks: the records take
- * 257 floats per member per byte (about 3 KB per byte with three members). */
+ * 257 floats per member per byte (about 3 KB per byte with three members).
+ * The covering walk (beam > 0) costs one call per member per document, so
+ * it tunes on three times the bytes of the per-byte walk. */
 #define PPL_BYTE_POOL_TUNE_BYTES 1000
+#define PPL_BYTE_POOL_TUNE_BYTES_COVERING 3000
+
+/* byte_pool's default beam (--byte-beam): member a alone on 1,500 held-out
+ * bytes scored 1.6292, 1.6293, 1.6294 bits/byte with beams 4, 16, 64 and
+ * 2.19 with 1 (bench/RESULTS.md, "byte_pool"): 4 is as good and the fastest. */
+#define PPL_BYTE_BEAM_DEFAULT 4
 
 /* The step-level rows: each document through ensemble_score_text, with
  * per-strategy totals for the notes printed after the table; byte_pool
@@ -133,6 +143,7 @@ typedef struct {
     int have_w;                       /* weights tuned through the steps (else the rows' weights) */
     double w[CONSORT_MAX_MEMBERS];
     double bp_alpha[CONSORT_MAX_MEMBERS]; /* byte_pool's exponents */
+    int bp_beam;                      /* --byte-beam (0: the per-byte step walk) */
     ev_byte_pool_stats bp;
     int bp_used;
     struct {
@@ -150,7 +161,7 @@ static int ppl_steps(void *ud, const ev_strategy *s, const double *w, size_t M, 
     if (!len) return 0;
     if (s->kind == SREG_BYTE_POOL) {
         u->bp_used = 1;
-        return ev_byte_pool_doc(u->e, u->bp_alpha, M, text, len, lp, &u->bp, NULL, err, errlen);
+        return ev_byte_pool_doc(u->e, u->bp_alpha, M, u->bp_beam, text, len, lp, &u->bp, NULL, err, errlen);
     }
     ensemble_score_request q = {s->name, u->have_w ? u->w : w, M, "", text, len, NULL, NULL};
     ensemble_score_result res;
@@ -172,11 +183,16 @@ static int ppl_steps(void *ud, const ev_strategy *s, const double *w, size_t M, 
     return 0;
 }
 
-static void byte_pool_notes(FILE *f, const ev_byte_pool_stats *st, size_t M, const char *const *names,
+static void byte_pool_notes(FILE *f, const ev_byte_pool_stats *st, int beam, size_t M, const char *const *names,
                             const double *alpha) {
-    fprintf(f, "byte_pool: %ld bytes, one round of member calls per byte (%ld rounds), %ld windows re-opened, "
-               "%.1f s; exponents",
-            st->bytes, st->rounds, st->windows, st->seconds);
+    if (beam > 0)
+        fprintf(f, "byte_pool: %ld bytes, covering tokenizations (beam %d): one /v1/next_bytes call per member per "
+                   "document (%ld rounds, %ld positions decoded), %ld windows rolled, %.1f s; exponents",
+                st->bytes, beam, st->rounds, st->decoded, st->windows, st->seconds);
+    else
+        fprintf(f, "byte_pool: %ld bytes, canonical prefix (--byte-beam 0): one round of member calls per byte "
+                   "(%ld rounds), %ld windows re-opened, %.1f s; exponents",
+                st->bytes, st->rounds, st->windows, st->seconds);
     for (size_t m = 0; m < M; m++) fprintf(f, " %s=%.4f", names[m], alpha[m]);
     fprintf(f, "; member masses of the 257 events summing off 1 by more than %g (normalised by the pool):",
             EV_BPOOL_DEVIATION);
@@ -243,29 +259,33 @@ static int wants_byte_pool(const ev_strategy *st, size_t ns) {
 
 /* Walks the first PPL_BYTE_POOL_TUNE_BYTES bytes of every DEV document byte
  * by byte and tunes byte_pool's exponents (coordinate search) on them. */
-static int tune_byte_pool(ensemble *e, const ev_corpus *dev, size_t M, double *alpha, char *err, size_t errlen) {
+static int tune_byte_pool(ensemble *e, const ev_corpus *dev, size_t M, int beam, double *alpha, char *err,
+                          size_t errlen) {
     ev_bpool_tune_set t;
     ev_bpool_tune_init(&t, M);
     ev_byte_pool_stats st = {0};
+    size_t cut = beam > 0 ? PPL_BYTE_POOL_TUNE_BYTES_COVERING : PPL_BYTE_POOL_TUNE_BYTES;
     for (size_t d = 0; d < dev->n; d++) {
-        size_t len = dev->docs[d].len < PPL_BYTE_POOL_TUNE_BYTES ? dev->docs[d].len : PPL_BYTE_POOL_TUNE_BYTES;
+        size_t len = dev->docs[d].len < cut ? dev->docs[d].len : cut;
+        while (len < dev->docs[d].len && len > 0 && ((unsigned char)dev->docs[d].text[len] & 0xC0) == 0x80) len--;
         double lp;
         char e2[300];
-        if (len && ev_byte_pool_doc(e, alpha, M, dev->docs[d].text, len, &lp, &st, &t, e2, sizeof e2)) {
+        if (len && ev_byte_pool_doc(e, alpha, M, beam, dev->docs[d].text, len, &lp, &st, &t, e2, sizeof e2)) {
             snprintf(err, errlen, "document %zu: %s", d + 1, e2);
             ev_bpool_tune_free(&t);
             return -1;
         }
     }
     double ll0 = ev_bpool_tune_loglik(&t, alpha), ll = ev_bpool_tune(&t, alpha, 200);
-    printf("byte_pool tuned on the first %d bytes of each dev document (%zu bytes, %.1f s walking): "
+    printf("byte_pool tuned on the first %zu bytes of each dev document (%zu bytes, %.1f s walking): "
            "log-likelihood %.1f -> %.1f nats\n",
-           PPL_BYTE_POOL_TUNE_BYTES, t.n, st.seconds, ll0, ll);
+           cut, t.n, st.seconds, ll0, ll);
     ev_bpool_tune_free(&t);
     return 0;
 }
 
-enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS };
+enum { PP_FILE = 1, PP_STRATEGIES, PP_UNIT, PP_TUNE, PP_JSON, PP_PER_DOC, PP_RESAMPLES, PP_SEED, PP_NO_PROGRESS,
+       PP_BYTE_BEAM };
 
 static const opt_spec ppl_options[] = {
     {"file", NULL, OPT_VALUE, PP_FILE, "FILE", "JSONL with a \"text\" per line, or plain UTF-8 text (one document)"},
@@ -274,8 +294,13 @@ static const opt_spec ppl_options[] = {
     {"unit", NULL, OPT_VALUE, PP_UNIT, "U", "token, word or byte: units the ensembles are scored on (default token, the finest fair one)"},
     {"tune-weights", NULL, OPT_VALUE, PP_TUNE, "DEV",
      "pick the weights on DEV (EM on units; with mixture or pool listed, also the step weights and the pool's "
-     "exponents, DEV walked through the steps; with byte_pool listed, its exponents on the first 1000 bytes of "
-     "each DEV document), report them, then score FILE"},
+     "exponents, DEV walked through the steps; with byte_pool listed, its exponents on the first 3000 bytes of "
+     "each DEV document, 1000 with --byte-beam 0), report them, then score FILE"},
+    {"byte-beam", NULL, OPT_VALUE, PP_BYTE_BEAM, "K",
+     "byte_pool: token paths each member keeps inside a word when summing its next-byte distribution over "
+     "covering tokenizations (POST /v1/next_bytes, consort-workers only), 1 to 256 (default 4: as good as 64 on "
+     "the project's models, and the fastest); 0 = the per-byte step walk on the canonical tokenization of the "
+     "prefix"},
     {"json", NULL, OPT_VALUE, PP_JSON, "OUT", "write the results as JSON to OUT"},
     {"per-doc", NULL, OPT_VALUE, PP_PER_DOC, "CSV", "write one line per document to CSV"},
     {"resamples", NULL, OPT_VALUE, PP_RESAMPLES, "N", "bootstrap resamples (default 1000)"},
@@ -296,7 +321,7 @@ static void ev_ppl_usage(FILE *f) {
 typedef struct {
     members_cli cli;
     const char *file, *strategies, *json_out, *csv_out, *dev, *unit;
-    int resamples, progress;
+    int resamples, progress, byte_beam;
     uint64_t seed;
 } ppl_args;
 
@@ -312,6 +337,7 @@ static int ppl_set_option(ppl_args *a, int id, const char *v, char *err, size_t 
     case PP_NO_PROGRESS: a->progress = 0; return 0;
     case PP_RESAMPLES: return opt_int("--resamples", v, 1, 10000000, &a->resamples, err, errlen);
     case PP_SEED: return opt_u64("--seed", v, 0, UINT64_MAX, &a->seed, err, errlen);
+    case PP_BYTE_BEAM: return opt_int("--byte-beam", v, 0, 256, &a->byte_beam, err, errlen);
     }
     snprintf(err, errlen, "option %d is not handled (a bug)", id);
     return -1;
@@ -347,7 +373,7 @@ static int ev_write_json_file(const char *path, json_t *o) {
 
 int ev_cmd_ppl(int argc, char **argv) {
     char err[1024];
-    ppl_args a = {.unit = "token", .resamples = 1000, .seed = 1, .progress = isatty(2)};
+    ppl_args a = {.unit = "token", .resamples = 1000, .seed = 1, .progress = isatty(2), .byte_beam = PPL_BYTE_BEAM_DEFAULT};
     members_cli_init(&a.cli);
     int usage_status = ppl_parse_args(&a, argc, argv);
     if (usage_status >= 0) return usage_status;
@@ -437,6 +463,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         }
     }
     ppl_steps_ud steps = {0};
+    steps.bp_beam = a.byte_beam;
     steps.e = rc ? NULL : ensemble_new(ms, &ecfg, err, sizeof err);
     if (!rc && !steps.e) {
         fprintf(stderr, "consort ppl: %s\n", err);
@@ -473,7 +500,7 @@ int ev_cmd_ppl(int argc, char **argv) {
         }
     }
     if (!rc && dev && wants_byte_pool(st, ns)) {
-        if (tune_byte_pool(steps.e, &dc, M, steps.bp_alpha, err, sizeof err)) {
+        if (tune_byte_pool(steps.e, &dc, M, steps.bp_beam, steps.bp_alpha, err, sizeof err)) {
             fprintf(stderr, "consort ppl: tuning byte_pool on %s: %s\n", dev, err);
             rc = 1;
         } else {
@@ -493,7 +520,7 @@ int ev_cmd_ppl(int argc, char **argv) {
     if (!rc) {
         ev_report_ppl_table(stdout, file, &c, &r);
         ppl_steps_notes(stdout, &steps);
-        if (steps.bp_used) byte_pool_notes(stdout, &steps.bp, M, names, steps.bp_alpha);
+        if (steps.bp_used) byte_pool_notes(stdout, &steps.bp, steps.bp_beam, M, names, steps.bp_alpha);
         fflush(stdout);
         if (json_out) {
             json_t *j = ev_report_ppl_json(file, &c, &r);
@@ -515,6 +542,7 @@ int ev_cmd_ppl(int argc, char **argv) {
                 }
                 json_object_set_new(j, "byte_pool_exponents", be);
                 json_object_set_new(j, "byte_pool_deviating_bytes", dv);
+                json_object_set_new(j, "byte_pool_beam", json_integer(steps.bp_beam));
             }
             json_t *mem = json_object_get(j, "members");
             for (size_t m = 0; m < M; m++) {

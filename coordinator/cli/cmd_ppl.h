@@ -26,19 +26,20 @@ void ev_member_scorer_init(ev_scorer *sc, ev_member_scorer *ud, member_set *ms, 
 /* ---- byte_pool (eval_byte_pool.h), one document ------------------------------
  *
  * ev_byte_pool_doc() walks text through the members byte by byte
- * (ensemble_score_bytes) and adds log P(text[i]) under the pool with
+ * (ensemble_score_bytes; beam > 0: each member's /v1/next_bytes walk over
+ * covering tokenizations with that beam, 0: the per-byte step walk) and adds log P(text[i]) under the pool with
  * exponents alpha (one per member; 0: the member takes no part) to *lp.
  * Counts into *st; with rec non-NULL also records every byte for tuning.
  * 0, or -1 with a message. */
 typedef struct ensemble ensemble;
 typedef struct ev_bpool_tune_set ev_bpool_tune_set;
 typedef struct {
-    long bytes, windows, rounds;
+    long bytes, windows, rounds, decoded;
     double seconds;
     long member_bytes[CONSORT_MAX_MEMBERS];  /* bytes each member answered */
     long deviating[CONSORT_MAX_MEMBERS];     /* of them, masses summing off 1 by > EV_BPOOL_DEVIATION */
 } ev_byte_pool_stats;
-int ev_byte_pool_doc(ensemble *e, const double *alpha, size_t n_members, const char *text, size_t len,
+int ev_byte_pool_doc(ensemble *e, const double *alpha, size_t n_members, int beam, const char *text, size_t len,
                      double *lp, ev_byte_pool_stats *st, ev_bpool_tune_set *rec, char *err, size_t errlen);
 
 #endif

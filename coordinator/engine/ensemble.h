@@ -249,6 +249,7 @@ typedef struct {
     int windows;               /* member sessions re-opened for a full context */
     int rescaled;              /* member steps whose listed events summed above 1, scaled to 1 */
     int rounds;                /* concurrent round trips */
+    long decoded;              /* beam > 0: token positions the members decoded, all together */
     double seconds;
     int status;                /* 0 ok, else an HTTP-like status */
     char error[256];
@@ -270,6 +271,9 @@ int ensemble_score_text(ensemble *e, const ensemble_score_request *q, ensemble_s
  * A member whose context is full is re-opened on the second half of its
  * window (prompt "", the window's text appended from a word start); a
  * member that fails fails the walk. The end of the text is not asked.
+ * With beam > 0 the rows come instead from one POST /v1/next_bytes per
+ * member (concurrent; the worker rolls its own context), then on_byte runs
+ * for every position in order: the same rows interface, no session.
  */
 typedef struct {
     const double *take_part;   /* NULL: every member; else one per member, > 0 takes part */
@@ -280,6 +284,10 @@ typedef struct {
                                 * 0 = ENSEMBLE_BYTES_DEPTH */
     int (*on_byte)(void *ud, size_t pos, const double *lq, size_t n_members); /* non-zero stops */
     void *ud;
+    int beam;                  /* > 0: each member walks the whole text at once over its covering
+                                * tokenizations (POST /v1/next_bytes with this beam; consort-workers
+                                * only), one concurrent call per member; 0: the per-byte step walk
+                                * above (canonical prefix) */
 } ensemble_bytes_request;
 
 #define ENSEMBLE_BYTES_DEPTH 3
@@ -288,6 +296,7 @@ typedef struct {
     size_t bytes;              /* positions answered (== len when status is 0) */
     int windows;               /* member sessions re-opened for a full context */
     int rounds;                /* concurrent round trips */
+    long decoded;              /* beam > 0: token positions the members decoded, all together */
     double seconds;
     int status;                /* 0 ok, else an HTTP-like status */
     char error[256];

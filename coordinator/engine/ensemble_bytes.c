@@ -1,6 +1,16 @@
 /* coordinator/engine/ensemble_bytes.c: the members' next-byte masses along
  * a given text (ensemble_score_bytes, contract in ensemble.h).
  *
+ * Two walks. With beam > 0 (consort ppl's default) each member answers
+ * the whole text in one call, POST /v1/next_bytes (PROTOCOL.md "The
+ * next-byte walk"): its distributions summed over covering tokenizations
+ * inside the current word, which the per-byte walk below cannot give
+ * (it follows the canonical tokenization of the prefix, and loses a word
+ * whose prefix is tokenized otherwise than the word); the members run
+ * concurrently and the rows are then handed to on_byte in order. With
+ * beam 0 the per-byte walk below runs (kept for members without the
+ * endpoint, e.g. the test mocks, and for comparison).
+ *
  * Why a walk of its own. ensemble_score_text drives generation's step
  * machinery (candidate sets, events, REST); a byte-level rule needs none of
  * it: at every byte it asks each member for its next-byte distribution
@@ -188,8 +198,62 @@ static int walk_setup(byte_walk *w) {
     w->round = member_round_new();
     if (!w->lq || !w->round) return walk_fail(w, 500, "out of memory");
     for (size_t i = 0; i < w->e->nm * BYTES_EVENTS; i++) w->lq[i] = -INFINITY;
-    for (size_t i = 0; i < w->e->nm; i++)
+    for (size_t i = 0; q->beam <= 0 && i < w->e->nm; i++)
         if (w->part[i] && new_session(w, i)) return -1;
+    return 0;
+}
+
+/* ---- beam > 0: every member walks the whole text at once ------------------ */
+
+/* Queues member i's walk of the whole text (a session of its own, whose
+ * call may take as long as the walk: 120 s plus 50 ms per byte). */
+static int queue_whole(byte_walk *w, size_t i) {
+    if (new_session(w, i)) return -1;
+    if (!w->s[i]->ops->next_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "member '%s' is a %s: byte_pool's covering walk (--byte-beam > 0) needs a "
+                 "consort-worker", members_name(w->e->ms, i), w->s[i]->ops->kind);
+        return walk_fail(w, 400, msg);
+    }
+    w->s[i]->timeout_s = 120 + 0.05 * (double)w->q->len;
+    proto_next_bytes_req r = {{(const unsigned char *)w->q->text, w->q->len}, w->q->beam, NULL};
+    return w->s[i]->ops->next_bytes(w->s[i], &r, w->round) ? walk_fail(w, 500, "out of memory") : 0;
+}
+
+/* Every member's answer (n_bytes rows of 257), or a failure naming it. */
+static int read_whole(byte_walk *w, size_t i, const proto_next_bytes_res **res) {
+    proto_error pe;
+    if (w->s[i]->ops->next_bytes_result(w->s[i], res, &pe)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "member '%s' failed: %.200s", members_name(w->e->ms, i), pe.message);
+        return walk_fail(w, pe.status ? pe.status : 503, msg);
+    }
+    if ((size_t)(*res)->n_bytes != w->q->len) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "member '%s' answered %d rows for %zu bytes", members_name(w->e->ms, i),
+                 (*res)->n_bytes, w->q->len);
+        return walk_fail(w, 502, msg);
+    }
+    w->out->windows += (*res)->windows;
+    w->out->decoded += (*res)->decoded;
+    return 0;
+}
+
+static int walk_whole(byte_walk *w) {
+    size_t nm = w->e->nm;
+    const proto_next_bytes_res *res[CONSORT_MAX_MEMBERS] = {0};
+    for (size_t i = 0; i < nm; i++)
+        if (w->part[i] && queue_whole(w, i)) return -1;
+    member_round_run(w->round);
+    w->out->rounds++;
+    for (size_t i = 0; i < nm; i++)
+        if (w->part[i] && read_whole(w, i, &res[i])) return -1;
+    for (size_t pos = 0; pos < w->q->len; pos++) {
+        for (size_t i = 0; i < nm; i++)
+            for (size_t b = 0; res[i] && b < BYTES_EVENTS; b++) w->lq[i * BYTES_EVENTS + b] = res[i]->dist[pos * BYTES_EVENTS + b];
+        if (w->q->on_byte && w->q->on_byte(w->q->ud, pos, w->lq, nm)) return walk_fail(w, 500, "stopped by the caller");
+        w->out->bytes = pos + 1;
+    }
     return 0;
 }
 
@@ -202,8 +266,15 @@ int ensemble_score_bytes(ensemble *e, const ensemble_bytes_request *q, ensemble_
     w->q = q;
     w->out = out;
     int rc = walk_setup(w);
-    for (size_t pos = 0; !rc && pos < q->len; pos++) rc = walk_position(w, pos);
-    for (size_t i = 0; w->round && i < e->nm; i++) drop_session(w, i);
+    if (!rc && q->beam > 0 && q->len) rc = walk_whole(w);
+    for (size_t pos = 0; !rc && q->beam <= 0 && pos < q->len; pos++) rc = walk_position(w, pos);
+    for (size_t i = 0; w->round && i < e->nm; i++) {
+        if (q->beam > 0 && w->s[i]) { /* no session on the member to delete */
+            member_session_free(w->s[i]);
+            w->s[i] = NULL;
+        }
+        drop_session(w, i);
+    }
     member_round_free(w->round);
     free(w->lq);
     free(w);

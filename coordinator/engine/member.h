@@ -70,6 +70,10 @@ typedef struct member_ops {
     /* 1 if the masses are the protocol's exact ones (full distribution);
      * 0 when they are lower bounds from a top-n list (docs/MEMBERS.md). */
     int exact;
+    /* The next-byte walk over a whole text (POST /v1/next_bytes); NULL for
+     * members that have none (only consort-workers do). */
+    int (*next_bytes)(member_session *s, const proto_next_bytes_req *q, member_round *r);
+    int (*next_bytes_result)(member_session *s, const proto_next_bytes_res **res, proto_error *err);
 } member_ops;
 
 /* One request's session on one member. */

@@ -269,5 +269,5 @@ static void *ll_open(member_session *s) { return align_open(s, &llama_backend); 
 
 const member_ops member_llama_ops = {
     "llama-server", ll_connect, ll_health, ll_open, align_step, align_score,
-    align_step_result, align_score_result, align_close, align_free, 0,
+    align_step_result, align_score_result, align_close, align_free, 0, NULL, NULL,
 };

@@ -501,5 +501,5 @@ static int oa_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
 
 const member_ops member_openai_ops = {
     "openai", oa_connect, oa_health, oa_open, align_step, align_score,
-    align_step_result, align_score_result, align_close, align_free, 0,
+    align_step_result, align_score_result, align_close, align_free, 0, NULL, NULL,
 };

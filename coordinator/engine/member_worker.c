@@ -47,6 +47,7 @@ typedef struct {
     json_t *answer;          /* the latest answer (decoded structs borrow from it) */
     proto_step_res step;     /* decoded answers (own what the codec allocated) */
     proto_score_res score;
+    proto_next_bytes_res nb;
 } wk_session;
 
 /* The body of a call: one encode, one dump (protocol/proto.h). */
@@ -64,6 +65,7 @@ static int set_body(wk_session *w, json_t *o) {
 static void release_answer(wk_session *w) {
     proto_step_res_release(&w->step);
     proto_score_res_release(&w->score);
+    proto_next_bytes_res_release(&w->nb);
     json_decref(w->answer);
     w->answer = NULL;
 }
@@ -225,6 +227,24 @@ static int wk_score(member_session *s, const proto_score_req *q, member_round *r
     return queue_call(s, r, "POST", PROTO_PATH_SCORE, NULL);
 }
 
+static int wk_next_bytes(member_session *s, const proto_next_bytes_req *q, member_round *r) {
+    wk_session *w = s->impl;
+    if (set_body(w, proto_next_bytes_req_encode(q))) return -1;
+    return queue_call(s, r, "POST", PROTO_PATH_NEXT_BYTES, NULL);
+}
+
+static int wk_next_bytes_result(member_session *s, const proto_next_bytes_res **res, proto_error *err) {
+    wk_session *w = s->impl;
+    *res = NULL;
+    if (answer_json(s, err)) return -1;
+    if (proto_next_bytes_res_decode(w->answer, &w->nb, err)) {
+        name_error(s, err);
+        return -1;
+    }
+    *res = &w->nb;
+    return 0;
+}
+
 static int wk_step_result(member_session *s, const proto_step_res **res, proto_error *err) {
     wk_session *w = s->impl;
     *res = NULL;
@@ -334,5 +354,5 @@ static int wk_connect(member_set *ms, size_t i, double timeout_s, proto_info *in
 
 const member_ops member_worker_ops = {
     "consort-worker", wk_connect, wk_health, wk_open, wk_step, wk_score,
-    wk_step_result, wk_score_result, wk_close, wk_free, 1,
+    wk_step_result, wk_score_result, wk_close, wk_free, 1, wk_next_bytes, wk_next_bytes_result,
 };

@@ -11,6 +11,9 @@
 #    steps, which agrees with its own figure within the documented
 #    approximation (docs/EVALUATION.md "Scoring through the steps");
 #  - every byte scored; the --json shape;
+#  - byte_pool: the covering walk (/v1/next_bytes; its HTTP refusals are in
+#    worker.t) and the per-byte step walk (--byte-beam 0);
+#    model A alone through the covering walk matches its own figure;
 #  - ab writes report.md, report.json, report.svg and the SVG parses as XML.
 set -uo pipefail
 cd "${CONSORT_ROOT:-$(dirname "$0")/../..}"
@@ -142,9 +145,17 @@ j = json.load(open('$tmp/bytes.json')); r = {x['name']: x for x in j['results']}
 b = r['byte_pool']['bits_per_byte']
 print('# solo:a %.4f, byte_pool of the model with itself %.4f bits/byte' % (r['solo:a']['bits_per_byte'], b))
 sys.exit(0 if b is not None and 0 < b < 8 and j['byte_pool_exponents'] == [0.5, 0.5] and r['byte_pool'].get('byte_level') and not r['byte_pool'].get('steps') else 1)"
-ok $? "byte_pool runs (one round per byte), finite, default exponents 1/M"
-grep -q "byte_pool: .* windows re-opened" "$tmp/bytes.txt" && ! grep -q "byte_pool: .* 0 windows re-opened" "$tmp/bytes.txt"
-ok $? "byte_pool: the long document fills the 64-token context, windows are re-opened"
+ok $? "byte_pool runs (covering walk, one /v1/next_bytes call per member per document), finite, default exponents 1/M"
+grep -q "byte_pool: .*covering tokenizations (beam 4).* windows rolled" "$tmp/bytes.txt" && ! grep -q "byte_pool: .* 0 windows rolled" "$tmp/bytes.txt"
+ok $? "byte_pool: default beam 4; the long document fills the 64-token context, the worker rolls its window"
+"$B/consort" ppl --member a="$A" --member b="$A" --strategies solo:a,byte_pool --byte-beam 0 --file "$tmp/docs.jsonl" \
+  --json "$tmp/bytes0.json" "${common[@]}" > "$tmp/bytes0.txt" 2>&1
+grep -q "byte_pool: .*canonical prefix.* windows re-opened" "$tmp/bytes0.txt" && ! grep -q "byte_pool: .* 0 windows re-opened" "$tmp/bytes0.txt"
+ok $? "byte_pool --byte-beam 0: the per-byte step walk, windows re-opened"
+"$B/consort" ppl --member a="$A" --strategies byte_pool --byte-beam 257 --file "$tmp/docs.jsonl" "${common[@]}" > /dev/null 2> "$tmp/beam.err"
+[ $? = 2 ] && grep -q -- "--byte-beam" "$tmp/beam.err"
+ok $? "--byte-beam 257: exit 2 naming the flag"
+
 
 "$B/consort" ppl --member a="$A" --member b="$C" --tune-weights "$tmp/ascii.jsonl" --strategies mixture_units \
   --file "$tmp/ascii.jsonl" "${common[@]}" > "$tmp/tune.txt" 2>&1
@@ -205,6 +216,20 @@ b = r['byte_pool']['bits_per_byte']
 print('# 600 bytes of the held-out text: A %.4f  B %.4f  byte_pool %s bits/byte' % (r['solo:a']['bits_per_byte'], r['solo:b']['bits_per_byte'], b))
 sys.exit(0 if b is not None and 0 < b < 8 else 1)"
   ok $? "byte_pool on models A and B (two tokenizers): a finite figure"
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --weights 1,0 --pool-exponents 1,0 \
+    --strategies solo:a,byte_pool --file "$tmp/brown_short.jsonl" --json "$tmp/abytes.json" --threads 1 \
+    --no-progress --resamples 50 > /dev/null 2>&1
+  "$B/consort" ppl --member a=models/a.gguf --member b=models/b.gguf --weights 1,0 --pool-exponents 1,0 --byte-beam 0 \
+    --strategies solo:a,byte_pool --file "$tmp/brown_short.jsonl" --json "$tmp/abytes0.json" --threads 1 \
+    --no-progress --resamples 50 > /dev/null 2>&1
+  py "
+import json, sys
+r = {x['name']: x for x in json.load(open('$tmp/abytes.json'))['results']}
+r0 = {x['name']: x for x in json.load(open('$tmp/abytes0.json'))['results']}
+a, c, k = r['solo:a']['bits_per_byte'], r['byte_pool']['bits_per_byte'], r0['byte_pool']['bits_per_byte']
+print('# A alone: /v1/score %.4f, byte walk over covering tokenizations %.4f, canonical prefix (beam 0) %.4f bits/byte' % (a, c, k))
+sys.exit(0 if c <= a + 0.005 and c < k - 0.05 else 1)"
+  ok $? "A (SentencePiece) alone byte by byte: the covering walk closes the canonical prefix's gap (within 0.005 of /v1/score)"
   "$B/tools/ppl_direct" --model models/b.gguf --file "$tmp/brown.jsonl" --ctx 256 --overlap 128 --threads 1 > "$tmp/bdirect.json"
   py "
 import json, sys

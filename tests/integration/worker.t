@@ -125,6 +125,28 @@ is "$(req POST /v1/score '{"text":"Once upon a time, there was a girl."}')" 200 
 is "$(req POST /v1/score "{\"text\":\"$long\"}")" 200 "a text longer than the context is scored in windows"
 is "$(field window_overlap)" 64 "window overlap is half the context"
 
+# ---- the next-byte walk (POST /v1/next_bytes) ----
+errobj() { python3 -c "
+import json, sys
+e = json.load(open('$tmp/body'))['error']
+sys.exit(0 if e['type'] == 'invalid_request_error' and e['message'] and e['code'] == '$1' and e.get('param') == '$2' else 1)"; }
+is "$(req POST /v1/next_bytes '{"text_b64": "***"}')" 400 "next_bytes: invalid base64 is 400"
+errobj invalid_base64 text_b64; ok $? "next_bytes: an OpenAI-style error object, code invalid_base64, param text_b64"
+is "$(req POST /v1/next_bytes '{"text_b64": "YWJj", "beam": 0}')" 400 "next_bytes: beam 0 is 400"
+errobj invalid_value beam; ok $? "next_bytes: code invalid_value, param beam"
+is "$(req POST /v1/next_bytes '{"text_b64": ""}')" 400 "next_bytes: an empty text is 400"
+errobj invalid_value text_b64; ok $? "next_bytes: code invalid_value, param text_b64"
+is "$(req POST /v1/next_bytes '{"beam": 4}')" 400 "next_bytes: no text_b64 is 400"
+is "$(req GET /v1/next_bytes)" 405 "next_bytes: GET is 405"
+is "$(req POST /v1/next_bytes '{"text_b64": "T25jZSB1cG9uIGEgdGltZQ==", "beam": 2}')" 200 "next_bytes: a text is walked"
+python3 -c "
+import json, sys, base64, struct, math
+j = json.load(open('$tmp/body')); d = base64.b64decode(j['dist_b64'])
+rows = [struct.unpack_from('<257f', d, 4 * 257 * i) for i in range(j['n_bytes'])]
+sums = [sum(math.exp(x) for x in r if x > -1e30) for r in rows]
+sys.exit(0 if j['n_bytes'] == 16 and len(d) == 16 * 257 * 4 and all(abs(s - 1) < 1e-4 for s in sums) else 1)"
+ok $? "next_bytes: 16 rows of 257 little-endian float32 log-probabilities, each summing to 1"
+
 # ---- concurrency: three clients at once give what each gives alone ----
 run_client() { # session prompt -> greedy strings
   local sid=$1 p=$2 out=$3 s

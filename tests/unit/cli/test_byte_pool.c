@@ -10,6 +10,10 @@
  *  - A member with multi-byte tokens: its next-byte masses sum to 1 at
  *    every byte (no deviation counted), and the pool of the member with a
  *    copy of itself (exponents 1/2) scores exactly as the member alone.
+ *    (These run the per-byte step walk, beam 0: the mocks have no
+ *    /v1/next_bytes, and a covering walk on one fails with a message naming
+ *    the member and the endpoint. The covering walk itself is checked on
+ *    real models: tests/unit/worker/test_wk_next_bytes.c, ppl.t.)
  *  - A member whose masses sum to e^0.7 at every byte: every byte is
  *    counted as deviating, and the pool still scores it as the consistent
  *    member (it normalises; without the normaliser this check fails).
@@ -104,7 +108,7 @@ static double pool_score(ensemble *e, const double *alpha, size_t M, ev_byte_poo
     char err[300];
     double lp;
     memset(st, 0, sizeof *st);
-    if (ev_byte_pool_doc(e, alpha, M, TEXT, strlen(TEXT), &lp, st, NULL, err, sizeof err)) {
+    if (ev_byte_pool_doc(e, alpha, M, 0, TEXT, strlen(TEXT), &lp, st, NULL, err, sizeof err)) {
         diag("byte_pool: %s", err);
         return NAN;
     }
@@ -123,6 +127,12 @@ static void test_consistent_member(mock_member *S) {
     is_near(lp, want, 1e-6, "byte_pool of one consistent member = its token log-likelihood of the text");
     is_int(st.bytes, (long)strlen(TEXT), "one round per byte");
     is_int(st.deviating[0], 0, "its next-byte masses sum to 1 at every byte");
+    char err[300] = "";
+    memset(&st, 0, sizeof st);
+    int rc = ev_byte_pool_doc(e, one, 1, 4, TEXT, strlen(TEXT), &lp, &st, NULL, err, sizeof err);
+    diag("beam 4 on a member without /v1/next_bytes: %s", err);
+    ok(rc == -1 && strstr(err, S->name) && strstr(err, "next_bytes") && st.bytes == 0,
+       "the covering walk (beam 4) on a member without /v1/next_bytes fails, naming the member and the endpoint");
     ensemble_free(e);
     members_free(ms);
 }

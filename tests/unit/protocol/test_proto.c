@@ -499,8 +499,51 @@ static void test_step_next_bytes(void) {
     json_decref(j);
 }
 
+/* POST /v1/next_bytes: the request's defaults and ranges, the answer's
+ * little-endian float32 rows (-inf kept) and their size check. */
+static void test_next_bytes_walk(void) {
+    proto_next_bytes_req q = {{(const unsigned char *)"ab\xff", 3}, 7, NULL}, q2;
+    proto_error err;
+    json_t *j = wire(proto_next_bytes_req_encode(&q));
+    ok(proto_next_bytes_req_decode(j, &q2, &err) == 0 && q2.beam == 7 && q2.text.n == 3 && q2.text.p[2] == 0xff,
+       "next_bytes request: text and beam round-trip");
+    proto_next_bytes_req_release(&q2);
+    json_decref(j);
+    j = parse("{\"text_b64\":\"YQ==\"}");
+    ok(proto_next_bytes_req_decode(j, &q2, &err) == 0 && q2.beam == PROTO_DEFAULT_BYTE_BEAM, "next_bytes request: default beam");
+    proto_next_bytes_req_release(&q2);
+    json_decref(j);
+    j = parse("{\"text_b64\":\"YQ==\",\"beam\":257}");
+    ok(proto_next_bytes_req_decode(j, &q2, &err) == -1 && err.status == 400 && !strcmp(err.param, "beam"),
+       "next_bytes request: beam over 256 is 400 naming beam");
+    json_decref(j);
+    j = parse("{\"beam\":2}");
+    ok(proto_next_bytes_req_decode(j, &q2, &err) == -1 && !strcmp(err.code, "invalid_type"),
+       "next_bytes request: text_b64 is required");
+    json_decref(j);
+    float d[2 * PROTO_NEXT_BYTES];
+    for (int i = 0; i < 2 * PROTO_NEXT_BYTES; i++) d[i] = i == 300 ? -INFINITY : -1.0f - (float)i / 1000.0f;
+    proto_next_bytes_res r = {.n_bytes = 2, .dist = d, .beam = 4, .decoded = 9, .paths = 5, .max_beam = 3}, r2;
+    j = wire(proto_next_bytes_res_encode(&r));
+    int same = 1;
+    if (proto_next_bytes_res_decode(j, &r2, &err) == 0) {
+        for (int i = 0; i < 2 * PROTO_NEXT_BYTES; i++) same &= r2.dist[i] == d[i];
+        same &= r2.n_bytes == 2 && r2.beam == 4 && r2.decoded == 9 && r2.paths == 5 && r2.max_beam == 3;
+    } else {
+        same = 0;
+    }
+    ok(same, "next_bytes answer: rows round-trip bit for bit (-inf kept), with the counters");
+    proto_next_bytes_res_release(&r2);
+    json_decref(j);
+    j = parse("{\"n_bytes\":2,\"dist_b64\":\"AAAAAA==\"}");
+    ok(proto_next_bytes_res_decode(j, &r2, &err) == -1 && !strcmp(err.param, "dist_b64"),
+       "next_bytes answer: dist_b64 of another size than n_bytes * 257 floats is refused");
+    json_decref(j);
+}
+
 int main(void) {
     test_error_codes_documented();
+    test_next_bytes_walk();
     test_step_next_bytes();
     test_health_info();
     test_vocab();
