@@ -15,58 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static wk_model *M;
-static struct llama_context *ref;
-static int V;
-static unsigned char **pieces;
-static size_t *plen;
+#include "tests/unit/worker/ref_llama.h"
 
-static void ref_init(void) {
-    struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = 1024;
-    cp.n_batch = 1024;
-    cp.n_ubatch = 1024;
-    cp.n_seq_max = 1;
-    cp.n_threads = 1;
-    cp.n_threads_batch = 1;
-    ref = llama_init_from_model(M->model, cp);
-    V = llama_vocab_n_tokens(M->vocab);
-    pieces = calloc((size_t)V, sizeof *pieces);
-    plen = calloc((size_t)V, sizeof *plen);
-    for (int id = 0; id < V; id++) {
-        char buf[256];
-        enum llama_token_attr a = llama_vocab_get_attr(M->vocab, id);
-        int n = 0;
-        if (!(a & (LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_UNKNOWN | LLAMA_TOKEN_ATTR_UNUSED)))
-            n = llama_token_to_piece(M->vocab, id, buf, sizeof buf, 0, false);
-        if (n < 0) n = 0;
-        pieces[id] = malloc((size_t)n + 1);
-        memcpy(pieces[id], buf, (size_t)n);
-        plen[id] = (size_t)n;
-    }
-}
-
-static void ref_free(void) {
-    for (int i = 0; i < V; i++) free(pieces[i]);
-    free(pieces);
-    free(plen);
-    llama_free(ref);
-}
-
-/* p(. | toks) in double, decoded from scratch. */
-static void ref_dist(const int *toks, int n, double *p) {
-    llama_memory_clear(llama_get_memory(ref), true);
-    int *t = malloc((size_t)n * sizeof *t);
-    memcpy(t, toks, (size_t)n * sizeof *t);
-    llama_decode(ref, llama_batch_get_one(t, n));
-    free(t);
-    const float *lg = llama_get_logits_ith(ref, -1);
-    double mx = lg[0], z = 0;
-    for (int i = 1; i < V; i++)
-        if (lg[i] > mx) mx = lg[i];
-    for (int i = 0; i < V; i++) z += exp(lg[i] - mx);
-    for (int i = 0; i < V; i++) p[i] = exp(lg[i] - mx) / z;
-}
 
 static double brute_T(const double *p, const unsigned char *x, size_t n) {
     double s = 0;
@@ -1046,7 +996,7 @@ static void run_model(const char *path, const char *name) {
         diag("%s", emsg);
         return;
     }
-    ref_init();
+    ref_init(1024);
     wk_engine_opts o = {.n_ctx = 256, .n_threads = 1, .slots = 8};
     wk_engine *e = wk_engine_create(M, &o, emsg, sizeof emsg);
     wk_engine_opts os = {.n_ctx = 16, .n_threads = 1, .slots = 1};
