@@ -1,6 +1,7 @@
 /* vocab_align/va_vocab.c: see va_vocab.h. */
 #include "vocab_align/va_vocab.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +148,20 @@ void va_cumsum(const va_vocab *v, const float *probs, double *cum) {
         s += probs[v->order[i]];
         cum[i + 1] = s;
     }
+}
+
+double va_mass_lazy(const va_vocab *v, const float *probs, double *cum, const void *x, size_t n) {
+    if (n == 0) return 1.0;
+    int lo, hi;
+    va_prefix_range(v, x, n, &lo, &hi);
+    if (hi - lo <= VA_DIRECT_SUM || !cum) {
+        double s = 0;
+        for (int i = lo; i < hi; i++) s += probs[v->order[i]];
+        return s;
+    }
+    if (isnan(cum[0])) va_cumsum(v, probs, cum);
+    double s = cum[hi] - cum[lo];
+    return s < 0 ? 0 : s;
 }
 
 double va_mass(const va_vocab *v, const double *cum, const void *x, size_t n) {

@@ -15,7 +15,8 @@
  *  - va_cumsum() turns a probability vector indexed by token id into
  *    cumulative sums (double, n+1 entries) in sorted order, O(n); then
  *    va_mass() answers T(x) exactly (up to rounding) in O(|x| log n).
- *    T(empty) is the sum of all probabilities.
+ *    T(empty) is the sum of all probabilities. va_mass_lazy() answers from
+ *    the probabilities, building the sums only for a wide range.
  */
 #ifndef CONSORT_VA_VOCAB_H
 #define CONSORT_VA_VOCAB_H
@@ -42,5 +43,11 @@ int va_sorted_id(const va_vocab *v, int pos); /* token id at a sorted position *
 
 void va_cumsum(const va_vocab *v, const float *probs, double *cum /* n+1 */);
 double va_mass(const va_vocab *v, const double *cum, const void *x, size_t n);
+/* T(x) from the probabilities themselves: summed directly over a range of
+ * at most VA_DIRECT_SUM tokens (or any range when cum is NULL), else read
+ * from cum, which is filled by va_cumsum on first need (cum[0] = NAN means
+ * "not yet"; the caller sets it when probs change). T(empty) = 1. */
+#define VA_DIRECT_SUM 512
+double va_mass_lazy(const va_vocab *v, const float *probs, double *cum, const void *x, size_t n);
 
 #endif

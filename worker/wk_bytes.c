@@ -104,31 +104,9 @@ static int is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n'
 
 /* ---- distributions -------------------------------------------------------- */
 
-static void softmax_in_place(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++)
-        if (x[i] > mx) mx = x[i];
-    double z = 0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        z += x[i];
-    }
-    float inv = (float)(1.0 / z);
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* The mass of the tokens whose bytes start with x (n >= 1). */
 static double prefix_mass(const wk_walk *w, wk_path_h *h, const unsigned char *x, size_t n) {
-    int lo, hi;
-    if (va_prefix_range(w->m->va, x, n, &lo, &hi) == 0) return 0;
-    if (hi - lo <= 512) {
-        double s = 0;
-        for (int k = lo; k < hi; k++) s += h->p[va_sorted_id(w->m->va, k)];
-        return s;
-    }
-    if (isnan(h->cum[0])) va_cumsum(w->m->va, h->p, h->cum);
-    double s = h->cum[hi] - h->cum[lo];
-    return s > 0 ? s : 0;
+    return va_mass_lazy(w->m->va, h->p, h->cum, x, n);
 }
 
 static double end_mass(const wk_walk *w, const wk_path_h *h) {
@@ -237,7 +215,7 @@ static int main_extend(wk_walk *w, int from, size_t at) {
         rc = decode(w, w->mt + from, pos, seq, dst, n);
     }
     if (rc == 0) {
-        softmax_in_place(root->p, w->V);
+        wk_softmax(root->p, w->V, root->p);
         root->j = at;
         w->n_h = 1;
     } else {
@@ -379,7 +357,7 @@ static int decode_children(wk_walk *w, wk_path_h *kids, int nk) {
         free(seq);
         free(dst);
         if (rc) return rc;
-        for (int k = 0; k < ns; k++) softmax_in_place(kids[done + k].p, w->V);
+        for (int k = 0; k < ns; k++) wk_softmax(kids[done + k].p, w->V, kids[done + k].p);
         done += ns;
     }
     return 0;

@@ -117,7 +117,6 @@
 #include <unistd.h>
 
 #define WK_MAX_PATH 64  /* tokens of one remembered path / teacher-forced prefix */
-#define WK_DIRECT_SUM 512 /* ranges up to this size are summed directly */
 #define WK_SHARED_TOKENS 32 /* the most tokens of a batch shared by several callers (gather) */
 
 typedef struct wk_path {
@@ -225,7 +224,7 @@ static int grow_bytes(unsigned char **p, size_t *cap, size_t need) {
 }
 
 /* Softmax of logits into probs (float; the normalizer summed in double). */
-static void softmax(const float *logits, int n, float *probs) {
+void wk_softmax(const float *logits, int n, float *probs) {
     float mx = logits[0];
     for (int i = 1; i < n; i++)
         if (logits[i] > mx) mx = logits[i];
@@ -247,21 +246,11 @@ static double log_softmax_at(const float *logits, int n, int t) {
     return (double)logits[t] - mx - log(z);
 }
 
-/* T(x) from probs and their cumulative sums in byte order (cum may be
- * NULL; cum[0] = NAN means "not computed yet": done here on first need). */
+/* T(x) from probs and their cumulative sums in byte order (vocab_align's
+ * va_mass_lazy: cum may be NULL; cum[0] = NAN means "not computed yet"). */
 static double mass(const wk_engine *e, const float *p, double *cum,
                    const unsigned char *x, size_t n) {
-    if (n == 0) return 1.0;
-    int lo, hi;
-    va_prefix_range(e->m->va, x, n, &lo, &hi);
-    if (hi - lo <= WK_DIRECT_SUM || !cum) {
-        double s = 0;
-        for (int i = lo; i < hi; i++) s += p[va_sorted_id(e->m->va, i)];
-        return s;
-    }
-    if (isnan(cum[0])) va_cumsum(e->m->va, p, cum);
-    double s = cum[hi] - cum[lo];
-    return s < 0 ? 0 : s;
+    return va_mass_lazy(e->m->va, p, cum, x, n);
 }
 
 static int has_prefix_token(const wk_engine *e, const unsigned char *x, size_t n) {
@@ -756,12 +745,12 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
     }
     s->n_kv = total;
     if (rows.i0 >= 0) {
-        softmax(s->p0, e->n_vocab, s->p0);
+        wk_softmax(s->p0, e->n_vocab, s->p0);
         s->cum0[0] = NAN; /* cumulative sums on first need (mass) */
         s->p0_n = n;
     }
     if (rows.i1 >= 0) {
-        softmax(s->p1, e->n_vocab, s->p1);
+        wk_softmax(s->p1, e->n_vocab, s->p1);
         s->cum1[0] = NAN;
         s->p1_n = n + 1;
     }
@@ -1087,7 +1076,7 @@ static void job_row(void *arg, int i, const float *logits) {
 /* M(x) of a decoded job from its path's log-probability and its last row. */
 static double job_mass(wk_ctx *c, wk_job *jb, float *last, int remember_it) {
     wk_engine *e = c->e;
-    softmax(last, e->n_vocab, last);
+    wk_softmax(last, e->n_vocab, last);
     const unsigned char *rest = jb->x + jb->rest_off;
     size_t rn = jb->n - jb->rest_off;
     double m = exp(jb->lp) * mass(e, last, NULL, rest, rn);
@@ -1736,7 +1725,7 @@ static int earlier_rows(wk_ctx *c, int want, float **out) {
         free(b.rows);
         return -1;
     }
-    for (int d = 0; d < nd; d++) softmax(b.rows + (size_t)d * e->n_vocab, e->n_vocab, b.rows + (size_t)d * e->n_vocab);
+    for (int d = 0; d < nd; d++) wk_softmax(b.rows + (size_t)d * e->n_vocab, e->n_vocab, b.rows + (size_t)d * e->n_vocab);
     *out = b.rows;
     return nd;
 }

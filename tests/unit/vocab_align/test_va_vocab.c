@@ -104,5 +104,33 @@ int main(void) {
     ok(va_vocab_set(v, 0, "x", 1) == -1, "a finalized vocabulary is read-only");
     va_vocab_free(v);
     ok(va_vocab_create(0) == NULL, "empty vocabulary refused");
+
+    /* va_mass_lazy: 2000 tokens "a" + two bytes, so T("a") spans a range
+     * wider than VA_DIRECT_SUM (read from the sums, built on first need)
+     * and T("a" + one byte) a narrow one (summed directly). */
+    enum { NW = 2000 };
+    va_vocab *w = va_vocab_create(NW);
+    float *pw = malloc(NW * sizeof *pw);
+    double *cw = malloc((NW + 1) * sizeof *cw), tot = 0, t1 = 0;
+    for (int i = 0; i < NW; i++) {
+        unsigned char b[3] = {'a', (unsigned char)(i / 250), (unsigned char)(i % 250)};
+        va_vocab_set(w, i, b, 3);
+        pw[i] = (float)(1 + i % 7) / (float)(4 * NW);
+        tot += pw[i];
+        if (i / 250 == 1) t1 += pw[i];
+    }
+    va_vocab_finalize(w);
+    cw[0] = NAN;
+    unsigned char a1[2] = {'a', 1};
+    is_near(va_mass_lazy(w, pw, cw, a1, 2), t1, 1e-9, "lazy T(x) over a narrow range = brute force");
+    ok(isnan(cw[0]), "a narrow range builds no sums");
+    is_near(va_mass_lazy(w, pw, cw, "a", 1), tot, 1e-9, "lazy T(x) over a wide range = brute force");
+    ok(!isnan(cw[0]), "a wide range builds the sums");
+    is_near(va_mass_lazy(w, pw, NULL, "a", 1), tot, 1e-9, "without sums a wide range is summed directly");
+    is_near(va_mass_lazy(w, pw, cw, "", 0), 1.0, 0, "lazy T(empty) = 1");
+    is_near(va_mass_lazy(w, pw, cw, "b", 1), 0.0, 0, "no token starts with b");
+    free(pw);
+    free(cw);
+    va_vocab_free(w);
     return tap_done();
 }
