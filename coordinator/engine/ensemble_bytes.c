@@ -78,10 +78,14 @@ static int new_session(byte_walk *w, size_t i) {
     return w->s[i] ? 0 : walk_fail(w, 500, "out of memory");
 }
 
+/* Ends member i's session: deleted on the member after the per-byte walk;
+ * the whole-text walk (beam > 0) opens none there, so it is only freed. */
 static void drop_session(byte_walk *w, size_t i) {
     if (!w->s[i]) return;
-    member_close(w->s[i], w->round);
-    member_round_run(w->round);
+    if (w->q->beam <= 0) {
+        member_close(w->s[i], w->round);
+        member_round_run(w->round);
+    }
     member_session_free(w->s[i]);
     w->s[i] = NULL;
 }
@@ -268,13 +272,7 @@ int ensemble_score_bytes(ensemble *e, const ensemble_bytes_request *q, ensemble_
     int rc = walk_setup(w);
     if (!rc && q->beam > 0 && q->len) rc = walk_whole(w);
     for (size_t pos = 0; !rc && q->beam <= 0 && pos < q->len; pos++) rc = walk_position(w, pos);
-    for (size_t i = 0; w->round && i < e->nm; i++) {
-        if (q->beam > 0 && w->s[i]) { /* no session on the member to delete */
-            member_session_free(w->s[i]);
-            w->s[i] = NULL;
-        }
-        drop_session(w, i);
-    }
+    for (size_t i = 0; w->round && i < e->nm; i++) drop_session(w, i);
     member_round_free(w->round);
     free(w->lq);
     free(w);
