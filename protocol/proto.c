@@ -661,6 +661,7 @@ json_t *proto_step_req_encode(const proto_step_req *q) {
         if (q->n_cands) bad |= put(o, "candidates_b64", strs_b64_json(q->cands, q->n_cands));
         if (q->n_steps) bad |= put(o, "steps_b64", strs_b64_json(q->steps, q->n_steps));
         if (q->draft) bad |= put(o, "draft", json_integer(q->draft));
+        if (q->n_draft_steps) bad |= put(o, "draft_b64", strs_b64_json(q->draft_steps, q->n_draft_steps));
         if (q->next_bytes) bad |= put(o, "next_bytes", json_integer(q->next_bytes));
     }
     return finish(o, bad);
@@ -733,13 +734,23 @@ static int step_candidates(const json_t *o, proto_step_req *q, proto_error *err)
     return b64_list(o, "candidates_b64", PROTO_MAX_CANDIDATES, q, &q->cands, &q->n_cands, err);
 }
 
-/* The speculative fields: steps_b64 (each non-empty) and draft. */
+/* Every entry of a list of appends is non-empty. */
+static int no_empty(const proto_str *s, size_t n, const char *k, proto_error *err) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i].n == 0) return field_fail(err, PROTO_ERR_INVALID_VALUE, k, "%s[%zu] is empty", k, i);
+    return 0;
+}
+
+/* The speculative fields: steps_b64, draft, and draft_b64 (not with draft). */
 static int step_speculative(const json_t *o, proto_step_req *q, proto_error *err) {
     if (b64_list(o, "steps_b64", PROTO_MAX_STEPS, q, &q->steps, &q->n_steps, err) ||
-        get_int(o, "draft", 0, 0, PROTO_MAX_DRAFT, &q->draft, err))
+        get_int(o, "draft", 0, 0, PROTO_MAX_DRAFT, &q->draft, err) ||
+        b64_list(o, "draft_b64", PROTO_MAX_DRAFT, q, &q->draft_steps, &q->n_draft_steps, err) ||
+        no_empty(q->steps, q->n_steps, "steps_b64", err) ||
+        no_empty(q->draft_steps, q->n_draft_steps, "draft_b64", err))
         return -1;
-    for (size_t i = 0; i < q->n_steps; i++)
-        if (q->steps[i].n == 0) return field_fail(err, PROTO_ERR_INVALID_VALUE, "steps_b64", "steps_b64[%zu] is empty", i);
+    if (q->draft && q->n_draft_steps)
+        return field_fail(err, PROTO_ERR_INVALID_REQUEST, "draft_b64", "give 'draft' or 'draft_b64', not both");
     return 0;
 }
 

@@ -221,6 +221,10 @@ typedef struct {
     size_t n_steps;        /* 0..PROTO_MAX_STEPS */
     int draft;             /* "draft": 0..PROTO_MAX_DRAFT steps along the member's own top entry,
                             * answered but not committed */
+    const proto_str *draft_steps; /* "draft_b64": steps to draft instead of the member's own proposals
+                            * (another member's draft, to verify), answered but not committed;
+                            * exclusive with draft > 0 */
+    size_t n_draft_steps;  /* 0..PROTO_MAX_DRAFT */
     int next_bytes;        /* "next_bytes": 0..PROTO_MAX_NEXT_BYTES; n > 0: also answer the next-byte
                             * distribution, counting tokens that start up to n - 1 committed tokens
                             * before the residue (docs/PROTOCOL.md) */

@@ -447,6 +447,19 @@ static void test_step_speculative(void) {
     step_bad("{\"session\":\"s\",\"draft\":17}", 400, "invalid_value", "draft over 16 is 400");
     step_bad("{\"session\":\"s\",\"steps_b64\":[\"\"]}", 400, "invalid_value", "an empty piece in steps_b64 is 400");
     step_bad("{\"session\":\"s\",\"steps_b64\":\"IA==\"}", 400, "invalid_type", "steps_b64 not an array is 400");
+    proto_step_req v = {.session = "s", .k = 1, .draft_steps = steps, .n_draft_steps = 2};
+    j = wire(proto_step_req_encode(&v));
+    ok(proto_step_req_decode(j, &q2, &err) == 0 && q2.n_draft_steps == 2 && same_str(q2.draft_steps[0], " the", 4) &&
+           same_str(q2.draft_steps[1], " cat", 4) && q2.draft == 0,
+       "step request: draft_b64 round-trips");
+    proto_step_req_release(&q2);
+    json_decref(j);
+    step_bad("{\"session\":\"s\",\"draft\":2,\"draft_b64\":[\"IA==\"]}", 400, "invalid_request",
+             "draft and draft_b64 together is 400");
+    step_bad("{\"session\":\"s\",\"draft_b64\":[\"\"]}", 400, "invalid_value", "an empty piece in draft_b64 is 400");
+    step_bad("{\"session\":\"s\",\"draft_b64\":[\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\","
+             "\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\",\"IA==\"]}",
+             400, "invalid_value", "draft_b64 over 16 pieces is 400");
 
     proto_top t1 = {{(const unsigned char *)" a", 2}, -0.5, -0.5}, t2 = {{(const unsigned char *)" b", 2}, -1.5, -1.5};
     proto_step_res d[2] = {{NULL, 5, {NULL, 0}, 1, &t1, 1, NULL, 0, -7, NULL, 0, NULL, 0, NULL},
