@@ -227,10 +227,10 @@ static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request 
     json_t *v;
     json_object_foreach((json_t *)ens, key, v) {
         if (strcmp(key, "strategy") && strcmp(key, "weights") && strcmp(key, "members") &&
-            strcmp(key, "threshold") && strcmp(key, "speculative"))
+            strcmp(key, "threshold") && strcmp(key, "speculative") && strcmp(key, "draft_member"))
             return oai_fail(err, 400, "ensemble", "unknown_parameter",
                             "Unrecognized field 'ensemble.%s' (known: strategy, weights, "
-                            "members, threshold, speculative).", key);
+                            "members, threshold, speculative, draft_member).", key);
     }
     ensemble_request *q = &rq->req;
     if ((v = opt(ens, "members"))) {
@@ -312,6 +312,12 @@ static int parse_ensemble(const json_t *ens, const oai_config *cfg, oai_request 
             return oai_fail(err, 400, "ensemble.speculative", "invalid_type",
                             "'ensemble.speculative' must be true or false.");
         q->speculative = json_is_true(v) ? 1 : -1;
+    }
+    if ((v = opt(ens, "draft_member"))) {
+        if (!json_is_string(v))
+            return oai_fail(err, 400, "ensemble.draft_member", "invalid_type",
+                            "'ensemble.draft_member' must be a member's name, or \"\" for none.");
+        q->draft_member = json_string_value(v);
     }
     return 0;
 }

@@ -38,6 +38,9 @@ const opt_spec members_cli_opts[] = {
     {"speculative", NULL, OPT_FLAG, MO_SPECULATIVE, NULL,
      "speculative steps: each member drafts steps along its own proposals, verified in one round trip "
      "(mixture and solo, greedy or sampled; the same text)"},
+    {"draft-member", NULL, OPT_VALUE, MO_DRAFT_MEMBER, "NAME",
+     "speculative steps (implies --speculative): member NAME drafts, the others check its draft in "
+     "one batched decode each (pays when NAME is much faster and agrees with them)"},
     {"token-file", NULL, OPT_VALUE, MO_TOKEN_FILE, "FILE",
      "the members' shared secret, sent as \"Authorization: Bearer\" (first line of FILE; default "
      "$CONSORT_TOKEN; spawned workers get it, or a random one)"},
@@ -215,6 +218,11 @@ int members_cli_set(members_cli *cli, int id, const char *v, char *err, size_t e
     case MO_TOLERATE_DOWN: cli->tolerate_down = 1; rc = 0; break;
     case MO_NO_ROUND_SKIP: cli->no_round_skip = 1; rc = 0; break;
     case MO_SPECULATIVE: cli->speculative = 1; rc = 0; break;
+    case MO_DRAFT_MEMBER:
+        rc = *v && strlen(v) < sizeof cli->draft_member ? 0 : -1;
+        if (rc) snprintf(err, errlen, "--draft-member '%s': expected a member's name", v);
+        else snprintf(cli->draft_member, sizeof cli->draft_member, "%s", v), cli->speculative = 1;
+        break;
     case MO_POOL_EXPONENTS:
         rc = opt_double_list("--pool-exponents", v, 0, 1e3, cli->pool_exponents, CONSORT_MAX_MEMBERS,
                              &cli->n_pool_exponents, err, errlen);
@@ -239,6 +247,14 @@ int members_cli_check(const members_cli *cli, char *err, size_t errlen) {
     if (cli->n_pool_exponents && cli->n_pool_exponents != cli->n) {
         snprintf(err, errlen, "--pool-exponents has %zu values for %zu members", cli->n_pool_exponents, cli->n);
         return -1;
+    }
+    if (cli->draft_member[0]) {
+        size_t i = 0;
+        while (i < cli->n && strcmp(cli->name[i], cli->draft_member)) i++;
+        if (i == cli->n) {
+            snprintf(err, errlen, "--draft-member %s: no member is named so", cli->draft_member);
+            return -1;
+        }
     }
     return check_tokenizers(cli, err, errlen);
 }
@@ -273,6 +289,7 @@ void members_cli_to_config(const members_cli *cli, members_config *mc, ensemble_
         ec->member_k = cli->top_k_members;
         ec->no_round_skip = cli->no_round_skip;
         ec->speculative = cli->speculative;
+        memcpy(ec->draft_member, cli->draft_member, sizeof ec->draft_member);
         memcpy(ec->pool_exponents, cli->pool_exponents, sizeof ec->pool_exponents);
         ec->n_pool_exponents = cli->n_pool_exponents;
     }

@@ -59,6 +59,7 @@ typedef struct {
     int nprobs;                        /* --member-nprobs: top-n of llama-server members, 0 = default */
     int no_round_skip;                 /* --no-round-skip: always pay the second round (tests) */
     int speculative;                   /* --speculative: speculative steps by default (mixture/solo, greedy or sampled) */
+    char draft_member[64];             /* --draft-member NAME: that member drafts, the others verify; "" = each its own */
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* --pool-exponents a,b,... */
     size_t n_pool_exponents;           /* 0 = not given (1/M each) */
     char token[256];                   /* --token-file's first line; "" = $CONSORT_TOKEN or none */
@@ -82,7 +83,7 @@ void members_cli_init(members_cli *cli);
  * so a command's own ids stay below 100 (the server's are 200..). */
 enum {
     MO_MEMBER = 100, MO_STRATEGY, MO_WEIGHTS, MO_THRESHOLD, MO_THREADS, MO_CTX_SIZE,
-    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP, MO_SPECULATIVE,
+    MO_STEP_TIMEOUT, MO_START_TIMEOUT, MO_MEMBER_K, MO_TOLERATE_DOWN, MO_NO_ROUND_SKIP, MO_SPECULATIVE, MO_DRAFT_MEMBER,
     MO_POOL_EXPONENTS,
     MO_TOKEN_FILE, MO_TLS_CA,
     MO_MEMBER_NPROBS, MO_TOKENIZER

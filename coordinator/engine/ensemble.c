@@ -97,6 +97,10 @@ ensemble *ensemble_new(member_set *ms, const ensemble_config *cfg, char *err, si
         snprintf(err, errlen, "%zu weights for %zu members", cfg->n_weights, members_count(ms));
         return NULL;
     }
+    if (cfg->draft_member[0] && members_index(ms, cfg->draft_member) < 0) {
+        snprintf(err, errlen, "draft member '%s' is not a member", cfg->draft_member);
+        return NULL;
+    }
     const char *strategy = cfg->strategy[0] ? cfg->strategy : "mixture";
     sstrat st;
     if (check_strategy(ms, strategy, &st, err, errlen)) return NULL;
@@ -314,18 +318,38 @@ static int recreate_lost_sessions(ensemble_gen *r, const vcand_set *ask) {
     return 0;
 }
 
-/* A state-changing call per selected member: the first creates the session;
- * later ones send the member's lag and `ask` as candidates. Returns 0, 1
- * when a member's context is full (finish with "length"), -1 on error. */
-static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask) {
+/* Queues a state-changing call for every selected member (only: just that
+ * one; skip: all but that one, -1 = none). */
+static int queue_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask, int only, int skip) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        m->pending = 0;
-        if (!m->active || !sel[i]) continue;
+        if (!m->active || !sel[i] || (only >= 0 && (int)i != only) || (int)i == skip) continue;
         if (queue_state_step(r, m, first, 0, first ? NULL : ask)) return -1;
         m->lag.n = 0;
     }
-    run_steps(r, 1);
+    return 0;
+}
+
+/* A state-changing call per selected member: the first creates the session;
+ * later ones send the member's lag and `ask` as candidates. With a drafting
+ * member (speculative steps), it is called first and the others then
+ * verify its draft, in a second round trip. Returns 0, 1 when a member's
+ * context is full (finish with "length"), -1 on error. */
+static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask) {
+    for (size_t i = 0; i < r->nm; i++) r->m[i].pending = 0;
+    int d = ensemble_spec_drafter(r, sel);
+    if (d >= 0) {
+        if (queue_members(r, first, sel, ask, d, -1)) return -1;
+        run_steps(r, 1);
+        ensemble_spec_pieces(r);
+        r->m[d].pending = 0; /* (read: the next round must not read it again) */
+        if (queue_members(r, first, sel, ask, -1, d)) return -1;
+        run_steps(r, 1);
+        r->m[d].pending = 1;
+    } else {
+        if (queue_members(r, first, sel, ask, -1, -1)) return -1;
+        run_steps(r, 1);
+    }
     ensemble_spec_sent(r);
     if (!first) {
         if (recreate_lost_sessions(r, ask)) return -1;
@@ -394,7 +418,7 @@ static void fill_missing(ensemble_gen *r, const int *need, const int *only) {
         q.k = r->k_ask;
         q.cands = as_strs(r, &ask);
         q.n_cands = ask.n;
-        q.draft = r->spec ? r->n_draft : 0; /* (the re-answer replaces the one whose draft is walked) */
+        ensemble_spec_reask(r, m, &q);
         if (!q.cands || m->s->ops->step(m->s, &q, r->round)) continue;
         m->pending = 1;
         any = 1;
@@ -667,7 +691,9 @@ static int check_request(ensemble_gen *r, int *used, int *want_auto) {
     if (req->messages && read_messages(r, err, sizeof err)) goto bad;
     if (!(req->temperature >= 0) || !isfinite(req->temperature))
         return fail_gen(r, 400, "temperature must be >= 0"), -1;
-    if (ensemble_spec_setup(r, err, sizeof err)) {
+    int spec = ensemble_spec_setup(r, err, sizeof err);
+    if (spec == -2) goto bad;
+    if (spec) {
         fail_gen(r, 400, err);
         r->out->code = "speculative_unsupported";
         return -1;
@@ -954,6 +980,7 @@ static void free_gen(ensemble_gen *r) {
         vcand_free(&m->top);
         vcand_free(&m->asked);
         free(m->lag.p);
+        free(m->v.p);
         free(m->top_lq);
         free(m->top_lp);
         free(m->cand_lq);
@@ -962,6 +989,7 @@ static void free_gen(ensemble_gen *r) {
     vcand_free(&r->cand);
     vcand_free(&r->carry);
     vcand_free(&r->next_carry);
+    free(r->vp.p);
     decide_memo_free(&r->memo);
     free(r->lq);
     free(r->lp);

@@ -68,6 +68,8 @@ typedef struct {
     double pool_exponents[CONSORT_MAX_MEMBERS]; /* pool: one per member */
     size_t n_pool_exponents;   /* 0 = 1/M over the members taking part */
     int speculative;           /* 1: speculative steps by default (docs/STRATEGIES.md) */
+    char draft_member[64];     /* speculative steps: this member drafts and the others verify its
+                                * draft; "" = each member drafts its own (ensemble_new checks the name) */
 } ensemble_config;
 
 #define ENSEMBLE_MAX_LOGPROBS 20
@@ -102,6 +104,9 @@ typedef struct {
     int (*should_stop)(void *ud);
     int speculative;           /* 0 = the ensemble's default, 1 = on, -1 = off; on: mixture or solo
                                 * only, greedy or sampled (else 400 speculative_unsupported) */
+    const char *draft_member;  /* NULL = the ensemble's cfg.draft_member; "" = each member drafts its
+                                * own; else a member's name (else 400); one that does not take part
+                                * (not listed, weight 0, failed) leaves each member drafting its own */
 } ensemble_request;
 
 typedef struct {

@@ -65,6 +65,12 @@ typedef struct {
     int fresh;               /* answered for the current text this step */
     int warned_mass;         /* logged once: its masses summed above 1 (ens_rescale_inconsistent) */
     sbuf lag;                /* committed bytes not yet sent to it */
+    /* speculative steps with a drafting member (ensemble_spec.c) */
+    int verifying;           /* its latest call verified the drafter's pieces: its draft follows v */
+    sbuf v;                  /* those pieces, back to back */
+    size_t v_len[PROTO_MAX_DRAFT];
+    int n_v;
+    proto_str v_strs[PROTO_MAX_DRAFT]; /* (scratch: the request's draft_b64) */
 } mstate;
 
 struct ensemble_gen {
@@ -110,6 +116,15 @@ struct ensemble_gen {
     int n_pieces;
     proto_str piece_strs[PROTO_MAX_STEPS];
     int spec_drafted, spec_accepted;
+    int drafter;             /* the drafting member (cfg.draft_member), -1 = each member drafts its own */
+    int ask_draft;           /* the draft the next call asks: n_draft, or 0 while backing off */
+    int asked_draft;         /* the draft the latest call asked (a re-answer asks it again) */
+    int walk_drafted;        /* the answers walked now carry a draft */
+    int idle, backoff;       /* calls left without a draft; the next backoff (after a walk that accepted nothing) */
+    int accepted_mark;       /* spec_accepted when the last draft was asked */
+    sbuf vp;                 /* the drafter's latest draft: its pieces, back to back */
+    size_t vp_len[PROTO_MAX_DRAFT];
+    int n_vp;
     int stopped;             /* callback asked to stop */
     int deadline_hit;        /* the request's deadline passed */
     int done;                /* no more steps */
@@ -125,10 +140,20 @@ int ensemble_absorb_answer(ensemble_gen *r, mstate *m, size_t n_asked, int first
                            size_t whylen);
 
 /* ensemble_spec.c: speculative steps (docs/STRATEGIES.md). */
-/* Whether this request may and wants to use them: 0, or -1 with a 400 message. */
+/* Whether this request may and wants to use them: 0, or -1 with a 400
+ * message (speculative_unsupported), -2 for an unknown draft member. */
 int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen);
-/* Fills a state-changing call's draft, steps_b64 and append from the lag. */
+/* Fills a state-changing call's draft (or draft_b64), steps_b64 and append
+ * from the lag. */
 void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int create);
+/* Fills a re-answer's draft: the same kind as member m's latest call. */
+void ensemble_spec_reask(ensemble_gen *r, mstate *m, proto_step_req *q);
+/* The member that drafts first in a call to the members selected by sel
+ * (the others then verify its draft), or -1: each drafts its own, or no
+ * draft is asked. */
+int ensemble_spec_drafter(const ensemble_gen *r, const int *sel);
+/* After the drafter's call: its drafted pieces, for the others to verify. */
+void ensemble_spec_pieces(ensemble_gen *r);
 /* After a real round of state-changing calls: the lag is sent. */
 void ensemble_spec_sent(ensemble_gen *r);
 /* After a commit of the bytes G[from..): records the piece and, when every

@@ -44,19 +44,40 @@
  * longer candidate extends leaves a carried candidate, and members with
  * different tokenizers rarely list each other's proposals (missing masses).
  *
+ * A drafting member (cfg.draft_member / the request's draft_member). A
+ * member's own draft costs it a decode per drafted step, so alone it saves
+ * round trips only. With a drafter, the drafter is called first and every
+ * other member then verifies its pieces (draft_b64: the same steps, decoded
+ * by the worker in one batch), so a slow member pays about one decode per
+ * call instead of one per step. Each member keeps a copy of the pieces it
+ * verified (mstate.v), and the walk follows, per member, the piece its own
+ * drafted answers follow (its first proposal, or that copy): exactness
+ * never depends on which pieces were drafted, only speed does. Sampling
+ * is exact the same way (the drafter's draft is a point mass on its first
+ * proposal; the walk goes on only when the draw is that piece).
+ *
+ * Backing off. A walk that accepts nothing means the draft was decoded for
+ * nothing (text the members disagree on); the next 1, 2, 4, ...
+ * SPEC_BACKOFF_MAX calls then ask no draft, and an accepted step resets it.
+ *
  * State (in ensemble_gen): spec, n_draft (adapted: doubled, up to the
  * protocol's 16, when a walk used every drafted answer; else the walk's
- * length + 1, at least 2), vdepth (which draft the members' current answers
- * are), the committed pieces of the lag, and the counts reported as
- * acceptance statistics: drafted steps asked, and steps decided from
+ * length + 1, at least 2), ask_draft / asked_draft / walk_drafted / idle /
+ * backoff (what the next and the latest call ask, the back-off), vdepth
+ * (which draft the members' current answers are), the committed pieces of
+ * the lag, the drafter and its latest pieces (vp), and the counts reported
+ * as acceptance statistics: drafted steps asked, and steps decided from
  * drafted answers (a drafted state whose decision is abandoned for a real
- * round is not one; so, for the same text, the round trips without
- * speculation are those with it plus the accepted steps).
+ * round is not one; so, for the same text and one round trip per call,
+ * the round trips without speculation are those with it plus the accepted
+ * steps; a drafter adds one round trip per call that asks a draft).
  *
  * What may change: drafts that are not point masses (a draft distribution
- * q would need the general rule, min(1, p/q) and the residual); a separate,
- * faster drafter member; carrying candidates into drafts; the other
- * strategies once their decisions are shown to draw the same way.
+ * q would need the general rule, min(1, p/q) and the residual); a drafter
+ * that drafts the next chunk while the others verify this one (pipelined);
+ * a drafter that takes no part in the decision (weight 0); carrying
+ * candidates into drafts; the other strategies once their decisions are
+ * shown to draw the same way.
  */
 #include "coordinator/engine/ensemble_internal.h"
 
@@ -66,24 +87,86 @@
 
 #define SPEC_DRAFT_START 4
 #define SPEC_DRAFT_MIN 2
+#define SPEC_BACKOFF_MAX 32
 
 int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
     int want = r->req->speculative ? r->req->speculative > 0 : r->e->cfg.speculative;
     r->spec = 0;
+    r->drafter = -1;
     if (!want) return 0;
     if (r->st.kind != SSTRAT_MIXTURE && r->st.kind != SSTRAT_SOLO) {
         snprintf(err, errlen, "speculative steps are exact only for the mixture and solo strategies, not %s",
                  sstrat_name(r->st.kind));
         return -1;
     }
+    const char *d = r->req->draft_member ? r->req->draft_member : r->e->cfg.draft_member;
+    if (d[0] && (r->drafter = members_index(r->ms, d)) < 0) {
+        snprintf(err, errlen, "draft_member '%s' is not a member", d);
+        return -2;
+    }
     r->spec = 1;
-    r->n_draft = SPEC_DRAFT_START;
+    r->n_draft = r->ask_draft = SPEC_DRAFT_START;
+    r->backoff = 1;
     return 0;
+}
+
+int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
+    int d = r->drafter;
+    return r->spec && r->ask_draft > 0 && d >= 0 && r->m[d].active && sel[d] ? d : -1;
+}
+
+void ensemble_spec_pieces(ensemble_gen *r) {
+    const mstate *d = &r->m[r->drafter];
+    const proto_step_res *a = d->rc ? NULL : d->root;
+    r->vp.n = 0;
+    r->n_vp = 0;
+    for (size_t j = 0; a && j < a->n_draft; j++) { /* draft[j] follows the first proposal before it */
+        const proto_step_res *prev = j ? &a->draft[j - 1] : a;
+        if (prev->n_top == 0 || prev->top[0].s.n == 0 || sb_add(&r->vp, prev->top[0].s.p, prev->top[0].s.n)) break;
+        r->vp_len[r->n_vp++] = prev->top[0].s.n;
+    }
+}
+
+/* Member m verifies the pieces it keeps (m->v) in q's draft_b64. */
+static void ask_verify(mstate *m, proto_step_req *q) {
+    size_t off = 0;
+    for (int j = 0; j < m->n_v; j++) {
+        m->v_strs[j] = (proto_str){(const unsigned char *)m->v.p + off, m->v_len[j]};
+        off += m->v_len[j];
+    }
+    q->draft_steps = m->v_strs;
+    q->n_draft_steps = (size_t)m->n_v;
+}
+
+/* The draft of a state-changing call: the drafter's own (draft: n); with a
+ * drafter, the others verify its latest pieces (draft_b64, copied: the
+ * member's drafted answers follow exactly these). */
+static void ask_draft(ensemble_gen *r, mstate *m, proto_step_req *q) {
+    m->verifying = 0;
+    m->n_v = 0;
+    int d = r->drafter >= 0 && r->m[r->drafter].active ? r->drafter : -1;
+    if (d < 0 || m == &r->m[d]) {
+        q->draft = r->ask_draft;
+        return;
+    }
+    m->verifying = 1;
+    m->v.n = 0;
+    if (r->ask_draft > 0 && sb_add(&m->v, r->vp.p ? r->vp.p : "", r->vp.n) == 0) {
+        memcpy(m->v_len, r->vp_len, (size_t)r->n_vp * sizeof *m->v_len);
+        m->n_v = r->n_vp;
+    }
+    ask_verify(m, q);
+}
+
+void ensemble_spec_reask(ensemble_gen *r, mstate *m, proto_step_req *q) {
+    if (!r->spec) return;
+    if (m->verifying) ask_verify(m, q);
+    else q->draft = r->asked_draft; /* (the re-answer replaces the one whose draft is walked) */
 }
 
 void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int create) {
     if (!r->spec) return;
-    q->draft = r->n_draft;
+    ask_draft(r, m, q);
     if (create || r->n_pieces < 2) return;
     size_t off = 0;
     for (int i = 0; i < r->n_pieces - 1; i++) {
@@ -96,23 +179,47 @@ void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int cr
     q->append = (proto_str){(const unsigned char *)m->lag.p + off, m->lag.n - off};
 }
 
+/* After a real round of state-changing calls (which asked ask_draft): the
+ * walk over the previous call's draft has ended (vdepth drafted answers
+ * used). When that call asked a draft, adapt the next one to how far the
+ * walk went, and back off while walks accept nothing (text the members
+ * disagree on: every draft is decoded and thrown away), asking no draft
+ * for 1, 2, 4, ... SPEC_BACKOFF_MAX calls. */
 void ensemble_spec_sent(ensemble_gen *r) {
     if (!r->spec) return;
-    if (r->n_pieces || r->vdepth) { /* a walk ended: adapt the draft to how far it went */
+    int asked = r->ask_draft;
+    r->spec_drafted += asked;
+    if (r->walk_drafted) {
         int n = r->vdepth >= r->n_draft ? 2 * r->n_draft : r->vdepth + 1;
         r->n_draft = n > PROTO_MAX_DRAFT ? PROTO_MAX_DRAFT : n < SPEC_DRAFT_MIN ? SPEC_DRAFT_MIN : n;
+        if (r->spec_accepted == r->accepted_mark) {
+            r->idle = r->backoff;
+            r->backoff = r->backoff * 2 > SPEC_BACKOFF_MAX ? SPEC_BACKOFF_MAX : r->backoff * 2;
+        } else {
+            r->backoff = 1;
+        }
     }
-    r->spec_drafted += r->n_draft;
+    r->walk_drafted = asked > 0;
+    r->asked_draft = asked;
+    r->ask_draft = r->idle > 0 ? (r->idle--, 0) : r->n_draft;
+    r->accepted_mark = r->spec_accepted;
     r->vdepth = 0;
     r->n_pieces = 0;
+}
+
+/* The piece member m's next drafted answer follows: the first proposal of
+ * its current answer, or the drafter's piece it was asked to verify. */
+static const proto_str *followed(const ensemble_gen *r, const mstate *m) {
+    if (m->verifying) return r->vdepth < m->n_v ? &m->v_strs[r->vdepth] : NULL;
+    return m->res && m->res->n_top > 0 ? &m->res->top[0].s : NULL;
 }
 
 /* Whether member m's current answer is followed, in its draft, by the
  * answer after appending exactly the piece p. */
 static int draft_continues(const ensemble_gen *r, const mstate *m, const char *p, size_t n) {
-    const proto_step_res *cur = m->res, *root = m->root;
-    return root && cur && r->vdepth < (int)root->n_draft && cur->n_top > 0 && cur->top[0].s.n == n &&
-           memcmp(cur->top[0].s.p, p, n) == 0;
+    const proto_step_res *root = m->root;
+    const proto_str *next = followed(r, m);
+    return root && next && r->vdepth < (int)root->n_draft && next->n == n && memcmp(next->p, p, n) == 0;
 }
 
 int ensemble_spec_advance(ensemble_gen *r, size_t from) {

@@ -72,6 +72,29 @@ gen --member a="$UA" --member a2="$UA2" --prompt "$P1" --speculative >"$tmp/saa.
 [ "$(text "$tmp/saa.json")" = "$(cat "$tmp/refA")" ]; ok $? "the same model twice with --speculative = that model"
 [ "$(num "$tmp/saa.json" speculative_accepted)" -gt $((N / 2)) ]; ok $? "... mostly from drafts"
 
+# ---- a drafting member (--draft-member): the others verify its draft -------------
+check_same_drafter() { # description drafter args...
+  local d=$1 dm=$2; shift 2
+  gen "$@" >"$tmp/plain.json"; gen "$@" --draft-member "$dm" >"$tmp/spec.json"
+  [ -s "$tmp/plain.json" ] && [ "$(text "$tmp/plain.json")" = "$(text "$tmp/spec.json")" ]
+  ok $? "$d: the same text with --draft-member $dm"
+}
+for P in "$P1" "$P2"; do
+  check_same_drafter "mixture a+b, '$P'" a --member a="$UA" --member b="$UB" --prompt "$P"
+  check_same_drafter "mixture a+b, '$P'" b --member a="$UA" --member b="$UB" --prompt "$P"
+  check_same_drafter "the same model twice, '$P'" a --member a="$UA" --member a2="$UA2" --prompt "$P"
+  [ "$(num "$tmp/spec.json" speculative_accepted)" -gt $((N / 2)) ]
+  ok $? "... most steps decided from the drafter's draft (accepted $(num "$tmp/spec.json" speculative_accepted) of $N, $(num "$tmp/spec.json" rounds) round trips)"
+done
+gen --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P1" --draft-member b >"$tmp/d10.json"
+[ "$(text "$tmp/d10.json")" = "$(cat "$tmp/refA")" ]; ok $? "weights (1,0), b drafting (weight 0: not taking part) = member 0"
+gen --member a="$UA" --member a2="$UA2" --prompt "$P1" --draft-member a2 >"$tmp/daa.json"
+[ "$(text "$tmp/daa.json")" = "$(cat "$tmp/refA")" ]; ok $? "the same model twice, a2 drafting = that model"
+gen --member a="$UA" --prompt "$P1" --draft-member a >"$tmp/d1.json"
+[ "$(text "$tmp/d1.json")" = "$(cat "$tmp/refA")" ]; ok $? "one member drafting for itself = its greedy text"
+"$C" generate --member a="$UA" --prompt "$P1" --max-tokens 4 --draft-member z >/dev/null 2>"$tmp/z.err"
+[ $? -ne 0 ] && grep -q "draft-member z" "$tmp/z.err"; ok $? "--draft-member naming no member: a clear error"
+
 # ---- refused where it is not exact ------------------------------------------------
 gen --member a="$UA" --prompt "$P1" --speculative --temperature 0.8 --seed 5 >"$tmp/t.json"
 [ "$(num "$tmp/t.json" speculative_drafted)" -gt 0 ]; ok $? "--speculative with sampling: allowed, drafts asked"
@@ -97,6 +120,18 @@ EOF
   [ "$code" = 200 ]; ok $? "ensemble.speculative with sampling: allowed"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"temperature\":0.9,\"ensemble\":{\"strategy\":\"pool\",\"speculative\":true}}")
   [ "$code" = 400 ] && grep -q speculative_unsupported "$tmp/resp.json"; ok $? "ensemble.speculative with pool: 400 speculative_unsupported"
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"members\":[\"a\"],\"speculative\":true,\"draft_member\":\"a\"}}")
+  [ "$code" = 200 ] && python3 - "$tmp/resp.json" "$tmp/refA" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1])); ref = open(sys.argv[2]).read()
+s = d["ensemble"]["speculative"]
+sys.exit(0 if d["choices"][0]["text"] == ref and s["accepted"] > 0 else 1)
+EOF
+  ok $? "ensemble.draft_member: the member's text, steps accepted"
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"speculative\":true,\"draft_member\":\"zz\"}}")
+  [ "$code" = 400 ] && grep -q "zz" "$tmp/resp.json"; ok $? "ensemble.draft_member naming no member: 400"
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"draft_member\":3}}")
+  [ "$code" = 400 ]; ok $? "ensemble.draft_member not a string: 400"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"speculative\":\"yes\"}}")
   [ "$code" = 400 ]; ok $? "ensemble.speculative not a boolean: 400"
   curl -s -m 10 "$S/../metrics" 2>/dev/null | grep -q '^consort_speculative_accepted_total [1-9]' ||
