@@ -113,6 +113,11 @@ typedef struct wk_step_req {
     int n_steps;
     int draft;                /* then this many steps along the first top entry of each answer,
                                * answered in wk_step_res.draft and not committed */
+    const proto_str *draft_steps; /* or (not with draft > 0) these appends as the drafted steps
+                               * (another member's draft): each answered in wk_step_res.draft as
+                               * if sent one request each, not committed; 0..PROTO_MAX_DRAFT
+                               * non-empty pieces, their decodes batched ahead (one work) */
+    int n_draft_steps;
     int next_bytes;           /* n > 0: also answer the next-byte distribution (wk_step_res.next_bytes),
                                * with tokens starting up to n - 1 committed tokens back */
 } wk_step_req;
