@@ -80,14 +80,34 @@
  * the step succeeds, so undo is a swap back and a count; the KV sequence
  * keeps what was decoded (the mirror kv[] says what that is).
  *
- * Speculative steps (docs/PROTOCOL.md, draft and steps_b64). Several steps
- * of one session in one call reuse the phases unchanged: inner_step() is
- * one step of a claimed session, undone when it fails; a draft runs it
- * along the session's own first proposal and then puts the text state,
- * paths and kept distributions back (wk_snapshot), leaving the drafted KV
- * positions for the next call; steps_b64 runs it once per piece before the
- * request's own step, all undone together on a failure. Drafted steps are
- * decoded one after another, not as one batch (what may change).
+ * Speculative steps (docs/PROTOCOL.md, draft, draft_b64 and steps_b64).
+ * Several steps of one session in one call reuse the phases unchanged:
+ * inner_step() is one step of a claimed session, undone when it fails; a
+ * draft runs it along the session's own first proposal (draft) or along
+ * the caller's pieces (draft_b64) and then puts the text state, paths and
+ * kept distributions back (wk_snapshot), leaving the drafted KV positions
+ * for the next call; steps_b64 runs it once per piece before the request's
+ * own step, all undone together on a failure. Two things make this cheaper
+ * than plain steps without changing a number:
+ *  - a row cache (wk_rowcache, only in sessions that speculated): the
+ *    distributions after kv[0..pos) for positions decoded with their rows
+ *    wanted, valid while the mirror's first pos tokens stay (kv_truncate
+ *    drops the rest). feed() stores its rows there and sync_kv() takes p0
+ *    and p1 from it when the mirror holds X (and X + t_r), so a steps_b64
+ *    over pieces drafted in the previous call decodes nothing for them;
+ *  - a prefetch for draft_b64 (prefetch_draft): the pieces are known
+ *    before the draft starts, so the positions they will most likely need
+ *    (X, then the canonical tokens of r + p1 + ... + pn after X's last
+ *    token) are decoded in one work, every row into the cache; each drafted
+ *    step whose X (and t_r) is on that prediction then decodes nothing.
+ *    The prediction only decides what is decoded early: a step off it
+ *    (a piece ending inside a word) decodes as usual. A row of a small
+ *    batch of one sequence's positions is computed on the CPU exactly as
+ *    that position alone (checked bit for bit on the project's models,
+ *    tests/unit/worker/test_wk_draft.c), so the answers are those of the
+ *    pieces sent one request each.
+ * A draft along the member's own proposals cannot be predicted: its steps
+ * are still decoded one after another (what may change).
  *
  * The byte walk (worker/wk_bytes.c, POST /v1/next_bytes) is a client of
  * this engine through a few calls at the end of this file: it holds the
@@ -95,7 +115,12 @@
  * queues its decodes to the same scheduler (wk_engine_decode_rows).
  *
  * What may change: larger shared batches on backends whose kernels do not
- * depend on the batch size, context shifting instead of
+ * depend on the batch size; a draft along the member's own proposals
+ * decoded as a tree in one batch (several proposals per position, in
+ * scratch sequences) instead of one step after another; a prediction that
+ * also covers drafted states ending inside a word (today they decode their
+ * residue token alone, and the truncation drops the prefetched positions
+ * after it); context shifting instead of
  * context_length_exceeded, more scratch sequences when candidate sets grow,
  * a KV budget for scratch cells (today cells beyond n_ctx * (slots + 1) +
  * n_batch make a decode fail cleanly with decode_failed).

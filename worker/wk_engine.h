@@ -18,7 +18,12 @@
  *  - wk_step() decodes only the tokens not already in the session's KV cache
  *    (plus the residue token when healing, plus teacher-forced candidate
  *    tokens in scratch sequences), and answers a repeated state from the
- *    probabilities it keeps per session, decoding nothing.
+ *    probabilities it keeps per session, decoding nothing. A session that
+ *    speculated (draft, draft_b64, steps_b64) also keeps the probabilities
+ *    of up to 2 * PROTO_MAX_DRAFT + 4 decoded positions while its KV cache
+ *    holds them: a drafted state reached again decodes nothing. draft_b64
+ *    decodes the positions it predicts for its pieces in one work first;
+ *    its answers are those of the pieces sent one request each.
  *  - On an error (wk_err.status != 0, the function returns -1) the session
  *    is left as it was.
  *  - Sessions beyond `slots` evict the least recently used one.
