@@ -174,6 +174,16 @@ static void run(const char *root, const char *file) {
             wk_step_res_free(&res);
         }
     }
+    /* steps_b64 and draft_b64 in one request: the first two pieces taken,
+     * the other four drafted after the request's own step */
+    ok(spec(e, "sb", (spec_q){.prompt = PROMPT}, &res, &err) == 0, "(session sb at the prompt)");
+    wk_step_res_free(&res);
+    rc = spec(e, "sb", (spec_q){.steps = own, .n_steps = 2, .dsteps = own + 2, .n_dsteps = N_PIECES - 2}, &d, &err);
+    worst = rc ? INFINITY : draft_diff(&d, g + 2, N_PIECES - 2);
+    snprintf(what, sizeof what, "%s: steps_b64 (2 pieces) with draft_b64 (4 more): the same answers, bit for bit", file);
+    ok(rc == 0 && d.n_draft == N_PIECES - 2 && worst == 0, what);
+    wk_step_res_free(&d);
+
     /* the same after the member's own draft */
     ok(spec(e, "o_d", (spec_q){.prompt = PROMPT, .draft = N_PIECES}, &d, &err) == 0 && d.n_draft == N_PIECES &&
            draft_diff(&d, g, N_PIECES) == 0,
