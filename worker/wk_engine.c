@@ -2199,12 +2199,14 @@ static void ahead_row(void *arg, int i, const float *logits) {
  * usual. Nothing here decides an answer: a failure only leaves less
  * cached. The KV positions beyond X that it replaces are dropped through
  * kv_truncate (the kept distributions that depended on them are no longer
- * valid; restore_probs checks the same against the mirror). */
-static void prefetch_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call) {
+ * valid; restore_probs checks the same against the mirror). Returns the
+ * positions decoded (counted in the request's own answer). */
+static int prefetch_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call) {
     size_t len = s->r_len;
+    int done = 0;
     for (int i = 0; i < q->n_draft_steps; i++) len += q->draft_steps[i].n;
     unsigned char *b = malloc(len + 1);
-    if (!b) return;
+    if (!b) return 0;
     memcpy(b, s->g + s->g_len - s->r_len, s->r_len);
     size_t off = s->r_len;
     for (int i = 0; i < q->n_draft_steps; i++) {
@@ -2219,7 +2221,7 @@ static void prefetch_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk
     int *pred = malloc((size_t)n * sizeof *pred);
     if (!pred) {
         free(t);
-        return;
+        return 0;
     }
     memcpy(pred, s->tok, (size_t)s->n_tok * sizeof *pred);
     if (n > s->n_tok) memcpy(pred + s->n_tok, t, (size_t)(n - s->n_tok) * sizeof *pred);
@@ -2241,6 +2243,7 @@ static void prefetch_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk
         goto out;
     }
     s->n_kv = n;
+    done = n - L;
     for (int j = L; j < n; j++) {
         float *row = a.rows + (size_t)(j - L) * e->n_vocab;
         wk_softmax(row, e->n_vocab, row);
@@ -2250,6 +2253,7 @@ out:
     work_free(&w);
     free(a.rows);
     free(pred);
+    return done;
 }
 
 /* A draft: q->draft more steps, each appending the first top entry of the
@@ -2270,7 +2274,7 @@ static void run_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call
         if (s->p1_n >= 1) rows_put(e, s, s->p1_n, s->p1);
     }
     snapshot_probs(s, &sn);
-    if (q->n_draft_steps && s->rows) prefetch_draft(e, s, q, call);
+    if (q->n_draft_steps && s->rows) res->decoded += prefetch_draft(e, s, q, call);
     const wk_step_res *prev = res;
     for (int j = 0; j < n; j++) {
         const unsigned char *a = q->n_draft_steps ? q->draft_steps[j].p : NULL;
