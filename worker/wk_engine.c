@@ -80,14 +80,34 @@
  * the step succeeds, so undo is a swap back and a count; the KV sequence
  * keeps what was decoded (the mirror kv[] says what that is).
  *
- * Speculative steps (docs/PROTOCOL.md, draft and steps_b64). Several steps
- * of one session in one call reuse the phases unchanged: inner_step() is
- * one step of a claimed session, undone when it fails; a draft runs it
- * along the session's own first proposal and then puts the text state,
- * paths and kept distributions back (wk_snapshot), leaving the drafted KV
- * positions for the next call; steps_b64 runs it once per piece before the
- * request's own step, all undone together on a failure. Drafted steps are
- * decoded one after another, not as one batch (what may change).
+ * Speculative steps (docs/PROTOCOL.md, draft, draft_b64 and steps_b64).
+ * Several steps of one session in one call reuse the phases unchanged:
+ * inner_step() is one step of a claimed session, undone when it fails; a
+ * draft runs it along the session's own first proposal (draft) or along
+ * the caller's pieces (draft_b64) and then puts the text state, paths and
+ * kept distributions back (wk_snapshot), leaving the drafted KV positions
+ * for the next call; steps_b64 runs it once per piece before the request's
+ * own step, all undone together on a failure. Two things make this cheaper
+ * than plain steps without changing a number:
+ *  - a row cache (wk_rowcache, only in sessions that speculated): the
+ *    distributions after kv[0..pos) for positions decoded with their rows
+ *    wanted, valid while the mirror's first pos tokens stay (kv_truncate
+ *    drops the rest). feed() stores its rows there and sync_kv() takes p0
+ *    and p1 from it when the mirror holds X (and X + t_r), so a steps_b64
+ *    over pieces drafted in the previous call decodes nothing for them;
+ *  - a prefetch for draft_b64 (prefetch_draft): the pieces are known
+ *    before the draft starts, so the positions they will most likely need
+ *    (X, then the canonical tokens of r + p1 + ... + pn after X's last
+ *    token) are decoded in one work, every row into the cache; each drafted
+ *    step whose X (and t_r) is on that prediction then decodes nothing.
+ *    The prediction only decides what is decoded early: a step off it
+ *    (a piece ending inside a word) decodes as usual. A row of a small
+ *    batch of one sequence's positions is computed on the CPU exactly as
+ *    that position alone (checked bit for bit on the project's models,
+ *    tests/unit/worker/test_wk_draft.c), so the answers are those of the
+ *    pieces sent one request each.
+ * A draft along the member's own proposals cannot be predicted: its steps
+ * are still decoded one after another (what may change).
  *
  * The byte walk (worker/wk_bytes.c, POST /v1/next_bytes) is a client of
  * this engine through a few calls at the end of this file: it holds the
@@ -95,7 +115,12 @@
  * queues its decodes to the same scheduler (wk_engine_decode_rows).
  *
  * What may change: larger shared batches on backends whose kernels do not
- * depend on the batch size, context shifting instead of
+ * depend on the batch size; a draft along the member's own proposals
+ * decoded as a tree in one batch (several proposals per position, in
+ * scratch sequences) instead of one step after another; a prediction that
+ * also covers drafted states ending inside a word (today they decode their
+ * residue token alone, and the truncation drops the prefetched positions
+ * after it); context shifting instead of
  * context_length_exceeded, more scratch sequences when candidate sets grow,
  * a KV budget for scratch cells (today cells beyond n_ctx * (slots + 1) +
  * n_batch make a decode fail cleanly with decode_failed).
@@ -124,6 +149,19 @@ typedef struct wk_path {
     int tok[WK_MAX_PATH];
 } wk_path;
 
+/* The row cache of a speculating session: probabilities after kv[0..pos)
+ * for positions decoded with their logits wanted, valid while the KV
+ * mirror's first pos tokens are unchanged (kv_truncate drops the rows
+ * beyond the cut). WK_ROWS rows at most; a full cache evicts the lowest
+ * position. */
+#define WK_ROWS (2 * PROTO_MAX_DRAFT + 4)
+#define WK_PREFETCH (WK_ROWS - 4) /* the most positions one draft_b64 decodes ahead */
+
+typedef struct wk_rowcache {
+    int pos[WK_ROWS]; /* -1 = empty */
+    float *p;         /* WK_ROWS rows of n_vocab probabilities */
+} wk_rowcache;
+
 typedef struct wk_session {
     char id[72];
     char owner[24];   /* who created it (token fingerprint), "" = nobody */
@@ -147,6 +185,7 @@ typedef struct wk_session {
     int p1_n;
     wk_path *paths; /* token paths of the last answer (rule 1 of healing) */
     int n_paths, cap_paths;
+    wk_rowcache *rows; /* NULL until the session speculates (draft, draft_b64, steps_b64) */
 } wk_session;
 
 struct wk_work;
@@ -358,6 +397,8 @@ static void session_release(wk_session *s) {
     free(s->p1);
     free(s->cum1);
     free(s->paths);
+    if (s->rows) free(s->rows->p);
+    free(s->rows);
     int seq = s->seq, busy = s->busy;
     memset(s, 0, sizeof *s);
     s->seq = seq;
@@ -683,6 +724,58 @@ static void kv_rm(wk_engine *e, int seq, int from) {
     pthread_mutex_unlock(&e->dmu);
 }
 
+/* ---- the row cache (speculating sessions only) ---- */
+
+/* Starts caching rows for the session (no-op when it already does). */
+static int rows_enable(const wk_engine *e, wk_session *s) {
+    if (s->rows) return 0;
+    wk_rowcache *rc = malloc(sizeof *rc);
+    float *p = malloc((size_t)WK_ROWS * e->n_vocab * sizeof *p);
+    if (!rc || !p) {
+        free(rc);
+        free(p);
+        return -1;
+    }
+    for (int i = 0; i < WK_ROWS; i++) rc->pos[i] = -1;
+    rc->p = p;
+    s->rows = rc;
+    return 0;
+}
+
+/* Forgets the rows that depend on KV positions from L on. */
+static void rows_drop_from(wk_session *s, int L) {
+    if (!s->rows) return;
+    for (int i = 0; i < WK_ROWS; i++)
+        if (s->rows->pos[i] > L) s->rows->pos[i] = -1;
+}
+
+/* The cached probabilities after kv[0..pos), or NULL. */
+static const float *rows_find(const wk_engine *e, const wk_session *s, int pos) {
+    if (!s->rows || pos < 1) return NULL;
+    for (int i = 0; i < WK_ROWS; i++)
+        if (s->rows->pos[i] == pos) return s->rows->p + (size_t)i * e->n_vocab;
+    return NULL;
+}
+
+/* Caches the probabilities after kv[0..pos) (replacing an older row for
+ * pos; a full cache gives up its lowest position, unless pos is lower). */
+static void rows_put(const wk_engine *e, wk_session *s, int pos, const float *probs) {
+    if (!s->rows || pos < 1) return;
+    int at = -1;
+    for (int i = 0; i < WK_ROWS && at < 0; i++)
+        if (s->rows->pos[i] == pos) at = i;
+    for (int i = 0; i < WK_ROWS && at < 0; i++)
+        if (s->rows->pos[i] < 0) at = i;
+    if (at < 0) { /* full: the lowest position goes */
+        at = 0;
+        for (int i = 1; i < WK_ROWS; i++)
+            if (s->rows->pos[i] < s->rows->pos[at]) at = i;
+        if (s->rows->pos[at] > pos) return;
+    }
+    s->rows->pos[at] = pos;
+    memcpy(s->rows->p + (size_t)at * e->n_vocab, probs, (size_t)e->n_vocab * sizeof *probs);
+}
+
 /* Truncate a session's KV to its first L tokens. */
 static void kv_truncate(wk_engine *e, wk_session *s, int L) {
     if (L >= s->n_kv) return;
@@ -690,6 +783,7 @@ static void kv_truncate(wk_engine *e, wk_session *s, int L) {
     s->n_kv = L;
     if (s->p0_n > L) s->p0_n = -1;
     if (s->p1_n > L) s->p1_n = -1;
+    rows_drop_from(s, L);
 }
 
 static int alloc_probs(const wk_engine *e, float **dst, double **cum) {
@@ -748,11 +842,13 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
         wk_softmax(s->p0, e->n_vocab, s->p0);
         s->cum0[0] = NAN; /* cumulative sums on first need (mass) */
         s->p0_n = n;
+        rows_put(e, s, n, s->p0);
     }
     if (rows.i1 >= 0) {
         wk_softmax(s->p1, e->n_vocab, s->p1);
         s->cum1[0] = NAN;
         s->p1_n = n + 1;
+        rows_put(e, s, n + 1, s->p1);
     }
     return total - from;
 }
@@ -1298,6 +1394,7 @@ static int fail_decode(wk_engine *e, wk_session *s, wk_err *err) {
     kv_rm(e, s->seq, -1);
     s->n_kv = 0;
     s->p0_n = s->p1_n = -1;
+    rows_drop_from(s, 0);
     set_err(err, 500, "decode_failed", "llama_decode failed");
     return -1;
 }
@@ -1327,6 +1424,9 @@ static int session_sane(const wk_engine *e, const wk_session *s) {
     } else if (s->t_r != -1) {
         return 0;
     }
+    if (s->rows)
+        for (int i = 0; i < WK_ROWS; i++)
+            if (s->rows->pos[i] > s->n_kv) return 0; /* a cached row beyond what the mirror holds */
     return s->n_kv <= s->cap_kv && s->p0_n <= s->n_kv && s->p1_n <= s->n_kv;
 }
 #endif
@@ -1514,6 +1614,19 @@ static void undo_step(wk_engine *e, wk_session *s, wk_plan *pl, const wk_undo *u
     assert(session_sane(e, s));
 }
 
+/* p0 (which = 0) or p1 := the cached row after kv[0..pos), if any; 1 when taken. */
+static int take_row(const wk_engine *e, wk_session *s, int pos, int which) {
+    const float *row = rows_find(e, s, pos);
+    float **dst = which ? &s->p1 : &s->p0;
+    double **cum = which ? &s->cum1 : &s->cum0;
+    if (!row || alloc_probs(e, dst, cum) != 0) return 0;
+    memcpy(*dst, row, (size_t)e->n_vocab * sizeof **dst);
+    (*cum)[0] = NAN;
+    if (which) s->p1_n = pos;
+    else s->p0_n = pos;
+    return 1;
+}
+
 /* Phase 3, sync the KV cache to X = P + C (and the residue token t_r).
  *
  * The session's KV sequence holds kv[0..n_kv), which may differ from the
@@ -1527,9 +1640,13 @@ static void undo_step(wk_engine *e, wk_session *s, wk_plan *pl, const wk_undo *u
  *  - the usual step after healing, which commits t_r itself, finds X one
  *    token longer and equal to the old X + t_r: the old p1 *is* the new p0,
  *    swapped in without a decode;
+ *  - a speculating session (s->rows) takes p0 and p1 from its row cache
+ *    when the KV mirror holds X (and X + t_r) and the row is there: a
+ *    state drafted or prefetched in an earlier call costs no decode;
  *  - otherwise we truncate the sequence to the first position we must
  *    decode (L, or one less to recompute p0's logits when X is all cached)
- *    and feed the rest, t_r included, in one batch (feed()).
+ *    and feed the rest, t_r included, in one batch (feed()): decoding p0
+ *    again always decodes t_r again too, since the truncation drops it.
  * Returns the positions decoded, or -1 (the caller drops the sequence). */
 static int sync_kv(wk_engine *e, wk_session *s, wk_call *call) {
     int L = common_prefix(s->kv, s->n_kv, s->tok, s->n_tok);
@@ -1539,10 +1656,14 @@ static int sync_kv(wk_engine *e, wk_session *s, wk_call *call) {
         s->p0_n = s->n_tok;
         s->p1_n = -1;
     }
-    int need0 = !(L >= s->n_tok && s->p0_n == s->n_tok);
     int t_r = s->r_len ? s->t_r : -1;
-    int need1 = t_r >= 0 && !(s->p1_n == s->n_tok + 1 && L >= s->n_tok && s->n_kv > s->n_tok &&
-                              s->kv[s->n_tok] == t_r);
+    int holds_tr = t_r >= 0 && L >= s->n_tok && s->n_kv > s->n_tok && s->kv[s->n_tok] == t_r;
+    if (s->rows && L >= s->n_tok) {
+        if (s->p0_n != s->n_tok) take_row(e, s, s->n_tok, 0);
+        if (holds_tr && s->p1_n != s->n_tok + 1) take_row(e, s, s->n_tok + 1, 1);
+    }
+    int need0 = !(L >= s->n_tok && s->p0_n == s->n_tok);
+    int need1 = t_r >= 0 && (need0 || !(s->p1_n == s->n_tok + 1 && holds_tr));
     if (!need0 && !need1) return 0;
     int from = need0 ? (L < s->n_tok ? L : s->n_tok - 1) : s->n_tok;
     kv_truncate(e, s, from);
@@ -1918,7 +2039,7 @@ static int step_claimed(wk_engine *e, const wk_step_req *q, const int *ptok, int
         fail_decode(e, s, err);
     }
     if (rc == 0) finish_step(s, &u);
-    if (rc == 0 && q->draft) run_draft(e, s, q, call, res);
+    if (rc == 0 && (q->draft || q->n_draft_steps)) run_draft(e, s, q, call, res);
     assert(session_sane(e, s));
     release_session(e, s);
     plan_free(&pl);
@@ -2040,9 +2161,12 @@ static int inner_step(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call
 }
 
 /* The steps_b64 of a request: each piece as its own step (k, no
- * candidates; answers dropped), exactly as if sent one request each. */
+ * candidates; answers dropped), exactly as if sent one request each. The
+ * session keeps a row cache from now on: pieces drafted in the previous
+ * call find their rows there. */
 static int take_steps(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, int *decoded,
                       wk_err *err) {
+    if (rows_enable(e, s) != 0) return fail_oom(err);
     for (int i = 0; i < q->n_steps; i++) {
         wk_step_req vq = {.session = q->session, .owner = q->owner, .append = q->steps[i].p,
                           .append_len = q->steps[i].n, .k = q->k};
@@ -2054,19 +2178,110 @@ static int take_steps(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call
     return 0;
 }
 
+/* Rows of a prefetch work: copied as they come (softmax later). */
+typedef struct wk_ahead_rows {
+    const wk_engine *e;
+    float *rows;
+} wk_ahead_rows;
+
+static void ahead_row(void *arg, int i, const float *logits) {
+    wk_ahead_rows *a = arg;
+    memcpy(a->rows + (size_t)i * a->e->n_vocab, logits, (size_t)a->e->n_vocab * sizeof *logits);
+}
+
+/* draft_b64's decodes, ahead of its steps, as one work: the predicted
+ * tokens of the drafted text are X followed by the tokenization of
+ * r + p1 + ... + pn after X's last token (what rule 2 would make of the
+ * whole draft); every predicted position the KV sequence does not hold
+ * yet (at most WK_PREFETCH) is decoded with its row wanted, into the row
+ * cache. A drafted step whose X (and t_r) is a prefix of the prediction
+ * then finds both its rows cached (sync_kv); one that is not decodes as
+ * usual. Nothing here decides an answer: a failure only leaves less
+ * cached. The KV positions beyond X that it replaces are dropped through
+ * kv_truncate (the kept distributions that depended on them are no longer
+ * valid; restore_probs checks the same against the mirror). Returns the
+ * positions decoded (counted in the request's own answer). */
+static int prefetch_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call) {
+    size_t len = s->r_len;
+    int done = 0;
+    for (int i = 0; i < q->n_draft_steps; i++) len += q->draft_steps[i].n;
+    unsigned char *b = malloc(len + 1);
+    if (!b) return 0;
+    memcpy(b, s->g + s->g_len - s->r_len, s->r_len);
+    size_t off = s->r_len;
+    for (int i = 0; i < q->n_draft_steps; i++) {
+        memcpy(b + off, q->draft_steps[i].p, q->draft_steps[i].n);
+        off += q->draft_steps[i].n;
+    }
+    int *t = NULL;
+    int k = wk_tokenize_after(e->m, s->tok[s->n_tok - 1], b, len, &t);
+    free(b);
+    int n = s->n_tok + (k > 0 ? k : 0);
+    if (n > e->n_ctx) n = e->n_ctx;
+    int *pred = malloc((size_t)n * sizeof *pred);
+    if (!pred) {
+        free(t);
+        return 0;
+    }
+    memcpy(pred, s->tok, (size_t)s->n_tok * sizeof *pred);
+    if (n > s->n_tok) memcpy(pred + s->n_tok, t, (size_t)(n - s->n_tok) * sizeof *pred);
+    free(t);
+    int L = common_prefix(s->kv, s->n_kv, pred, n);
+    if (n - L > WK_PREFETCH) n = L + WK_PREFETCH;
+    wk_ahead_rows a = {e, NULL};
+    wk_work w = {.on_row = ahead_row, .arg = &a};
+    if (L >= n || grow((void **)&s->kv, &s->cap_kv, n, sizeof(int)) != 0 ||
+        !(a.rows = malloc((size_t)(n - L) * e->n_vocab * sizeof *a.rows)))
+        goto out;
+    kv_truncate(e, s, L);
+    for (int j = L; j < n; j++) {
+        if (work_add(&w, pred[j], j, s->seq, 1) != 0) goto out;
+        s->kv[j] = pred[j];
+    }
+    if (run_work(e, &w, call) != 0) { /* the mirror says none of it is there */
+        kv_rm(e, s->seq, L);
+        goto out;
+    }
+    s->n_kv = n;
+    done = n - L;
+    for (int j = L; j < n; j++) {
+        float *row = a.rows + (size_t)(j - L) * e->n_vocab;
+        wk_softmax(row, e->n_vocab, row);
+        rows_put(e, s, j + 1, row);
+    }
+out:
+    work_free(&w);
+    free(a.rows);
+    free(pred);
+    return done;
+}
+
 /* A draft: q->draft more steps, each appending the first top entry of the
  * previous answer (the member's own proposal, absorbed as its own path),
- * answered into res->draft and then undone. A step that fails ends the
- * draft early (the answers so far stand). */
+ * or the q->n_draft_steps given pieces (draft_b64: each absorbed as any
+ * append is, rule 1 when it is a path of the previous answer, else rule
+ * 2), answered into res->draft and then undone. A step that fails ends the
+ * draft early (the answers so far stand). The session keeps a row cache
+ * from now on, seeded with its kept distributions; draft_b64 decodes its
+ * predicted positions first, in one work (prefetch_draft). */
 static void run_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_call *call, wk_step_res *res) {
     wk_snapshot sn;
-    res->draft = calloc((size_t)q->draft, sizeof *res->draft);
+    int n = q->n_draft_steps ? q->n_draft_steps : q->draft;
+    res->draft = calloc((size_t)n, sizeof *res->draft);
     if (!res->draft || snapshot_take(e, s, &sn) != 0) return;
+    if (rows_enable(e, s) == 0) {
+        if (s->p0_n >= 1) rows_put(e, s, s->p0_n, s->p0);
+        if (s->p1_n >= 1) rows_put(e, s, s->p1_n, s->p1);
+    }
     snapshot_probs(s, &sn);
+    if (q->n_draft_steps && s->rows) res->decoded += prefetch_draft(e, s, q, call);
     const wk_step_res *prev = res;
-    for (int j = 0; j < q->draft && prev->n_top > 0 && prev->top[0].len > 0; j++) {
-        wk_step_req vq = {.session = q->session, .owner = q->owner, .append = prev->top[0].s,
-                          .append_len = prev->top[0].len, .k = q->k};
+    for (int j = 0; j < n; j++) {
+        const unsigned char *a = q->n_draft_steps ? q->draft_steps[j].p : NULL;
+        size_t al = q->n_draft_steps ? q->draft_steps[j].n : 0;
+        if (!q->n_draft_steps && prev->n_top > 0) a = prev->top[0].s, al = prev->top[0].len;
+        if (!al) break;
+        wk_step_req vq = {.session = q->session, .owner = q->owner, .append = a, .append_len = al, .k = q->k};
         wk_err derr;
         if (inner_step(e, s, &vq, call, &res->draft[j], &derr) != 0) break;
         res->n_draft = j + 1;
@@ -2095,7 +2310,7 @@ static int step_with_steps(wk_engine *e, const wk_step_req *q, wk_call *call, wk
         rc = take_steps(e, s, q, call, &decoded, err);
         if (rc == 0) rc = inner_step(e, s, q, call, res, err);
         if (rc == 0) res->decoded += decoded;
-        if (rc == 0 && q->draft) run_draft(e, s, q, call, res);
+        if (rc == 0 && (q->draft || q->n_draft_steps)) run_draft(e, s, q, call, res);
         if (rc != 0) snapshot_restore(e, s, &sn);
         else snapshot_free(&sn);
     }
@@ -2128,6 +2343,22 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
         (q->n_steps && has_prompt)) {
         set_err(err, 400, "invalid_value", "steps (at most %d, not with a prompt) or draft (at most %d) out of range",
                 PROTO_MAX_STEPS, PROTO_MAX_DRAFT);
+        goto done;
+    }
+    if (q->n_draft_steps < 0 || q->n_draft_steps > PROTO_MAX_DRAFT || (q->n_draft_steps && !q->draft_steps)) {
+        set_err(err, 400, PROTO_ERR_INVALID_VALUE, "draft_b64: at most %d pieces", PROTO_MAX_DRAFT);
+        err->param = "draft_b64";
+        goto done;
+    }
+    for (int i = 0; i < q->n_draft_steps; i++)
+        if (q->draft_steps[i].n == 0) {
+            set_err(err, 400, PROTO_ERR_INVALID_VALUE, "draft_b64[%d] is empty", i);
+            err->param = "draft_b64";
+            goto done;
+        }
+    if (q->n_draft_steps && q->draft > 0) {
+        set_err(err, 400, PROTO_ERR_INVALID_REQUEST, "give 'draft' or 'draft_b64', not both");
+        err->param = "draft_b64";
         goto done;
     }
     wk_call call = {q->cancel, WK_STOP_NONE, 0};

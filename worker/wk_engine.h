@@ -18,7 +18,12 @@
  *  - wk_step() decodes only the tokens not already in the session's KV cache
  *    (plus the residue token when healing, plus teacher-forced candidate
  *    tokens in scratch sequences), and answers a repeated state from the
- *    probabilities it keeps per session, decoding nothing.
+ *    probabilities it keeps per session, decoding nothing. A session that
+ *    speculated (draft, draft_b64, steps_b64) also keeps the probabilities
+ *    of up to 2 * PROTO_MAX_DRAFT + 4 decoded positions while its KV cache
+ *    holds them: a drafted state reached again decodes nothing. draft_b64
+ *    decodes the positions it predicts for its pieces in one work first;
+ *    its answers are those of the pieces sent one request each.
  *  - On an error (wk_err.status != 0, the function returns -1) the session
  *    is left as it was.
  *  - Sessions beyond `slots` evict the least recently used one.
@@ -113,6 +118,11 @@ typedef struct wk_step_req {
     int n_steps;
     int draft;                /* then this many steps along the first top entry of each answer,
                                * answered in wk_step_res.draft and not committed */
+    const proto_str *draft_steps; /* or (not with draft > 0) these appends as the drafted steps
+                               * (another member's draft): each answered in wk_step_res.draft as
+                               * if sent one request each, not committed; 0..PROTO_MAX_DRAFT
+                               * non-empty pieces, their decodes batched ahead (one work) */
+    int n_draft_steps;
     int next_bytes;           /* n > 0: also answer the next-byte distribution (wk_step_res.next_bytes),
                                * with tokens starting up to n - 1 committed tokens back */
 } wk_step_req;

@@ -231,6 +231,7 @@ static wk_step_req step_req_of(const proto_step_req *p, const char *owner, const
                          .heal_prompt = p->heal_prompt, .append = p->append.p, .append_len = p->append.n,
                          .k = p->k, .cands = p->cands, .n_cands = (int)p->n_cands, .owner = owner,
                          .cancel = cancel, .steps = p->steps, .n_steps = (int)p->n_steps, .draft = p->draft,
+                         .draft_steps = p->draft_steps, .n_draft_steps = (int)p->n_draft_steps,
                          .next_bytes = p->next_bytes};
 }
 

@@ -226,6 +226,15 @@ set -- $p1
 is "$(req POST /v1/step "{\"session\":\"sp\",\"k\":1,\"steps_b64\":[\"$1\"],\"append_b64\":\"$2\"}")" 200 "steps_b64 + append of the first two drafted strings"
 is "$(field n_past)" "$3" "... reaches the second drafted state"
 is "$(req POST /v1/step '{"session":"sp","k":1,"draft":17}')" 400 "draft over 16 is 400"
+# draft_b64: another member's pieces (" the", " cat", " sat"), answered after each
+is "$(req POST /v1/step '{"session":"sp","k":2,"draft_b64":["IHRoZQ==","IGNhdA==","IHNhdA=="]}')" 200 "a step with draft_b64 of 3 pieces"
+drafts=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(len(d["draft"]), d["draft"][2]["n_past"] > d["n_past"], len(d["draft"][0]["top"]))' "$tmp/body")
+is "$drafts" "3 True 2" "... answers 3 drafted steps, further along, k entries each"
+is "$(req POST /v1/step '{"session":"sp","k":1,"draft":2,"draft_b64":["IHRoZQ=="]}')" 400 "draft with draft_b64 is 400"
+is "$(code)" invalid_request "... invalid_request"
+is "$(req POST /v1/step '{"session":"sp","k":1,"draft_b64":["IHRoZQ==",""]}')" 400 "an empty draft_b64 piece is 400"
+seventeen=$(python3 -c 'import json; print(json.dumps(["IHRoZQ=="] * 17))')
+is "$(req POST /v1/step "{\"session\":\"sp\",\"k\":1,\"draft_b64\":$seventeen}")" 400 "17 draft_b64 pieces is 400"
 
 # ---- no internal paths in answers ----
 grep -h -o '"message":"[^"]*"' "$tmp"/body 2>/dev/null >/dev/null
