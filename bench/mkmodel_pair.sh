@@ -59,7 +59,6 @@ DIR=${PAIR_DIR:-$B/models}
 MK=${MKMODEL:-$B/tools/mkmodel} REF=${GREEDY_REF:-$B/tools/greedy_ref}
 [ -f "models/$V.gguf" ] || { echo "mkmodel_pair: no models/$V.gguf (VOCAB is a or b)" >&2; exit 2; }
 [ "$LIVE" -ge 1 ] && [ "$LIVE" -lt "$LAYER" ] || { echo "mkmodel_pair: need 1 <= LIVE < N_LAYER" >&2; exit 2; }
-[ -x "$MK" ] || make -s tests >/dev/null
 mkdir -p "$DIR"
 draft=$DIR/pair-$V-draft-${EMBD}x$LIVE-$TYPE-s$SEED.gguf
 target=$DIR/pair-$V-target-${EMBD}x$LAYER-live$LIVE-tail$TAIL-$TYPE-s$SEED.gguf
@@ -67,6 +66,7 @@ other=$DIR/pair-$V-other-${EMBD}x$LIVE-$TYPE-s$((SEED + 1))-tail$OTAIL.gguf
 make_one() { # out args... (mkmodel's arguments after VOCAB OUT)
   local out=$1; shift
   [ -s "$out" ] && return 0
+  [ -x "$MK" ] || { echo "mkmodel_pair: no $MK (make tests, or set MKMODEL)" >&2; return 1; }
   "$MK" "models/$V.gguf" "$out.tmp" "$@" && mv "$out.tmp" "$out"
 }
 make_one "$draft" "$EMBD" "$LIVE" "$SEED" "$TYPE" &
