@@ -35,17 +35,21 @@
 # THREADS (CPU threads of every server, default 4), ROUNDS (default 3).
 # The pair (bench/mkmodel_pair.sh): a GPU_EMBD x GPU_LAYER target whose
 # first PAIR_LIVE (default 2) layers are a GPU_EMBD x PAIR_LIVE drafter's,
-# the rest scaled by PAIR_TAIL (default 0.5; 98% of the greedy bytes agree
-# at 1024 x 16 on the development machine), and an amplified drafter of
-# another seed that disagrees (about 2% there); `models` measures their
+# the rest scaled by PAIR_TAIL (default 0.5; on the development machine
+# 98% of the greedy bytes agree at 1024 x 16, 94% at 1024 x 32, 100% at
+# 4096 x 4), and an amplified drafter of another seed that disagrees (2% at
+# 1024 x 16, 14% at 1024 x 32, 1% at 4096 x 4 with its default
+# amplification, 16 at that width). With AGREE=1, `models` also measures their
 # agreement with tests/tools/greedy_ref on the CPU (AGREE_THREADS, default
-# all CPUs; a few minutes at 4096 x 32; AGREE=0 skips it) into
-# $GPU_WORK/models/pair-...-agreement-*.txt, which `run` copies to OUT.
+# all CPUs; several minutes at 4096 x 32, so off by default: the spec_pair
+# table's accepted-of-drafted column measures the same on its own text)
+# into $GPU_WORK/models/pair-...-agreement-*.txt, which `run` copies to OUT.
 # The CPU member of mix_cpu: big-b-CPU_B_EMBDxCPU_B_LAYER-q8_0 (default
 # 1024 x 16, about 200M parameters, 252 MB: the development machine's big-b,
 # 7-8 ms a decode on one of its threads, a few ms on CPU_B_THREADS, default
 # 8, threads of the GPU host), on the CPU (-ngl 0; llama.cpp moves no
-# operation of a decode of fewer than 32 positions to the GPU).
+# operation of a decode of fewer than 32 positions to the GPU, and at 8
+# concurrent requests the decodes are mostly smaller).
 # SECTIONS (default all: "decode conc mix spec spec_pair mix_cpu") chooses
 # what `run` measures. The first four took about 6 minutes on an H200, the
 # last two take about 2-3 (estimated, not yet run): run them on their own,
@@ -53,7 +57,7 @@
 #
 # `run` writes: gpu.txt (the GPU, driver, load), and per section: decode: decode-big.txt and
 # decode-tiny.txt (bench/decode_batch_bench: a decode of B rows against B
-# decodes of one), conc-big.md / conc-tiny.md (bench/concurrency_bench.sh:
+# decodes of one), conc: conc-big.md / conc-tiny.md (bench/concurrency_bench.sh:
 # one-member consort against llama-server at 1, 4, 8, 16 concurrent
 # requests), mix: mix-big.md / mix-tiny.md (bench/mixture_concurrency_bench.sh:
 # the two-member mixture against each member alone at 1, 8, 16), spec:
@@ -168,7 +172,7 @@ stage_models() {
   AGREE=0 pair_models >/dev/null & # with the others (mkmodel holds a model's f32 draws: 22 GB at 4096 x 32)
   pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || die "mkmodel failed"; done
-  [ "${AGREE:-1}" = 0 ] || { log "greedy agreement of the pair (CPU)"; pair_models >/dev/null; }
+  [ "${AGREE:-0}" = 1 ] && { log "greedy agreement of the pair (CPU)"; pair_models >/dev/null; }
   ls -l "$WORK/models" >&2
 }
 
