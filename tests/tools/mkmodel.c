@@ -17,9 +17,9 @@
  * l >= live have their attn_output.weight and ffn_down.weight (the two
  * matrices that write into the residual stream) multiplied by `tail` after
  * they are drawn. The draws come in the same order whatever the layer count
- * (embeddings, then layer 0, 1, ...), so `mkmodel V D.gguf E K SEED T` (K
- * layers) has exactly the embeddings and the first K layers of `mkmodel V
- * T.gguf E N SEED T K S` (N > K layers, the last N - K scaled by S): with
+ * (embeddings, then layer 0, 1, ...), so `mkmodel V D.gguf E K SEED TYPE`
+ * (K layers) has exactly the embeddings and the first K layers of `mkmodel V
+ * T.gguf E N SEED TYPE K S` (N > K layers, the last N - K scaled by S): with
  * S = 0 the N-layer model computes the K-layer model's function at the cost
  * of N layers, with a small S the two agree on most greedy tokens but not
  * all (bench/mkmodel_pair.sh). Without the two arguments (or with tail 1)
