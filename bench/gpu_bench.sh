@@ -9,14 +9,17 @@
 #                                   libraries and llama-server, in $GPU_WORK
 #   bench/gpu_bench.sh models       the decode-bound random-weight models
 #                                   (tests/tools/mkmodel, the vocabularies of
-#                                   models/a.gguf and models/b.gguf)
+#                                   models/a.gguf and models/b.gguf), the
+#                                   drafter/target pair and its disagreeing
+#                                   drafter (bench/mkmodel_pair.sh) and the
+#                                   CPU member of mix_cpu
 #   bench/gpu_bench.sh run OUT      the benchmarks, every table into OUT/
 #
 # Where things come from:
 #   - llama.cpp's source: KIT/llama-src.tar.xz (bench/gpu_kit.sh), else the
 #     node-llama-cpp bundle under .deps (scripts/llama_tools.sh fetches it);
 #   - consort's programs: $CONSORT_GPU_BUILD (consort, consort-worker,
-#     tools/mkmodel, tools/decode_batch_bench), else KIT/runtime.tar.xz
+#     tools/mkmodel, tools/decode_batch_bench, tools/greedy_ref), else KIT/runtime.tar.xz
 #     unpacked (bench/gpu_kit.sh: built on another machine against the same
 #     llama.cpp headers, with the shared libraries they need), run through
 #     small wrapper scripts. Either way the programs load this machine's
@@ -30,15 +33,43 @@
 # GPU_LAYER GPU_TYPE (the big models, default 4096 x 32 q8_0: about 5.5G
 # parameters, 6 GB, a few milliseconds per decode on a data-centre GPU),
 # THREADS (CPU threads of every server, default 4), ROUNDS (default 3).
+# The pair (bench/mkmodel_pair.sh): a GPU_EMBD x GPU_LAYER target whose
+# first PAIR_LIVE (default 2) layers are a GPU_EMBD x PAIR_LIVE drafter's,
+# the rest scaled by PAIR_TAIL (default 0.5; on the development machine
+# 98% of the greedy bytes agree at 1024 x 16, 94% at 1024 x 32, 100% at
+# 4096 x 4), and an amplified drafter of another seed that disagrees (2% at
+# 1024 x 16, 14% at 1024 x 32, 1% at 4096 x 4 with its default
+# amplification, 16 at that width). With AGREE=1, `models` also measures their
+# agreement with tests/tools/greedy_ref on the CPU (AGREE_THREADS, default
+# all CPUs; several minutes at 4096 x 32, so off by default: the spec_pair
+# table's accepted-of-drafted column measures the same on its own text)
+# into $GPU_WORK/models/pair-...-agreement-*.txt, which `run` copies to OUT.
+# The CPU member of mix_cpu: big-b-CPU_B_EMBDxCPU_B_LAYER-q8_0 (default
+# 1024 x 16, about 200M parameters, 252 MB: the development machine's big-b,
+# 7-8 ms a decode on one of its threads, a few ms on CPU_B_THREADS, default
+# 8, threads of the GPU host), on the CPU (-ngl 0; llama.cpp moves no
+# operation of a decode of fewer than 32 positions to the GPU, and at 8
+# concurrent requests the decodes are mostly smaller).
+# SECTIONS (default all: "decode conc mix spec spec_pair mix_cpu") chooses
+# what `run` measures. The first four took about 6 minutes on an H200, the
+# last two take about 2-3 (estimated, not yet run): run them on their own,
+# SECTIONS="spec_pair mix_cpu", to stay within one 10-minute call.
 #
-# `run` writes: gpu.txt (the GPU, driver, load), decode-big.txt and
+# `run` writes: gpu.txt (the GPU, driver, load), and per section: decode: decode-big.txt and
 # decode-tiny.txt (bench/decode_batch_bench: a decode of B rows against B
-# decodes of one), conc-big.md / conc-tiny.md (bench/concurrency_bench.sh:
+# decodes of one), conc: conc-big.md / conc-tiny.md (bench/concurrency_bench.sh:
 # one-member consort against llama-server at 1, 4, 8, 16 concurrent
-# requests), mix-big.md / mix-tiny.md (bench/mixture_concurrency_bench.sh:
-# the two-member mixture against each member alone at 1, 8, 16) and
-# spec-big.md (bench/speculative_bench.sh). Every server offloads all layers
-# (-ngl); consort's workers and llama-server get the same threads and slots.
+# requests), mix: mix-big.md / mix-tiny.md (bench/mixture_concurrency_bench.sh:
+# the two-member mixture against each member alone at 1, 8, 16), spec:
+# spec-big.md (bench/speculative_bench.sh, members drafting on their own),
+# spec_pair: spec-pair.md (bench/speculative_bench.sh -P: the pair's target
+# alone, the pair mixture plain and with `--draft-member d`, on the agreeing
+# and the disagreeing drafter, greedy, 128 steps) and pair-agreement.txt,
+# mix_cpu: mix-cpu.md (bench/mixture_concurrency_bench.sh at 1 and 8
+# concurrent, member a big-a on the GPU, member b the CPU member above on
+# the CPU: two devices of their own, the closest one GPU comes to members on
+# separate machines). Every server offloads all layers (-ngl) except mix_cpu's
+# member b; consort's workers and llama-server get the same threads and slots.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -46,6 +77,9 @@ WORK=${GPU_WORK:-/tmp/consort-gpu}
 KIT=${KIT:-.gpu}
 THREADS=${THREADS:-4} ROUNDS=${ROUNDS:-3}
 EMBD=${GPU_EMBD:-4096} LAYER=${GPU_LAYER:-32} TYPE=${GPU_TYPE:-q8_0}
+PAIR_LIVE=${PAIR_LIVE:-2} PAIR_TAIL=${PAIR_TAIL:-0.5}
+CPU_B_EMBD=${CPU_B_EMBD:-1024} CPU_B_LAYER=${CPU_B_LAYER:-16} CPU_B_THREADS=${CPU_B_THREADS:-8}
+SECTIONS=${SECTIONS:-decode conc mix spec spec_pair mix_cpu}
 export PATH=$PATH:/usr/local/cuda/bin
 log() { printf 'gpu_bench: %s\n' "$*" >&2; }
 die() { printf 'gpu_bench: error: %s\n' "$*" >&2; exit 1; }
@@ -105,12 +139,18 @@ consort_bin() { # sets BIN: a folder with consort, consort-worker and tools/
       "$WORK" "$WORK" "$WORK" "$1" >"$2" && chmod +x "$2"
   }
   for p in consort consort-worker; do wrap $p "$BIN/$p"; done
-  for p in mkmodel decode_batch_bench; do wrap $p "$BIN/tools/$p"; done
+  for p in mkmodel decode_batch_bench greedy_ref; do wrap $p "$BIN/tools/$p"; done
   command -v curl >/dev/null || die "curl is missing"
   command -v jq >/dev/null || die "jq is missing"
 }
 
 big_model() { echo "$WORK/models/big-$1-${EMBD}x$LAYER-$TYPE.gguf"; }
+cpu_b_model() { echo "$WORK/models/big-b-${CPU_B_EMBD}x$CPU_B_LAYER-q8_0.gguf"; }
+pair_models() { # [AGREE=...] -> the drafter, the target, the other drafter, one a line (made when missing)
+  PAIR_DIR=$WORK/models MKMODEL=$BIN/tools/mkmodel GREEDY_REF=$BIN/tools/greedy_ref \
+    AGREE_THREADS=${AGREE_THREADS:-$(nproc)} bench/mkmodel_pair.sh "$EMBD" "$LAYER" "$PAIR_LIVE" "$PAIR_TAIL" "$TYPE"
+}
+in_sections() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 stage_models() {
   consort_bin
@@ -124,7 +164,15 @@ stage_models() {
     fi
     seed=$((seed + 1))
   done
+  local cb; cb=$(cpu_b_model)
+  if [ ! -s "$cb" ]; then
+    "$BIN/tools/mkmodel" models/b.gguf "$cb.tmp" "$CPU_B_EMBD" "$CPU_B_LAYER" 2 q8_0 && mv "$cb.tmp" "$cb" &
+    pids+=($!)
+  fi
+  AGREE=0 pair_models >/dev/null & # with the others (mkmodel holds a model's f32 draws: 22 GB at 4096 x 32)
+  pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || die "mkmodel failed"; done
+  [ "${AGREE:-0}" = 1 ] && { log "greedy agreement of the pair (CPU)"; pair_models >/dev/null; }
   ls -l "$WORK/models" >&2
 }
 
@@ -134,25 +182,56 @@ stage_run() {
   mkdir -p "$out"
   local A B; A=$(big_model a) B=$(big_model b)
   [ -s "$A" ] && [ -s "$B" ] || die "no big models: run the models stage first"
+  log "sections: $SECTIONS"
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     echo "cpus $(nproc), load average $(cut -d' ' -f1-3 /proc/loadavg)"; date -u; } >"$out/gpu.txt"
   export WORKER_ARGS="-ngl all" LLAMA_ARGS="-ngl 999" LLAMA_SERVER=$WORK/build/bin/llama-server
-  log "decode cost by batch size"
-  "$BIN/tools/decode_batch_bench" --model "$A" --threads "$THREADS" --steps 32 --rounds "$ROUNDS" \
-    --batches "1 2 4 8 16" >"$out/decode-big.txt" 2>&1 || true
-  "$BIN/tools/decode_batch_bench" --model "$REPO/models/a.gguf" --threads "$THREADS" --steps 32 \
-    --rounds "$ROUNDS" --batches "1 2 4 8 16" >"$out/decode-tiny.txt" 2>&1 || true
-  log "one member against llama-server"
-  bench/concurrency_bench.sh -m "$A" -n 64 -c "1 4 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/conc-big.md" 2>"$out/conc-big.log" || true
-  bench/concurrency_bench.sh -m "$REPO/models/a.gguf" -n 64 -c "1 4 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
-    >"$out/conc-tiny.md" 2>"$out/conc-tiny.log" || true
-  log "the mixture against each member alone"
-  bench/mixture_concurrency_bench.sh -a "$A" -b "$B" -n 64 -c "1 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
-    >"$out/mix-big.md" 2>"$out/mix-big.log" || true
-  bench/mixture_concurrency_bench.sh -n 64 -c "1 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
-    >"$out/mix-tiny.md" 2>"$out/mix-tiny.log" || true
-  log "speculative steps"
-  THREADS=$THREADS timeout "${SPEC_TIMEOUT:-900}" bench/speculative_bench.sh -a "$A" -b "$B" -n 128 -r 2 "$BIN" >"$out/spec-big.md" 2>"$out/spec-big.log" || true
+  if in_sections decode; then
+    log "decode cost by batch size"
+    "$BIN/tools/decode_batch_bench" --model "$A" --threads "$THREADS" --steps 32 --rounds "$ROUNDS" \
+      --batches "1 2 4 8 16" >"$out/decode-big.txt" 2>&1 || true
+    "$BIN/tools/decode_batch_bench" --model "$REPO/models/a.gguf" --threads "$THREADS" --steps 32 \
+      --rounds "$ROUNDS" --batches "1 2 4 8 16" >"$out/decode-tiny.txt" 2>&1 || true
+  fi
+  if in_sections conc; then
+    log "one member against llama-server"
+    bench/concurrency_bench.sh -m "$A" -n 64 -c "1 4 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/conc-big.md" 2>"$out/conc-big.log" || true
+    bench/concurrency_bench.sh -m "$REPO/models/a.gguf" -n 64 -c "1 4 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
+      >"$out/conc-tiny.md" 2>"$out/conc-tiny.log" || true
+  fi
+  if in_sections mix; then
+    log "the mixture against each member alone"
+    bench/mixture_concurrency_bench.sh -a "$A" -b "$B" -n 64 -c "1 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
+      >"$out/mix-big.md" 2>"$out/mix-big.log" || true
+    bench/mixture_concurrency_bench.sh -n 64 -c "1 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
+      >"$out/mix-tiny.md" 2>"$out/mix-tiny.log" || true
+  fi
+  if in_sections spec; then
+    log "speculative steps"
+    THREADS=$THREADS timeout "${SPEC_TIMEOUT:-900}" bench/speculative_bench.sh -a "$A" -b "$B" -n 128 -r 2 "$BIN" >"$out/spec-big.md" 2>"$out/spec-big.log" || true
+  fi
+  if in_sections spec_pair; then
+    log "speculative steps with a drafting member (the pair)"
+    local pair; mapfile -t pair < <(AGREE=0 pair_models || true)
+    if [ ${#pair[@]} = 3 ]; then
+      cat "${pair[1]%.gguf}"-agreement-*.txt >"$out/pair-agreement.txt" 2>/dev/null || true
+      THREADS=$THREADS timeout "${SPEC_PAIR_TIMEOUT:-300}" bench/speculative_bench.sh -P -d "${pair[0]}" -t "${pair[1]}" \
+        -o "${pair[2]}" -n 128 -r 2 "$BIN" >"$out/spec-pair.md" 2>"$out/spec-pair.log" || true
+    else
+      log "no pair models: spec_pair skipped"
+    fi
+  fi
+  if in_sections mix_cpu; then
+    log "the mixture with member b on the CPU"
+    local cb; cb=$(cpu_b_model)
+    if [ -s "$cb" ]; then
+      WORKER_ARGS_A="-ngl all" WORKER_ARGS_B="-ngl 0 -t $CPU_B_THREADS" \
+        bench/mixture_concurrency_bench.sh -a "$A" -b "$cb" -n 64 -c "1 8" -r "$ROUNDS" -t "$THREADS" "$BIN" \
+        >"$out/mix-cpu.md" 2>"$out/mix-cpu.log" || true
+    else
+      log "no $cb (the models stage makes it): mix_cpu skipped"
+    fi
+  fi
   echo "load average after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/gpu.txt"
 }
 

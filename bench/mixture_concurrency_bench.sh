@@ -26,7 +26,11 @@
 # over all rounds, the token positions per llama_decode (how well the
 # worker batched the concurrent sessions) and the decodes per /v1/step.
 # WORKER_ARGS: extra flags of each consort-worker (e.g. "-ngl all" to
-# offload to a GPU: bench/gpu_bench.sh).
+# offload to a GPU: bench/gpu_bench.sh); WORKER_ARGS_A and WORKER_ARGS_B,
+# when set, replace it for member a's and member b's worker, after
+# --threads, so they may set their own (e.g. WORKER_ARGS_A="-ngl all"
+# WORKER_ARGS_B="-ngl 0 -t 8": a on the GPU, b on 8 CPU threads, two
+# devices of their own on one machine, as bench/gpu_bench.sh's mix_cpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib_conc.sh
@@ -48,9 +52,11 @@ for B in "$@"; do # two workers and one mixture server per build
   members=()
   for m in a b; do
     port=$((port + 1))
-    model=$MA; [ $m = b ] && model=$MB
+    model=$MA wargs=${WORKER_ARGS_A-${WORKER_ARGS:-}}
+    [ $m = b ] && model=$MB wargs=${WORKER_ARGS_B-${WORKER_ARGS:-}}
+    # shellcheck disable=SC2086
     "$B/consort-worker" --model "$model" --port $port --threads "$THREADS" --parallel "$SLOTS" --name $m \
-      ${WORKER_ARGS:-} >"$TMP/wk.$port.log" 2>&1 &
+      $wargs >"$TMP/wk.$port.log" 2>&1 &
     PIDS+=($!)
     wait_health "http://127.0.0.1:$port" || { echo "$B: worker $m did not start:" >&2; tail "$TMP/wk.$port.log" >&2; exit 1; }
     members+=(--member "$m=http://127.0.0.1:$port")
@@ -112,4 +118,5 @@ for c in $CONC; do
     done
   done
 done
-echo "members a=$MA b=$MB, ${WORKER_ARGS:+worker flags $WORKER_ARGS, }$N steps per request, $THREADS thread(s) per worker, $SLOTS slots, best of $ROUNDS interleaved rounds; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg)"
+wa=${WORKER_ARGS_A-${WORKER_ARGS:-}} wb=${WORKER_ARGS_B-${WORKER_ARGS:-}}
+echo "members a=$MA${wa:+ (worker flags $wa)} b=$MB${wb:+ (worker flags $wb)}, $N steps per request, $THREADS thread(s) per worker, $SLOTS slots, best of $ROUNDS interleaved rounds; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg)"

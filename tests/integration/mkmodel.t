@@ -7,6 +7,11 @@
 # of each step within 0.01 (f16) and 0.1 (q8_0) nats of f32's, where a model
 # of another seed differs by about 1.5); q8_0 refuses an n_embd that is not
 # a multiple of its block, and an unknown type is refused.
+# live and tail (bench/mkmodel_pair.sh's drafter/target pairs): live =
+# n_layer, or tail 1, writes the same bytes as without them; a 3-layer model
+# whose layers 1-2 are scaled by 0 computes the 1-layer model of the same
+# seed (same greedy text, log-probabilities within 1e-4), while with tail 1
+# it is another model; a bad live or tail is refused.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/integration/lib_serve.sh
@@ -54,4 +59,24 @@ check "q8_0 with n_embd 36: says why" grep -q "multiple of 32" "$TMP/bad.err"
 "$MK" "$M1" "$TMP/bad.gguf" 64 1 1 q4_k 2>"$TMP/bad.err"
 check "an unknown type: exit 2" test $? -eq 2
 check "an unknown type: names the types" grep -q "f32, f16 or q8_0" "$TMP/bad.err"
+
+"$MK" "$M1" "$TMP/l3.gguf" 64 3 1 f32
+"$MK" "$M1" "$TMP/l3-live3.gguf" 64 3 1 f32 3 0
+"$MK" "$M1" "$TMP/l3-tail1.gguf" 64 3 1 f32 0 1
+"$MK" "$M1" "$TMP/l3-tail0.gguf" 64 3 1 f32 1 0
+check "live = n_layer writes the same bytes as without" cmp -s "$TMP/l3.gguf" "$TMP/l3-live3.gguf"
+check "tail 1 writes the same bytes as without" cmp -s "$TMP/l3.gguf" "$TMP/l3-tail1.gguf"
+check "tail 0 changes the file" bash -c '! cmp -s "$1" "$2"' _ "$TMP/l3.gguf" "$TMP/l3-tail0.gguf"
+for m in l3 l3-tail0; do gen "$TMP/$m.gguf" >"$TMP/$m.txt"; done
+check "the 3-layer model generates" test "$(wc -l <"$TMP/l3.txt")" -eq 7
+same "tail 0 beyond layer 1: the 1-layer model's greedy text" "$(head -1 "$TMP/l3-tail0.txt")" "$(head -1 "$TMP/f32.txt")"
+dz=$(max_diff "$TMP/l3-tail0.txt" "$TMP/f32.txt") d3=$(max_diff "$TMP/l3.txt" "$TMP/f32.txt")
+echo "# largest log-probability difference to the 1-layer model: tail 0 $dz, tail 1 $d3"
+check "tail 0: log-probabilities within 1e-4 of the 1-layer model's" awk -v d="$dz" 'BEGIN { exit !(d < 1e-4) }'
+check "tail 1: another model (the comparison can fail)" awk -v d="$d3" 'BEGIN { exit !(d > 0.1) }'
+"$MK" "$M1" "$TMP/bad.gguf" 64 3 1 f32 4 0 2>"$TMP/bad.err"
+check "live > n_layer: exit 2" test $? -eq 2
+"$MK" "$M1" "$TMP/bad.gguf" 64 3 1 f32 1 x 2>"$TMP/bad.err"
+check "a tail that is not a number: exit 2" test $? -eq 2
+check "a bad tail: says why" grep -q "tail must be" "$TMP/bad.err"
 tap_done

@@ -3,6 +3,7 @@
  * tokenizers without real weights.
  *
  *   mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1] [type=f32]
+ *           [live=n_layer] [tail=1]
  *
  * Every key of VOCAB.gguf is copied (tokenizer.*), then the llama
  * hyper-parameters are set; output.weight is left out (tied to
@@ -10,7 +11,19 @@
  * same seed draws the same numbers whatever the type. `type` is the storage
  * of the matrices (the norm vectors stay f32): f32, f16 or q8_0 (as real
  * members are stored; q8_0 needs n_embd a multiple of 32). The bench makes
- * decode-bound models with it (bench/mkmodel_big.sh). */
+ * decode-bound models with it (bench/mkmodel_big.sh).
+ *
+ * `live` and `tail` make a drafter/target pair that agrees: the layers
+ * l >= live have their attn_output.weight and ffn_down.weight (the two
+ * matrices that write into the residual stream) multiplied by `tail` after
+ * they are drawn. The draws come in the same order whatever the layer count
+ * (embeddings, then layer 0, 1, ...), so `mkmodel V D.gguf E K SEED TYPE`
+ * (K layers) has exactly the embeddings and the first K layers of `mkmodel V
+ * T.gguf E N SEED TYPE K S` (N > K layers, the last N - K scaled by S): with
+ * S = 0 the N-layer model computes the K-layer model's function at the cost
+ * of N layers, with a small S the two agree on most greedy tokens but not
+ * all (bench/mkmodel_pair.sh). Without the two arguments (or with tail 1)
+ * the file is byte-identical to one written before they existed. */
 #include <ggml.h>
 #include <gguf.h>
 #include <math.h>
@@ -37,8 +50,10 @@ static void store(struct ggml_tensor *t, const float *d, int64_t n) {
         ggml_quantize_chunk(t->type, d, t->data, 0, n / t->ne[0], t->ne[0], NULL);
 }
 
+/* Adds tensor `name` (ne0 x ne1, a vector when ne1 is 0): uniform draws in
+ * [-scale, scale] times `mult` when scale > 0, else every element `fill`. */
 static struct ggml_tensor *add(struct ggml_context *g, struct gguf_context *out, const char *name,
-                               int64_t ne0, int64_t ne1, float scale, float fill) {
+                               int64_t ne0, int64_t ne1, float scale, float fill, float mult) {
     enum ggml_type type = ne1 ? wtype : GGML_TYPE_F32;
     struct ggml_tensor *t = ne1 ? ggml_new_tensor_2d(g, type, ne0, ne1) : ggml_new_tensor_1d(g, type, ne0);
     ggml_set_name(t, name);
@@ -48,7 +63,7 @@ static struct ggml_tensor *add(struct ggml_context *g, struct gguf_context *out,
         fprintf(stderr, "mkmodel: out of memory\n");
         exit(1);
     }
-    for (int64_t i = 0; i < n; i++) d[i] = scale > 0 ? rnd(scale) : fill;
+    for (int64_t i = 0; i < n; i++) d[i] = scale > 0 ? rnd(scale) * mult : fill;
     if (type != GGML_TYPE_F32) {
         store(t, d, n);
         free(d);
@@ -71,8 +86,9 @@ static uint32_t file_type(enum ggml_type type) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1] [type=f32|f16|q8_0]\n");
+    if (argc < 3 || argc > 9) {
+        fprintf(stderr, "usage: mkmodel VOCAB.gguf OUT.gguf [n_embd=32] [n_layer=1] [seed=1] [type=f32|f16|q8_0] "
+                        "[live=n_layer] [tail=1]\n");
         return 2;
     }
     wtype = argc > 6 ? parse_type(argv[6]) : GGML_TYPE_F32;
@@ -86,6 +102,25 @@ int main(int argc, char **argv) {
     if (n_embd < 8 || n_embd % 4 || n_layer < 1) {
         fprintf(stderr, "mkmodel: n_embd must be a multiple of 4 (>= 8), n_layer >= 1\n");
         return 2;
+    }
+    int live = n_layer;
+    float tail = 1.0f;
+    if (argc > 7) {
+        char *end;
+        long v = strtol(argv[7], &end, 10);
+        if (*end || end == argv[7] || v < 0 || v > n_layer) {
+            fprintf(stderr, "mkmodel: live must be an integer in [0, n_layer]\n");
+            return 2;
+        }
+        live = (int)v;
+    }
+    if (argc > 8) {
+        char *end;
+        tail = strtof(argv[8], &end);
+        if (*end || end == argv[8] || !isfinite(tail)) {
+            fprintf(stderr, "mkmodel: tail must be a finite number\n");
+            return 2;
+        }
     }
     if (n_embd % ggml_blck_size(wtype)) {
         fprintf(stderr, "mkmodel: %s needs n_embd a multiple of %lld\n", ggml_type_name(wtype),
@@ -128,21 +163,23 @@ int main(int argc, char **argv) {
     struct ggml_init_params gp = {.mem_size = floats * 4 + (size_t)(16 + 16 * n_layer) * ggml_tensor_overhead() + 4096,
                                   .mem_buffer = NULL, .no_alloc = false};
     struct ggml_context *g = ggml_init(gp);
-    add(g, out, "token_embd.weight", n_embd, n_vocab, 0.25f, 0);
-    add(g, out, "output_norm.weight", n_embd, 0, 0, 1.0f);
+    add(g, out, "token_embd.weight", n_embd, n_vocab, 0.25f, 0, 1.0f);
+    add(g, out, "output_norm.weight", n_embd, 0, 0, 1.0f, 1.0f);
     char name[64];
     for (int l = 0; l < n_layer; l++) {
         float s = 1.0f / sqrtf((float)n_embd);
-#define T(suffix, a, b, sc, fill) (snprintf(name, sizeof name, "blk.%d." suffix, l), add(g, out, name, a, b, sc, fill))
-        T("attn_norm.weight", n_embd, 0, 0, 1.0f);
-        T("attn_q.weight", n_embd, n_embd, s, 0);
-        T("attn_k.weight", n_embd, n_embd, s, 0);
-        T("attn_v.weight", n_embd, n_embd, s, 0);
-        T("attn_output.weight", n_embd, n_embd, s, 0);
-        T("ffn_norm.weight", n_embd, 0, 0, 1.0f);
-        T("ffn_gate.weight", n_embd, n_ff, s, 0);
-        T("ffn_up.weight", n_embd, n_ff, s, 0);
-        T("ffn_down.weight", n_ff, n_embd, 1.0f / sqrtf((float)n_ff), 0);
+        float out_mult = l >= live ? tail : 1.0f; /* the residual-stream writers of a tail layer */
+#define T(suffix, a, b, sc, fill, m) \
+    (snprintf(name, sizeof name, "blk.%d." suffix, l), add(g, out, name, a, b, sc, fill, m))
+        T("attn_norm.weight", n_embd, 0, 0, 1.0f, 1.0f);
+        T("attn_q.weight", n_embd, n_embd, s, 0, 1.0f);
+        T("attn_k.weight", n_embd, n_embd, s, 0, 1.0f);
+        T("attn_v.weight", n_embd, n_embd, s, 0, 1.0f);
+        T("attn_output.weight", n_embd, n_embd, s, 0, out_mult);
+        T("ffn_norm.weight", n_embd, 0, 0, 1.0f, 1.0f);
+        T("ffn_gate.weight", n_embd, n_ff, s, 0, 1.0f);
+        T("ffn_up.weight", n_embd, n_ff, s, 0, 1.0f);
+        T("ffn_down.weight", n_ff, n_embd, 1.0f / sqrtf((float)n_ff), 0, out_mult);
 #undef T
     }
     int okw = gguf_write_to_file(out, argv[2], false);
