@@ -56,9 +56,11 @@
  * is exact the same way (the drafter's draft is a point mass on its first
  * proposal; the walk goes on only when the draw is that piece).
  *
- * Backing off. A walk that accepts nothing means the draft was decoded for
- * nothing (text the members disagree on); the next 1, 2, 4, ...
- * SPEC_BACKOFF_MAX calls then ask no draft, and an accepted step resets it.
+ * Backing off. A walk that accepts fewer than two steps means the draft
+ * was decoded mostly for nothing (text the members disagree on); the next
+ * 1, 2, 4, ... SPEC_BACKOFF_MAX calls then ask no draft, and a walk that
+ * accepts two or more resets it. (A deterministic rule, so that the
+ * statistics of a text do not depend on the machine's timing.)
  *
  * State (in ensemble_gen): spec, n_draft (adapted: doubled, up to the
  * protocol's 16, when a walk used every drafted answer; else the walk's
@@ -88,6 +90,7 @@
 #define SPEC_DRAFT_START 4
 #define SPEC_DRAFT_MIN 2
 #define SPEC_BACKOFF_MAX 32
+#define SPEC_PAYS 2 /* accepted steps from one draft below which drafting backs off */
 
 int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
     int want = r->req->speculative ? r->req->speculative > 0 : r->e->cfg.speculative;
@@ -182,9 +185,11 @@ void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int cr
 /* After a real round of state-changing calls (which asked ask_draft): the
  * walk over the previous call's draft has ended (vdepth drafted answers
  * used). When that call asked a draft, adapt the next one to how far the
- * walk went, and back off while walks accept nothing (text the members
- * disagree on: every draft is decoded and thrown away), asking no draft
- * for 1, 2, 4, ... SPEC_BACKOFF_MAX calls. */
+ * walk went, and back off while walks accept fewer than SPEC_PAYS steps
+ * (text the members disagree on: the draft is decoded and mostly thrown
+ * away; one accepted step does not pay for a drafter's call, a second
+ * round trip and a verifying batch), asking no draft for 1, 2, 4, ...
+ * SPEC_BACKOFF_MAX calls. */
 void ensemble_spec_sent(ensemble_gen *r) {
     if (!r->spec) return;
     int asked = r->ask_draft;
@@ -192,7 +197,7 @@ void ensemble_spec_sent(ensemble_gen *r) {
     if (r->walk_drafted) {
         int n = r->vdepth >= r->n_draft ? 2 * r->n_draft : r->vdepth + 1;
         r->n_draft = n > PROTO_MAX_DRAFT ? PROTO_MAX_DRAFT : n < SPEC_DRAFT_MIN ? SPEC_DRAFT_MIN : n;
-        if (r->spec_accepted == r->accepted_mark) {
+        if (r->spec_accepted - r->accepted_mark < SPEC_PAYS) {
             r->idle = r->backoff;
             r->backoff = r->backoff * 2 > SPEC_BACKOFF_MAX ? SPEC_BACKOFF_MAX : r->backoff * 2;
         } else {
