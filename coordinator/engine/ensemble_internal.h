@@ -120,6 +120,7 @@ struct ensemble_gen {
     int ask_draft;           /* the draft the next call asks: n_draft, or 0 while backing off */
     int asked_draft;         /* the draft the latest call asked (a re-answer asks it again) */
     int walk_drafted;        /* the answers walked now carry a draft */
+    int drafter_agreed;      /* the last step committed the drafter's first proposal */
     int idle, backoff;       /* calls left without a draft; the next backoff (after a walk that accepted nothing) */
     int accepted_mark;       /* spec_accepted when the last draft was asked */
     sbuf vp;                 /* the drafter's latest draft: its pieces, back to back */

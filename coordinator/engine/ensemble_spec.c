@@ -56,6 +56,11 @@
  * is exact the same way (the drafter's draft is a point mass on its first
  * proposal; the walk goes on only when the draw is that piece).
  *
+ * With a drafter, a call asks a draft only when the step before it
+ * committed the drafter's own first proposal: on text the drafter
+ * disagrees with, the others would verify its draft (a second round trip
+ * and a batch) for nothing, and the drafter's own draft costs little.
+ *
  * Backing off. A walk that accepts fewer than two steps means the draft
  * was decoded mostly for nothing (text the members disagree on); the next
  * 1, 2, 4, ... SPEC_BACKOFF_MAX calls then ask no draft, and a walk that
@@ -65,7 +70,8 @@
  * State (in ensemble_gen): spec, n_draft (adapted: doubled, up to the
  * protocol's 16, when a walk used every drafted answer; else the walk's
  * length + 1, at least 2), ask_draft / asked_draft / walk_drafted / idle /
- * backoff (what the next and the latest call ask, the back-off), vdepth
+ * backoff (what the next and the latest call ask, the back-off),
+ * drafter_agreed (the last step committed the drafter's proposal), vdepth
  * (which draft the members' current answers are), the committed pieces of
  * the lag, the drafter and its latest pieces (vp), and the counts reported
  * as acceptance statistics: drafted steps asked, and steps decided from
@@ -110,12 +116,21 @@ int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
     r->spec = 1;
     r->n_draft = r->ask_draft = SPEC_DRAFT_START;
     r->backoff = 1;
+    r->drafter_agreed = 1;
     return 0;
+}
+
+/* The draft the call being queued asks: none while backing off, nor, with a
+ * drafter, when the ensemble did not commit the drafter's own proposal at
+ * the last step (on text the drafter disagrees with, its draft would be
+ * verified, at the price of a second round trip and a batch, for nothing). */
+static int draft_now(const ensemble_gen *r) {
+    return r->drafter >= 0 && !r->drafter_agreed ? 0 : r->ask_draft;
 }
 
 int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
     int d = r->drafter;
-    return r->spec && r->ask_draft > 0 && d >= 0 && r->m[d].active && sel[d] ? d : -1;
+    return r->spec && draft_now(r) > 0 && d >= 0 && r->m[d].active && sel[d] ? d : -1;
 }
 
 void ensemble_spec_pieces(ensemble_gen *r) {
@@ -149,12 +164,12 @@ static void ask_draft(ensemble_gen *r, mstate *m, proto_step_req *q) {
     m->n_v = 0;
     int d = r->drafter >= 0 && r->m[r->drafter].active ? r->drafter : -1;
     if (d < 0 || m == &r->m[d]) {
-        q->draft = r->ask_draft;
+        q->draft = draft_now(r);
         return;
     }
     m->verifying = 1;
     m->v.n = 0;
-    if (r->ask_draft > 0 && sb_add(&m->v, r->vp.p ? r->vp.p : "", r->vp.n) == 0) {
+    if (draft_now(r) > 0 && sb_add(&m->v, r->vp.p ? r->vp.p : "", r->vp.n) == 0) {
         memcpy(m->v_len, r->vp_len, (size_t)r->n_vp * sizeof *m->v_len);
         m->n_v = r->n_vp;
     }
@@ -192,7 +207,7 @@ void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int cr
  * SPEC_BACKOFF_MAX calls. */
 void ensemble_spec_sent(ensemble_gen *r) {
     if (!r->spec) return;
-    int asked = r->ask_draft;
+    int asked = draft_now(r);
     r->spec_drafted += asked;
     if (r->walk_drafted) {
         int n = r->vdepth >= r->n_draft ? 2 * r->n_draft : r->vdepth + 1;
@@ -230,6 +245,11 @@ static int draft_continues(const ensemble_gen *r, const mstate *m, const char *p
 int ensemble_spec_advance(ensemble_gen *r, size_t from) {
     if (!r->spec) return 0;
     size_t n = r->g.n - from;
+    if (r->drafter >= 0) { /* (before the walk moves the answers on) */
+        const mstate *d = &r->m[r->drafter];
+        r->drafter_agreed = d->active && d->res && d->res->n_top > 0 && d->res->top[0].s.n == n &&
+                            memcmp(d->res->top[0].s.p, r->g.p + from, n) == 0;
+    }
     if (r->n_pieces > PROTO_MAX_STEPS) return 0; /* (cannot happen: drafts are shorter) */
     r->piece_len[r->n_pieces++] = n;
     if (r->carry.n) return 0;

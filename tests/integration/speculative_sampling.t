@@ -11,6 +11,8 @@
 #     with speculative steps as without, and steps were decided from drafts;
 #     the invariants hold when sampling with them on (the same model twice,
 #     and weights (1,0) across tokenizers, are that model with the same seed);
+#     the same with a drafting member (draft_member: the others verify its
+#     draft);
 #  2. the same distribution: over many seeds on a short horizon, the outcomes
 #     with speculative steps (seeds 1..N) and without (seeds N+1..2N,
 #     independent draws) pass a two-sample chi-square test of homogeneity at
@@ -101,6 +103,9 @@ exact "weights (1,0) across tokenizers" "$W10"
 check "... (1,0) with speculative steps = member 0 alone, per seed" same_texts "$TMP/spec.jsonl" "$TMP/solo_a.jsonl"
 exact "solo:a, top_p 0.9" "$SOLO_A" '"top_p": 0.9'
 exact "mixture a+b, top_p 0.9, top_k 20" "$MIX_AB" '"top_p": 0.9, "top_k": 20'
+exact "the same model twice, a2 drafting" "$TWICE, \"draft_member\": \"a2\""
+check "... a2 drafting = that model alone, per seed" same_texts "$TMP/spec.jsonl" "$TMP/solo_a.jsonl"
+exact "mixture a+b, b drafting" "$MIX_AB, \"draft_member\": \"b\""
 check "steps were decided from drafts ($acc_total over the runs)" test "$acc_total" -gt 0
 
 # The acceptance statistics of `consort generate --json`: for the same text,
@@ -203,6 +208,7 @@ homogeneity() {
 }
 homogeneity "solo:a" 500 "Once upon a time" 4 "$SOLO_A" '"top_k": 2'
 homogeneity "mixture, a model twice" 300 "She opened the door and" 3 "$TWICE" '"top_k": 2'
+homogeneity "mixture, a model twice, a2 drafting" 300 "She opened the door and" 3 "$TWICE, \"draft_member\": \"a2\"" '"top_k": 2'
 
 stop_consort; check "consort serve stops cleanly" test $? = 0
 tap_done
