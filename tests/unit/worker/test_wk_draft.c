@@ -91,6 +91,15 @@ static int reference(wk_engine *e, const char *sid, const proto_str *pieces, int
     return 0;
 }
 
+/* The N_PIECES strings as pieces, and their one-request-each reference
+ * answers on session sid (h: N_PIECES + 1 answers, zeroed first). */
+static int pieces_and_reference(wk_engine *e, const char *sid, const char *const *strs, proto_str *pieces,
+                                wk_step_res *h) {
+    for (int j = 0; j < N_PIECES; j++) pieces[j] = (proto_str){(const unsigned char *)strs[j], strlen(strs[j])};
+    memset(h, 0, (N_PIECES + 1) * sizeof *h);
+    return reference(e, sid, pieces, N_PIECES, h);
+}
+
 static void free_all(wk_step_res *r, int n) {
     for (int i = 0; i < n; i++) wk_step_res_free(&r[i]);
 }
@@ -209,10 +218,8 @@ static void run(const char *root, const char *file) {
     {
         static const char *split[N_PIECES] = {" th", "e cat", " sa", "t on the m", "at.", " It was"};
         proto_str sp[N_PIECES];
-        for (int j = 0; j < N_PIECES; j++) sp[j] = (proto_str){(const unsigned char *)split[j], strlen(split[j])};
         wk_step_res h[N_PIECES + 1];
-        memset(h, 0, sizeof h);
-        ok(reference(e, "h_ref", sp, N_PIECES, h) == 0, "(reference: split words one request each)");
+        ok(pieces_and_reference(e, "h_ref", split, sp, h) == 0, "(reference: split words one request each)");
         rc = spec(e, "h_d", (spec_q){.prompt = PROMPT, .dsteps = sp, .n_dsteps = N_PIECES}, &d, &err);
         worst = rc ? INFINITY : draft_diff(&d, h, N_PIECES);
         diag("%s: split words: worst difference %g", file, worst);
@@ -260,10 +267,8 @@ static void run(const char *root, const char *file) {
     {
         static const char *words[N_PIECES] = {" the", " cat", " sat", " on", " the", " mat."};
         proto_str wp[N_PIECES];
-        for (int j = 0; j < N_PIECES; j++) wp[j] = (proto_str){(const unsigned char *)words[j], strlen(words[j])};
         wk_step_res h[N_PIECES + 1];
-        memset(h, 0, sizeof h);
-        ok(reference(e, "w_ref", wp, N_PIECES, h) == 0, "(reference: words one request each)");
+        ok(pieces_and_reference(e, "w_ref", words, wp, h) == 0, "(reference: words one request each)");
         ok(spec(e, "w_d", (spec_q){.prompt = PROMPT}, &res, &err) == 0, "(session w_d at the prompt)");
         wk_step_res_free(&res);
         d0 = decodes(e);
