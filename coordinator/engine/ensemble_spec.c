@@ -120,17 +120,22 @@ int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
     return 0;
 }
 
+/* The drafting member, when it takes part (else each member drafts its own). */
+static int active_drafter(const ensemble_gen *r) {
+    return r->drafter >= 0 && r->m[r->drafter].active ? r->drafter : -1;
+}
+
 /* The draft the call being queued asks: none while backing off, nor, with a
  * drafter, when the ensemble did not commit the drafter's own proposal at
  * the last step (on text the drafter disagrees with, its draft would be
  * verified, at the price of a second round trip and a batch, for nothing). */
 static int draft_now(const ensemble_gen *r) {
-    return r->drafter >= 0 && !r->drafter_agreed ? 0 : r->ask_draft;
+    return active_drafter(r) >= 0 && !r->drafter_agreed ? 0 : r->ask_draft;
 }
 
 int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
-    int d = r->drafter;
-    return r->spec && draft_now(r) > 0 && d >= 0 && r->m[d].active && sel[d] ? d : -1;
+    int d = active_drafter(r);
+    return r->spec && draft_now(r) > 0 && d >= 0 && sel[d] ? d : -1;
 }
 
 void ensemble_spec_pieces(ensemble_gen *r) {
@@ -162,7 +167,7 @@ static void ask_verify(mstate *m, proto_step_req *q) {
 static void ask_draft(ensemble_gen *r, mstate *m, proto_step_req *q) {
     m->verifying = 0;
     m->n_v = 0;
-    int d = r->drafter >= 0 && r->m[r->drafter].active ? r->drafter : -1;
+    int d = active_drafter(r);
     if (d < 0 || m == &r->m[d]) {
         q->draft = draft_now(r);
         return;
@@ -245,9 +250,9 @@ static int draft_continues(const ensemble_gen *r, const mstate *m, const char *p
 int ensemble_spec_advance(ensemble_gen *r, size_t from) {
     if (!r->spec) return 0;
     size_t n = r->g.n - from;
-    if (r->drafter >= 0) { /* (before the walk moves the answers on) */
+    if (active_drafter(r) >= 0) { /* (before the walk moves the answers on) */
         const mstate *d = &r->m[r->drafter];
-        r->drafter_agreed = d->active && d->res && d->res->n_top > 0 && d->res->top[0].s.n == n &&
+        r->drafter_agreed = d->res && d->res->n_top > 0 && d->res->top[0].s.n == n &&
                             memcmp(d->res->top[0].s.p, r->g.p + from, n) == 0;
     }
     if (r->n_pieces > PROTO_MAX_STEPS) return 0; /* (cannot happen: drafts are shorter) */

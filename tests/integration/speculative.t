@@ -88,6 +88,8 @@ for P in "$P1" "$P2"; do
 done
 gen --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P1" --draft-member b >"$tmp/d10.json"
 [ "$(text "$tmp/d10.json")" = "$(cat "$tmp/refA")" ]; ok $? "weights (1,0), b drafting (weight 0: not taking part) = member 0"
+[ "$(num "$tmp/d10.json" speculative_accepted)" -gt $((N / 2)) ]
+ok $? "... the drafter not taking part, member a drafts its own (accepted $(num "$tmp/d10.json" speculative_accepted) of $N)"
 gen --member a="$UA" --member a2="$UA2" --prompt "$P1" --draft-member a2 >"$tmp/daa.json"
 [ "$(text "$tmp/daa.json")" = "$(cat "$tmp/refA")" ]; ok $? "the same model twice, a2 drafting = that model"
 gen --member a="$UA" --prompt "$P1" --draft-member a >"$tmp/d1.json"
