@@ -338,18 +338,15 @@ static int queue_members(ensemble_gen *r, int first, const int *sel, const vcand
 static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask) {
     for (size_t i = 0; i < r->nm; i++) r->m[i].pending = 0;
     int d = ensemble_spec_drafter(r, sel);
-    if (d >= 0) {
+    if (d >= 0) { /* the drafter first, alone */
         if (queue_members(r, first, sel, ask, d, -1)) return -1;
         run_steps(r, 1);
-        ensemble_spec_pieces(r);
         r->m[d].pending = 0; /* (read: the next round must not read it again) */
-        if (queue_members(r, first, sel, ask, -1, d)) return -1;
-        run_steps(r, 1);
-        r->m[d].pending = 1;
-    } else {
-        if (queue_members(r, first, sel, ask, -1, -1)) return -1;
-        run_steps(r, 1);
     }
+    ensemble_spec_pieces(r, d); /* its draft, for the others to verify (none without a drafter) */
+    if (queue_members(r, first, sel, ask, -1, d)) return -1;
+    run_steps(r, 1);
+    if (d >= 0) r->m[d].pending = 1;
     ensemble_spec_sent(r);
     if (!first) {
         if (recreate_lost_sessions(r, ask)) return -1;

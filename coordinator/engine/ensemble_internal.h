@@ -119,7 +119,6 @@ struct ensemble_gen {
     int drafter;             /* the drafting member (cfg.draft_member), -1 = each member drafts its own */
     int ask_draft;           /* the draft the next call asks: n_draft, or 0 while backing off */
     int asked_draft;         /* the draft the latest call asked (a re-answer asks it again) */
-    int walk_drafted;        /* the answers walked now carry a draft */
     int drafter_agreed;      /* the last step committed the drafter's first proposal */
     int idle, backoff;       /* calls left without a draft; the next backoff (after a walk that accepted nothing) */
     int accepted_mark;       /* spec_accepted when the last draft was asked */
@@ -153,8 +152,9 @@ void ensemble_spec_reask(ensemble_gen *r, mstate *m, proto_step_req *q);
  * (the others then verify its draft), or -1: each drafts its own, or no
  * draft is asked. */
 int ensemble_spec_drafter(const ensemble_gen *r, const int *sel);
-/* After the drafter's call: its drafted pieces, for the others to verify. */
-void ensemble_spec_pieces(ensemble_gen *r);
+/* Before the others' calls: the drafted pieces of the drafter (its index,
+ * or -1: none, each member drafts its own), for them to verify. */
+void ensemble_spec_pieces(ensemble_gen *r, int drafter);
 /* After a real round of state-changing calls: the lag is sent. */
 void ensemble_spec_sent(ensemble_gen *r);
 /* After a commit of the bytes G[from..): records the piece and, when every

@@ -69,7 +69,7 @@
  *
  * State (in ensemble_gen): spec, n_draft (adapted: doubled, up to the
  * protocol's 16, when a walk used every drafted answer; else the walk's
- * length + 1, at least 2), ask_draft / asked_draft / walk_drafted / idle /
+ * length + 1, at least 2), ask_draft / asked_draft / idle /
  * backoff (what the next and the latest call ask, the back-off),
  * drafter_agreed (the last step committed the drafter's proposal), vdepth
  * (which draft the members' current answers are), the committed pieces of
@@ -138,9 +138,9 @@ int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
     return r->spec && draft_now(r) > 0 && d >= 0 && sel[d] ? d : -1;
 }
 
-void ensemble_spec_pieces(ensemble_gen *r) {
-    const mstate *d = &r->m[r->drafter];
-    const proto_step_res *a = d->rc ? NULL : d->root;
+void ensemble_spec_pieces(ensemble_gen *r, int drafter) {
+    const mstate *d = drafter >= 0 ? &r->m[drafter] : NULL;
+    const proto_step_res *a = d && !d->rc ? d->root : NULL;
     r->vp.n = 0;
     r->n_vp = 0;
     for (size_t j = 0; a && j < a->n_draft; j++) { /* draft[j] follows the first proposal before it */
@@ -214,7 +214,7 @@ void ensemble_spec_sent(ensemble_gen *r) {
     if (!r->spec) return;
     int asked = draft_now(r);
     r->spec_drafted += asked;
-    if (r->walk_drafted) {
+    if (r->asked_draft > 0) { /* (the previous call's draft, walked until now) */
         int n = r->vdepth >= r->n_draft ? 2 * r->n_draft : r->vdepth + 1;
         r->n_draft = n > PROTO_MAX_DRAFT ? PROTO_MAX_DRAFT : n < SPEC_DRAFT_MIN ? SPEC_DRAFT_MIN : n;
         if (r->spec_accepted - r->accepted_mark < SPEC_PAYS) {
@@ -224,7 +224,6 @@ void ensemble_spec_sent(ensemble_gen *r) {
             r->backoff = 1;
         }
     }
-    r->walk_drafted = asked > 0;
     r->asked_draft = asked;
     r->ask_draft = r->idle > 0 ? (r->idle--, 0) : r->n_draft;
     r->accepted_mark = r->spec_accepted;

@@ -58,6 +58,8 @@ for P in "$P1" "$P2"; do
   check_same "solo:b, '$P'" --member b="$UB" --strategy solo:b --prompt "$P"
   check_same "mixture a+b (two tokenizers), '$P'" --member a="$UA" --member b="$UB" --prompt "$P"
   [ "$(num "$tmp/spec.json" speculative_drafted)" -gt 0 ]; ok $? "... drafts were asked"
+  [ "$(num "$tmp/spec.json" speculative_drafted)" -lt $N ]
+  ok $? "... and backed off where walks accept little ($(num "$tmp/spec.json" speculative_drafted) drafted steps asked in $N steps; every call would ask at least 2)"
   check_same "weights 1,0 across tokenizers, '$P'" --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P"
   check_same "the same model twice, '$P'" --member a="$UA" --member a2="$UA2" --prompt "$P"
 done
