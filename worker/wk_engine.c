@@ -2318,6 +2318,34 @@ static int step_with_steps(wk_engine *e, const wk_step_req *q, wk_call *call, wk
     return rc;
 }
 
+/* The speculative fields (steps_b64, draft, draft_b64), checked as the
+ * protocol checks them, for callers that do not come through it. */
+static int check_speculative(const wk_step_req *q, int has_prompt, wk_err *err) {
+    if (q->n_steps < 0 || q->n_steps > PROTO_MAX_STEPS || q->draft < 0 || q->draft > PROTO_MAX_DRAFT ||
+        (q->n_steps && has_prompt)) {
+        set_err(err, 400, "invalid_value", "steps (at most %d, not with a prompt) or draft (at most %d) out of range",
+                PROTO_MAX_STEPS, PROTO_MAX_DRAFT);
+        return -1;
+    }
+    if (q->n_draft_steps < 0 || q->n_draft_steps > PROTO_MAX_DRAFT || (q->n_draft_steps && !q->draft_steps)) {
+        set_err(err, 400, PROTO_ERR_INVALID_VALUE, "draft_b64: at most %d pieces", PROTO_MAX_DRAFT);
+        err->param = "draft_b64";
+        return -1;
+    }
+    for (int i = 0; i < q->n_draft_steps; i++)
+        if (q->draft_steps[i].n == 0) {
+            set_err(err, 400, PROTO_ERR_INVALID_VALUE, "draft_b64[%d] is empty", i);
+            err->param = "draft_b64";
+            return -1;
+        }
+    if (q->n_draft_steps && q->draft > 0) {
+        set_err(err, 400, PROTO_ERR_INVALID_REQUEST, "give 'draft' or 'draft_b64', not both");
+        err->param = "draft_b64";
+        return -1;
+    }
+    return 0;
+}
+
 /* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
  * answer (docs/PROTOCOL.md, POST /v1/step). */
 int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
@@ -2339,28 +2367,7 @@ int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
         err->param = PROTO_PARAM_PROMPT;
         goto done;
     }
-    if (q->n_steps < 0 || q->n_steps > PROTO_MAX_STEPS || q->draft < 0 || q->draft > PROTO_MAX_DRAFT ||
-        (q->n_steps && has_prompt)) {
-        set_err(err, 400, "invalid_value", "steps (at most %d, not with a prompt) or draft (at most %d) out of range",
-                PROTO_MAX_STEPS, PROTO_MAX_DRAFT);
-        goto done;
-    }
-    if (q->n_draft_steps < 0 || q->n_draft_steps > PROTO_MAX_DRAFT || (q->n_draft_steps && !q->draft_steps)) {
-        set_err(err, 400, PROTO_ERR_INVALID_VALUE, "draft_b64: at most %d pieces", PROTO_MAX_DRAFT);
-        err->param = "draft_b64";
-        goto done;
-    }
-    for (int i = 0; i < q->n_draft_steps; i++)
-        if (q->draft_steps[i].n == 0) {
-            set_err(err, 400, PROTO_ERR_INVALID_VALUE, "draft_b64[%d] is empty", i);
-            err->param = "draft_b64";
-            goto done;
-        }
-    if (q->n_draft_steps && q->draft > 0) {
-        set_err(err, 400, PROTO_ERR_INVALID_REQUEST, "give 'draft' or 'draft_b64', not both");
-        err->param = "draft_b64";
-        goto done;
-    }
+    if (check_speculative(q, has_prompt, err) != 0) goto done;
     wk_call call = {q->cancel, WK_STOP_NONE, 0};
     if (call_stopped(&call)) fail_stopped(e, &call, err);
     else if (q->n_steps) rc = step_with_steps(e, q, &call, res, err);
