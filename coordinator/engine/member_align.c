@@ -559,6 +559,7 @@ static int build_top(member_session *s, const ll_dist *d0, const ll_dist *d1, do
     for (size_t j = 0; !rc && j < n; j++) {
         w->tops[j].s = (proto_str){(const unsigned char *)w->strs.p + e[j].off, e[j].n};
         w->tops[j].logq = e[j].lq;
+        w->tops[j].logp = NAN; /* absent: the lists give no own-path probability (docs/PROTOCOL.md) */
         rc = props_add(w, w->tops[j].s.p, e[j].n, e[j].path, e[j].n_path);
     }
     free(e);

@@ -31,6 +31,10 @@ if start_consort solo serve --port 0 --member lb=llama+$LLB; then
     [ -n "$got" ] || sed 's/^/#   consort: /' "$TMP/solo.err" | tail -n 12 # (seen once under CI load: say why)
     same "one llama-server member = llama-server's greedy text ($prompt)" "$got" "$want"
   done
+  # llama-server's lists are one softmax: their masses are consistent, so
+  # consort has nothing to scale (an own-path probability left unset in
+  # member_align.c once made them sum past 1, and a text end at step 0)
+  check "one llama-server member: its masses needed no scaling" bash -c "! grep -q 'summing to' '$TMP/solo.err'"
   models=$(curl -s "$SERVER_URL/models")
   check "/v1/models: the member's kind is llama-server, approximate" bash -c \
     "jq -e '.data[] | select(.id == \"lb\") | .member_kind == \"llama-server\" and .exact == false' <<<'$models' >/dev/null"
