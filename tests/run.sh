@@ -20,8 +20,31 @@ if [ "$what" = integration ] || [ "$what" = all ]; then
   for t in tests/integration/*.t; do [ -x "$t" ] && tests+=("$t"); done
 fi
 [ ${#tests[@]} -gt 0 ] || { echo "no tests found under $CONSORT_BUILD" >&2; exit 1; }
+# A failing run ends with the whole output of each failing test program
+# again (tests/run_one.sh keeps it; its comments say why), so the tail of a
+# long CI log shows it.
+export CONSORT_TEST_LOGS
+CONSORT_TEST_LOGS=$(mktemp -d)
+trap 'rm -rf "$CONSORT_TEST_LOGS"' EXIT
+summary=$(mktemp -p "$CONSORT_TEST_LOGS")
+recap() {
+  local f
+  for f in $(awk '/^Test Summary Report/ {s = 1} s && /\(Wstat: / {print $1}' "$summary"); do
+    echo
+    echo "=== $f, its whole output again (ok lines left out) ==="
+    grep -v '^ok ' "$CONSORT_TEST_LOGS/$(tr / _ <<<"$f")" 2>/dev/null | tail -n 200
+  done
+}
+run_prove() { # RUNNER TESTS...
+  local rc=0 runner=$1
+  shift
+  prove --comments --exec "bash tests/run_one.sh $runner" "$@" 2>&1 | tee "$summary" || rc=$?
+  [ "$rc" = 0 ] || recap
+  return "$rc"
+}
 if [ "${CONSORT_VALGRIND:-0}" = 1 ]; then
-  prove --comments --exec 'valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect' "${tests[@]}"
-  exec prove --comments --exec '' tests/integration/valgrind_serve.t
+  run_prove 'valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect' "${tests[@]}"
+  run_prove '' tests/integration/valgrind_serve.t
+  exit
 fi
-exec prove --comments --exec '' "${tests[@]}"
+run_prove '' "${tests[@]}"
