@@ -6,7 +6,9 @@
 # llama.cpp's own llama-server on the same model, threads and slots.
 #
 #   bench/concurrency_bench.sh [-m MODEL] [-n TOKENS] [-c "1 4 8 16"] [-r ROUNDS]
-#                              [-t THREADS] BUILD_DIR...
+#                              [-t THREADS] BUILD_DIR[@FLAG,FLAG...]...
+#   (BUILD_DIR@--speculative: that build's consort serve with those flags,
+#   e.g. the same build with and without a feature, side by side)
 #   LLAMA_SERVER=/path/to/llama-server bench/concurrency_bench.sh ... (adds it)
 #   WORKER_ARGS="-ngl all" LLAMA_ARGS="-ngl 999" ... (extra flags of each
 #   consort-worker and of llama-server, e.g. to offload to a GPU:
@@ -39,17 +41,19 @@ port=18600
 declare -A url extra rate
 names=()
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
-for b in "$@"; do
+for spec in "$@"; do
+  b=${spec%%@*} flags=""
+  [ "$b" != "$spec" ] && flags=${spec#*@} && flags=${flags//,/ }
   port=$((port + 2))
   "$b/consort-worker" --model "$MODEL" --port $((port + 1)) --threads "$THREADS" --parallel "$SLOTS" \
     ${WORKER_ARGS:-} >"$TMP/wk.$port.log" 2>&1 &
   PIDS+=($!)
   wait_health "http://127.0.0.1:$((port + 1))" || { echo "$b's worker did not start:" >&2; tail "$TMP/wk.$port.log" >&2; exit 1; }
   "$b/consort" serve --port $port --member m="http://127.0.0.1:$((port + 1))" --strategy solo:m --parallel "$SLOTS" \
-    >"$TMP/run.$port.log" 2>&1 &
+    $flags >"$TMP/run.$port.log" 2>&1 &
   PIDS+=($!)
   wait_up "http://127.0.0.1:$port" || { echo "$b did not start:" >&2; tail "$TMP/run.$port.log" >&2; exit 1; }
-  names+=("$b"); url[$b]="http://127.0.0.1:$port"; extra[$b]=""
+  names+=("$spec"); url[$spec]="http://127.0.0.1:$port"; extra[$spec]=""
 done
 if [ -n "${LLAMA_SERVER:-}" ]; then
   port=$((port + 2))

@@ -50,7 +50,8 @@
 # 8, threads of the GPU host), on the CPU (-ngl 0; llama.cpp moves no
 # operation of a decode of fewer than 32 positions to the GPU, and at 8
 # concurrent requests the decodes are mostly smaller).
-# SECTIONS (default all: "decode conc mix spec spec_pair mix_cpu") chooses
+# CONC_LIST (default "1 4 8 16": conc's concurrencies; CONC_TINY=0 skips
+# conc-tiny). SECTIONS (default all: "decode conc mix spec spec_pair mix_cpu") chooses
 # what `run` measures. The first four took about 6 minutes on an H200, the
 # last two take about 2-3 (estimated, not yet run): run them on their own,
 # SECTIONS="spec_pair mix_cpu", to stay within one 10-minute call.
@@ -75,7 +76,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 WORK=${GPU_WORK:-/tmp/consort-gpu}
 KIT=${KIT:-.gpu}
-THREADS=${THREADS:-4} ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-4} ROUNDS=${ROUNDS:-3} CONC_LIST=${CONC_LIST:-1 4 8 16}
 EMBD=${GPU_EMBD:-4096} LAYER=${GPU_LAYER:-32} TYPE=${GPU_TYPE:-q8_0}
 PAIR_LIVE=${PAIR_LIVE:-2} PAIR_TAIL=${PAIR_TAIL:-0.5}
 CPU_B_EMBD=${CPU_B_EMBD:-1024} CPU_B_LAYER=${CPU_B_LAYER:-16} CPU_B_THREADS=${CPU_B_THREADS:-8}
@@ -195,9 +196,11 @@ stage_run() {
   fi
   if in_sections conc; then
     log "one member against llama-server"
-    bench/concurrency_bench.sh -m "$A" -n 64 -c "1 4 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/conc-big.md" 2>"$out/conc-big.log" || true
-    bench/concurrency_bench.sh -m "$REPO/models/a.gguf" -n 64 -c "1 4 8 16" -r "$ROUNDS" -t "$THREADS" "$BIN" \
-      >"$out/conc-tiny.md" 2>"$out/conc-tiny.log" || true
+    bench/concurrency_bench.sh -m "$A" -n 64 -c "$CONC_LIST" -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/conc-big.md" 2>"$out/conc-big.log" || true
+    if [ "${CONC_TINY:-1}" = 1 ]; then
+      bench/concurrency_bench.sh -m "$REPO/models/a.gguf" -n 64 -c "$CONC_LIST" -r "$ROUNDS" -t "$THREADS" "$BIN" \
+        >"$out/conc-tiny.md" 2>"$out/conc-tiny.log" || true
+    fi
   fi
   if in_sections mix; then
     log "the mixture against each member alone"

@@ -5,7 +5,7 @@
 # concurrent requests >= 0.9x its slower member alone at 8).
 #
 #   bench/mixture_concurrency_bench.sh [-a MODEL_A] [-b MODEL_B] [-n TOKENS]
-#                                      [-c "8"] [-r ROUNDS] [-t THREADS] [BUILD_DIR...]
+#                                      [-c "8"] [-r ROUNDS] [-t THREADS] [BUILD_DIR[@FLAG,FLAG...]...]
 #
 # With several build directories (default: build), each gets its own
 # workers and server, all measured in the same interleaved rounds (the tree
@@ -48,14 +48,16 @@ port=18700
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 declare -A url wurl d0 t0 q0
-for B in "$@"; do # two workers and one mixture server per build
+for B in "$@"; do # two workers and one mixture server per build (BUILD_DIR@FLAG,FLAG: with those serve flags)
+  dir=${B%%@*} flags=""
+  [ "$dir" != "$B" ] && flags=${B#*@} && flags=${flags//,/ }
   members=()
   for m in a b; do
     port=$((port + 1))
     model=$MA wargs=${WORKER_ARGS_A-${WORKER_ARGS:-}}
     [ $m = b ] && model=$MB wargs=${WORKER_ARGS_B-${WORKER_ARGS:-}}
     # shellcheck disable=SC2086
-    "$B/consort-worker" --model "$model" --port $port --threads "$THREADS" --parallel "$SLOTS" --name $m \
+    "$dir/consort-worker" --model "$model" --port $port --threads "$THREADS" --parallel "$SLOTS" --name $m \
       $wargs >"$TMP/wk.$port.log" 2>&1 &
     PIDS+=($!)
     wait_health "http://127.0.0.1:$port" || { echo "$B: worker $m did not start:" >&2; tail "$TMP/wk.$port.log" >&2; exit 1; }
@@ -63,7 +65,8 @@ for B in "$@"; do # two workers and one mixture server per build
     wurl[$B,$m]=http://127.0.0.1:$port
   done
   port=$((port + 1))
-  "$B/consort" serve --port $port "${members[@]}" --strategy mixture --parallel "$SLOTS" >"$TMP/serve.$port.log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$dir/consort" serve --port $port "${members[@]}" --strategy mixture --parallel "$SLOTS" $flags >"$TMP/serve.$port.log" 2>&1 &
   PIDS+=($!)
   url[$B]=http://127.0.0.1:$port
   wait_up "${url[$B]}" || { echo "$B: consort serve did not start:" >&2; tail "$TMP/serve.$port.log" >&2; exit 1; }
