@@ -47,6 +47,7 @@
  * instead of re-decoding its path; summing over paths that span an anchor.
  */
 #include "worker/wk_bytes.h"
+#include "worker/wk_softmax.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -127,6 +127,7 @@
  */
 #include "worker/wk_engine.h"
 #include "worker/wk_llama_safe.h"
+#include "worker/wk_softmax.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -263,19 +264,6 @@ static int grow_bytes(unsigned char **p, size_t *cap, size_t need) {
 }
 
 /* Softmax of logits into probs (float; the normalizer summed in double). */
-void wk_softmax(const float *logits, int n, float *probs) {
-    float mx = logits[0];
-    for (int i = 1; i < n; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double z = 0;
-    for (int i = 0; i < n; i++) {
-        probs[i] = expf(logits[i] - mx);
-        z += probs[i];
-    }
-    float inv = (float)(1.0 / z);
-    for (int i = 0; i < n; i++) probs[i] *= inv;
-}
-
 static double log_softmax_at(const float *logits, int n, int t) {
     float mx = logits[0];
     for (int i = 1; i < n; i++)

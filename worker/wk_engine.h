@@ -192,9 +192,7 @@ typedef struct wk_stats {
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);
 
-/* probs := softmax(logits) over n entries (probs may be logits: in place),
- * as every distribution the worker answers from is computed. */
-void wk_softmax(const float *logits, int n, float *probs);
+/* (Every distribution the worker answers from is worker/wk_softmax.h's.) */
 
 /* ---- for the byte walk (worker/wk_bytes.c) -------------------------------
  * The walk over covering tokenizations holds the scoring sequence (one
