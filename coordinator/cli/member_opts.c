@@ -40,7 +40,8 @@ const opt_spec members_cli_opts[] = {
      "(mixture and solo, greedy or sampled; the same text)"},
     {"draft-member", NULL, OPT_VALUE, MO_DRAFT_MEMBER, "NAME",
      "speculative steps (implies --speculative): member NAME drafts, the others check its draft in "
-     "one batched decode each (pays when NAME is much faster and agrees with them)"},
+     "one batched decode each (pays when NAME is much faster and agrees with them); at weight 0, "
+     "e.g. with --strategy solo:OTHER, NAME only drafts and never decides"},
     {"token-file", NULL, OPT_VALUE, MO_TOKEN_FILE, "FILE",
      "the members' shared secret, sent as \"Authorization: Bearer\" (first line of FILE; default "
      "$CONSORT_TOKEN; spawned workers get it, or a random one)"},

@@ -323,8 +323,10 @@ static int recreate_lost_sessions(ensemble_gen *r, const vcand_set *ask) {
 static int queue_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask, int only, int skip) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!m->active || !sel[i] || (only >= 0 && (int)i != only) || (int)i == skip) continue;
-        if (queue_state_step(r, m, first, 0, first ? NULL : ask)) return -1;
+        if (!(m->active || (m->drafting && (int)i == only)) || !sel[i] || (only >= 0 && (int)i != only) ||
+            (int)i == skip)
+            continue;
+        if (queue_state_step(r, m, first, 0, first || m->drafting ? NULL : ask)) return -1;
         m->lag.n = 0;
     }
     return 0;
@@ -346,7 +348,7 @@ static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_
     ensemble_spec_pieces(r, d); /* its draft, for the others to verify (none without a drafter) */
     if (queue_members(r, first, sel, ask, -1, d)) return -1;
     run_steps(r, 1);
-    if (d >= 0) r->m[d].pending = 1;
+    if (d >= 0) r->m[d].pending = r->m[d].active; /* (a drafting-only member's answer is not absorbed) */
     ensemble_spec_sent(r);
     if (!first) {
         if (recreate_lost_sessions(r, ask)) return -1;
@@ -757,7 +759,12 @@ static int make_session_id(char *id, size_t n) {
 static int open_sessions(ensemble_gen *r, const int *used) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!used[i] || !(m->w > 0)) continue;
+        int drafts_only = !(m->w > 0) && ensemble_spec_drafts_only(r, i);
+        if (!used[i] || (!(m->w > 0) && !drafts_only)) continue;
+        if (drafts_only && !members_usable(r->ms, i)) { /* (then each member drafts its own) */
+            ensemble_spec_drop_drafter(r, "it is down");
+            continue;
+        }
         if (!members_usable(r->ms, i)) {
             snprintf(m->failure, sizeof m->failure, "member '%s' is down", members_name(r->ms, i));
             m->failed = 1;
@@ -768,7 +775,8 @@ static int open_sessions(ensemble_gen *r, const int *used) {
         m->s = member_open(r->ms, i, id, r->step_timeout);
         if (!m->s) return fail_gen(r, 500, "out of memory"), -1;
         m->s->deadline = r->req->deadline;
-        m->active = 1;
+        if (drafts_only) m->drafting = 1;
+        else m->active = 1;
     }
     for (size_t i = 0; i < r->nm; i++)
         if (r->m[i].active) {
@@ -880,7 +888,7 @@ static int commit(ensemble_gen *r, int ch) {
 /* The committed bytes of this step, owed to every active member. */
 static int owe_step(ensemble_gen *r, size_t from) {
     for (size_t i = 0; i < r->nm; i++)
-        if (r->m[i].active && sb_add(&r->m[i].lag, r->g.p + from, r->g.n - from)) return -1;
+        if ((r->m[i].active || r->m[i].drafting) && sb_add(&r->m[i].lag, r->g.p + from, r->g.n - from)) return -1;
     return 0;
 }
 

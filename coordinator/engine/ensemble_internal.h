@@ -36,6 +36,8 @@ struct ensemble {
 typedef struct {
     size_t idx;              /* index in the member set */
     int active;              /* queried this request (weight > 0 and not failed) */
+    int drafting;            /* a weight-0 drafting member: it has a session and is owed the
+                              * committed text, drafts for the others, never decides (ensemble_spec.c) */
     int failed;
     int unreachable;         /* its latest call got no answer */
     char failure[160];
@@ -155,6 +157,12 @@ int ensemble_spec_drafter(const ensemble_gen *r, const int *sel);
 /* Before the others' calls: the drafted pieces of the drafter (its index,
  * or -1: none, each member drafts its own), for them to verify. */
 void ensemble_spec_pieces(ensemble_gen *r, int drafter);
+/* Whether member i, at weight 0, is this request's drafting member (it then
+ * drafts only: mstate.drafting). */
+int ensemble_spec_drafts_only(const ensemble_gen *r, size_t i);
+/* The drafting member is left out for the rest of the request (down, or
+ * its call failed): each member drafts its own. */
+void ensemble_spec_drop_drafter(ensemble_gen *r, const char *why);
 /* After a real round of state-changing calls: the lag is sent. */
 void ensemble_spec_sent(ensemble_gen *r);
 /* After a commit of the bytes G[from..): records the piece and, when every

@@ -61,6 +61,15 @@
  * disagrees with, the others would verify its draft (a second round trip
  * and a batch) for nothing, and the drafter's own draft costs little.
  *
+ * A drafter at weight 0 drafts only (mstate.drafting): ensemble.c opens
+ * its session and owes it the committed text like a member's, but it is
+ * queued only on calls that ask a draft (what it missed goes as one
+ * append), asked no candidates, and its answers are read here only (its
+ * pieces and statistics), never absorbed into a decision. Its proposal at
+ * a state it was not asked about is unknown, so for it the "committed the
+ * drafter's proposal" rule is off and the back-off alone stops useless
+ * drafts. A failure leaves it out for the rest of the request.
+ *
  * Backing off. A walk that accepts fewer than two steps means the draft
  * was decoded mostly for nothing (text the members disagree on); the next
  * 1, 2, 4, ... SPEC_BACKOFF_MAX calls then ask no draft, and a walk that
@@ -83,11 +92,13 @@
  * What may change: drafts that are not point masses (a draft distribution
  * q would need the general rule, min(1, p/q) and the residual); a drafter
  * that drafts the next chunk while the others verify this one (pipelined);
- * a drafter that takes no part in the decision (weight 0); carrying
+ * carrying
  * candidates into drafts; the other strategies once their decisions are
  * shown to draw the same way.
  */
 #include "coordinator/engine/ensemble_internal.h"
+
+#include "common/log.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -120,9 +131,20 @@ int ensemble_spec_setup(ensemble_gen *r, char *err, size_t errlen) {
     return 0;
 }
 
-/* The drafting member, when it takes part (else each member drafts its own). */
+/* The drafting member, when it takes part, deciding or drafting only
+ * (else each member drafts its own). */
 static int active_drafter(const ensemble_gen *r) {
-    return r->drafter >= 0 && r->m[r->drafter].active ? r->drafter : -1;
+    return r->drafter >= 0 && (r->m[r->drafter].active || r->m[r->drafter].drafting) ? r->drafter : -1;
+}
+
+int ensemble_spec_drafts_only(const ensemble_gen *r, size_t i) { return r->spec && r->drafter == (int)i; }
+
+void ensemble_spec_drop_drafter(ensemble_gen *r, const char *why) {
+    if (r->drafter < 0) return;
+    log_info("request: drafting member '%s' left out (%s): each member drafts its own",
+             members_name(r->ms, (size_t)r->drafter), why);
+    r->m[r->drafter].drafting = 0;
+    r->drafter = -1;
 }
 
 /* The draft the call being queued asks: none while backing off, nor, with a
@@ -139,8 +161,17 @@ int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
 }
 
 void ensemble_spec_pieces(ensemble_gen *r, int drafter) {
-    const mstate *d = drafter >= 0 ? &r->m[drafter] : NULL;
+    mstate *d = drafter >= 0 ? &r->m[drafter] : NULL;
+    if (d && d->drafting && d->rc) { /* (a deciding drafter that fails fails as a member) */
+        ensemble_spec_drop_drafter(r, d->perr.message);
+        d = NULL;
+    }
     const proto_step_res *a = d && !d->rc ? d->root : NULL;
+    if (a && d->drafting) { /* (its statistics: nothing else reads its answers) */
+        if (!d->prompt_tokens) d->prompt_tokens = a->n_past;
+        d->decoded += a->decoded;
+        for (size_t j = 0; j < a->n_draft; j++) d->decoded += a->draft[j].decoded;
+    }
     r->vp.n = 0;
     r->n_vp = 0;
     for (size_t j = 0; a && j < a->n_draft; j++) { /* draft[j] follows the first proposal before it */
@@ -191,7 +222,9 @@ void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int cr
     if (!r->spec) return;
     ask_draft(r, m, q);
     if (create || r->n_pieces < 2) return;
-    size_t off = 0;
+    size_t off = 0, owed = 0;
+    for (int i = 0; i < r->n_pieces; i++) owed += r->piece_len[i];
+    if (m->lag.n != owed) return; /* (a drafting-only member not called at every call: all of it as one append) */
     for (int i = 0; i < r->n_pieces - 1; i++) {
         r->piece_strs[i] = (proto_str){(const unsigned char *)m->lag.p + off, r->piece_len[i]};
         off += r->piece_len[i];
@@ -251,8 +284,11 @@ int ensemble_spec_advance(ensemble_gen *r, size_t from) {
     size_t n = r->g.n - from;
     if (active_drafter(r) >= 0) { /* (before the walk moves the answers on) */
         const mstate *d = &r->m[r->drafter];
-        r->drafter_agreed = d->res && d->res->n_top > 0 && d->res->top[0].s.n == n &&
-                            memcmp(d->res->top[0].s.p, r->g.p + from, n) == 0;
+        /* a drafting-only member answers only the calls that ask a draft:
+         * its proposal at this state may be unknown; the back-off alone
+         * then keeps its drafts from being verified for nothing */
+        r->drafter_agreed = d->drafting || (d->res && d->res->n_top > 0 && d->res->top[0].s.n == n &&
+                                            memcmp(d->res->top[0].s.p, r->g.p + from, n) == 0);
     }
     if (r->n_pieces > PROTO_MAX_STEPS) return 0; /* (cannot happen: drafts are shorter) */
     r->piece_len[r->n_pieces++] = n;

@@ -88,10 +88,21 @@ for P in "$P1" "$P2"; do
   [ "$(num "$tmp/spec.json" speculative_accepted)" -gt $((N / 2)) ]
   ok $? "... most steps decided from the drafter's draft (accepted $(num "$tmp/spec.json" speculative_accepted) of $N, $(num "$tmp/spec.json" rounds) round trips)"
 done
+# a drafter at weight 0 drafts only: it never decides, the text is the
+# deciding members' own
+member() { # FILE NAME FIELD: a member's statistic in generate --json
+  python3 -c 'import json,sys; print(next(m for m in json.load(open(sys.argv[1]))["members"] if m["name"] == sys.argv[2])[sys.argv[3]])' "$@"; }
 gen --member a="$UA" --member b="$UB" --weights 1,0 --prompt "$P1" --draft-member b >"$tmp/d10.json"
-[ "$(text "$tmp/d10.json")" = "$(cat "$tmp/refA")" ]; ok $? "weights (1,0), b drafting (weight 0: not taking part) = member 0"
-[ "$(num "$tmp/d10.json" speculative_accepted)" -gt $((N / 2)) ]
-ok $? "... the drafter not taking part, member a drafts its own (accepted $(num "$tmp/d10.json" speculative_accepted) of $N)"
+[ "$(text "$tmp/d10.json")" = "$(cat "$tmp/refA")" ]; ok $? "weights (1,0), b drafting at weight 0 (drafting only, across tokenizers) = member 0"
+[ "$(member "$tmp/d10.json" b decoded)" -gt 0 ] && [ "$(member "$tmp/d10.json" b steps_won)" = 0 ]
+ok $? "... b was called and drafted ($(member "$tmp/d10.json" b decoded) positions), and won no step"
+gen --member a="$UA" --member a2="$UA2" --strategy solo:a --prompt "$P1" --draft-member a2 >"$tmp/dsolo.json"
+[ "$(text "$tmp/dsolo.json")" = "$(cat "$tmp/refA")" ]; ok $? "solo:a with a2 drafting only (a model and its drafter) = a's greedy text"
+acc=$(num "$tmp/dsolo.json" speculative_accepted) rt=$(num "$tmp/dsolo.json" rounds)
+[ "$acc" -gt $((N / 2)) ] && [ "$rt" -lt $((N / 2)) ] && [ "$(member "$tmp/dsolo.json" a2 decoded)" -gt 0 ]
+ok $? "... most steps from a2's drafts (a2 decoded $(member "$tmp/dsolo.json" a2 decoded) positions), verified by a in fewer round trips (accepted $acc of $N, $rt round trips)"
+gen --member a="$UA" --member z=http://127.0.0.1:1 --tolerate-down --strategy solo:a --prompt "$P1" --draft-member z >"$tmp/dz.json"
+[ "$(text "$tmp/dz.json")" = "$(cat "$tmp/refA")" ]; ok $? "solo:a with a drafter that is down: a's own text (it drafts its own)"
 gen --member a="$UA" --member a2="$UA2" --prompt "$P1" --draft-member a2 >"$tmp/daa.json"
 [ "$(text "$tmp/daa.json")" = "$(cat "$tmp/refA")" ]; ok $? "the same model twice, a2 drafting = that model"
 gen --member a="$UA" --prompt "$P1" --draft-member a >"$tmp/d1.json"
@@ -132,6 +143,14 @@ s = d["ensemble"]["speculative"]
 sys.exit(0 if d["choices"][0]["text"] == ref and s["accepted"] > 0 else 1)
 EOF
   ok $? "ensemble.draft_member: the member's text, steps accepted"
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"strategy\":\"solo:a\",\"speculative\":true,\"draft_member\":\"b\"}}")
+  [ "$code" = 200 ] && python3 - "$tmp/resp.json" "$tmp/refA" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1])); ref = open(sys.argv[2]).read()
+s = d["ensemble"]["speculative"]
+sys.exit(0 if d["choices"][0]["text"] == ref and s["drafted"] > 0 else 1)
+EOF
+  ok $? "ensemble solo:a with draft_member b (weight 0: drafting only): a's text, drafts asked"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"speculative\":true,\"draft_member\":\"zz\"}}")
   [ "$code" = 400 ] && grep -q "zz" "$tmp/resp.json"; ok $? "ensemble.draft_member naming no member: 400"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"draft_member\":3}}")

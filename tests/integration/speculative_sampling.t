@@ -106,6 +106,9 @@ exact "mixture a+b, top_p 0.9, top_k 20" "$MIX_AB" '"top_p": 0.9, "top_k": 20'
 exact "the same model twice, a2 drafting" "$TWICE, \"draft_member\": \"a2\""
 check "... a2 drafting = that model alone, per seed" same_texts "$TMP/spec.jsonl" "$TMP/solo_a.jsonl"
 exact "mixture a+b, b drafting" "$MIX_AB, \"draft_member\": \"b\""
+exact "solo:a, a2 drafting only (weight 0)" '"strategy": "solo:a", "members": ["a", "a2"], "draft_member": "a2"'
+check "... a2 drafting only = a alone, per seed" same_texts "$TMP/spec.jsonl" "$TMP/solo_a.jsonl"
+check "... steps were decided from a2's drafts ($acc)" test "$acc" -gt 0
 check "steps were decided from drafts ($acc_total over the runs)" test "$acc_total" -gt 0
 
 # The acceptance statistics of `consort generate --json`: for the same text,
