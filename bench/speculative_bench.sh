@@ -24,7 +24,11 @@
 # speculative), accepted of drafted, steps per speculative round trip (the
 # mean acceptance length, round trips counting drafter and verifier calls as
 # the engine counts them) and whether the speculative text is the plain
-# mixture's. The "disagreeing" rows run the same with -o as d. -P: that
+# mixture's; then t with d drafting only (`--member d --member t --strategy
+# solo:t --draft-member d`: d at weight 0 never decides, classic
+# speculative decoding), its steps/s against t alone, accepted of drafted,
+# and whether its text is t's own. The "disagreeing" rows run the same with
+# -o as d. -P: that
 # table only (no workers for -a and -b). PAIR_SAMPLED=1 adds the pair at
 # temperature 1 with seed SEED.
 # WORKER_ARGS: extra flags of each consort-worker (e.g. "-ngl all" to
@@ -78,8 +82,8 @@ if [ -n "$MD" ]; then
   if [ -n "$MO" ]; then start o "$MO"; UO=$URL; fi
   modes=("greedy|")
   [ "${PAIR_SAMPLED:-0}" = 1 ] && modes+=("T=1, seed $SEED|--temperature 1 --seed $SEED")
-  echo "| decoding | pair | prompt | t alone steps/s | mixture plain steps/s | speculative (--draft-member d) steps/s | spec / plain | spec / t alone | round trips (plain / spec) | accepted of drafted | steps per spec round trip | same text |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| decoding | pair | prompt | t alone steps/s | mixture plain steps/s | speculative (--draft-member d) steps/s | spec / plain | spec / t alone | round trips (plain / spec) | accepted of drafted | steps per spec round trip | same text | t, d drafting only steps/s | / t alone | accepted of drafted | = t's text |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   pairs=("agreeing|$UD")
   [ -n "$MO" ] && pairs+=("disagreeing|$UO")
   for mode in "${modes[@]}"; do
@@ -87,6 +91,7 @@ if [ -n "$MD" ]; then
     for P in "Once upon a time" "The committee said that"; do
       # shellcheck disable=SC2086
       read -r t_sps _ < <(one --member t="$UT" --strategy solo:t $dargs --prompt "$P")
+      cp "$tmp/text" "$tmp/t_alone" 2>/dev/null || rm -f "$tmp/t_alone"
       for pr in "${pairs[@]}"; do
         name=${pr%%|*} ud=${pr#*|}
         args=(--member d="$ud" --member t="$UT" --strategy mixture)
@@ -96,8 +101,13 @@ if [ -n "$MD" ]; then
         # shellcheck disable=SC2086
         read -r s_sps s_rounds s_acc s_dr s_steps < <(one "${args[@]}" $dargs --prompt "$P" --speculative --draft-member d)
         same=no; [ -f "$tmp/plain" ] && cmp -s "$tmp/plain" "$tmp/text" && same=yes
+        # shellcheck disable=SC2086
+        read -r o_sps _ o_acc o_dr _ < <(one --member d="$ud" --member t="$UT" --strategy solo:t $dargs --prompt "$P" \
+          --draft-member d)
+        o_same=no; [ -f "$tmp/t_alone" ] && cmp -s "$tmp/t_alone" "$tmp/text" && o_same=yes
         echo "| $dec | $name | $P | $t_sps | $p_sps | $s_sps | $(div "$s_sps" "$p_sps") | $(div "$s_sps" "$t_sps") |" \
-          "$p_rounds / $s_rounds | $s_acc of $s_dr | $(div "$s_steps" "$s_rounds") | $same |"
+          "$p_rounds / $s_rounds | $s_acc of $s_dr | $(div "$s_steps" "$s_rounds") | $same |" \
+          "$o_sps | $(div "$o_sps" "$t_sps") | $o_acc of $o_dr | $o_same |"
       done
     done
   done
