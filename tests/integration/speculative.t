@@ -123,33 +123,24 @@ S=
 for _ in $(seq 100); do S=$(grep -o 'http://[0-9.:]*/v1' "$tmp/serve.out" | head -1); [ -n "$S" ] && break; sleep 0.1; done
 if [ -n "$S" ]; then
   post() { curl -s -m 60 -o "$tmp/resp.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$1" "$S/completions"; }
-  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"strategy\":\"solo:a\",\"speculative\":true}}")
-  [ "$code" = 200 ] && python3 - "$tmp/resp.json" "$tmp/refA" <<'EOF'
-import json, sys
+  answer_is() { # a Python condition on the answer d, its ensemble.speculative s and the reference text ref
+    python3 -c 'import json, sys
 d = json.load(open(sys.argv[1])); ref = open(sys.argv[2]).read()
 s = d["ensemble"]["speculative"]
-sys.exit(0 if d["choices"][0]["text"] == ref and s["accepted"] > 0 and s["drafted"] >= s["accepted"] else 1)
-EOF
+sys.exit(0 if eval(sys.argv[3]) else 1)' "$tmp/resp.json" "$tmp/refA" "$1"
+  }
+  code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"strategy\":\"solo:a\",\"speculative\":true}}")
+  [ "$code" = 200 ] && answer_is 'd["choices"][0]["text"] == ref and s["accepted"] > 0 and s["drafted"] >= s["accepted"]'
   ok $? "ensemble.speculative: the member's text, acceptance statistics in the ensemble object"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"temperature\":0.9,\"ensemble\":{\"speculative\":true}}")
   [ "$code" = 200 ]; ok $? "ensemble.speculative with sampling: allowed"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"temperature\":0.9,\"ensemble\":{\"strategy\":\"pool\",\"speculative\":true}}")
   [ "$code" = 400 ] && grep -q speculative_unsupported "$tmp/resp.json"; ok $? "ensemble.speculative with pool: 400 speculative_unsupported"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"members\":[\"a\"],\"speculative\":true,\"draft_member\":\"a\"}}")
-  [ "$code" = 200 ] && python3 - "$tmp/resp.json" "$tmp/refA" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1])); ref = open(sys.argv[2]).read()
-s = d["ensemble"]["speculative"]
-sys.exit(0 if d["choices"][0]["text"] == ref and s["accepted"] > 0 else 1)
-EOF
+  [ "$code" = 200 ] && answer_is 'd["choices"][0]["text"] == ref and s["accepted"] > 0'
   ok $? "ensemble.draft_member: the member's text, steps accepted"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":$N,\"temperature\":0,\"ensemble\":{\"strategy\":\"solo:a\",\"speculative\":true,\"draft_member\":\"b\"}}")
-  [ "$code" = 200 ] && python3 - "$tmp/resp.json" "$tmp/refA" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1])); ref = open(sys.argv[2]).read()
-s = d["ensemble"]["speculative"]
-sys.exit(0 if d["choices"][0]["text"] == ref and s["drafted"] > 0 else 1)
-EOF
+  [ "$code" = 200 ] && answer_is 'd["choices"][0]["text"] == ref and s["drafted"] > 0'
   ok $? "ensemble solo:a with draft_member b (weight 0: drafting only): a's text, drafts asked"
   code=$(post "{\"model\":\"ensemble\",\"prompt\":\"$P1\",\"max_tokens\":4,\"ensemble\":{\"speculative\":true,\"draft_member\":\"zz\"}}")
   [ "$code" = 400 ] && grep -q "zz" "$tmp/resp.json"; ok $? "ensemble.draft_member naming no member: 400"
