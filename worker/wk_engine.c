@@ -263,7 +263,7 @@ static int grow_bytes(unsigned char **p, size_t *cap, size_t need) {
     return 0;
 }
 
-/* Softmax of logits into probs (float; the normalizer summed in double). */
+/* log softmax(logits)[t], in double (scoring: one token's log-probability). */
 static double log_softmax_at(const float *logits, int n, int t) {
     float mx = logits[0];
     for (int i = 1; i < n; i++)

@@ -92,9 +92,8 @@
  * What may change: drafts that are not point masses (a draft distribution
  * q would need the general rule, min(1, p/q) and the residual); a drafter
  * that drafts the next chunk while the others verify this one (pipelined);
- * carrying
- * candidates into drafts; the other strategies once their decisions are
- * shown to draw the same way.
+ * carrying candidates into drafts; the other strategies once their
+ * decisions are shown to draw the same way.
  */
 #include "coordinator/engine/ensemble_internal.h"
 
@@ -162,7 +161,7 @@ int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
 
 void ensemble_spec_pieces(ensemble_gen *r, int drafter) {
     mstate *d = drafter >= 0 ? &r->m[drafter] : NULL;
-    if (d && d->drafting && d->rc) { /* (a deciding drafter that fails fails as a member) */
+    if (d && d->drafting && d->rc) { /* left out (a deciding drafter that fails fails as a member) */
         ensemble_spec_drop_drafter(r, d->perr.message);
         d = NULL;
     }
