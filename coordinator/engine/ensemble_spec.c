@@ -140,7 +140,7 @@ int ensemble_spec_drafts_only(const ensemble_gen *r, size_t i) { return r->spec 
 
 void ensemble_spec_drop_drafter(ensemble_gen *r, const char *why) {
     if (r->drafter < 0) return;
-    log_info("request: drafting member '%s' left out (%s): each member drafts its own",
+    log_warn("request: drafting member '%s' left out (%s): each member drafts its own",
              members_name(r->ms, (size_t)r->drafter), why);
     r->m[r->drafter].drafting = 0;
     r->drafter = -1;

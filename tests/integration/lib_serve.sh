@@ -39,10 +39,10 @@ wait_line() {
   return 1
 }
 
-# start_worker NAME MODEL: sets WORKER_URL and WORKER_PID
+# start_worker NAME MODEL [FLAGS...]: sets WORKER_URL and WORKER_PID
 start_worker() {
   : >"$TMP/$1.out" # (truncated here, not in the background child: a name used twice must not show the old URL)
-  "$B/consort-worker" --model "$2" --port 0 --threads 1 --name "$1" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+  "$B/consort-worker" --model "$2" --port 0 --threads 1 --name "$1" "${@:3}" >"$TMP/$1.out" 2>"$TMP/$1.err" &
   WORKER_PID=$!
   PIDS+=("$WORKER_PID")
   WORKER_URL=$(wait_line "$TMP/$1.out" 'http://[0-9.:]*' "$WORKER_PID") || {

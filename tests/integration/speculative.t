@@ -103,6 +103,13 @@ acc=$(num "$tmp/dsolo.json" speculative_accepted) rt=$(num "$tmp/dsolo.json" rou
 ok $? "... most steps from a2's drafts (a2 decoded $(member "$tmp/dsolo.json" a2 decoded) positions), verified by a in fewer round trips (accepted $acc of $N, $rt round trips)"
 gen --member a="$UA" --member z=http://127.0.0.1:1 --tolerate-down --strategy solo:a --prompt "$P1" --draft-member z >"$tmp/dz.json"
 [ "$(text "$tmp/dz.json")" = "$(cat "$tmp/refA")" ]; ok $? "solo:a with a drafter that is down: a's own text (it drafts its own)"
+if start_worker small "$MA" --ctx-size 24; then # a drafter whose context fills up before the text ends
+  gen --member a="$UA" --member s="$WORKER_URL" --strategy solo:a --prompt "$P1" --draft-member s >"$tmp/ds.json"
+  [ "$(text "$tmp/ds.json")" = "$(cat "$tmp/refA")" ] && grep -q "drafting member 's' left out" "$tmp/gen.err"
+  ok $? "solo:a with a drafter whose calls start failing midway: left out, a's own text to the end"
+else
+  ok 1 "a worker with --ctx-size 24 starts"
+fi
 gen --member a="$UA" --member a2="$UA2" --prompt "$P1" --draft-member a2 >"$tmp/daa.json"
 [ "$(text "$tmp/daa.json")" = "$(cat "$tmp/refA")" ]; ok $? "the same model twice, a2 drafting = that model"
 gen --member a="$UA" --prompt "$P1" --draft-member a >"$tmp/d1.json"
