@@ -76,32 +76,38 @@ static vf exp_lanes(vf x) {
     return y * (vf)bits;
 }
 
-/* The largest and the smallest of x[0..n) (NaNs ignored). */
-static void min_max(const float *x, int n, float *mn, float *mx) {
+/* The largest and the smallest of x[0..n); returns 1 when some x is NaN
+ * (then the two say nothing: wk_softmax takes every chunk lane by lane). */
+static int min_max(const float *x, int n, float *mn, float *mx) {
     float lo = x[0], hi = x[0];
-    int i = 0;
+    int i = 0, nan = 0;
     if (n >= LANES) {
         vf l, h;
         memcpy(&l, x, sizeof l);
         h = l;
+        vi bad = l != l;
         for (i = LANES; i + LANES <= n; i += LANES) {
             vf v;
             memcpy(&v, x + i, sizeof v);
             vi gt = v > h, lt = v < l;
             h = (vf)(((vi)v & gt) | ((vi)h & ~gt));
             l = (vf)(((vi)v & lt) | ((vi)l & ~lt));
+            bad |= v != v;
         }
         for (int k = 0; k < LANES; k++) {
             if (h[k] > hi) hi = h[k];
             if (l[k] < lo) lo = l[k];
+            nan |= bad[k] != 0;
         }
     }
     for (; i < n; i++) {
         if (x[i] > hi) hi = x[i];
         if (x[i] < lo) lo = x[i];
+        nan |= x[i] != x[i];
     }
     *mn = lo;
     *mx = hi;
+    return nan;
 }
 
 /* probs[0..n) *= 1 / their sum (the sum in double, four accumulators). */
@@ -123,15 +129,15 @@ static void normalise(float *probs, int n) {
 
 void wk_softmax(const float *logits, int n, float *probs) {
     float mn, mx;
-    min_max(logits, n, &mn, &mx);
-    int checked = !(mn - mx >= X_LOW); /* some exp below the normal range, -INFINITY or NaN */
+    int nan = min_max(logits, n, &mn, &mx);
+    int checked = nan || !(mn - mx >= X_LOW); /* some exp below the normal range, -INFINITY, or a NaN */
     int i = 0;
     for (; i + LANES <= n; i += LANES) {
         vf x;
         memcpy(&x, logits + i, sizeof x);
         x -= mx;
         if (checked) {
-            vi low = (x >= X_LOW) == 0; /* (NaN too) */
+            vi low = (x >= X_LOW) == 0; /* (NaN too: expf gives it back, no vector cast sees it) */
             int any_low = 0;
             for (int k = 0; k < LANES; k++) any_low |= low[k];
             if (any_low) { /* (rare: a logit 87 below the largest) */

@@ -11,7 +11,8 @@
  * largest logit's exp is exactly 1; order is kept: a larger logit never
  * gets a smaller probability (the same test sweeps neighbouring floats);
  * exps below about 1e-38 (a logit 87 or more below the largest) come from
- * libm's expf, denormals included; -INFINITY gives 0.
+ * libm's expf, denormals included; -INFINITY gives 0; a NaN logit makes
+ * every probability NaN.
  *
  * wk_softmax_scalar is the same computation one element at a time (the
  * reference the test holds the vectorised one to, bit for bit).

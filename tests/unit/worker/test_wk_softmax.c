@@ -1,11 +1,11 @@
 /* worker/wk_softmax.c against a double-precision softmax of the same
  * float differences: every probability within relative 1e-6 (a few float
- * ulps: about 2e-7 seen), the
- * largest logit's exp exactly 1 before normalising, order kept for
- * neighbouring floats over the whole range, the vectorised and the scalar
- * variants equal bit for bit (tails, in place, logits 87 or more below the
- * largest, -INFINITY), and a row of 32,000 logits timed against libm's
- * expf loop (a diagnostic, not a check). */
+ * ulps: about 2e-7 seen), the largest logit's exp exactly 1 before
+ * normalising, order kept for neighbouring floats over the whole range,
+ * the vectorised and the scalar variants equal bit for bit (tails, in
+ * place, logits 87 or more below the largest, -INFINITY), a NaN logit
+ * making the whole row NaN, and a row of 32,000 logits timed against
+ * libm's expf loop (a diagnostic, not a check). */
 #include "tests/tap.h"
 #include "common/clock.h"
 #include "common/rng.h"
@@ -85,6 +85,14 @@ int main(void) {
     int tails_ok = 1;
     for (int n = 1; n <= 19; n++) tails_ok &= same_bits(lg + 3, n) && worst_error(lg + 3, n) < 1e-6;
     ok(tails_ok, "rows of 1 to 19 entries (tails shorter than a vector): exact to 1e-6, the same bits");
+
+    /* a NaN logit (a broken model): every probability NaN, as a sum with it is */
+    for (int i = 0; i < 64; i++) lg[i] = (float)i / 8;
+    lg[37] = NAN;
+    wk_softmax(lg, 64, p);
+    int all_nan = 1;
+    for (int i = 0; i < 64; i++) all_nan &= isnan(p[i]) != 0;
+    ok(all_nan, "a NaN logit: every probability NaN (taken lane by lane: no NaN reaches a vector cast)");
 
     /* the largest logit: exp exactly 1, so probability 1 / sum */
     float two[2] = {3.0f, 3.0f};
