@@ -223,7 +223,8 @@ void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int cr
     if (create || r->n_pieces < 2) return;
     size_t off = 0, owed = 0;
     for (int i = 0; i < r->n_pieces; i++) owed += r->piece_len[i];
-    if (m->lag.n != owed) return; /* (a drafting-only member not called at every call: all of it as one append) */
+    if (m->drafting && m->lag.n != owed) return; /* (not called at every call: all it missed as one append) */
+    assert(m->lag.n == owed); /* (a deciding member is sent every committed piece) */
     for (int i = 0; i < r->n_pieces - 1; i++) {
         r->piece_strs[i] = (proto_str){(const unsigned char *)m->lag.p + off, r->piece_len[i]};
         off += r->piece_len[i];
