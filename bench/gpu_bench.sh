@@ -14,6 +14,11 @@
 #                                   drafter (bench/mkmodel_pair.sh) and the
 #                                   CPU member of mix_cpu
 #   bench/gpu_bench.sh run OUT      the benchmarks, every table into OUT/
+#   bench/gpu_bench.sh pack OUT     the build's products into
+#                                   OUT/cuda-build.tar.xz.NN (+ .commit); put
+#                                   both in KIT/ and `build` unpacks them
+#                                   instead of building (same llama.cpp
+#                                   commit, CUDA_ARCH and CUDA_FA)
 #
 # Where things come from:
 #   - llama.cpp's source: KIT/llama-src.tar.xz (bench/gpu_kit.sh), else the
@@ -50,13 +55,19 @@
 # 8, threads of the GPU host), on the CPU (-ngl 0; llama.cpp moves no
 # operation of a decode of fewer than 32 positions to the GPU, and at 8
 # concurrent requests the decodes are mostly smaller).
+# MODELS (default "a b cpu_b pair") chooses which models `models` makes;
+# the profile and conc sections need only a.
 # CONC_LIST (default "1 4 8 16": conc's concurrencies; CONC_TINY=0 skips
-# conc-tiny). SECTIONS (default all: "decode conc mix spec spec_pair mix_cpu") chooses
+# conc-tiny). SECTIONS (default "decode conc mix spec spec_pair mix_cpu";
+# also "profile") chooses
 # what `run` measures. The first four took about 6 minutes on an H200, the
 # last two take about 2-3 (estimated, not yet run): run them on their own,
 # SECTIONS="spec_pair mix_cpu", to stay within one 10-minute call.
 #
-# `run` writes: gpu.txt (the GPU, driver, load), and per section: decode: decode-big.txt and
+# `run` writes: gpu.txt (the GPU, driver, load), and per section: profile:
+# profile-big.md / profile-tiny.md (bench/step_profile.sh: one request's time
+# taken apart, consort against llama-server, as is and with CUDA graphs
+# off, or the '|'-separated PROFILE_VARIANTS), decode: decode-big.txt and
 # decode-tiny.txt (bench/decode_batch_bench: a decode of B rows against B
 # decodes of one), conc: conc-big.md / conc-tiny.md (bench/concurrency_bench.sh:
 # one-member consort against llama-server at 1, 4, 8, 16 concurrent
@@ -81,6 +92,7 @@ EMBD=${GPU_EMBD:-4096} LAYER=${GPU_LAYER:-32} TYPE=${GPU_TYPE:-q8_0}
 PAIR_LIVE=${PAIR_LIVE:-2} PAIR_TAIL=${PAIR_TAIL:-0.5}
 CPU_B_EMBD=${CPU_B_EMBD:-1024} CPU_B_LAYER=${CPU_B_LAYER:-16} CPU_B_THREADS=${CPU_B_THREADS:-8}
 SECTIONS=${SECTIONS:-decode conc mix spec spec_pair mix_cpu}
+MODELS=${MODELS:-a b cpu_b pair}
 export PATH=$PATH:/usr/local/cuda/bin
 log() { printf 'gpu_bench: %s\n' "$*" >&2; }
 die() { printf 'gpu_bench: error: %s\n' "$*" >&2; exit 1; }
@@ -98,6 +110,13 @@ llama_source() { # unpacks llama.cpp's source into $WORK/src
 }
 
 stage_build() {
+  if [ -f "$KIT/cuda-build.tar.xz.00" ] && [ -f "$KIT/llama-commit" ] &&
+     [ "$(cat "$KIT/cuda-build.commit" 2>/dev/null)" = "$(cat "$KIT/llama-commit")-${CUDA_ARCH:-native}-${CUDA_FA:-OFF}" ]; then
+    log "using the packed build $KIT/cuda-build.tar.xz.* ($(cat "$KIT/cuda-build.commit"))"
+    rm -rf "$WORK/lib" "$WORK/build/bin" && mkdir -p "$WORK/build/bin"
+    cat "$KIT"/cuda-build.tar.xz.* | tar xJf - -C "$WORK"
+    return 0
+  fi
   command -v nvcc >/dev/null || die "nvcc is missing (CUDA toolkit)"
   command -v cmake >/dev/null || die "cmake is missing"
   llama_source
@@ -117,6 +136,22 @@ stage_build() {
   ln -sf libllama.so "$WORK/lib/libllama.v0.5.0.so"
   ln -sf libggml.so "$WORK/lib/libggml.v0.5.0.so"
   log "built: $(ls "$WORK/lib" | tr '\n' ' ')"
+}
+
+# The build's products (shared libraries and llama-server) packed into
+# OUT/cuda-build.tar.xz.00, .01, ... (15 MB pieces: the lent machine sends
+# back files of at most 16 MiB) with OUT/cuda-build.commit (llama.cpp's
+# commit, the CUDA architectures, CUDA_FA): brought back as KIT/ files,
+# `build` unpacks them instead of building when the commit and settings
+# match (a lent GPU machine is fresh each time; the build is most of its
+# first minutes).
+stage_pack() {
+  local out=${1:?pack needs an output folder}
+  [ -d "$WORK/lib" ] && [ -x "$WORK/build/bin/llama-server" ] || die "nothing built yet"
+  mkdir -p "$out"
+  tar cf - -C "$WORK" lib build/bin/llama-server | xz -T0 -9 | split -d -b 15000000 - "$out/cuda-build.tar.xz."
+  [ -f "$KIT/llama-commit" ] && echo "$(cat "$KIT/llama-commit")-${CUDA_ARCH:-native}-${CUDA_FA:-OFF}" >"$out/cuda-build.commit"
+  ls -l "$out"/cuda-build.tar.xz.* >&2
 }
 
 consort_bin() { # sets BIN: a folder with consort, consort-worker and tools/
@@ -152,12 +187,14 @@ pair_models() { # [AGREE=...] -> the drafter, the target, the other drafter, one
     AGREE_THREADS=${AGREE_THREADS:-$(nproc)} bench/mkmodel_pair.sh "$EMBD" "$LAYER" "$PAIR_LIVE" "$PAIR_TAIL" "$TYPE"
 }
 in_sections() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+in_models() { case " $MODELS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 stage_models() {
   consort_bin
   mkdir -p "$WORK/models"
   local seed=1 pids=() v
   for v in a b; do
+    in_models "$v" || { seed=$((seed + 1)); continue; }
     local out; out=$(big_model $v)
     if [ ! -s "$out" ]; then
       "$BIN/tools/mkmodel" "models/$v.gguf" "$out.tmp" "$EMBD" "$LAYER" "$seed" "$TYPE" && mv "$out.tmp" "$out" &
@@ -166,12 +203,14 @@ stage_models() {
     seed=$((seed + 1))
   done
   local cb; cb=$(cpu_b_model)
-  if [ ! -s "$cb" ]; then
+  if in_models cpu_b && [ ! -s "$cb" ]; then
     "$BIN/tools/mkmodel" models/b.gguf "$cb.tmp" "$CPU_B_EMBD" "$CPU_B_LAYER" 2 q8_0 && mv "$cb.tmp" "$cb" &
     pids+=($!)
   fi
-  AGREE=0 pair_models >/dev/null & # with the others (mkmodel holds a model's f32 draws: 22 GB at 4096 x 32)
-  pids+=($!)
+  if in_models pair; then
+    AGREE=0 pair_models >/dev/null & # with the others (mkmodel holds a model's f32 draws: 22 GB at 4096 x 32)
+    pids+=($!)
+  fi
   for p in "${pids[@]}"; do wait "$p" || die "mkmodel failed"; done
   [ "${AGREE:-0}" = 1 ] && { log "greedy agreement of the pair (CPU)"; pair_models >/dev/null; }
   ls -l "$WORK/models" >&2
@@ -182,7 +221,7 @@ stage_run() {
   consort_bin
   mkdir -p "$out"
   local A B; A=$(big_model a) B=$(big_model b)
-  [ -s "$A" ] && [ -s "$B" ] || die "no big models: run the models stage first"
+  [ -s "$A" ] || die "no big model a: run the models stage first"
   log "sections: $SECTIONS"
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     echo "cpus $(nproc), load average $(cut -d' ' -f1-3 /proc/loadavg)"; date -u; } >"$out/gpu.txt"
@@ -194,6 +233,13 @@ stage_run() {
     "$BIN/tools/decode_batch_bench" --model "$REPO/models/a.gguf" --threads "$THREADS" --steps 32 \
       --rounds "$ROUNDS" --batches "1 2 4 8 16" >"$out/decode-tiny.txt" 2>&1 || true
   fi
+  if in_sections profile; then
+    log "one request taken apart"
+    VARIANTS=${PROFILE_VARIANTS:-"|GGML_CUDA_DISABLE_GRAPHS=1"} bench/step_profile.sh -m "$A" -n 64 -r "$ROUNDS" \
+      -t "$THREADS" "$BIN" >"$out/profile-big.md" 2>"$out/profile-big.log" || true
+    VARIANTS=${PROFILE_VARIANTS:-"|GGML_CUDA_DISABLE_GRAPHS=1"} bench/step_profile.sh -m "$REPO/models/a.gguf" -n 64 \
+      -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/profile-tiny.md" 2>"$out/profile-tiny.log" || true
+  fi
   if in_sections conc; then
     log "one member against llama-server"
     bench/concurrency_bench.sh -m "$A" -n 64 -c "$CONC_LIST" -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/conc-big.md" 2>"$out/conc-big.log" || true
@@ -201,6 +247,9 @@ stage_run() {
       bench/concurrency_bench.sh -m "$REPO/models/a.gguf" -n 64 -c "$CONC_LIST" -r "$ROUNDS" -t "$THREADS" "$BIN" \
         >"$out/conc-tiny.md" 2>"$out/conc-tiny.log" || true
     fi
+  fi
+  if in_sections mix || in_sections spec || in_sections mix_cpu; then
+    [ -s "$B" ] || die "no big model b: run the models stage with it"
   fi
   if in_sections mix; then
     log "the mixture against each member alone"
@@ -240,7 +289,8 @@ stage_run() {
 
 case ${1:-} in
   build) stage_build ;;
+  pack) shift; stage_pack "$@" ;;
   models) stage_models ;;
   run) shift; stage_run "$@" ;;
-  *) echo "usage: $0 build | models | run OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 build | pack OUT | models | run OUT" >&2; exit 2 ;;
 esac

@@ -132,6 +132,7 @@
 #include "common/log.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <llama.h>
 #include <math.h>
 #include <pthread.h>
@@ -217,6 +218,8 @@ struct wk_engine {
     unsigned scratch_free; /* bit i: sequence scratch0 + i is free */
     double decode_s;    /* recent decode time (moving average) */
     uint64_t tokens_decoded, decodes, shared_decodes;
+    double decode_total_s, linger_total_s, step_total_s; /* where the time went (wk_stats) */
+    _Atomic uint64_t softmax_ns; /* added by callers outside mu */
     /* under dmu: the llama_context (decodes, KV-cache operations) and the
      * batch with its row owners, used by the leader only */
     pthread_mutex_t dmu;
@@ -419,6 +422,10 @@ void wk_engine_stats(wk_engine *e, wk_stats *st) {
     st->tokens_decoded = e->tokens_decoded;
     st->decodes = e->decodes;
     st->shared_decodes = e->shared_decodes;
+    st->decode_s = e->decode_total_s;
+    st->linger_s = e->linger_total_s;
+    st->step_s = e->step_total_s;
+    st->softmax_s = (double)atomic_load(&e->softmax_ns) * 1e-9;
     st->sessions_in_use = 0;
     for (int i = 0; i < e->slots; i++) st->sessions_in_use += e->s[i].used;
     pthread_mutex_unlock(&e->mu);
@@ -574,6 +581,7 @@ static void linger(wk_engine *e) {
     struct timespec until = clock_abs_after(wait);
     while (e->n_queued < expected_callers(e, t0))
         if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0) break;
+    e->linger_total_s += clock_mono_s() - t0;
 }
 
 /* Fills e->batch from the queue. Two kinds of batch, so that batching
@@ -675,6 +683,7 @@ static void lead_one_batch(wk_engine *e) {
     e->decodes += n > 0;
     e->shared_decodes += n > 0 && callers > 1;
     if (r == 0) e->tokens_decoded += (uint64_t)n;
+    e->decode_total_s += dt;
     e->decode_s = e->decode_s > 0 ? 0.8 * e->decode_s + 0.2 * dt : dt;
     e->leader = 0;
     pthread_cond_broadcast(&e->cv);
@@ -774,6 +783,13 @@ static void kv_truncate(wk_engine *e, wk_session *s, int L) {
     rows_drop_from(s, L);
 }
 
+/* A row's softmax in place, its time counted (wk_stats.softmax_s). */
+static void softmax_row(wk_engine *e, float *row) {
+    double t0 = clock_mono_s();
+    wk_softmax(row, e->n_vocab, row);
+    atomic_fetch_add(&e->softmax_ns, (uint64_t)((clock_mono_s() - t0) * 1e9));
+}
+
 static int alloc_probs(const wk_engine *e, float **dst, double **cum) {
     if (!*dst) *dst = malloc((size_t)e->n_vocab * sizeof **dst);
     if (!*cum) *cum = malloc((size_t)(e->n_vocab + 1) * sizeof **cum);
@@ -827,13 +843,13 @@ static int feed(wk_engine *e, wk_session *s, const int *toks, int from, int n, i
     }
     s->n_kv = total;
     if (rows.i0 >= 0) {
-        wk_softmax(s->p0, e->n_vocab, s->p0);
+        softmax_row(e, s->p0);
         s->cum0[0] = NAN; /* cumulative sums on first need (mass) */
         s->p0_n = n;
         rows_put(e, s, n, s->p0);
     }
     if (rows.i1 >= 0) {
-        wk_softmax(s->p1, e->n_vocab, s->p1);
+        softmax_row(e, s->p1);
         s->cum1[0] = NAN;
         s->p1_n = n + 1;
         rows_put(e, s, n + 1, s->p1);
@@ -1160,7 +1176,7 @@ static void job_row(void *arg, int i, const float *logits) {
 /* M(x) of a decoded job from its path's log-probability and its last row. */
 static double job_mass(wk_ctx *c, wk_job *jb, float *last, int remember_it) {
     wk_engine *e = c->e;
-    wk_softmax(last, e->n_vocab, last);
+    softmax_row(e, last);
     const unsigned char *rest = jb->x + jb->rest_off;
     size_t rn = jb->n - jb->rest_off;
     double m = exp(jb->lp) * mass(e, last, NULL, rest, rn);
@@ -1834,7 +1850,7 @@ static int earlier_rows(wk_ctx *c, int want, float **out) {
         free(b.rows);
         return -1;
     }
-    for (int d = 0; d < nd; d++) wk_softmax(b.rows + (size_t)d * e->n_vocab, e->n_vocab, b.rows + (size_t)d * e->n_vocab);
+    for (int d = 0; d < nd; d++) softmax_row(e, b.rows + (size_t)d * e->n_vocab);
     *out = b.rows;
     return nd;
 }
@@ -2234,7 +2250,7 @@ static int prefetch_draft(wk_engine *e, wk_session *s, const wk_step_req *q, wk_
     done = n - L;
     for (int j = L; j < n; j++) {
         float *row = a.rows + (size_t)(j - L) * e->n_vocab;
-        wk_softmax(row, e->n_vocab, row);
+        softmax_row(e, row);
         rows_put(e, s, j + 1, row);
     }
 out:
@@ -2337,6 +2353,7 @@ static int check_speculative(const wk_step_req *q, int has_prompt, wk_err *err) 
 /* One step: plan, commit, sync the KV cache, propose, evaluate candidates,
  * answer (docs/PROTOCOL.md, POST /v1/step). */
 int wk_step(wk_engine *e, const wk_step_req *q, wk_step_res *res, wk_err *err) {
+    double t0 = clock_mono_s();
     memset(res, 0, sizeof *res);
     res->end_logq = -INFINITY;
     err->status = 0;
@@ -2366,6 +2383,9 @@ done:
         wk_step_res_free(res);
         if (!err->status) set_err(err, 500, "internal", "internal error");
     }
+    pthread_mutex_lock(&e->mu);
+    e->step_total_s += clock_mono_s() - t0;
+    pthread_mutex_unlock(&e->mu);
     return rc;
 }
 

@@ -189,6 +189,14 @@ typedef struct wk_stats {
     uint64_t decodes;        /* llama_decode calls */
     uint64_t shared_decodes; /* of those, the ones carrying the work of more than one caller */
     int sessions_in_use;
+    /* Where the time went, in seconds since start (wall clock, summed over
+     * threads): decode, llama_decode and the delivery of its rows (the
+     * leader, under the decode lock); linger, leaders waiting for expected
+     * callers before a batch; step, inside wk_step (everything a step does,
+     * waiting for and running decodes included; not the HTTP handling);
+     * softmax, the rows made distributions (the steps', scoring's own
+     * per-row sums and the byte walk's are not counted). */
+    double decode_s, linger_s, step_s, softmax_s;
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);
 

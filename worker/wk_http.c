@@ -410,6 +410,23 @@ static void do_delete(wk_http *h, http_conn *c, const char *id) {
     }
 }
 
+/* consort_worker_seconds_total{part=...}: where the engine's time went
+ * (wk_stats); with the step histogram's sum it takes a step apart. */
+static int write_time_parts(sbuf *b, const wk_stats *st) {
+    const struct { const char *part; double s; } parts[] = {
+        {"step", st->step_s}, {"decode", st->decode_s}, {"linger", st->linger_s}, {"softmax", st->softmax_s}};
+    int bad = prom_family(b, "consort_worker_seconds_total", "counter",
+                          "Seconds spent, by part: step (inside the engine's step), decode (llama_decode), "
+                          "linger (waiting to batch), softmax.");
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        char v[48];
+        snprintf(v, sizeof v, "%.6f", parts[i].s);
+        prom_label l[] = {{"part", parts[i].part}};
+        bad |= prom_sample(b, "consort_worker_seconds_total", l, 1, v);
+    }
+    return bad;
+}
+
 /* The /metrics page into b (under h->mu); 0, or -1 when out of memory. */
 static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
     int bad = prom_family(b, "consort_worker_requests_total", "counter", "HTTP requests by endpoint.");
@@ -426,6 +443,7 @@ static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
                         "llama_decode calls carrying the work of more than one caller (batching).",
                         (unsigned long long)st->shared_decodes);
     bad |= prom_gauge(b, "consort_worker_sessions_in_use", "Sessions holding a slot.", st->sessions_in_use);
+    bad |= write_time_parts(b, st);
     return bad | prom_histogram(b, "consort_worker_step_seconds", "Latency of successful /v1/step requests.",
                                 &h->step_hist);
 }

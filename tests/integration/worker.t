@@ -67,7 +67,9 @@ is "$(req POST /v1/detokenize "{\"tokens\":$toks,\"strip_space_prefix\":true}")"
 is "$(sed -n 's/.*"text":"\([^"]*\)".*/\1/p' "$tmp/body")" "Once upon a time" "detokenize(tokenize(x), strip_space_prefix) = x"
 
 # ---- steps and KV reuse ----
+part() { metric "consort_worker_seconds_total{part=\"$1\"}"; }
 d0=$(metric consort_worker_tokens_decoded_total)
+st0=$(part step) dt0=$(part decode) sm0=$(part softmax)
 is "$(req POST /v1/step '{"session":"g","prompt":"Once upon a time","k":3}')" 200 "step creates a session"
 first=$(body)
 npast=$(field n_past)
@@ -79,6 +81,10 @@ for i in $(seq 10); do
 done
 d1=$(metric consort_worker_tokens_decoded_total)
 is "$((d1 - d0))" "$((npast + 10))" "prompt + 10 greedy steps decoded prompt + 10 tokens (metrics)"
+# one caller at a time: its decodes and softmaxes lie inside its steps
+awk -v st="$(part step)" -v d="$(part decode)" -v sm="$(part softmax)" -v st0="$st0" -v d0="$dt0" -v sm0="$sm0" \
+  'BEGIN { st -= st0; d -= d0; sm -= sm0; exit !(d > 0 && sm > 0 && d + sm <= st && st < 600) }'
+ok $? "the time parts of 11 steps add up: decode + softmax within the engine's step time (metrics)"
 echo "# greedy: $text"
 is "$(field n_past)" "$((npast + 10))" "n_past grew by one per step"
 is "$(req POST /v1/step '{"session":"g","k":3}')" 200 "re-asking the same state"
