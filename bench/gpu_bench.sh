@@ -56,15 +56,17 @@
 # operation of a decode of fewer than 32 positions to the GPU, and at 8
 # concurrent requests the decodes are mostly smaller).
 # MODELS (default "a b cpu_b pair") chooses which models `models` makes;
-# the profile and conc sections need only a.
+# the ctx, profile and conc sections need only a.
 # CONC_LIST (default "1 4 8 16": conc's concurrencies; CONC_TINY=0 skips
 # conc-tiny). SECTIONS (default "decode conc mix spec spec_pair mix_cpu";
-# also "profile") chooses
+# also "ctx" and "profile") chooses
 # what `run` measures. The first four took about 6 minutes on an H200, the
 # last two take about 2-3 (estimated, not yet run): run them on their own,
 # SECTIONS="spec_pair mix_cpu", to stay within one 10-minute call.
 #
-# `run` writes: gpu.txt (the GPU, driver, load), and per section: profile:
+# `run` writes: gpu.txt (the GPU, driver, load), and per section: ctx:
+# ctx.md (bench/decode_ctx_bench: a decode under the worker's and
+# llama-server's context settings, one changed at a time), profile:
 # profile-big.md / profile-tiny.md (bench/step_profile.sh: one request's time
 # taken apart, consort against llama-server, as is and with CUDA graphs
 # off, or the '|'-separated PROFILE_VARIANTS), decode: decode-big.txt and
@@ -175,7 +177,7 @@ consort_bin() { # sets BIN: a folder with consort, consort-worker and tools/
       "$WORK" "$WORK" "$WORK" "$1" >"$2" && chmod +x "$2"
   }
   for p in consort consort-worker; do wrap $p "$BIN/$p"; done
-  for p in mkmodel decode_batch_bench greedy_ref; do wrap $p "$BIN/tools/$p"; done
+  for p in mkmodel decode_batch_bench decode_ctx_bench greedy_ref; do wrap $p "$BIN/tools/$p"; done
   command -v curl >/dev/null || die "curl is missing"
   command -v jq >/dev/null || die "jq is missing"
 }
@@ -232,6 +234,11 @@ stage_run() {
       --batches "1 2 4 8 16" >"$out/decode-big.txt" 2>&1 || true
     "$BIN/tools/decode_batch_bench" --model "$REPO/models/a.gguf" --threads "$THREADS" --steps 32 \
       --rounds "$ROUNDS" --batches "1 2 4 8 16" >"$out/decode-tiny.txt" 2>&1 || true
+  fi
+  if in_sections ctx; then
+    log "one decode under the worker's and llama-server's context settings"
+    "$BIN/tools/decode_ctx_bench" --model "$A" --threads "$THREADS" --steps 64 --rounds "$ROUNDS" \
+      >"$out/ctx.md" 2>"$out/ctx.log" || true
   fi
   if in_sections profile; then
     log "one request taken apart"

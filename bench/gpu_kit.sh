@@ -13,8 +13,9 @@
 #                     without its tests, examples, models and docs: the GPU
 #                     machine builds llama.cpp with CUDA from it;
 #   bin/              consort, consort-worker and the three tools the benchmarks
-#                     use (mkmodel, decode_batch_bench, greedy_ref: the pair's
-#                     agreement, bench/mkmodel_pair.sh; stripped), built in
+#                     use (mkmodel, decode_batch_bench, decode_ctx_bench,
+#                     greedy_ref: the pair's agreement,
+#                     bench/mkmodel_pair.sh; stripped), built in
 #                     KIT/build against this
 #                     machine's llama.cpp headers with no run path, so that
 #                     the GPU machine's libllama (same commit, with CUDA) is
@@ -42,10 +43,11 @@ git -C "$tmp/src.git" rev-parse --short=12 HEAD >"$KIT/llama-commit"
 
 make -s -j2 BUILD="$KIT/build" LLAMA_RPATH= LLAMA_BACKEND_DIR= \
   "$KIT/build/consort" "$KIT/build/consort-worker" "$KIT/build/tools/mkmodel" "$KIT/build/tools/decode_batch_bench" \
-  "$KIT/build/tools/greedy_ref"
+  "$KIT/build/tools/greedy_ref" "$KIT/build/tools/decode_ctx_bench"
 
 progs=("$KIT/build/consort" "$KIT/build/consort-worker" "$KIT/build/tools/mkmodel"
-       "$KIT/build/tools/decode_batch_bench" "$KIT/build/tools/greedy_ref" "$(command -v curl)" "$(command -v jq)")
+       "$KIT/build/tools/decode_batch_bench" "$KIT/build/tools/greedy_ref" "$KIT/build/tools/decode_ctx_bench"
+       "$(command -v curl)" "$(command -v jq)")
 cp "${progs[@]}" "$KIT/bin/"
 strip "$KIT"/bin/*
 # Every library the programs load, except the C/C++ runtimes (the GPU

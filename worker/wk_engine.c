@@ -219,6 +219,7 @@ struct wk_engine {
     double decode_s;    /* recent decode time (moving average) */
     uint64_t tokens_decoded, decodes, shared_decodes;
     double decode_total_s, linger_total_s, step_total_s; /* where the time went (wk_stats) */
+    uint64_t graphs_reused; /* llama.cpp's count, read after each decode */
     _Atomic uint64_t softmax_ns; /* added by callers outside mu */
     /* under dmu: the llama_context (decodes, KV-cache operations) and the
      * batch with its row owners, used by the leader only */
@@ -422,6 +423,7 @@ void wk_engine_stats(wk_engine *e, wk_stats *st) {
     st->tokens_decoded = e->tokens_decoded;
     st->decodes = e->decodes;
     st->shared_decodes = e->shared_decodes;
+    st->graphs_reused = e->graphs_reused;
     st->decode_s = e->decode_total_s;
     st->linger_s = e->linger_total_s;
     st->step_s = e->step_total_s;
@@ -676,6 +678,7 @@ static void lead_one_batch(wk_engine *e) {
             w->on_row(w->arg, e->brow[i].i, llama_get_logits_ith(e->ctx, i));
         }
     double dt = clock_mono_s() - t0;
+    int reused = llama_perf_context(e->ctx).n_reused;
     pthread_mutex_unlock(&e->dmu);
 
     pthread_mutex_lock(&e->mu);
@@ -684,6 +687,7 @@ static void lead_one_batch(wk_engine *e) {
     e->shared_decodes += n > 0 && callers > 1;
     if (r == 0) e->tokens_decoded += (uint64_t)n;
     e->decode_total_s += dt;
+    e->graphs_reused = reused > 0 ? (uint64_t)reused : 0;
     e->decode_s = e->decode_s > 0 ? 0.8 * e->decode_s + 0.2 * dt : dt;
     e->leader = 0;
     pthread_cond_broadcast(&e->cv);

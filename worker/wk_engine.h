@@ -188,6 +188,7 @@ typedef struct wk_stats {
     uint64_t tokens_decoded;
     uint64_t decodes;        /* llama_decode calls */
     uint64_t shared_decodes; /* of those, the ones carrying the work of more than one caller */
+    uint64_t graphs_reused;  /* of those, the ones that reused the previous compute graph (llama.cpp's count) */
     int sessions_in_use;
     /* Where the time went, in seconds since start (wall clock, summed over
      * threads): decode, llama_decode and the delivery of its rows (the

@@ -442,6 +442,9 @@ static int write_metrics(const wk_http *h, const wk_stats *st, sbuf *b) {
     bad |= prom_counter(b, "consort_worker_shared_decodes_total",
                         "llama_decode calls carrying the work of more than one caller (batching).",
                         (unsigned long long)st->shared_decodes);
+    bad |= prom_counter(b, "consort_worker_graphs_reused_total",
+                        "llama_decode calls that reused the previous compute graph (llama.cpp's count).",
+                        (unsigned long long)st->graphs_reused);
     bad |= prom_gauge(b, "consort_worker_sessions_in_use", "Sessions holding a slot.", st->sessions_in_use);
     bad |= write_time_parts(b, st);
     return bad | prom_histogram(b, "consort_worker_step_seconds", "Latency of successful /v1/step requests.",

@@ -12,12 +12,20 @@
  * The exp is Cephes' expf: x = n ln2 + r with n = round(x log2 e) and
  * |r| <= ln2 / 2 (ln2 split in two so that r is exact), a degree-6
  * polynomial in r, times 2^n built in the exponent bits. x = logit - max
- * is at most 0, so n is at most 0 and exp(0) is exactly 1. Below
- * X_LOW (2^n would leave the normal range) the element is done again with
- * libm's expf, which gives denormals and 0. The scalar variant is the same
- * arithmetic, element by element: the vector code must give its numbers to
- * the bit (the test checks), so neither may use a fused multiply-add the
- * other lacks (-std=c11 keeps GCC from contracting).
+ * is at most 0, so n is at most 0 and exp(0) is exactly 1. Below X_LOW
+ * (2^n would leave the normal range: exp(x) < 1.6e-38) it is 0. Those
+ * probabilities are too small to matter to any sum and a float holds
+ * them only as denormals, whose every product or conversion costs x86 a
+ * microcode assist: until 2026-12 they came from libm's expf, one at a
+ * time, and a random-weight model whose logits spread over hundreds spent
+ * 0.26 ms a step in its softmax on the GPU machine's CPU (0.35 ms here
+ * against 0.06 for a spread of 20; keeping the denormals exactly, in the
+ * vector code, still took 0.35). A row whose logits all lie within X_LOW
+ * of the largest (a language model's, mostly) skips the selection. The
+ * scalar variant is the same arithmetic, element by element: the vector
+ * code must give its numbers to the bit (the test checks), so neither may
+ * use a fused multiply-add the other lacks (-std=c11 keeps GCC from
+ * contracting).
  *
  * State: none.
  */
@@ -48,8 +56,8 @@ typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
  * exp(r) for |r| <= ln2 / 2. */
 #define EXP_POLY(r, z) ((((((P0 * (r) + P1) * (r) + P2) * (r) + P3) * (r) + P4) * (r) + P5) * (z) + (r) + 1.0f)
 
-static float exp_scalar(float x) {
-    if (!(x >= X_LOW)) return expf(x);
+/* exp(x) for X_LOW <= x <= 0. */
+static float exp_normal(float x) {
     float t = x * LOG2E + 0.5f;
     int32_t n = (int32_t)t;
     if ((float)n > t) n -= 1; /* floor */
@@ -63,6 +71,12 @@ static float exp_scalar(float x) {
     return y * scale;
 }
 
+/* exp(x) for x <= 0, 0 below X_LOW (NaN: NaN). */
+static float exp_scalar(float x) {
+    if (x != x) return x;
+    return x < X_LOW ? 0.0f : exp_normal(x);
+}
+
 /* exp of LANES lanes, all >= X_LOW. */
 static vf exp_lanes(vf x) {
     vf t = x * LOG2E + 0.5f;
@@ -74,6 +88,18 @@ static vf exp_lanes(vf x) {
     vf y = EXP_POLY(r, r * r);
     vi bits = (n + 127) << 23;
     return y * (vf)bits;
+}
+
+static vf pick(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+
+/* exp of LANES lanes <= 0, none NaN: exp_scalar's rule on every lane
+ * (a lane below X_LOW is computed as 0's exp, then dropped: no operation
+ * may make a denormal, which costs x86 a microcode assist of about a
+ * hundred cycles). */
+static vf exp_lanes_wide(vf x) {
+    vi low = x < X_LOW;
+    vf zv = {0};
+    return pick(low, zv, exp_lanes(pick(low, zv, x)));
 }
 
 /* The largest and the smallest of x[0..n); returns 1 when some x is NaN
@@ -129,23 +155,13 @@ static void normalise(float *probs, int n) {
 
 void wk_softmax(const float *logits, int n, float *probs) {
     float mn, mx;
-    int nan = min_max(logits, n, &mn, &mx);
-    int checked = nan || !(mn - mx >= X_LOW); /* some exp below the normal range, -INFINITY, or a NaN */
-    int i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        vf x;
+    int nan = min_max(logits, n, &mn, &mx), i = 0;
+    int wide = !(mn - mx >= X_LOW); /* some exp below the normal range, or -INFINITY */
+    for (; !nan && i + LANES <= n; i += LANES) { /* (a row with a NaN goes element by element: */
+        vf x;                                      /* no NaN may reach a vector cast) */
         memcpy(&x, logits + i, sizeof x);
         x -= mx;
-        if (checked) {
-            vi low = (x >= X_LOW) == 0; /* (NaN too: expf gives it back, no vector cast sees it) */
-            int any_low = 0;
-            for (int k = 0; k < LANES; k++) any_low |= low[k];
-            if (any_low) { /* (rare: a logit 87 below the largest) */
-                for (int k = 0; k < LANES; k++) probs[i + k] = exp_scalar(x[k]);
-                continue;
-            }
-        }
-        vf y = exp_lanes(x);
+        vf y = wide ? exp_lanes_wide(x) : exp_lanes(x);
         memcpy(probs + i, &y, sizeof y);
     }
     for (; i < n; i++) probs[i] = exp_scalar(logits[i] - mx);

@@ -10,9 +10,9 @@
  * probability against a double-precision softmax, relative 1e-6); the
  * largest logit's exp is exactly 1; order is kept: a larger logit never
  * gets a smaller probability (the same test sweeps neighbouring floats);
- * exps below about 1e-38 (a logit 87 or more below the largest) come from
- * libm's expf, denormals included; -INFINITY gives 0; a NaN logit makes
- * every probability NaN.
+ * a logit 87 or more below the largest (an exp below about 1.6e-38, which
+ * a float holds only as a denormal) gives 0, as -INFINITY does; a NaN
+ * logit makes every probability NaN.
  *
  * wk_softmax_scalar is the same computation one element at a time (the
  * reference the test holds the vectorised one to, bit for bit).
