@@ -657,6 +657,12 @@ static int settle(wk_engine *e, int ok) {
     return callers;
 }
 
+static int rows_wanted(const wk_engine *e, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += e->batch.logits[i] != 0;
+    return k;
+}
+
 /* One batch, led by the calling thread: gather, decode, deliver the wanted
  * rows, settle. Called with e->mu held and e->leader clear; returns with
  * e->mu held. The decode itself runs under e->dmu only, so callers keep
@@ -687,6 +693,9 @@ static void lead_one_batch(wk_engine *e) {
     e->shared_decodes += n > 0 && callers > 1;
     if (r == 0) e->tokens_decoded += (uint64_t)n;
     e->decode_total_s += dt;
+    if (n > 0 && log_enabled(LOG_DEBUG))
+        log_debug("decode: %d token(s), %d row(s) wanted, %d caller(s), %.3f ms, graph %s", n, rows_wanted(e, n),
+                  callers, dt * 1e3, (uint64_t)(reused > 0 ? reused : 0) > e->graphs_reused ? "reused" : "built");
     e->graphs_reused = reused > 0 ? (uint64_t)reused : 0;
     e->decode_s = e->decode_s > 0 ? 0.8 * e->decode_s + 0.2 * dt : dt;
     e->leader = 0;
