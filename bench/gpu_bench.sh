@@ -14,17 +14,13 @@
 #                                   drafter (bench/mkmodel_pair.sh) and the
 #                                   CPU member of mix_cpu
 #   bench/gpu_bench.sh run OUT      the benchmarks, every table into OUT/
-#   bench/gpu_bench.sh pack OUT     the build's products into
-#                                   OUT/cuda-build.tar.xz.NN (+ .commit); put
-#                                   both in KIT/ and `build` unpacks them
-#                                   instead of building (same llama.cpp
-#                                   commit, CUDA_ARCH and CUDA_FA)
 #
 # Where things come from:
 #   - llama.cpp's source: KIT/llama-src.tar.xz (bench/gpu_kit.sh), else the
 #     node-llama-cpp bundle under .deps (scripts/llama_tools.sh fetches it);
 #   - consort's programs: $CONSORT_GPU_BUILD (consort, consort-worker,
-#     tools/mkmodel, tools/decode_batch_bench, tools/greedy_ref), else KIT/runtime.tar.xz
+#     tools/mkmodel, tools/decode_batch_bench, tools/decode_ctx_bench,
+#     tools/greedy_ref), else KIT/runtime.tar.xz
 #     unpacked (bench/gpu_kit.sh: built on another machine against the same
 #     llama.cpp headers, with the shared libraries they need), run through
 #     small wrapper scripts. Either way the programs load this machine's
@@ -112,13 +108,6 @@ llama_source() { # unpacks llama.cpp's source into $WORK/src
 }
 
 stage_build() {
-  if [ -f "$KIT/cuda-build.tar.xz.00" ] && [ -f "$KIT/llama-commit" ] &&
-     [ "$(cat "$KIT/cuda-build.commit" 2>/dev/null)" = "$(cat "$KIT/llama-commit")-${CUDA_ARCH:-native}-${CUDA_FA:-OFF}" ]; then
-    log "using the packed build $KIT/cuda-build.tar.xz.* ($(cat "$KIT/cuda-build.commit"))"
-    rm -rf "$WORK/lib" "$WORK/build/bin" && mkdir -p "$WORK/build/bin"
-    cat "$KIT"/cuda-build.tar.xz.* | tar xJf - -C "$WORK"
-    return 0
-  fi
   command -v nvcc >/dev/null || die "nvcc is missing (CUDA toolkit)"
   command -v cmake >/dev/null || die "cmake is missing"
   llama_source
@@ -138,22 +127,6 @@ stage_build() {
   ln -sf libllama.so "$WORK/lib/libllama.v0.5.0.so"
   ln -sf libggml.so "$WORK/lib/libggml.v0.5.0.so"
   log "built: $(ls "$WORK/lib" | tr '\n' ' ')"
-}
-
-# The build's products (shared libraries and llama-server) packed into
-# OUT/cuda-build.tar.xz.00, .01, ... (15 MB pieces: the lent machine sends
-# back files of at most 16 MiB) with OUT/cuda-build.commit (llama.cpp's
-# commit, the CUDA architectures, CUDA_FA): brought back as KIT/ files,
-# `build` unpacks them instead of building when the commit and settings
-# match (a lent GPU machine is fresh each time; the build is most of its
-# first minutes).
-stage_pack() {
-  local out=${1:?pack needs an output folder}
-  [ -d "$WORK/lib" ] && [ -x "$WORK/build/bin/llama-server" ] || die "nothing built yet"
-  mkdir -p "$out"
-  tar cf - -C "$WORK" lib build/bin/llama-server | xz -T0 -9 | split -d -b 15000000 - "$out/cuda-build.tar.xz."
-  [ -f "$KIT/llama-commit" ] && echo "$(cat "$KIT/llama-commit")-${CUDA_ARCH:-native}-${CUDA_FA:-OFF}" >"$out/cuda-build.commit"
-  ls -l "$out"/cuda-build.tar.xz.* >&2
 }
 
 consort_bin() { # sets BIN: a folder with consort, consort-worker and tools/
@@ -296,8 +269,7 @@ stage_run() {
 
 case ${1:-} in
   build) stage_build ;;
-  pack) shift; stage_pack "$@" ;;
   models) stage_models ;;
   run) shift; stage_run "$@" ;;
-  *) echo "usage: $0 build | pack OUT | models | run OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 build | models | run OUT" >&2; exit 2 ;;
 esac
