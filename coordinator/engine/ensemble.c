@@ -319,13 +319,13 @@ static int recreate_lost_sessions(ensemble_gen *r, const vcand_set *ask) {
 }
 
 /* Queues a state-changing call for every selected member (only: just that
- * one; skip: all but that one, -1 = none). */
+ * one; skip: all but that one, -1 = none). A drafting-only member is
+ * called too (asked no candidates), beside the others when it drafts
+ * nothing this call. */
 static int queue_members(ensemble_gen *r, int first, const int *sel, const vcand_set *ask, int only, int skip) {
     for (size_t i = 0; i < r->nm; i++) {
         mstate *m = &r->m[i];
-        if (!(m->active || (m->drafting && (int)i == only)) || !sel[i] || (only >= 0 && (int)i != only) ||
-            (int)i == skip)
-            continue;
+        if (!(m->active || m->drafting) || !sel[i] || (only >= 0 && (int)i != only) || (int)i == skip) continue;
         if (queue_state_step(r, m, first, 0, first || m->drafting ? NULL : ask)) return -1;
         m->lag.n = 0;
     }
@@ -349,6 +349,7 @@ static int call_members(ensemble_gen *r, int first, const int *sel, const vcand_
     if (queue_members(r, first, sel, ask, -1, d)) return -1;
     run_steps(r, 1);
     if (d >= 0) r->m[d].pending = r->m[d].active; /* (a drafting-only member's answer is not absorbed) */
+    ensemble_spec_beside(r);
     ensemble_spec_sent(r);
     if (!first) {
         if (recreate_lost_sessions(r, ask)) return -1;

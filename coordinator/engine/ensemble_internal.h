@@ -157,6 +157,10 @@ int ensemble_spec_drafter(const ensemble_gen *r, const int *sel);
 /* Before the others' calls: the drafted pieces of the drafter (its index,
  * or -1: none, each member drafts its own), for them to verify. */
 void ensemble_spec_pieces(ensemble_gen *r, int drafter);
+/* After the others' calls: a drafting-only member called beside them (a
+ * call that asked no draft) is read (its proposal, its statistics; never
+ * absorbed), or left out when its call failed. */
+void ensemble_spec_beside(ensemble_gen *r);
 /* Whether member i, at weight 0, is this request's drafting member (it then
  * drafts only: mstate.drafting). */
 int ensemble_spec_drafts_only(const ensemble_gen *r, size_t i);

@@ -62,13 +62,14 @@
  * and a batch) for nothing, and the drafter's own draft costs little.
  *
  * A drafter at weight 0 drafts only (mstate.drafting): ensemble.c opens
- * its session and owes it the committed text like a member's, but it is
- * queued only on calls that ask a draft (what it missed goes as one
- * append), asked no candidates, and its answers are read here only (its
- * pieces and statistics), never absorbed into a decision. Its proposal at
- * a state it was not asked about is unknown, so for it the "committed the
- * drafter's proposal" rule is off and the back-off alone stops useless
- * drafts. A failure leaves it out for the rest of the request.
+ * its session and owes it the committed text like a member's, and calls it
+ * at every call (first and alone when the call asks a draft, else beside
+ * the others: ensemble_spec_beside reads it), asked no candidates; its
+ * answers are read here only (its pieces, its proposal, statistics), never
+ * absorbed into a decision. The "committed the drafter's proposal" rule
+ * holds for it as for a deciding drafter (drafter_answer: its latest
+ * answer, or its drafted answer where the walk of its own draft is). A
+ * failure leaves it out for the rest of the request.
  *
  * Backing off. A walk that accepts fewer than two steps means the draft
  * was decoded mostly for nothing (text the members disagree on); the next
@@ -159,18 +160,25 @@ int ensemble_spec_drafter(const ensemble_gen *r, const int *sel) {
     return r->spec && draft_now(r) > 0 && d >= 0 && sel[d] ? d : -1;
 }
 
+/* A drafting-only member's answer to its latest call: read for its
+ * statistics only (nothing else absorbs it), or, when the call failed, the
+ * member is left out (a deciding drafter that fails fails as a member).
+ * Returns the answer, or NULL. */
+static const proto_step_res *read_drafting(ensemble_gen *r, mstate *d) {
+    if (d->rc) {
+        ensemble_spec_drop_drafter(r, d->perr.message);
+        return NULL;
+    }
+    const proto_step_res *a = d->root;
+    if (!d->prompt_tokens) d->prompt_tokens = a->n_past;
+    d->decoded += a->decoded;
+    for (size_t j = 0; j < a->n_draft; j++) d->decoded += a->draft[j].decoded;
+    return a;
+}
+
 void ensemble_spec_pieces(ensemble_gen *r, int drafter) {
     mstate *d = drafter >= 0 ? &r->m[drafter] : NULL;
-    if (d && d->drafting && d->rc) { /* left out (a deciding drafter that fails fails as a member) */
-        ensemble_spec_drop_drafter(r, d->perr.message);
-        d = NULL;
-    }
-    const proto_step_res *a = d && !d->rc ? d->root : NULL;
-    if (a && d->drafting) { /* (its statistics: nothing else reads its answers) */
-        if (!d->prompt_tokens) d->prompt_tokens = a->n_past;
-        d->decoded += a->decoded;
-        for (size_t j = 0; j < a->n_draft; j++) d->decoded += a->draft[j].decoded;
-    }
+    const proto_step_res *a = !d ? NULL : d->drafting ? read_drafting(r, d) : d->rc ? NULL : d->root;
     r->vp.n = 0;
     r->n_vp = 0;
     for (size_t j = 0; a && j < a->n_draft; j++) { /* draft[j] follows the first proposal before it */
@@ -178,6 +186,13 @@ void ensemble_spec_pieces(ensemble_gen *r, int drafter) {
         if (prev->n_top == 0 || prev->top[0].s.n == 0 || sb_add(&r->vp, prev->top[0].s.p, prev->top[0].s.n)) break;
         r->vp_len[r->n_vp++] = prev->top[0].s.n;
     }
+}
+
+void ensemble_spec_beside(ensemble_gen *r) {
+    int d = active_drafter(r);
+    if (d < 0 || !r->m[d].drafting || !r->m[d].pending) return; /* (not called beside the others) */
+    r->m[d].pending = 0;
+    read_drafting(r, &r->m[d]);
 }
 
 /* Member m verifies the pieces it keeps (m->v) in q's draft_b64. */
@@ -223,8 +238,7 @@ void ensemble_spec_request(ensemble_gen *r, mstate *m, proto_step_req *q, int cr
     if (create || r->n_pieces < 2) return;
     size_t off = 0, owed = 0;
     for (int i = 0; i < r->n_pieces; i++) owed += r->piece_len[i];
-    if (m->drafting && m->lag.n != owed) return; /* (not called at every call: all it missed as one append) */
-    assert(m->lag.n == owed); /* (a deciding member is sent every committed piece) */
+    assert(m->lag.n == owed); /* (every member taking part, drafting-only too, is sent every committed piece) */
     for (int i = 0; i < r->n_pieces - 1; i++) {
         r->piece_strs[i] = (proto_str){(const unsigned char *)m->lag.p + off, r->piece_len[i]};
         off += r->piece_len[i];
@@ -279,16 +293,25 @@ static int draft_continues(const ensemble_gen *r, const mstate *m, const char *p
     return root && next && r->vdepth < (int)root->n_draft && next->n == n && memcmp(next->p, p, n) == 0;
 }
 
+/* The drafter's answer at the state the walk is at, whose first proposal
+ * is the drafter's own: a deciding drafter's current answer; for a
+ * drafting-only member (called at every call, never walked), its latest
+ * call's answer, or, vdepth steps into the walk of its own draft, the
+ * drafted answer there (NULL when not known). */
+static const proto_step_res *drafter_answer(const ensemble_gen *r) {
+    const mstate *d = &r->m[r->drafter];
+    if (!d->drafting) return d->res;
+    const proto_step_res *a = d->root;
+    if (!a || r->vdepth == 0) return a;
+    return (size_t)r->vdepth <= a->n_draft ? &a->draft[r->vdepth - 1] : NULL;
+}
+
 int ensemble_spec_advance(ensemble_gen *r, size_t from) {
     if (!r->spec) return 0;
     size_t n = r->g.n - from;
     if (active_drafter(r) >= 0) { /* (before the walk moves the answers on) */
-        const mstate *d = &r->m[r->drafter];
-        /* a drafting-only member answers only the calls that ask a draft:
-         * its proposal at this state may be unknown; the back-off alone
-         * then keeps its drafts from being verified for nothing */
-        r->drafter_agreed = d->drafting || (d->res && d->res->n_top > 0 && d->res->top[0].s.n == n &&
-                                            memcmp(d->res->top[0].s.p, r->g.p + from, n) == 0);
+        const proto_step_res *a = drafter_answer(r);
+        r->drafter_agreed = !a || (a->n_top > 0 && a->top[0].s.n == n && memcmp(a->top[0].s.p, r->g.p + from, n) == 0);
     }
     if (r->n_pieces > PROTO_MAX_STEPS) return 0; /* (cannot happen: drafts are shorter) */
     r->piece_len[r->n_pieces++] = n;

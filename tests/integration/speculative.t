@@ -101,6 +101,15 @@ gen --member a="$UA" --member a2="$UA2" --strategy solo:a --prompt "$P1" --draft
 acc=$(num "$tmp/dsolo.json" speculative_accepted) rt=$(num "$tmp/dsolo.json" rounds)
 [ "$acc" -gt $((N / 2)) ] && [ "$rt" -lt $((N / 2)) ] && [ "$(member "$tmp/dsolo.json" a2 decoded)" -gt 0 ]
 ok $? "... most steps from a2's drafts (a2 decoded $(member "$tmp/dsolo.json" a2 decoded) positions), verified by a in fewer round trips (accepted $acc of $N, $rt round trips)"
+# a drafter that mostly disagrees: called beside b at every step, it is asked
+# to draft only after a step that committed its own proposal (as a deciding
+# drafter is); the back-off alone used to let 20 of 64 steps be drafted, 2
+# of them accepted (10 now)
+"$REF" "$MB" "$P1" $N 1 >"$tmp/refB"
+gen --member b="$UB" --member a="$UA" --strategy solo:b --prompt "$P1" --draft-member a >"$tmp/dba.json"
+dr=$(num "$tmp/dba.json" speculative_drafted) acc=$(num "$tmp/dba.json" speculative_accepted)
+[ "$(text "$tmp/dba.json")" = "$(cat "$tmp/refB")" ] && [ "$dr" -le $((N / 4)) ]
+ok $? "solo:b with a disagreeing a drafting only: b's text, drafts asked only after agreement ($dr of $N steps drafted, $acc accepted)"
 gen --member a="$UA" --member z=http://127.0.0.1:1 --tolerate-down --strategy solo:a --prompt "$P1" --draft-member z >"$tmp/dz.json"
 [ "$(text "$tmp/dz.json")" = "$(cat "$tmp/refA")" ]; ok $? "solo:a with a drafter that is down: a's own text (it drafts its own)"
 if start_worker small "$MA" --ctx-size 24; then # a drafter whose context fills up before the text ends
