@@ -311,7 +311,7 @@ int ensemble_spec_advance(ensemble_gen *r, size_t from) {
     size_t n = r->g.n - from;
     if (active_drafter(r) >= 0) { /* (before the walk moves the answers on) */
         const proto_step_res *a = drafter_answer(r);
-        r->drafter_agreed = !a || (a->n_top > 0 && a->top[0].s.n == n && memcmp(a->top[0].s.p, r->g.p + from, n) == 0);
+        r->drafter_agreed = a && a->n_top > 0 && a->top[0].s.n == n && memcmp(a->top[0].s.p, r->g.p + from, n) == 0;
     }
     if (r->n_pieces > PROTO_MAX_STEPS) return 0; /* (cannot happen: drafts are shorter) */
     r->piece_len[r->n_pieces++] = n;
