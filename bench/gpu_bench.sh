@@ -215,10 +215,12 @@ stage_run() {
   fi
   if in_sections profile; then
     log "one request taken apart"
-    VARIANTS=${PROFILE_VARIANTS:-"|GGML_CUDA_DISABLE_GRAPHS=1"} bench/step_profile.sh -m "$A" -n 64 -r "$ROUNDS" \
-      -t "$THREADS" "$BIN" >"$out/profile-big.md" 2>"$out/profile-big.log" || true
-    VARIANTS=${PROFILE_VARIANTS:-"|GGML_CUDA_DISABLE_GRAPHS=1"} bench/step_profile.sh -m "$REPO/models/a.gguf" -n 64 \
-      -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/profile-tiny.md" 2>"$out/profile-tiny.log" || true
+    local kind model
+    for kind in big tiny; do
+      model=$A; [ $kind = tiny ] && model=$REPO/models/a.gguf
+      VARIANTS=${PROFILE_VARIANTS:-"|GGML_CUDA_DISABLE_GRAPHS=1"} bench/step_profile.sh -m "$model" -n 64 \
+        -r "$ROUNDS" -t "$THREADS" "$BIN" >"$out/profile-$kind.md" 2>"$out/profile-$kind.log" || true
+    done
   fi
   if in_sections conc; then
     log "one member against llama-server"

@@ -218,9 +218,9 @@ struct wk_engine {
     unsigned scratch_free; /* bit i: sequence scratch0 + i is free */
     double decode_s;    /* recent decode time (moving average) */
     uint64_t tokens_decoded, decodes, shared_decodes;
-    double decode_total_s, linger_total_s, step_total_s; /* where the time went (wk_stats) */
+    double decode_total_s, linger_total_s; /* where the time went (wk_stats) */
     uint64_t graphs_reused; /* llama.cpp's count, read after each decode */
-    _Atomic uint64_t softmax_ns; /* added by callers outside mu */
+    _Atomic uint64_t step_ns, softmax_ns; /* added by callers outside mu */
     /* under dmu: the llama_context (decodes, KV-cache operations) and the
      * batch with its row owners, used by the leader only */
     pthread_mutex_t dmu;
@@ -426,7 +426,7 @@ void wk_engine_stats(wk_engine *e, wk_stats *st) {
     st->graphs_reused = e->graphs_reused;
     st->decode_s = e->decode_total_s;
     st->linger_s = e->linger_total_s;
-    st->step_s = e->step_total_s;
+    st->step_s = (double)atomic_load(&e->step_ns) * 1e-9;
     st->softmax_s = (double)atomic_load(&e->softmax_ns) * 1e-9;
     st->sessions_in_use = 0;
     for (int i = 0; i < e->slots; i++) st->sessions_in_use += e->s[i].used;
@@ -2396,9 +2396,7 @@ done:
         wk_step_res_free(res);
         if (!err->status) set_err(err, 500, "internal", "internal error");
     }
-    pthread_mutex_lock(&e->mu);
-    e->step_total_s += clock_mono_s() - t0;
-    pthread_mutex_unlock(&e->mu);
+    atomic_fetch_add(&e->step_ns, (uint64_t)((clock_mono_s() - t0) * 1e9));
     return rc;
 }
 

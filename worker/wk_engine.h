@@ -195,8 +195,9 @@ typedef struct wk_stats {
      * leader, under the decode lock); linger, leaders waiting for expected
      * callers before a batch; step, inside wk_step (everything a step does,
      * waiting for and running decodes included; not the HTTP handling);
-     * softmax, the rows made distributions (the steps', scoring's own
-     * per-row sums and the byte walk's are not counted). */
+     * softmax, logits rows made distributions by steps (their own rows,
+     * teacher-forced paths, earlier rows, drafts; not scoring's per-row
+     * sums, not the byte walk's rows). */
     double decode_s, linger_s, step_s, softmax_s;
 } wk_stats;
 void wk_engine_stats(wk_engine *e, wk_stats *st);

@@ -31,7 +31,6 @@
  */
 #include "worker/wk_softmax.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -115,9 +114,8 @@ static int min_max(const float *x, int n, float *mn, float *mx) {
         for (i = LANES; i + LANES <= n; i += LANES) {
             vf v;
             memcpy(&v, x + i, sizeof v);
-            vi gt = v > h, lt = v < l;
-            h = (vf)(((vi)v & gt) | ((vi)h & ~gt));
-            l = (vf)(((vi)v & lt) | ((vi)l & ~lt));
+            h = pick(v > h, v, h);
+            l = pick(v < l, v, l);
             bad |= v != v;
         }
         for (int k = 0; k < LANES; k++) {

@@ -114,7 +114,7 @@ int main(void) {
         for (int i = 1; i < CH; i++, pairs++) swaps += pr[i + 1] < pr[i];
     }
     diag("%ld pairs of neighbouring floats in [-110, 0): %ld in the wrong order", pairs, swaps);
-    ok(swaps == 0, "a larger logit never gets a smaller probability (neighbouring floats over [-110, 0), the denormal range included)");
+    ok(swaps == 0, "a larger logit never gets a smaller probability (neighbouring floats over [-110, 0), exps below the normal range included: 0)");
 
     /* timing, for the record */
     for (int i = 0; i < V; i++) lg[i] = (float)(rng_uniform(&r) * 20 - 10);
